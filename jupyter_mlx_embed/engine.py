@@ -1,0 +1,168 @@
+"""The MLX engine: loads models and runs forward passes (the only module that imports MLX).
+
+An :class:`Engine` belongs to the thread that created it, which must be the worker thread:
+MLX arrays and streams are thread-affine, so every ``mx`` call happens there. Only numpy
+arrays and plain Python objects leave this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _blas
+from .config import EngineConfig
+from .errors import EmbedError, ModelLoadError
+from .modelspec import ModelSpec
+from .tokenization import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with its tokenizer."""
+
+    spec: ModelSpec
+    model: Any
+    tokenizer: TextTokenizer
+
+
+class Engine:
+    """Loads models into an LRU and turns token ids into pooled, L2-normalised vectors.
+
+    Create it on the thread that will use it. Creating it preloads a fast BLAS on Linux
+    (which must happen before ``mlx.core`` is first imported) and then imports MLX.
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        self._owner = threading.get_ident()
+        self._config = config
+        self.blas_preloaded = _blas.preload_fast_blas(config.blas)
+        import mlx.core as mx
+
+        self._mx = mx
+        self.blas = _blas.detect_bound_blas()
+        if not self.blas.fast:
+            log.warning("MLX uses a slow BLAS: %s", self.blas.detail or self.blas.name)
+        self.device = str(mx.default_device())
+        self.mlx_version = getattr(mx, "__version__", "unknown")
+        self._cpu = mx.default_device() == mx.cpu
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("MLX engine used from a thread other than its worker thread")
+
+    @property
+    def loaded_models(self) -> list[str]:
+        """Names of the models in memory, most recently used last."""
+        return [m.spec.name for m in self._models.values()]
+
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        """Return the model for ``spec``, loading it (and evicting the LRU one) if needed.
+
+        Raises:
+            ModelLoadError: Weights or tokenizer could not be loaded.
+        """
+        self._check_thread()
+        key = str(spec.path)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            self._models.move_to_end(key)
+            return loaded
+        loaded = self._load(spec)
+        self._models[key] = loaded
+        while len(self._models) > self._config.max_loaded_models:
+            _, evicted = self._models.popitem(last=False)
+            log.info("evicting model %s", evicted.spec.name)
+            del evicted
+            self._mx.clear_cache()
+        return loaded
+
+    def _load(self, spec: ModelSpec) -> LoadedModel:
+        from mlx_embeddings.utils import load_model
+
+        log.info("loading model %s from %s", spec.name, spec.path)
+        try:
+            model = load_model(spec.path, lazy=False, path_to_repo=str(spec.path))
+            if self._cpu:
+                # Half precision matmuls are a slow scalar loop on MLX's CPU backend.
+                model.set_dtype(self._mx.float32)
+                self._mx.eval(model.parameters())
+            tokenizer = TextTokenizer(
+                spec.path, max_length=spec.max_seq_length, vocab_size=spec.vocab_size
+            )
+        except EmbedError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"Loading model '{spec.name}' failed: {exc}") from exc
+        return LoadedModel(spec=spec, model=model, tokenizer=tokenizer)
+
+    def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled, L2-normalised float32 vectors (one per row) for a batch of token ids."""
+        self._check_thread()
+        mx = self._mx
+        ids, mask = _pad(rows, loaded.spec.pad_token_id)
+        hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
+        pooled = _pool(mx, loaded.spec.pooling, hidden, mx.array(mask))
+        norm = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
+        vectors = pooled / mx.maximum(norm, 1e-12)
+        mx.eval(vectors)
+        return np.array(vectors, dtype=np.float32, copy=True)
+
+    def token_states(self, loaded: LoadedModel, row: Sequence[int]) -> np.ndarray:
+        """The last hidden state (tokens x dim) of one unpadded row, as float32."""
+        self._check_thread()
+        mx = self._mx
+        ids, mask = _pad([row], loaded.spec.pad_token_id)
+        hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
+        mx.eval(hidden)
+        return np.array(hidden[0], dtype=np.float32, copy=True)
+
+    def _hidden(self, loaded: LoadedModel, ids: Any, mask: Any) -> Any:
+        model, kind = loaded.model, loaded.spec.model_type
+        if kind in ("bert", "xlm_roberta"):
+            return model(ids, attention_mask=mask).last_hidden_state
+        if kind == "qwen3":
+            return model.model(ids, attention_mask=mask)
+        if kind == "modernbert":
+            out = model.model(ids, attention_mask=mask, return_dict=True)
+            return out["last_hidden_state"]
+        raise ModelLoadError(f"No forward pass for model_type '{kind}'")
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad rows of ids to the longest; returns (ids int32, mask float32)."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1.0
+    return ids, mask
+
+
+def _pool(mx: Any, mode: str, hidden: Any, mask: Any) -> Any:
+    """sentence-transformers pooling of ``hidden`` (B, T, D) under ``mask`` (B, T)."""
+    m = mask[:, :, None]
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        last = (mx.sum(mask, axis=1) - 1).astype(mx.int32)
+        return mx.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+    if mode == "max":
+        return mx.max(mx.where(m > 0, hidden, -1e9), axis=1)
+    counts = mx.maximum(mx.sum(m, axis=1), 1e-9)
+    summed = mx.sum(hidden * m, axis=1)
+    if mode == "mean":
+        return summed / counts
+    if mode == "mean_sqrt_len_tokens":
+        return summed / mx.sqrt(counts)
+    raise ModelLoadError(f"Unknown pooling mode '{mode}'")

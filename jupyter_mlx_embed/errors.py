@@ -1,0 +1,97 @@
+"""Error hierarchy shared by every layer (pure: no MLX, no Tornado).
+
+Each error knows how it appears on the wire in the OpenAI error shape:
+``{"error": {"message", "type", "param", "code"}}`` and with which HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EmbedError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error object for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(EmbedError):
+    """The request is malformed or asks for something impossible (HTTP 400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """No model of that name is known to the registry (HTTP 404)."""
+
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, message: str, *, param: str | None = "model", code: str | None = None):
+        super().__init__(message, param=param, code=code)
+
+
+class ModelTypeError(InvalidRequestError):
+    """The model exists but is not a text-embedding model we can run (HTTP 400)."""
+
+    code = "unsupported_model"
+
+    def __init__(self, message: str, *, model_type: str | None = None, param: str | None = "model"):
+        super().__init__(message, param=param)
+        self.model_type = model_type
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body or its token total exceeds a configured limit (HTTP 413)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class OverloadedError(EmbedError):
+    """The worker's queue is full; the client should retry later (HTTP 429)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WorkerClosedError(EmbedError):
+    """The worker is shutting down or closed and accepts no more work (HTTP 503)."""
+
+    status = 503
+    type = "server_error"
+    code = "worker_closed"
+
+
+class ModelLoadError(EmbedError):
+    """A model's files are missing or corrupt, or loading failed (HTTP 500)."""
+
+    status = 500
+    type = "server_error"
+    code = "model_load_failed"

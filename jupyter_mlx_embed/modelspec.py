@@ -1,0 +1,191 @@
+"""What a model folder says about itself: architecture, pooling, limits (pure: no MLX).
+
+Pooling and the maximum sequence length come from the folder's sentence-transformers files
+(``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``) so that vectors
+match sentence-transformers, and not from a fixed choice per architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError, ModelTypeError
+
+#: Architectures whose text forward we run and test (module names in ``mlx_embeddings.models``).
+SUPPORTED_MODEL_TYPES = ("bert", "xlm_roberta", "modernbert", "qwen3")
+
+#: Pooling modes we implement, named as sentence-transformers' ``pooling_mode_*`` keys.
+POOLING_MODES = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len_tokens")
+
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+}
+# sentence-transformers modules that change nothing we compute: we always L2-normalise.
+_ST_NEUTRAL_MODULES = ("Transformer", "Pooling", "Normalize")
+_GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# A tokenizer's "no limit" sentinel is a huge int; anything above this is not a real limit.
+_UNBOUNDED = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved, validated embedding model folder.
+
+    Attributes:
+        name: The canonical name reported to clients.
+        path: The folder holding ``config.json``, weights and tokenizer.
+        source: Where the registry found it: ``bundled``, ``root``, ``hf-cache`` or ``hub``.
+        model_type: The architecture (``config.json`` ``model_type``).
+        pooling: One of :data:`POOLING_MODES`.
+        max_seq_length: Inputs are truncated to this many tokens (special tokens included).
+        dimension: Length of the output vectors.
+        vocab_size: Valid token ids are ``0 <= id < vocab_size``.
+        pad_token_id: Id used for padding positions (masked out).
+    """
+
+    name: str
+    path: Path
+    source: str
+    model_type: str
+    pooling: str
+    max_seq_length: int
+    dimension: int
+    vocab_size: int
+    pad_token_id: int = 0
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"Cannot read {path.name} of model folder {path.parent}: {exc}"
+        ) from exc
+
+
+def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
+    """Read and validate a model folder.
+
+    Args:
+        path: The model folder.
+        name: The name clients use for it.
+        source: How the registry found it.
+
+    Raises:
+        ModelLoadError: ``config.json``, weights or tokenizer are missing or unreadable.
+        ModelTypeError: The folder holds a model that is not a supported embedding model.
+    """
+    config = _read_json(path / "config.json")
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"Model '{name}' has no valid config.json in {path}")
+    model_type = str(config.get("model_type", "")).replace("-", "_")
+    modules = _read_json(path / "modules.json")
+    _check_embedding_model(name, model_type, config, modules)
+
+    if not any(path.glob("model*.safetensors")) and not any(path.glob("*/model*.safetensors")):
+        raise ModelLoadError(f"Model '{name}' has no model*.safetensors weights in {path}")
+    if not (path / "tokenizer.json").is_file():
+        raise ModelLoadError(f"Model '{name}' has no tokenizer.json in {path}")
+
+    dimension = config.get("hidden_size") or config.get("d_model")
+    vocab_size = config.get("vocab_size")
+    if not isinstance(dimension, int) or not isinstance(vocab_size, int):
+        raise ModelLoadError(f"Model '{name}': config.json lacks hidden_size or vocab_size")
+    pad = config.get("pad_token_id")
+    return ModelSpec(
+        name=name,
+        path=path,
+        source=source,
+        model_type=model_type,
+        pooling=_pooling_mode(name, model_type, config, modules, path),
+        max_seq_length=_max_seq_length(model_type, config, path),
+        dimension=dimension,
+        vocab_size=vocab_size,
+        pad_token_id=pad if isinstance(pad, int) and 0 <= pad < vocab_size else 0,
+    )
+
+
+def _check_embedding_model(
+    name: str, model_type: str, config: dict[str, Any], modules: Any
+) -> None:
+    architectures = [str(a) for a in config.get("architectures") or []]
+    generative = any(a.endswith(_GENERATIVE_SUFFIXES) for a in architectures)
+    # Decoder embedders (e.g. Qwen3-Embedding) keep a *ForCausalLM architecture name but ship
+    # a sentence-transformers modules.json; chat models do not.
+    if generative and modules is None:
+        raise ModelTypeError(
+            f"Model '{name}' is a generative language model ({architectures[0]}, model_type "
+            f"'{model_type}'), not an embedding model",
+            model_type=model_type,
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelTypeError(
+            f"Model '{name}' has model_type '{model_type or '?'}', which is not a supported "
+            f"embedding architecture; supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
+            model_type=model_type,
+        )
+    if modules is not None:
+        if not isinstance(modules, list):
+            raise ModelLoadError(f"Model '{name}': modules.json is not a list")
+        for module in modules:
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            if kind not in _ST_NEUTRAL_MODULES:
+                raise ModelTypeError(
+                    f"Model '{name}' uses the sentence-transformers module '{kind}', which is "
+                    f"not supported (supported: {', '.join(_ST_NEUTRAL_MODULES)})",
+                    model_type=model_type,
+                )
+
+
+def _pooling_mode(
+    name: str, model_type: str, config: dict[str, Any], modules: Any, path: Path
+) -> str:
+    if modules is not None:
+        pooling_dirs = [
+            m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")
+        ]
+        if pooling_dirs:
+            pooling = _read_json(path / pooling_dirs[0] / "config.json")
+            if not isinstance(pooling, dict):
+                raise ModelLoadError(f"Model '{name}': missing pooling config in {pooling_dirs[0]}")
+            chosen = [mode for key, mode in _ST_POOLING_KEYS.items() if pooling.get(key)]
+            if len(chosen) != 1 or chosen[0] not in POOLING_MODES:
+                raise ModelTypeError(
+                    f"Model '{name}' asks for pooling {chosen or 'none'}; supported: exactly one "
+                    f"of {', '.join(POOLING_MODES)}",
+                    model_type=model_type,
+                )
+            return chosen[0]
+    # No sentence-transformers config: what sentence-transformers itself would pick.
+    if model_type == "qwen3":
+        return "lasttoken"
+    if model_type == "modernbert":
+        return "cls" if config.get("classifier_pooling") == "cls" else "mean"
+    return "mean"
+
+
+def _max_seq_length(model_type: str, config: dict[str, Any], path: Path) -> int:
+    st = _read_json(path / "sentence_bert_config.json")
+    if isinstance(st, dict) and isinstance(st.get("max_seq_length"), int):
+        return int(st["max_seq_length"])
+    limits = []
+    tok = _read_json(path / "tokenizer_config.json")
+    declared = tok.get("model_max_length") if isinstance(tok, dict) else None
+    if isinstance(declared, (int, float)) and declared < _UNBOUNDED:
+        limits.append(int(declared))
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int):
+        # RoBERTa-style models reserve padding_idx + 1 position slots.
+        limits.append(positions - 2 if model_type == "xlm_roberta" else positions)
+    return min(limits) if limits else 512
