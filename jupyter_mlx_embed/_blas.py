@@ -398,7 +398,7 @@ def preload_fast_blas(
 
     Args:
         configured: Path of a library exporting ``cblas_sgemm``, or ``"none"``.
-        cache_dir: Where the shim is built/cached; defaults to ``$XDG_CACHE_HOME/jupyter-mlx-embed``.
+        cache_dir: Shim build/cache directory (default ``$XDG_CACHE_HOME/jupyter-mlx-embed``).
 
     Returns:
         What was loaded (``source`` is ``configured``, ``preloaded``, ``disabled``,
@@ -496,9 +496,9 @@ def _detect_linux() -> BlasInfo:
         return BlasInfo("unknown", None, False, "detected", "cblas_sgemm not bound yet (lazy)")
 
     label, fast = _classify(provider)
-    preloaded = _result.path if _result is not None else None
-    if preloaded and os.path.realpath(preloaded) == provider:
-        source = _result.source
+    preloaded = _result
+    if preloaded is not None and preloaded.path and os.path.realpath(preloaded.path) == provider:
+        source = preloaded.source
         if source == "configured" and label == "unknown":
             label = "configured"
     elif not fast and "mlx_cpu.libs" in provider:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -40,16 +39,6 @@ def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
     if old is not None:
         old.close()
     return new
-
-
-def _shutdown() -> None:
-    with _lock:
-        worker = _worker
-    if worker is not None:
-        worker.close(timeout=5.0, cancel_pending=True)
-
-
-atexit.register(_shutdown)
 
 
 def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:

@@ -9,10 +9,13 @@ and never stop the thread.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -103,6 +106,7 @@ class Worker:
         self._engine_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-embed-worker", daemon=True)
         self._thread.start()
+        _live_workers.add(self)
 
     # -- submission (any thread) -------------------------------------------------------
 
@@ -231,6 +235,8 @@ class Worker:
             self._queue.put(_STOP)  # blocking: the stop marker must get in
         if threading.get_ident() != self._thread.ident:
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                _wait_os_thread_exit(self._thread.native_id)
 
     def __enter__(self) -> Worker:
         return self
@@ -448,6 +454,30 @@ def _validate_inputs(inputs: object, max_inputs: int) -> bool:
             if item == "":
                 raise InvalidRequestError(f"input[{i}] is an empty string", param="input")
     return tokens
+
+
+def _wait_os_thread_exit(native_id: int | None, timeout: float = 2.0) -> None:
+    """Wait until the OS thread behind a joined Python thread is gone (Linux).
+
+    ``Thread.join`` returns before the OS thread runs its C++ thread-local destructors; MLX
+    has some that take the GIL, which aborts the process if the interpreter is finalizing
+    by then. Waiting here makes ``close()`` followed by interpreter exit safe.
+    """
+    if native_id is None or not os.path.isdir("/proc/self/task"):
+        return
+    task = f"/proc/self/task/{native_id}"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _close_all_workers() -> None:
+    for worker in list(_live_workers):
+        worker.close(timeout=5.0, cancel_pending=True)
+
+
+_live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+atexit.register(_close_all_workers)
 
 
 def _settle(future: Future[T], fn: Callable[[Any], T], arg: Any) -> None:

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny on-the-fly models, broken model folders, and one real worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jupyter_mlx_embed import EngineConfig, Worker
+
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model root holding the tiny random models and deliberately broken ones."""
+    root = tmp_path_factory.mktemp("models")
+    # Built in a subprocess: it reads parameter shapes through MLX, which must stay on the
+    # worker thread inside this test process.
+    subprocess.run([sys.executable, str(TESTS / "tiny_models.py"), str(root)], check=True)
+
+    corrupt = root / "broken-weights"
+    shutil.copytree(root / "tiny-bert-cls", corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+
+    chat = root / "chat-llama"
+    shutil.copytree(root / "tiny-bert-cls", chat)
+    (chat / "modules.json").unlink()
+    (chat / "config.json").write_text(
+        json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                    "hidden_size": 32, "vocab_size": 60})
+    )
+    odd = root / "odd-type"
+    shutil.copytree(root / "tiny-bert-cls", odd)
+    config = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**config, "model_type": "gpt_neox"}))
+
+    no_tok = root / "no-tokenizer"
+    shutil.copytree(root / "tiny-bert-cls", no_tok)
+    (no_tok / "tokenizer.json").unlink()
+    return root
+
+
+@pytest.fixture(scope="session")
+def worker(model_root: Path) -> Iterator[Worker]:
+    """One real worker serving the bundled model and the tiny models."""
+    with Worker(EngineConfig(model_roots=(model_root,), max_loaded_models=16)) as w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    """The fidelity corpus (unicode, emoji, whitespace, one-word, >256-token inputs)."""
+    return json.loads((DATA / "fidelity_corpus.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, np.ndarray]:
+    """sentence-transformers vectors and token counts for the corpus."""
+    with np.load(DATA / "minilm_reference.npz") as data:
+        return {key: data[key] for key in data.files}
