@@ -30,15 +30,15 @@ def get_worker() -> Worker:
 def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
     """Replace the process's worker with one using ``config`` (or ``settings`` over the env).
 
-    The previous worker finishes its queued requests before it stops.
+    The previous worker finishes its queued requests and stops first: MLX has one owner
+    thread per process.
     """
     global _worker
-    new = Worker(config or EngineConfig.from_env(**settings))
     with _lock:
-        old, _worker = _worker, new
-    if old is not None:
-        old.close()
-    return new
+        if _worker is not None:
+            _worker.close()
+        _worker = Worker(config or EngineConfig.from_env(**settings))
+        return _worker
 
 
 def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class WorkerStats:
     tokens: int = 0
     padded_tokens: int = 0
     batches: int = 0
+    #: (rows, padded length) of the most recent forward passes.
+    recent_batches: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=512))
 
 
 class Worker:
@@ -96,6 +99,7 @@ class Worker:
     def __init__(
         self, config: EngineConfig | None = None, *, registry: ModelRegistry | None = None
     ) -> None:
+        global _owner
         self.config = config or EngineConfig.from_env()
         self.registry = registry or ModelRegistry(self.config)
         self.stats = WorkerStats()
@@ -105,7 +109,15 @@ class Worker:
         self._engine: Any = None
         self._engine_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-embed-worker", daemon=True)
-        self._thread.start()
+        with _owner_lock:
+            current = _owner() if _owner is not None else None
+            if current is not None and current.alive:
+                raise RuntimeError(
+                    "Another Worker already owns MLX in this process; close it first, or share "
+                    "it through jupyter_mlx_embed.get_worker()"
+                )
+            self._thread.start()
+            _owner = weakref.ref(self)
         _live_workers.add(self)
 
     # -- submission (any thread) -------------------------------------------------------
@@ -349,6 +361,7 @@ class Worker:
                 request.out[i] = vector
             self.stats.batches += 1
             self.stats.padded_tokens += len(batch) * batch[-1][0]
+            self.stats.recent_batches.append((len(batch), batch[-1][0]))
         for request in pending:
             if not request.future.done():
                 request.future.set_result(_finish(request, spec))
@@ -477,6 +490,9 @@ def _close_all_workers() -> None:
 
 
 _live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+# MLX is thread-affine: at most one live worker thread per process may use it.
+_owner_lock = threading.Lock()
+_owner: weakref.ref[Worker] | None = None
 atexit.register(_close_all_workers)
 
 

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +49,29 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(model_root: Path) -> Iterator[Worker]:
-    """One real worker serving the bundled model and the tiny models."""
+    """A real worker serving the bundled model and the tiny models (one per test module:
+    MLX allows one owner thread per process, so modules that need other settings make their
+    own with ``make_worker``)."""
     with Worker(EngineConfig(model_roots=(model_root,), max_loaded_models=16)) as w:
         yield w
+
+
+@pytest.fixture
+def make_worker(model_root: Path) -> Iterator[Callable[..., Worker]]:
+    """Factory for a worker with custom settings, closed after the test."""
+    made: list[Worker] = []
+
+    def make(**settings: object) -> Worker:
+        settings.setdefault("model_roots", (model_root,))
+        w = Worker(EngineConfig(**settings))  # type: ignore[arg-type]
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close(cancel_pending=True)
 
 
 @pytest.fixture(scope="session")

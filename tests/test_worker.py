@@ -1,0 +1,250 @@
+"""The worker thread: batching, isolation between requests, overload, errors and shutdown."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from jupyter_mlx_embed import (
+    InvalidRequestError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelTypeError,
+    OverloadedError,
+    WorkerClosedError,
+)
+
+WORDS = "the cat sat on the mat quick brown fox jumps over lazy dog river water".split()
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 20)))) for _ in range(n)]
+
+
+def test_concurrent_requests_each_get_their_own_vectors(make_worker) -> None:
+    worker = make_worker(batch_window_ms=20)
+    texts = _texts(40)
+    expected = {t: v for t, v in zip(texts, worker.submit(texts).result().vectors, strict=True)}
+    batches_before = worker.stats.batches
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: worker.submit([t]).result(), texts))
+    for text, result in zip(texts, results, strict=True):
+        np.testing.assert_allclose(result.vectors[0], expected[text], atol=2e-5)
+    # Concurrent single-text requests were coalesced into far fewer forward passes.
+    assert worker.stats.batches - batches_before < len(texts) // 2
+
+
+def test_batches_respect_the_token_budget(make_worker) -> None:
+    worker = make_worker(token_budget=64, max_batch_size=8)
+    texts = _texts(60, seed=1)
+    result = worker.submit(texts).result()
+    assert result.vectors.shape[0] == 60
+    shapes = list(worker.stats.recent_batches)
+    assert len(shapes) > 1
+    for rows, width in shapes:
+        assert rows <= 8
+        assert rows * width <= 64 or rows == 1
+
+
+def test_input_longer_than_budget_runs_alone(make_worker) -> None:
+    worker = make_worker(token_budget=16)
+    long_text = " ".join(WORDS * 3)
+    result = worker.submit([long_text, "cat"], model="tiny-bert-cls").result(timeout=60)
+    assert result.vectors.shape == (2, 32)
+    assert (1, 24) in worker.stats.recent_batches
+
+
+def test_order_is_restored_after_length_sorting(make_worker) -> None:
+    worker = make_worker()
+    texts = ["a much longer sentence about a cat on a mat", "dog", "the river", "fox"]
+    together = worker.submit(texts).result().vectors
+    for i, text in enumerate(texts):
+        np.testing.assert_allclose(worker.submit([text]).result().vectors[0], together[i],
+                                   atol=2e-5)
+
+
+def test_full_queue_fails_fast_with_overload(make_worker) -> None:
+    worker = make_worker(queue_size=2, batch_window_ms=0)
+    gate = threading.Event()
+    blocker = worker.call(lambda engine: gate.wait(30))
+    while not blocker.running():  # the worker has taken the blocker off the queue
+        threading.Event().wait(0.01)
+    queued = [worker.submit(["cat"]), worker.submit(["dog"])]
+    with pytest.raises(OverloadedError) as info:
+        worker.submit(["fox"])
+    assert info.value.status == 429
+    gate.set()
+    assert all(f.result(timeout=60).vectors.shape == (1, 384) for f in queued)
+
+
+def test_close_finishes_pending_requests(make_worker) -> None:
+    worker = make_worker()
+    futures = [worker.submit([t]) for t in _texts(10, seed=2)]
+    worker.close()
+    assert not worker.alive
+    assert all(f.result(timeout=0).vectors.shape == (1, 384) for f in futures)
+    with pytest.raises(WorkerClosedError):
+        worker.submit(["late"])
+
+
+def test_close_can_fail_pending_requests(make_worker) -> None:
+    worker = make_worker(batch_window_ms=0)
+    gate = threading.Event()
+    blocker = worker.call(lambda engine: gate.wait(30))
+    while not blocker.running():
+        threading.Event().wait(0.01)
+    pending = worker.submit(["never served"])
+    closer = threading.Thread(target=worker.close, kwargs={"cancel_pending": True})
+    closer.start()
+    gate.set()
+    closer.join(30)
+    with pytest.raises(WorkerClosedError):
+        pending.result(timeout=5)
+
+
+def test_cancelled_request_is_skipped(make_worker) -> None:
+    worker = make_worker(batch_window_ms=0)
+    gate = threading.Event()
+    blocker = worker.call(lambda engine: gate.wait(30))
+    while not blocker.running():
+        threading.Event().wait(0.01)
+    cancelled = worker.submit(["cancelled"])
+    kept = worker.submit(["kept"])
+    assert cancelled.cancel()
+    gate.set()
+    assert kept.result(timeout=60).vectors.shape == (1, 384)
+    assert worker.stats.inputs == 1
+
+
+def test_only_one_worker_owns_mlx(make_worker) -> None:
+    make_worker()
+    with pytest.raises(RuntimeError, match="already owns MLX"):
+        make_worker()
+
+
+def test_engine_refuses_calls_from_other_threads(make_worker) -> None:
+    worker = make_worker()
+    engine = worker.call(lambda e: e).result()
+    spec = worker.registry.resolve(None)
+    with pytest.raises(RuntimeError, match="other than its worker thread"):
+        engine.load(spec)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([], "must not be empty"),
+        ("just a string", "list of strings"),
+        ([""], "empty string"),
+        (["ok", 3], "must be a string"),
+        ([[1, 2], []], "empty token list"),
+        ([[1, "x"]], "integer token ids"),
+        ([[1, 2], "text"], "list of token ids"),
+        ([[True]], "integer token ids"),
+    ],
+)
+def test_malformed_inputs_are_rejected_at_submit(make_worker, inputs, message) -> None:
+    worker = make_worker()
+    with pytest.raises(InvalidRequestError, match=message):
+        worker.submit(inputs)
+
+
+def test_too_many_inputs_rejected(make_worker) -> None:
+    worker = make_worker(max_inputs=3)
+    with pytest.raises(InvalidRequestError, match="maximum of 3"):
+        worker.submit(["a", "b", "c", "d"])
+
+
+def test_token_ids_outside_vocabulary_rejected(make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(InvalidRequestError, match=r"\[0, 30522\)"):
+        worker.submit([[101, 30522]]).result()
+    with pytest.raises(InvalidRequestError):
+        worker.submit([[-1]]).result()
+
+
+@pytest.mark.parametrize("dimensions", [0, -3, 385, 1.5, True])
+def test_bad_dimensions_rejected(make_worker, dimensions) -> None:
+    worker = make_worker()
+    with pytest.raises(InvalidRequestError) as info:
+        worker.submit(["cat"], dimensions=dimensions).result()
+    assert info.value.param == "dimensions"
+
+
+def test_over_long_input_rejected_when_truncation_disabled(make_worker) -> None:
+    worker = make_worker(truncate=False)
+    with pytest.raises(InvalidRequestError, match="maximum context length of 24") as info:
+        worker.submit([" ".join(WORDS * 2)], model="tiny-bert-cls").result()
+    assert info.value.code == "context_length_exceeded"
+
+
+def test_request_token_limit(make_worker) -> None:
+    worker = make_worker(max_request_tokens=10)
+    with pytest.raises(InvalidRequestError, match="maximum of 10 tokens"):
+        worker.submit(["the cat sat on the mat", "the dog sat on the rug"]).result()
+
+
+@pytest.mark.parametrize(
+    "name", ["../etc", "/etc/passwd", "a/../../b", "tiny-bert-cls/..", "~root", "x/y/z", ""]
+)
+def test_paths_are_just_unknown_model_names(make_worker, name) -> None:
+    worker = make_worker()
+    with pytest.raises(ModelNotFoundError):
+        worker.submit(["cat"], model=name).result()
+
+
+def test_unknown_model_is_404(make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(ModelNotFoundError) as info:
+        worker.submit(["cat"], model="no-such-model").result()
+    assert info.value.status == 404
+    assert info.value.code == "model_not_found"
+
+
+def test_chat_model_is_rejected_naming_its_type(make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(ModelTypeError, match="LlamaForCausalLM.*llama") as info:
+        worker.submit(["cat"], model="chat-llama").result()
+    assert info.value.status == 400
+    assert info.value.model_type == "llama"
+
+
+def test_unsupported_architecture_is_rejected(make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(ModelTypeError, match="gpt_neox"):
+        worker.submit(["cat"], model="odd-type").result()
+
+
+@pytest.mark.parametrize("name", ["broken-weights", "no-tokenizer"])
+def test_broken_model_fails_alone_and_worker_keeps_serving(make_worker, name) -> None:
+    worker = make_worker()
+    good = worker.submit(["before"])
+    bad = worker.submit(["cat"], model=name)
+    also_good = worker.submit(["after"], model="tiny-bert-cls")
+    with pytest.raises(ModelLoadError):
+        bad.result()
+    assert good.result().vectors.shape == (1, 384)
+    assert also_good.result().vectors.shape == (1, 32)
+    assert worker.submit(["still fine"]).result().vectors.shape == (1, 384)
+
+
+def test_least_recently_used_model_is_evicted(make_worker) -> None:
+    worker = make_worker(max_loaded_models=2)
+    for name in ["tiny-bert-cls", "tiny-xlmr-mean", "tiny-qwen3-last"]:
+        worker.submit(["cat"], model=name).result()
+    assert worker.info()["loaded_models"] == ["tiny-xlmr-mean", "tiny-qwen3-last"]
+
+
+def test_info_reports_engine_state(make_worker) -> None:
+    worker = make_worker()
+    worker.submit(["cat", "dog"]).result()
+    info = worker.info()
+    assert info["state"] == "ready"
+    assert info["loaded_models"] == ["all-MiniLM-L6-v2"]
+    assert info["inputs"] == 2 and info["tokens"] == 6 and info["batches"] == 1
+    assert info["device"].startswith("Device(")
+    assert {"name", "path", "fast"} <= set(info["blas"])
