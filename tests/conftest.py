@@ -35,8 +35,14 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(root / "tiny-bert-cls", chat)
     (chat / "modules.json").unlink()
     (chat / "config.json").write_text(
-        json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-                    "hidden_size": 32, "vocab_size": 60})
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 32,
+                "vocab_size": 60,
+            }
+        )
     )
     odd = root / "odd-type"
     shutil.copytree(root / "tiny-bert-cls", odd)

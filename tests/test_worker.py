@@ -17,7 +17,23 @@ from jupyter_mlx_embed import (
     WorkerClosedError,
 )
 
-WORDS = "the cat sat on the mat quick brown fox jumps over lazy dog river water".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "the",
+    "mat",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "river",
+    "water",
+]
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:
@@ -63,8 +79,9 @@ def test_order_is_restored_after_length_sorting(make_worker) -> None:
     texts = ["a much longer sentence about a cat on a mat", "dog", "the river", "fox"]
     together = worker.submit(texts).result().vectors
     for i, text in enumerate(texts):
-        np.testing.assert_allclose(worker.submit([text]).result().vectors[0], together[i],
-                                   atol=2e-5)
+        np.testing.assert_allclose(
+            worker.submit([text]).result().vectors[0], together[i], atol=2e-5
+        )
 
 
 def test_full_queue_fails_fast_with_overload(make_worker) -> None:
@@ -207,7 +224,7 @@ def test_unknown_model_is_404(make_worker) -> None:
 
 def test_chat_model_is_rejected_naming_its_type(make_worker) -> None:
     worker = make_worker()
-    with pytest.raises(ModelTypeError, match="LlamaForCausalLM.*llama") as info:
+    with pytest.raises(ModelTypeError, match=r"LlamaForCausalLM.*llama") as info:
         worker.submit(["cat"], model="chat-llama").result()
     assert info.value.status == 400
     assert info.value.model_type == "llama"

@@ -16,11 +16,57 @@ from typing import Any
 
 import numpy as np
 
-WORDS = (
-    "the a cat dog sat on mat rug bird flew over house quick brown fox jumps lazy river "
-    "water blue green red sky sun moon star night day tree leaf wind rain snow cold warm "
-    "music song piano guitar drum code python data table model vector search query text"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "rug",
+    "bird",
+    "flew",
+    "over",
+    "house",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "lazy",
+    "river",
+    "water",
+    "blue",
+    "green",
+    "red",
+    "sky",
+    "sun",
+    "moon",
+    "star",
+    "night",
+    "day",
+    "tree",
+    "leaf",
+    "wind",
+    "rain",
+    "snow",
+    "cold",
+    "warm",
+    "music",
+    "song",
+    "piano",
+    "guitar",
+    "drum",
+    "code",
+    "python",
+    "data",
+    "table",
+    "model",
+    "vector",
+    "search",
+    "query",
+    "text",
+]
 
 # (folder name, model_type, pooling mode, extra config)
 TINY_MODELS: list[tuple[str, str, str]] = [
