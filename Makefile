@@ -29,10 +29,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest --nbval
 
 bench: install
-	$(PIP) install --quiet '.[bench]'
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) bench/bench_embed.py
 
 clean:
