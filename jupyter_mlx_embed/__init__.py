@@ -17,6 +17,14 @@ from .errors import (
 )
 from .worker import EmbedResult, Worker
 
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """Register the server extension (imported lazily: the engine API does not need it)."""
+    from .serverext import MLXEmbedApp
+
+    return [{"module": "jupyter_mlx_embed", "app": MLXEmbedApp}]
+
+
 __all__ = [
     "EmbedError",
     "EmbedResult",
