@@ -1,4 +1,4 @@
-"""Command line: ``jupyter-mlx-embed info | models | verify-model | build-blas``."""
+"""Command line: ``jupyter-mlx-embed serve | info | models | verify-model | build-blas``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,51 @@ def _build_blas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+
+    from .server import EmbeddingsServer, serve
+    from .settings import MLXEmbed
+    from .worker import Worker
+
+    settings = MLXEmbed()
+    if args.model:
+        settings.default_model = args.model
+    if args.model_root:
+        settings.model_roots = args.model_root
+    settings.preload = args.preload
+    token = args.token or os.environ.get("JUPYTER_MLX_EMBED_TOKEN")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        with Worker(settings.engine_config()) as worker:
+            if settings.preload:
+                await asyncio.wrap_future(worker.preload())
+            server = EmbeddingsServer(
+                worker,
+                host=args.host,
+                port=args.port,
+                token=token,
+                max_body_bytes=settings.max_body_bytes,
+            )
+            await serve(server, stop, announce=lambda line: print(line, flush=True))
+        print("stopped", flush=True)
+
+    if not token:
+        # Generated here (not in the server) so it is printed before the first request.
+        import secrets
+
+        token = secrets.token_urlsafe(32)
+        print(f"API key (Authorization: Bearer ...): {token}", flush=True)
+    asyncio.run(main())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jupyter-mlx-embed`` command."""
     parser = argparse.ArgumentParser(
@@ -73,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print engine info (versions, device, BLAS) as JSON")
     p.add_argument("--load", action="store_true", help="load the default model first")
     p.set_defaults(func=_info)
+    p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
+    p.add_argument("--model", help="default model (default all-MiniLM-L6-v2)")
+    p.add_argument("--model-root", action="append", help="folder of model folders (repeatable)")
+    p.add_argument("--token", help="API key clients must send (default: generated, printed)")
+    p.add_argument("--preload", action="store_true", help="load the default model at start")
+    p.set_defaults(func=_serve)
     sub.add_parser("models", help="list the models that can be served").set_defaults(func=_models)
     sub.add_parser("verify-model", help="check the bundled model's SHA-256").set_defaults(
         func=_verify_model

@@ -157,7 +157,7 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
             raise ModelNotFoundError(f"The model '{model_id}' does not exist") from None
         self._send_json(model_object(model_id, spec.source))
 
-    def get_status(self) -> None:
+    def write_status(self) -> None:
         """``GET mlx-embed/status``: worker state for the front end."""
         info = self.worker.info(timeout=0)
         info["version"] = __version__

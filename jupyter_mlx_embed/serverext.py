@@ -52,7 +52,7 @@ class StatusHandler(_Base):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        self.get_status()
+        self.write_status()
 
 
 class MLXEmbedApp(ExtensionApp):

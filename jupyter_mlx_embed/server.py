@@ -1,0 +1,171 @@
+"""The standalone OpenAI-compatible server: the same handlers in a plain Tornado app.
+
+Used by ``jupyter-mlx-embed serve`` and by the kernel-side server. It listens on loopback by
+default and always requires ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from .handlers import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin, NotFoundMixin
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+TOKEN_KEY = "mlx_embed_token"
+STATE_KEY = "mlx_embed_state"
+
+
+@dataclass
+class _InFlight:
+    """Counts requests being handled, so shutdown can wait for them."""
+
+    count: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+class _TokenAuthMixin:
+    """Requires ``Authorization: Bearer <token>`` (or ``token <token>``) on every request."""
+
+    def prepare(self) -> None:
+        handler: web.RequestHandler = self  # type: ignore[assignment]
+        state: _InFlight = handler.settings[STATE_KEY]
+        state.count += 1
+        state.idle.clear()
+        self._counted = True
+        expected: str = handler.settings[TOKEN_KEY]
+        scheme, _, supplied = handler.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
+            supplied.strip().encode(), expected.encode()
+        ):
+            raise web.HTTPError(401, "Missing or invalid API key: send 'Authorization: Bearer TOKEN'")
+        super().prepare()  # type: ignore[misc]
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            state: _InFlight = self.settings[STATE_KEY]  # type: ignore[attr-defined]
+            state.count -= 1
+            if state.count == 0:
+                state.idle.set()
+        super().on_finish()  # type: ignore[misc]
+
+
+class _Handler(_TokenAuthMixin, EmbeddingsMixin, web.RequestHandler):
+    def check_xsrf_cookie(self) -> None:
+        """Token-authenticated API: no cookies, so no XSRF check."""
+
+
+class _EmbeddingsHandler(_Handler):
+    async def post(self) -> None:
+        await self.post_embeddings()
+
+
+class _ModelsHandler(_Handler):
+    async def get(self, model_id: str | None = None) -> None:
+        await self.get_models(model_id)
+
+
+class _StatusHandler(_Handler):
+    def get(self) -> None:
+        self.write_status()
+
+
+class _NotFoundHandler(_TokenAuthMixin, NotFoundMixin, web.RequestHandler):
+    pass
+
+
+def make_app(worker: Worker, token: str, *, max_body_bytes: int = 16 << 20) -> web.Application:
+    """A Tornado application serving the embedding routes with Bearer-token auth."""
+    return web.Application(
+        [
+            (r"/v1/embeddings", _EmbeddingsHandler),
+            (r"/v1/models", _ModelsHandler),
+            (r"/v1/models/(.+)", _ModelsHandler),
+            (r"/mlx-embed/status", _StatusHandler),
+            (r"/.*", _NotFoundHandler),
+        ],
+        **{
+            WORKER_KEY: worker,
+            TOKEN_KEY: token,
+            MAX_BODY_KEY: max_body_bytes,
+            STATE_KEY: _InFlight(),
+        },
+    )
+
+
+class EmbeddingsServer:
+    """An HTTP server for a worker on the running asyncio loop.
+
+    Args:
+        worker: The worker to serve.
+        host: Address to bind (loopback by default).
+        port: Port to bind; 0 picks a free one (see :attr:`port` after :meth:`start`).
+        token: The API key clients must send; generated when ``None``.
+        max_body_bytes: Largest accepted body (413 above it).
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        token: str | None = None,
+        max_body_bytes: int = 16 << 20,
+    ) -> None:
+        self.worker = worker
+        self.host = host
+        self.port = port
+        self.token = token or secrets.token_urlsafe(32)
+        self.app = make_app(worker, self.token, max_body_bytes=max_body_bytes)
+        # Bodies up to twice the limit reach the handler, which answers 413; larger ones are
+        # cut off by Tornado before they are buffered.
+        self._max_body = 2 * max_body_bytes + (1 << 20)
+        self._http: HTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI ``base_url`` of this server."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def start(self) -> None:
+        """Bind and start serving on the current event loop."""
+        self._http = HTTPServer(self.app, max_body_size=self._max_body, xheaders=False)
+        sockets = bind_sockets(self.port, address=self.host)
+        self.port = sockets[0].getsockname()[1]
+        self._http.add_sockets(sockets)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting connections and wait for in-flight requests to finish."""
+        if self._http is None:
+            return
+        self._http.stop()
+        state: _InFlight = self.app.settings[STATE_KEY]
+        try:
+            await asyncio.wait_for(state.idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%d requests still running after %.0fs; stopping", state.count, timeout)
+        await self._http.close_all_connections()
+        self._http = None
+
+
+async def serve(server: EmbeddingsServer, stop: asyncio.Event, *, announce: Any = print) -> None:
+    """Run ``server`` until ``stop`` is set, then shut down gracefully."""
+    server.start()
+    announce(f"Serving OpenAI-compatible embeddings at {server.url}")
+    await stop.wait()
+    await server.stop()
