@@ -51,7 +51,9 @@ class _TokenAuthMixin:
         if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
             supplied.strip().encode(), expected.encode()
         ):
-            raise web.HTTPError(401, "Missing or invalid API key: send 'Authorization: Bearer TOKEN'")
+            raise web.HTTPError(
+                401, "Missing or invalid API key: send 'Authorization: Bearer TOKEN'"
+            )
         super().prepare()  # type: ignore[misc]
 
     def on_finish(self) -> None:
