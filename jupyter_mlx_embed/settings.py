@@ -30,8 +30,6 @@ class MLXEmbed(Configurable):
     ).tag(config=True)
     model_roots = List(
         Unicode(),
-        default_value=None,
-        allow_none=True,
         help=_help("Folders whose sub-folders (name or org/name) are models.", "model_roots", []),
     ).tag(config=True)
     allow_download = Bool(
@@ -110,4 +108,6 @@ class MLXEmbed(Configurable):
     def engine_config(self) -> EngineConfig:
         """The engine configuration: traits set here, else the environment, else defaults."""
         names = [f for f in EngineConfig.__dataclass_fields__ if self.has_trait(f)]
-        return EngineConfig.from_env(**{name: getattr(self, name) for name in names})
+        values = {name: getattr(self, name) for name in names}
+        values["model_roots"] = tuple(self.model_roots) or None  # empty: not set here
+        return EngineConfig.from_env(**values)

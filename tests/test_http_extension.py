@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -264,7 +263,7 @@ async def test_client_disconnect_leaves_no_work_behind(
     gate = _block_worker(jp_serverapp)
     token = jp_serverapp.identity_provider.token
     body = json.dumps({"input": ["abandoned"] * 5}).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    _, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
     writer.write(
         f"POST {jp_base_url}v1/embeddings HTTP/1.1\r\nHost: localhost\r\n"
         f"Authorization: token {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
