@@ -73,6 +73,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import MLXEmbed
     from .worker import Worker
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = MLXEmbed()
     if args.model:
         settings.default_model = args.model
