@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "jupyter_mlx_embed"
-PURE = ["errors", "config", "modelspec", "registry", "tokenization"]
+PURE = ["errors", "config", "modelspec", "registry", "tokenization", "schema"]
 ENGINE_SIDE = [*PURE, "engine", "worker", "api", "_blas"]
 UI_LIBRARIES = {"tornado", "IPython", "ipywidgets", "ipykernel", "jupyter_server", "traitlets"}
 
@@ -39,6 +39,11 @@ def test_engine_side_imports_no_ui_framework(module: str) -> None:
 def test_only_the_engine_imports_mlx() -> None:
     users = {p.stem for p in PACKAGE.glob("*.py") if {"mlx", "mlx_embeddings"} & _imports(p.stem)}
     assert users == {"engine"}
+
+
+@pytest.mark.parametrize("module", ["handlers", "server"])
+def test_http_layer_does_not_import_jupyter_or_ipython(module: str) -> None:
+    assert not {"jupyter_server", "IPython", "ipywidgets", "mlx"} & _imports(module)
 
 
 def test_importing_the_package_does_not_import_mlx() -> None:
