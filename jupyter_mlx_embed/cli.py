@@ -66,14 +66,13 @@ def _build_blas(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
     import os
     import signal
 
     from .server import EmbeddingsServer, serve
     from .settings import MLXEmbed
     from .worker import Worker
-
-    import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = MLXEmbed()
