@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .api import aembed, configure, embed, get_worker, info
+from .api import aembed, configure, embed, get_transport, get_worker, info, set_transport
 from .config import EngineConfig
 from .errors import (
     EmbedError,
@@ -41,6 +41,8 @@ __all__ = [
     "aembed",
     "configure",
     "embed",
+    "get_transport",
     "get_worker",
     "info",
+    "set_transport",
 ]

@@ -1,8 +1,13 @@
-"""The Python API over the process's worker: ``embed``, ``aembed`` and ``info``."""
+"""The Python API: ``embed``, ``aembed`` and ``info`` through this process's transport.
+
+In a kernel started by a Jupyter server that runs the extension, requests go to the server's
+worker over HTTP; elsewhere to this process's own worker (see :mod:`.transport`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -11,15 +16,19 @@ import numpy as np
 
 from ._version import __version__
 from .config import EngineConfig
-from .errors import InvalidRequestError
+from .errors import EmbedError, InvalidRequestError
+from .registry import ModelRegistry
+from .transport import TRANSPORT_ENV, Transport, choose_transport
 from .worker import EmbedResult, Worker
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _worker: Worker | None = None
+_transport: Transport | None = None
+_transport_mode: str | None = None
 
 
 def get_worker() -> Worker:
-    """The process's worker, started on first use from ``JUPYTER_MLX_EMBED_*`` settings."""
+    """This process's worker, started on first use from ``JUPYTER_MLX_EMBED_*`` settings."""
     global _worker
     with _lock:
         if _worker is None or not _worker.alive:
@@ -28,7 +37,7 @@ def get_worker() -> Worker:
 
 
 def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
-    """Replace the process's worker with one using ``config`` (or ``settings`` over the env).
+    """Replace this process's worker with one using ``config`` (or ``settings`` over the env).
 
     The previous worker finishes its queued requests and stops first: MLX has one owner
     thread per process.
@@ -41,6 +50,33 @@ def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
         return _worker
 
 
+def get_transport() -> Transport:
+    """The transport in use, chosen on first use (``JUPYTER_MLX_EMBED_TRANSPORT``, default
+    ``auto``: the parent Jupyter server's worker when there is one, else a local worker)."""
+    global _transport
+    with _lock:
+        if _transport is None:
+            mode = _transport_mode or os.environ.get(TRANSPORT_ENV) or "auto"
+            _transport = choose_transport(mode, get_worker, EngineConfig.from_env().request_timeout)
+        return _transport
+
+
+def set_transport(mode: str) -> Transport:
+    """Force ``local`` or ``server``, or go back to ``auto``.
+
+    Raises:
+        ValueError: Unknown mode.
+        EmbedError: ``server`` without a parent Jupyter server running the extension.
+    """
+    global _transport, _transport_mode
+    with _lock:
+        new = choose_transport(mode, get_worker, EngineConfig.from_env().request_timeout)
+        if _transport is not None:
+            _transport.close()
+        _transport, _transport_mode = new, mode
+        return new
+
+
 def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
     if isinstance(input, str):
         return [input], True
@@ -51,7 +87,27 @@ def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
             f"input must be a string or an iterable of strings, got {type(input).__name__}",
             param="input",
         )
-    return list(input), False
+    texts = list(input)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidRequestError(
+                f"input[{i}] must be a string, got {type(text).__name__}", param="input"
+            )
+    return texts, False
+
+
+def _empty(transport: Transport, model: str | None, dimensions: int | None) -> np.ndarray:
+    if dimensions is None:
+        try:
+            dimensions = ModelRegistry(EngineConfig.from_env()).resolve(model).dimension
+        except EmbedError:  # a model only the server knows: ask it
+            probe = transport.submit(["."], model=model, dimensions=None)
+            dimensions = probe.result(timeout=_timeout(transport)).vectors.shape[1]
+    return np.zeros((0, dimensions), dtype=np.float32)
+
+
+def _timeout(transport: Transport) -> float:
+    return float(getattr(transport, "timeout", EngineConfig.from_env().request_timeout))
 
 
 def _shape(result: EmbedResult, single: bool) -> np.ndarray:
@@ -61,7 +117,7 @@ def _shape(result: EmbedResult, single: bool) -> np.ndarray:
 def embed(
     input: str | Iterable[str], *, model: str | None = None, dimensions: int | None = None
 ) -> np.ndarray:
-    """Embed text with the process's worker.
+    """Embed text.
 
     Args:
         input: A string, or an iterable of strings (list, tuple, numpy array, pandas Series).
@@ -75,12 +131,11 @@ def embed(
         EmbedError: Invalid input, unknown or unsupported model, or overload.
     """
     texts, single = _as_texts(input)
-    worker = get_worker()
+    transport = get_transport()
     if not texts:
-        dim = dimensions or worker.registry.resolve(model).dimension
-        return np.zeros((0, dim), dtype=np.float32)
-    future = worker.submit(texts, model=model, dimensions=dimensions)
-    return _shape(future.result(timeout=worker.config.request_timeout), single)
+        return _empty(transport, model, dimensions)
+    future = transport.submit(texts, model=model, dimensions=dimensions)
+    return _shape(future.result(timeout=_timeout(transport)), single)
 
 
 async def aembed(
@@ -88,16 +143,15 @@ async def aembed(
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
     texts, single = _as_texts(input)
-    worker = get_worker()
+    transport = get_transport()
     if not texts:
-        dim = dimensions or worker.registry.resolve(model).dimension
-        return np.zeros((0, dim), dtype=np.float32)
-    future = worker.submit(texts, model=model, dimensions=dimensions)
+        return _empty(transport, model, dimensions)
+    future = transport.submit(texts, model=model, dimensions=dimensions)
     return _shape(await asyncio.wrap_future(future), single)
 
 
 def info() -> dict[str, Any]:
-    """Versions, device, BLAS in use, loaded models, queue depth and counters."""
-    data = get_worker().info()
+    """Transport, versions, device, BLAS in use, loaded models, queue depth and counters."""
+    data = get_transport().info()
     data["version"] = __version__
     return data

@@ -95,3 +95,32 @@ class ModelLoadError(EmbedError):
     status = 500
     type = "server_error"
     code = "model_load_failed"
+
+
+def error_from_response(status: int, body: Any, retry_after: str | None = None) -> EmbedError:
+    """Rebuild the error a server described in an OpenAI error body (the inverse of
+    :meth:`EmbedError.to_dict`), so remote and local callers see the same exceptions."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return EmbedError(f"The embedding server answered HTTP {status}")
+    message = str(error.get("message") or f"HTTP {status}")
+    param, code = error.get("param"), error.get("code")
+    if status == 404:
+        return ModelNotFoundError(message, param=param)
+    if status == 413:
+        return PayloadTooLargeError(message, param=param)
+    if status == 429:
+        try:
+            delay = float(retry_after) if retry_after else 1.0
+        except ValueError:
+            delay = 1.0
+        return OverloadedError(message, retry_after=delay)
+    if status == 503:
+        return WorkerClosedError(message)
+    if status == 400 and code == "unsupported_model":
+        return ModelTypeError(message, param=param)
+    if 400 <= status < 500:
+        return InvalidRequestError(message, param=param, code=code)
+    if code == "model_load_failed":
+        return ModelLoadError(message)
+    return EmbedError(message, param=param, code=code)

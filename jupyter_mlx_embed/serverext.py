@@ -17,11 +17,10 @@ from tornado import web
 
 from .handlers import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin
 from .settings import MLXEmbed
+from .transport import SERVER_PID_ENV
 from .worker import Worker
 
 AUTH_RESOURCE = "mlx_embed"
-#: Set in the server's environment (and so in the kernels it starts) once the worker runs.
-SERVER_PID_ENV = "JUPYTER_MLX_EMBED_SERVER_PID"
 
 
 class _Base(EmbeddingsMixin, APIHandler):

@@ -42,17 +42,19 @@ class EmbedResult:
     Attributes:
         vectors: float32 array (inputs x dimensions), L2-normalised rows.
         model: Canonical name of the model that produced them.
-        token_counts: Real tokens per input (special tokens included, after truncation).
+        token_counts: Real tokens per input (special tokens included, after truncation);
+            empty when only the total is known (results received over HTTP).
+        prompt_tokens: Tokens processed for the whole request.
     """
 
     vectors: np.ndarray
     model: str
-    token_counts: tuple[int, ...]
+    token_counts: tuple[int, ...] = ()
+    prompt_tokens: int = -1
 
-    @property
-    def prompt_tokens(self) -> int:
-        """Tokens processed for the whole request."""
-        return sum(self.token_counts)
+    def __post_init__(self) -> None:
+        if self.prompt_tokens < 0:
+            object.__setattr__(self, "prompt_tokens", sum(self.token_counts))
 
 
 @dataclass

@@ -1,0 +1,450 @@
+"""Engine-side data containers: ``Embeddings`` (texts with their vectors) and search results.
+
+Plain Python and numpy only, so that they work in scripts as well as in notebooks; rich
+display goes through ``_repr_html_``, which Jupyter picks up without an IPython import.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import operator
+import os
+import secrets
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMAT = "jupyter-mlx-embed/embeddings"
+FORMAT_VERSION = 1
+
+_PREVIEW_ROWS = 5
+_PREVIEW_WIDTH = 80
+# Rows further than this from unit length are renormalised before taking dot products.
+_UNIT_TOLERANCE = 1e-4
+
+
+class Embeddings:
+    """Texts and their vectors from one model.
+
+    Indexing returns another ``Embeddings``: ``e[2]`` has one row, ``e[1:3]``, ``e[[0, 2]]``
+    and ``e[mask]`` (a boolean array of ``len(e)``) have the rows selected, in that order.
+    The subset's vectors are a copy. ``np.asarray(e)`` gives the vectors without copying.
+
+    Args:
+        texts: One string per row.
+        vectors: Array (texts x dimensions); stored as C-contiguous float32 (no copy when it
+            already is). The engine's vectors are L2-normalised; others are normalised
+            where cosine similarities are computed.
+        model: Name of the model that produced the vectors; ``search`` embeds string
+            queries with it.
+
+    Raises:
+        TypeError: ``texts`` is not a sequence of strings, or ``model`` is not a string.
+        ValueError: ``vectors`` is not a finite 2-D numeric array with one row per text.
+    """
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray, model: str) -> None:
+        if isinstance(texts, (str, bytes)):
+            # A lone string is a sequence of characters: almost certainly a mistake.
+            raise TypeError("texts must be a sequence of strings, not a single string")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        if not isinstance(model, str):
+            raise TypeError(f"model must be a string, got {type(model).__name__}")
+        array = np.asarray(vectors)
+        if array.ndim != 2:
+            raise ValueError(f"vectors must be 2-D (texts x dimensions), got shape {array.shape}")
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"vectors must be numeric, got dtype {array.dtype}")
+        if len(array) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(array)} vectors")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("vectors contain NaN or infinity")
+        # Plain str, not np.str_, so that texts compare, print and serialise as usual.
+        self.texts: list[str] = [str(text) for text in texts]
+        self.vectors: np.ndarray = array
+        self.model: str = model
+
+    @property
+    def dimensions(self) -> int:
+        """Values per vector."""
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> Embeddings:
+        # numpy does the bounds checks, negative indices and mask-length checks for us.
+        try:
+            rows = np.arange(len(self))[key]
+        except IndexError as exc:
+            raise IndexError(f"{exc} (Embeddings of {len(self)} texts)") from exc
+        rows = np.atleast_1d(rows)
+        if rows.ndim != 1:
+            raise TypeError(
+                "Embeddings can be indexed by an int, a slice, a list of ints or a 1-D "
+                f"boolean mask, not {type(key).__name__}"
+            )
+        return Embeddings([self.texts[i] for i in rows], self.vectors[rows], self.model)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if dtype is None or np.dtype(dtype) == self.vectors.dtype:
+            return self.vectors.copy() if copy else self.vectors
+        if copy is False:
+            raise ValueError(f"converting float32 vectors to {np.dtype(dtype)} needs a copy")
+        return self.vectors.astype(dtype)
+
+    def search(self, query: str | np.ndarray, k: int = 5) -> SearchResults:
+        """The ``k`` texts most similar to ``query``, by cosine similarity.
+
+        Args:
+            query: A string, embedded with this collection's model and number of dimensions,
+                or a vector of ``dimensions`` values (normalised here).
+            k: Number of hits; at most ``len(self)`` are returned.
+
+        Returns:
+            Hits from most to least similar; equal scores keep index order.
+
+        Raises:
+            ValueError: ``k`` is below 1, or the vector has the wrong shape or is zero.
+            EmbedError: The string could not be embedded.
+        """
+        k = operator.index(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if isinstance(query, str):
+            # Imported here: the api module imports this one.
+            from .api import embed
+
+            vector = embed(query, model=self.model, dimensions=self.dimensions)
+            text: str | None = query
+        else:
+            vector = self._query_vector(query)
+            text = None
+        scores = _unit_rows(self.vectors) @ _unit_rows(vector[None, :])[0]
+        order = _top_k(scores, min(k, len(self)))
+        hits = [
+            Hit(rank=rank, index=int(i), score=float(scores[i]), text=self.texts[i])
+            for rank, i in enumerate(order, start=1)
+        ]
+        return SearchResults(hits, query=text, model=self.model)
+
+    def _query_vector(self, query: Any) -> np.ndarray:
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.shape != (self.dimensions,):
+            raise ValueError(
+                f"a query vector must have shape ({self.dimensions},), got {vector.shape}"
+            )
+        if not np.isfinite(vector).all() or not np.any(vector):
+            raise ValueError("a query vector must be finite and non-zero")
+        return vector
+
+    def similarity(self, other: Embeddings | np.ndarray | None = None) -> np.ndarray:
+        """Cosine similarities between these rows and ``other``'s.
+
+        Args:
+            other: Embeddings, or an array (rows x dimensions, or one vector); ``None``
+                compares the rows with each other.
+
+        Returns:
+            float32 array of shape ``(len(self), len(other))``.
+
+        Raises:
+            ValueError: ``other`` has a different number of dimensions.
+        """
+        if other is None:
+            unit = _unit_rows(self.vectors)
+            return unit @ unit.T
+        if isinstance(other, Embeddings):
+            matrix = other.vectors
+            what = f"other embeddings ({other.model!r})"
+        else:
+            matrix = np.asarray(other, dtype=np.float32)
+            if matrix.ndim == 1:
+                matrix = matrix[None, :]
+            if matrix.ndim != 2:
+                raise ValueError(f"other must be 1-D or 2-D, got shape {matrix.shape}")
+            what = "other"
+        if matrix.shape[1] != self.dimensions:
+            raise ValueError(
+                f"{what} has {matrix.shape[1]} dimensions but these embeddings have "
+                f"{self.dimensions} ({self.model!r}); compare vectors of the same model and size"
+            )
+        return _unit_rows(self.vectors) @ _unit_rows(matrix).T
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A DataFrame with columns ``text`` and ``embedding`` (one float32 vector per cell).
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
+        pandas = _import_pandas()
+        return pandas.DataFrame({"text": self.texts, "embedding": list(self.vectors.copy())})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the texts, vectors and model name to ``path`` as a numpy ``.npz`` file.
+
+        The path is used exactly as given (no suffix is added). The file is written next to
+        the target and then renamed onto it, so a crash never leaves a half-written file and
+        an existing file stays intact until the new one is complete.
+
+        Returns:
+            The path written.
+        """
+        target = Path(path)
+        if any(text.endswith("\0") for text in self.texts):
+            # numpy's fixed-width unicode arrays drop trailing NULs: refuse rather than
+            # write a file that does not load back as saved.
+            raise ValueError("texts ending with a NUL character cannot be saved")
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": self.model,
+            "package_version": __version__,
+        }
+        texts = np.array(self.texts, dtype=np.str_)
+        # Our own name and O_EXCL rather than mkstemp: mkstemp creates files 0600, while a
+        # saved file should get the usual permissions (0666 less the umask), as open() does.
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(temp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                np.savez(
+                    file,
+                    vectors=self.vectors,
+                    texts=texts,
+                    meta=np.array(json.dumps(meta), dtype=np.str_),
+                )
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_directory(target.parent)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Embeddings:
+        """Read embeddings written by :meth:`save`.
+
+        Raises:
+            ValueError: The file is not a jupyter-mlx-embed embeddings file, or comes from a
+                newer version of the format.
+            OSError: The file cannot be read.
+        """
+        not_ours = f"{os.fspath(path)!r} is not a jupyter-mlx-embed embeddings file"
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(not_ours) from exc
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{not_ours} (a single .npy array)")
+        with data:
+            if not {"meta", "texts", "vectors"} <= set(data.files):
+                raise ValueError(f"{not_ours} (arrays: {', '.join(sorted(data.files)) or 'none'})")
+            try:
+                meta = json.loads(str(data["meta"][()]))
+                texts, vectors = data["texts"], data["vectors"]
+            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(not_ours) from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{not_ours} (no format marker)")
+        version = meta.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"{os.fspath(path)!r} uses format version {version!r}; this version of "
+                f"jupyter-mlx-embed reads version {FORMAT_VERSION}: upgrade the package"
+            )
+        if texts.ndim != 1 or texts.dtype.kind != "U" or not isinstance(meta.get("model"), str):
+            raise ValueError(f"{not_ours} (malformed texts or model)")
+        return cls(texts.tolist(), vectors, meta["model"])
+
+    def __repr__(self) -> str:
+        return (
+            f"Embeddings({_count(len(self), 'text')}, model={self.model!r}, "
+            f"dimensions={self.dimensions})"
+        )
+
+    def _repr_html_(self) -> str:
+        items = "".join(
+            f"<li>{html.escape(_shorten(text))}</li>" for text in self.texts[:_PREVIEW_ROWS]
+        )
+        more = len(self) - _PREVIEW_ROWS
+        return (
+            '<div class="jme-embeddings">'
+            f"<strong>Embeddings</strong>: {_count(len(self), 'text')}, "
+            f"model <code>{html.escape(self.model)}</code>, {self.dimensions} dimensions"
+            + (f"<ol>{items}</ol>" if items else "")
+            + (f"<div>… and {more} more</div>" if more > 0 else "")
+            + "</div>"
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        rank: Position in the results, from 1 (most similar).
+        index: Row of the text in the searched ``Embeddings``.
+        score: Cosine similarity to the query.
+        text: The text itself.
+    """
+
+    rank: int
+    index: int
+    score: float
+    text: str
+
+
+class SearchResults(Sequence[Hit]):
+    """Hits of one search, most similar first; a read-only list of :class:`Hit`.
+
+    Args:
+        hits: The hits, in rank order.
+        query: The query string, or ``None`` for a vector query.
+        model: Model of the searched embeddings.
+    """
+
+    def __init__(self, hits: Sequence[Hit], *, query: str | None, model: str) -> None:
+        self._hits = tuple(hits)
+        self.query = query
+        self.model = model
+
+    @overload
+    def __getitem__(self, key: int) -> Hit: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> SearchResults: ...
+
+    def __getitem__(self, key: int | slice) -> Hit | SearchResults:
+        if isinstance(key, slice):
+            return SearchResults(self._hits[key], query=self.query, model=self.model)
+        return self._hits[key]
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    @property
+    def texts(self) -> list[str]:
+        """The texts, in rank order."""
+        return [hit.text for hit in self._hits]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """float32 cosine similarities, in rank order."""
+        return np.array([hit.score for hit in self._hits], dtype=np.float32)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Rows of the hits in the searched ``Embeddings``, in rank order."""
+        return np.array([hit.index for hit in self._hits], dtype=np.intp)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A DataFrame with columns ``rank``, ``index``, ``score`` and ``text``.
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
+        pandas = _import_pandas()
+        return pandas.DataFrame(
+            {
+                "rank": [hit.rank for hit in self._hits],
+                "index": self.indices,
+                "score": self.scores,
+                "text": self.texts,
+            }
+        )
+
+    def _title(self) -> str:
+        return "a vector query" if self.query is None else repr(self.query)
+
+    def __repr__(self) -> str:
+        lines = [f"SearchResults for {self._title()} ({_count(len(self), 'hit')}, {self.model})"]
+        if self._hits:
+            lines.append(f"{'rank':>4}  {'score':>6}  text")
+            lines += [
+                f"{hit.rank:>4}  {hit.score:>6.3f}  {_shorten(hit.text)}" for hit in self._hits
+            ]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{hit.rank}</td><td>{hit.score:.3f}</td>"
+            f'<td style="text-align:left">{html.escape(_shorten(hit.text, 300))}</td></tr>'
+            for hit in self._hits
+        )
+        return (
+            '<table class="jme-search-results">'
+            f"<caption>Search for {html.escape(self._title())} "
+            f"({_count(len(self), 'hit')}, <code>{html.escape(self.model)}</code>)</caption>"
+            '<thead><tr><th>rank</th><th>score</th><th style="text-align:left">text</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` with unit-length rows (zero rows stay zero); itself when already so."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if np.all(np.abs(norms - 1) <= _UNIT_TOLERANCE):
+        return matrix
+    return (matrix / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, descending, equal scores in index order."""
+    if k < len(scores):
+        # Partition first (linear) so that only candidates are sorted; every score equal to
+        # the k-th largest is kept so that ties are resolved by index, not by partition order.
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        candidates = np.flatnonzero(scores >= kth)
+    else:
+        candidates = np.arange(len(scores))
+    return candidates[np.lexsort((candidates, -scores[candidates]))][:k]
+
+
+def _shorten(text: str, width: int = _PREVIEW_WIDTH) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _import_pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
+    return pandas
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; POSIX only (Windows cannot open a directory).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
