@@ -18,6 +18,13 @@ from .errors import (
 from .worker import EmbedResult, Worker
 
 
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext jupyter_mlx_embed``: register the magics (imported lazily)."""
+    from .magics import load
+
+    load(ipython)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, object]]:
     """Register the server extension (imported lazily: the engine API does not need it)."""
     from .serverext import MLXEmbedApp

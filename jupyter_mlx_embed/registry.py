@@ -201,9 +201,10 @@ def _folders_in_root(root: Path) -> list[ModelEntry]:
 
 def _hf_cache_entries() -> list[ModelEntry]:
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
 
-        cache = scan_cache_dir()
+        # Pass the folder explicitly: scan_cache_dir's own default is bound at import time.
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)
     except Exception as exc:  # noqa: BLE001 - no cache folder yet, or unreadable
         log.debug("no Hugging Face cache: %s", exc)
         return []

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,3 +172,63 @@ async def serve(server: EmbeddingsServer, stop: asyncio.Event, *, announce: Any 
     announce(f"Serving OpenAI-compatible embeddings at {server.url}")
     await stop.wait()
     await server.stop()
+
+
+class KernelServer:
+    """An :class:`EmbeddingsServer` for an interactive session.
+
+    In a Jupyter kernel it runs on the kernel's own event loop (no new loop, no nesting);
+    where no loop is running (terminal IPython) it gets a daemon thread with its own loop.
+    """
+
+    def __init__(self, server: EmbeddingsServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self._loop = loop
+
+    @property
+    def url(self) -> str:
+        """The OpenAI ``base_url``."""
+        return self.server.url
+
+    @property
+    def token(self) -> str:
+        """The API key clients must send."""
+        return self.server.token
+
+    @classmethod
+    def start(cls, worker: Worker, *, port: int = 8000, token: str | None = None) -> KernelServer:
+        """Bind on loopback and start serving ``worker``."""
+        server = EmbeddingsServer(worker, port=port, token=token)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return cls(server, _start_in_thread(server))
+        server.start()
+        return cls(server, loop)
+
+    def stop_soon(self) -> None:
+        """Stop accepting connections; requests in flight finish on their own."""
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self.server.stop()))
+
+
+def _start_in_thread(server: EmbeddingsServer) -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            server.start()
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            failure.append(exc)
+            return
+        finally:
+            started.set()
+        loop.run_forever()
+
+    threading.Thread(target=run, name="mlx-embed-http", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
+    return loop

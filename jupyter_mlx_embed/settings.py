@@ -8,7 +8,7 @@ The same keys work in ``jupyter_server_config.py`` (``c.MLXEmbed.default_model =
 
 from __future__ import annotations
 
-from traitlets import Bool, Float, Int, List, Unicode
+from traitlets import Bool, Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from .config import ENV_PREFIX, EngineConfig
@@ -97,6 +97,26 @@ class MLXEmbed(Configurable):
             "blas",
             "best found",
         ),
+    ).tag(config=True)
+    request_timeout = Float(
+        None,
+        allow_none=True,
+        help=_help(
+            "Seconds a blocking call (embed(), magics) waits for its vectors.",
+            "request_timeout",
+            _D.request_timeout,
+        ),
+    ).tag(config=True)
+    transport = Enum(
+        ["auto", "local", "server"],
+        None,
+        allow_none=True,
+        help="Kernels: 'server' uses the parent Jupyter server's worker over HTTP, 'local' "
+        "starts a worker in the kernel, 'auto' picks the server when it runs the extension. "
+        "Default 'auto'; env JUPYTER_MLX_EMBED_TRANSPORT.",
+    ).tag(config=True)
+    chunk_size = Int(
+        256, help="Texts per request when %embed -i embeds a large collection (progress steps)."
     ).tag(config=True)
     preload = Bool(
         False, help="Load the default model when the server starts instead of on first use."

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "jupyter_mlx_embed"
 PURE = ["errors", "config", "modelspec", "registry", "tokenization", "schema"]
-ENGINE_SIDE = [*PURE, "engine", "worker", "api", "_blas"]
+ENGINE_SIDE = [*PURE, "engine", "worker", "api", "_blas", "embeddings", "transport"]
 UI_LIBRARIES = {"tornado", "IPython", "ipywidgets", "ipykernel", "jupyter_server", "traitlets"}
 
 

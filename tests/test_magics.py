@@ -1,0 +1,181 @@
+"""The IPython extension: every magic, option and error, in a real InteractiveShell."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import jupyter_mlx_embed as jme
+from jupyter_mlx_embed.embeddings import Embeddings
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    ip = InteractiveShell.instance()
+    jme.set_transport("local")
+    ip.run_line_magic("load_ext", "jupyter_mlx_embed")
+    yield ip
+    jme.get_worker().close()
+
+
+@pytest.fixture(autouse=True)
+def clean_namespace(shell: InteractiveShell) -> Iterator[None]:
+    yield
+    for name in ("docs", "texts", "out", "numbers", "series"):
+        shell.user_ns.pop(name, None)
+
+
+def test_line_magic_returns_the_vector(shell, corpus, reference) -> None:
+    vector = shell.run_line_magic("embed", corpus[1])
+    assert vector.shape == (384,)
+    assert float(vector @ reference["embeddings"][1]) >= 0.9999
+
+
+def test_line_magic_with_options(shell) -> None:
+    vector = shell.run_line_magic("embed", "--dimensions 32 -- a short text")
+    np.testing.assert_allclose(vector, jme.embed("a short text", dimensions=32), atol=1e-5)
+
+
+def test_cell_magic_binds_name_one_text_per_line(shell) -> None:
+    result = shell.run_cell_magic("embed", "docs", "first text\n\n   second text  \nthird\n")
+    assert result is None
+    docs = shell.user_ns["docs"]
+    assert isinstance(docs, Embeddings)
+    assert docs.texts == ["first text", "second text", "third"]
+    np.testing.assert_allclose(docs.vectors, jme.embed(docs.texts), atol=1e-5)
+
+
+def test_cell_magic_returns_when_no_name(shell) -> None:
+    result = shell.run_cell_magic("embed", "", "alpha\nbeta")
+    assert isinstance(result, Embeddings) and len(result) == 2
+
+
+def test_cell_magic_prefix_model_and_dimensions(shell) -> None:
+    shell.run_cell_magic(
+        "embed", "docs --prefix 'query: ' --dimensions 8 --model all-MiniLM-L6-v2", "cats\ndogs"
+    )
+    docs = shell.user_ns["docs"]
+    assert docs.texts == ["cats", "dogs"]  # the texts as written; the prefix only shapes vectors
+    expected = jme.embed(["query: cats", "query: dogs"], dimensions=8)
+    np.testing.assert_allclose(docs.vectors, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [list, tuple, np.array])
+def test_input_variable_is_embedded_in_chunks(shell, kind) -> None:
+    texts = [f"text number {i}" for i in range(23)]
+    shell.user_ns["texts"] = kind(texts)
+    shell.run_line_magic("config", "MLXEmbed.chunk_size = 5")
+    try:
+        shell.run_line_magic("embed", "-i texts -o out")
+    finally:
+        shell.run_line_magic("config", "MLXEmbed.chunk_size = 256")
+    out = shell.user_ns["out"]
+    assert out.texts == texts
+    np.testing.assert_allclose(out.vectors, jme.embed(texts), atol=1e-5)
+
+
+def test_input_variable_pandas_series(shell) -> None:
+    pd = pytest.importorskip("pandas")
+    shell.user_ns["series"] = pd.Series(["one", "two"])
+    result = shell.run_line_magic("embed", "-i series")
+    assert isinstance(result, Embeddings) and result.texts == ["one", "two"]
+
+
+def test_interrupt_stores_nothing_and_worker_keeps_serving(shell, capsys) -> None:
+    shell.user_ns["texts"] = [f"sentence {i} " + "word " * 60 for i in range(3000)]
+    shell.run_line_magic("config", "MLXEmbed.chunk_size = 50")
+    main = threading.main_thread().ident
+    timer = threading.Timer(1.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            shell.run_line_magic("embed", "-i texts -o out")
+    finally:
+        timer.cancel()
+        shell.run_line_magic("config", "MLXEmbed.chunk_size = 256")
+    assert "out" not in shell.user_ns
+    assert "nothing was stored" in capsys.readouterr().out
+    assert shell.run_line_magic("embed", "still working").shape == (384,)
+
+
+def test_embed_info_shows_transport_model_and_blas(shell, capsys) -> None:
+    shell.run_line_magic("embed", "warm")
+    shell.run_line_magic("embed_info", "")
+    out = capsys.readouterr().out
+    assert "transport      local" in out
+    assert "all-MiniLM-L6-v2" in out
+    assert "scipy-openblas" in out or "openblas" in out
+
+
+def test_config_changes_reach_the_worker(shell) -> None:
+    shell.run_line_magic("config", "MLXEmbed.token_budget = 1024")
+    try:
+        shell.run_line_magic("embed", "reconfigure")
+        assert jme.get_worker().config.token_budget == 1024
+    finally:
+        shell.run_line_magic("config", "MLXEmbed.token_budget = 8192")
+
+
+@pytest.mark.parametrize(
+    ("magic", "line", "cell", "message"),
+    [
+        ("embed", "", None, "needs a text"),
+        ("embed", "-i", None, "expected one argument"),
+        ("embed", "-i nothere", None, "no variable named 'nothere'"),
+        ("embed", "-i numbers", None, "not a string"),
+        ("embed", "--dimensions x -- t", None, "invalid int value"),
+        ("embed", "--dimensions 0 -- t", None, "positive integer"),
+        ("embed", "--dimensions 999 -- t", None, "dimensions must be between 1 and 384"),
+        ("embed", "--model nope -- t", None, "does not exist"),
+        ("embed", "--bogus t", None, "unrecognized arguments"),
+        ("embed", "bad-name!", "x", "not a valid variable name"),
+        ("embed", "docs", "\n  \n", "no text"),
+        ("embed_serve", "--stop", None, "no server is running"),
+    ],
+)
+def test_user_mistakes_are_usage_errors(shell, magic, line, cell, message) -> None:
+    shell.user_ns["numbers"] = [1, 2, 3]
+    with pytest.raises(UsageError, match=message):
+        if cell is None:
+            shell.run_line_magic(magic, line)
+        else:
+            shell.run_cell_magic(magic, line, cell)
+
+
+def test_usage_error_shows_no_traceback(shell, capsys) -> None:
+    shell.run_cell("%embed --model nope -- text")
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "UsageError" in output and "does not exist" in output
+    assert "Traceback" not in output
+
+
+def test_embed_serve_serves_this_kernels_worker(shell, capsys) -> None:
+    import json
+    import os
+    import urllib.request
+
+    from .servers import free_port
+
+    port = free_port()
+    shell.run_line_magic("embed_serve", f"--port {port}")
+    try:
+        out = capsys.readouterr().out
+        token = os.environ["JUPYTER_MLX_EMBED_TOKEN"]
+        assert f"http://127.0.0.1:{port}/v1" in out and token not in out
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            data=json.dumps({"input": "served from the kernel"}).encode(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        expected = jme.embed("served from the kernel")
+        np.testing.assert_allclose(body["data"][0]["embedding"], expected, atol=1e-5)
+    finally:
+        shell.run_line_magic("embed_serve", "--stop")
