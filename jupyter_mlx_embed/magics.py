@@ -102,7 +102,9 @@ class EmbedMagics(Magics):
             raise UsageError(exc.message) from None
         except TimeoutError:
             future.cancel()
-            raise UsageError(f"no answer from the embedding worker in {transport.timeout}s")
+            raise UsageError(
+                f"no answer from the embedding worker in {transport.timeout}s"
+            ) from None
         except KeyboardInterrupt:
             future.cancel()
             raise

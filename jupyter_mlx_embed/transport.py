@@ -172,20 +172,17 @@ def find_parent_server() -> ServerEndpoint | None:
 
 
 def _running_servers() -> list[dict[str, Any]]:
-    try:
-        from jupyter_server.serverapp import list_running_servers
+    """The servers' runtime files (what ``list_running_servers`` reads), without importing
+    jupyter_server, which a kernel's environment may not have."""
+    from jupyter_core.paths import jupyter_runtime_dir
 
-        return list(list_running_servers())
-    except ImportError:  # a kernel environment without jupyter_server: read the files
-        from jupyter_core.paths import jupyter_runtime_dir
-
-        found = []
-        for path in Path(jupyter_runtime_dir()).glob("jpserver-*.json"):
-            try:
-                found.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        return found
+    found = []
+    for path in Path(jupyter_runtime_dir()).glob("jpserver-*.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def choose_transport(mode: str, get_worker: Callable[[], Worker], timeout: float) -> Transport:
