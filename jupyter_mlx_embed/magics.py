@@ -81,13 +81,16 @@ class EmbedMagics(Magics):
     def _sync(self) -> None:
         """Apply settings changed with %config since the last magic."""
         mode = self.settings.transport or os.environ.get(TRANSPORT_ENV) or "auto"
-        transport = api.get_transport()
-        if getattr(self, "_mode", None) not in (None, mode):
+        previous = getattr(self, "_mode", None)
+        # The API picks its own transport from the environment; only an explicit setting, or
+        # a change since the last magic, overrides it.
+        if previous != mode and (previous is not None or self.settings.transport is not None):
             try:
-                transport = api.set_transport(mode)
+                api.set_transport(mode)
             except EmbedError as exc:
                 raise UsageError(str(exc)) from None
         self._mode = mode
+        transport = api.get_transport()
         if transport.kind == "local":
             wanted = self.settings.engine_config()
             if api.get_worker().config != wanted:

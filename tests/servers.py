@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -78,3 +80,83 @@ def jupyter_server_argv(port: int, token: str, base_url: str, root: Path, *extra
         "--ServerApp.allow_root=True",
         *extra,
     ]
+
+
+async def run_in_kernel(
+    server_url: str, token: str, code: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Start a kernel through a Jupyter server's REST API, run ``code`` over the kernel
+    websocket, and return ``{"stdout", "stderr", "status", "error"}``; the kernel is deleted."""
+    import asyncio
+    import uuid
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    http = AsyncHTTPClient()
+    created = await http.fetch(
+        server_url + "api/kernels",
+        method="POST",
+        body=json.dumps({"name": "python3"}),
+        headers=headers,
+    )
+    kernel_id = json.loads(created.body)["id"]
+    ws_url = server_url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
+    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+    msg_id, session = uuid.uuid4().hex, uuid.uuid4().hex
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "username": "test",
+                    "session": session,
+                    "msg_type": "execute_request",
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
+    out: dict[str, Any] = {"stdout": "", "stderr": "", "status": None, "error": None}
+    idle = replied = False
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while not (idle and replied):
+            remaining = deadline - asyncio.get_running_loop().time()
+            raw = await asyncio.wait_for(conn.read_message(), max(remaining, 0.1))
+            if raw is None:
+                raise RuntimeError("kernel websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind == "error":
+                out["error"] = f"{content['ename']}: {content['evalue']}"
+            elif kind == "execute_reply":
+                out["status"], replied = content["status"], True
+            elif kind == "status" and content["execution_state"] == "idle":
+                idle = True
+    finally:
+        conn.close()
+        await http.fetch(
+            server_url + f"api/kernels/{kernel_id}",
+            method="DELETE",
+            headers=headers,
+            raise_error=False,
+        )
+    return out
