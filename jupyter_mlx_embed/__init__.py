@@ -25,6 +25,11 @@ def load_ipython_extension(ipython: object) -> None:
     load(ipython)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lives inside the package."""
+    return [{"src": "labextension", "dest": "jupyter-mlx-embed"}]
+
+
 def _jupyter_server_extension_points() -> list[dict[str, object]]:
     """Register the server extension (imported lazily: the engine API does not need it)."""
     from .serverext import MLXEmbedApp
