@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,11 +88,9 @@ class Engine:
         return loaded
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
-        from mlx_embeddings.utils import load_model
-
         log.info("loading model %s from %s", spec.name, spec.path)
         try:
-            model = load_model(spec.path, lazy=False, path_to_repo=str(spec.path))
+            model = _build_model(self._mx, spec)
             if self._cpu:
                 # Half precision matmuls are a slow scalar loop on MLX's CPU backend.
                 model.set_dtype(self._mx.float32)
@@ -136,6 +135,63 @@ class Engine:
             out = model.model(ids, attention_mask=mask, return_dict=True)
             return out["last_hidden_state"]
         raise ModelLoadError(f"No forward pass for model_type '{kind}'")
+
+
+_MODELS_ALIAS = "jupyter_mlx_embed._mlx_embeddings_models"
+
+
+def _architecture(model_type: str) -> Any:
+    """The ``mlx_embeddings.models.<model_type>`` module, imported without the package's
+    ``__init__``: that imports ``mlx_vlm`` and ``transformers`` (and torch when installed),
+    seconds of start-up and hundreds of MiB for nothing we use. The architecture files are
+    loaded from mlx-embeddings' own folder under a private package name."""
+    import importlib
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if _MODELS_ALIAS not in sys.modules:
+        found = importlib.util.find_spec("mlx_embeddings")
+        if found is None or not found.submodule_search_locations:
+            raise ModelLoadError("mlx-embeddings is not installed")
+        folder = str(Path(next(iter(found.submodule_search_locations))) / "models")
+        spec = importlib.machinery.ModuleSpec(_MODELS_ALIAS, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        sys.modules[_MODELS_ALIAS] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{_MODELS_ALIAS}.{model_type}")
+
+
+def _build_model(mx: Any, spec: ModelSpec) -> Any:
+    """Instantiate the ``mlx_embeddings`` architecture and load its weights.
+
+    This does what ``mlx_embeddings.utils.load_model`` does for text models.
+    """
+    import json
+
+    import mlx.nn as nn
+
+    arch = _architecture(spec.model_type)
+    config = json.loads((spec.path / "config.json").read_text(encoding="utf-8"))
+    model = arch.Model(arch.ModelArgs.from_dict(config))
+    weights: dict[str, Any] = {}
+    for file in sorted(spec.path.glob("model*.safetensors")):
+        weights.update(mx.load(str(file)))
+    if not weights:
+        raise ModelLoadError(f"Model '{spec.name}' has no model*.safetensors weights")
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
+    quantization = config.get("quantization")
+    if quantization is not None:  # MLX-quantized checkpoints (mlx-community conversions)
+        nn.quantize(
+            model,
+            group_size=quantization["group_size"],
+            bits=quantization["bits"],
+            class_predicate=lambda path, module: f"{path}.scales" in weights,
+        )
+    model.load_weights(list(weights.items()))
+    mx.eval(model.parameters())
+    model.eval()
+    return model
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
