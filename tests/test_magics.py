@@ -156,7 +156,7 @@ def test_usage_error_shows_no_traceback(shell, capsys) -> None:
     assert "Traceback" not in output
 
 
-def test_embed_serve_serves_this_kernels_worker(shell, capsys) -> None:
+def test_embed_serve_serves_this_kernels_worker(shell, capsys, monkeypatch) -> None:
     import json
     import os
     import urllib.request
@@ -164,6 +164,7 @@ def test_embed_serve_serves_this_kernels_worker(shell, capsys) -> None:
     from .servers import free_port
 
     port = free_port()
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_TOKEN", "")  # so it is removed after the test
     shell.run_line_magic("embed_serve", f"--port {port}")
     try:
         out = capsys.readouterr().out

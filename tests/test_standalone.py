@@ -77,11 +77,13 @@ def test_same_validation_as_the_extension(server) -> None:
 
 def test_generated_token_is_printed_and_loopback_is_default(tmp_path: Path) -> None:
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_MLX_EMBED_TOKEN"}
     with subprocess.Popen(
         [str(BIN / "jupyter-mlx-embed"), "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.DEVNULL,
         text=True,
+        env=env,
     ) as proc:
         first = proc.stdout.readline() if proc.stdout else ""
         token = first.strip().rsplit(" ", 1)[-1]
