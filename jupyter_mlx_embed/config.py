@@ -37,6 +37,10 @@ class EngineConfig:
         blas: Path of a BLAS library exporting ``cblas_*`` to load before MLX (Linux);
             ``"none"`` disables preloading; ``None`` picks the best one found.
         request_timeout: Seconds a blocking ``embed()`` call waits for its result.
+        cpu_fast_path: On the CPU device, run BERT-family models with fused approximate
+            GELU/softmax kernels (cos >= 0.99999 to the exact model); off: exact stock ops.
+        cpu_streams: CPU streams each forward pass is split over (threads for MLX's
+            single-threaded elementwise kernels); 1 disables the split.
     """
 
     default_model: str = DEFAULT_MODEL
@@ -52,6 +56,8 @@ class EngineConfig:
     truncate: bool = True
     blas: str | None = None
     request_timeout: float = 600.0
+    cpu_fast_path: bool = True
+    cpu_streams: int = 2
 
     def __post_init__(self) -> None:
         for name in (
@@ -61,6 +67,7 @@ class EngineConfig:
             "max_loaded_models",
             "max_inputs",
             "max_request_tokens",
+            "cpu_streams",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -8,6 +8,7 @@ arrays and plain Python objects leave this module.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ class LoadedModel:
     spec: ModelSpec
     model: Any
     tokenizer: TextTokenizer
+    fast: Any = None  # a _cpu_kernels.FastEncoder on the CPU device, else None
 
 
 class Engine:
@@ -45,6 +47,10 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self._owner = threading.get_ident()
         self._config = config
+        if config.cpu_streams > 1:
+            # Several streams each call BLAS: one BLAS thread per stream, not two (which
+            # oversubscribes the cores). OpenBLAS reads this once, when it is loaded.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.blas_preloaded = _blas.preload_fast_blas(config.blas)
         import mlx.core as mx
 
@@ -102,15 +108,25 @@ class Engine:
             raise
         except Exception as exc:
             raise ModelLoadError(f"Loading model '{spec.name}' failed: {exc}") from exc
-        return LoadedModel(spec=spec, model=model, tokenizer=tokenizer)
+        fast = None
+        if self._cpu and self._config.cpu_fast_path:
+            from ._cpu_kernels import FAST_MODEL_TYPES, FastEncoder
+
+            if spec.model_type in FAST_MODEL_TYPES:
+                fast = FastEncoder(model, spec.model_type, streams=self._config.cpu_streams)
+        return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """Pooled, L2-normalised float32 vectors (one per row) for a batch of token ids."""
         self._check_thread()
         mx = self._mx
         ids, mask = _pad(rows, loaded.spec.pad_token_id)
-        hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
-        pooled = _pool(mx, loaded.spec.pooling, hidden, mx.array(mask))
+        mode = loaded.spec.pooling
+        if loaded.fast is not None:
+            pooled = loaded.fast(ids, mask, lambda h, m: _pool(mx, mode, h, m))
+        else:
+            hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
+            pooled = _pool(mx, mode, hidden, mx.array(mask))
         norm = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
         vectors = pooled / mx.maximum(norm, 1e-12)
         mx.eval(vectors)

@@ -107,6 +107,21 @@ class MLXEmbed(Configurable):
             _D.request_timeout,
         ),
     ).tag(config=True)
+    cpu_fast_path = Bool(
+        None,
+        allow_none=True,
+        help=_help(
+            "CPU device: run BERT-family models with fused approximate GELU/softmax kernels "
+            "(cos >= 0.99999 to exact); False runs the exact stock operations.",
+            "cpu_fast_path",
+            True,
+        ),
+    ).tag(config=True)
+    cpu_streams = Int(
+        None,
+        allow_none=True,
+        help=_help("CPU streams (threads) each forward pass is split over.", "cpu_streams", 2),
+    ).tag(config=True)
     transport = Enum(
         ["auto", "local", "server"],
         None,

@@ -265,3 +265,13 @@ def test_info_reports_engine_state(make_worker) -> None:
     assert info["inputs"] == 2 and info["tokens"] == 6 and info["batches"] == 1
     assert info["device"].startswith("Device(")
     assert {"name", "path", "fast"} <= set(info["blas"])
+
+
+@pytest.mark.parametrize(("fast", "streams"), [(True, 1), (True, 3), (False, 1)])
+def test_cpu_paths_match_sentence_transformers(make_worker, corpus, reference, fast, streams):
+    worker = make_worker(cpu_fast_path=fast, cpu_streams=streams)
+    result = worker.submit(corpus).result()
+    cos = np.sum(result.vectors * reference["embeddings"], axis=1)
+    assert cos.min() >= 0.9999
+    uses_fast = worker.call(lambda e: e.load(worker.registry.resolve(None)).fast).result()
+    assert (uses_fast is not None) == fast
