@@ -279,12 +279,27 @@ class Worker:
         self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
 
     def _take_window(self) -> tuple[list[_Request | _Call], bool]:
-        """Block for one item, then gather what arrives within the batching window."""
+        """Block for one item, then gather what is queued and what arrives within the window.
+
+        The window is only waited for under load (the previous window held several requests):
+        a lone request on an idle worker starts at once, so batching costs it no latency.
+        """
         first = self._queue.get()
         if first is _STOP:
             return [], True
         window = [first]
-        deadline = time.monotonic() + self.config.batch_window_ms / 1000.0
+        wait = self.config.batch_window_ms / 1000.0 if self._under_load else 0.0
+        deadline = time.monotonic() + wait
+        try:
+            return self._gather(window, deadline)
+        finally:
+            self._under_load = len(window) > 1
+
+    _under_load = False
+
+    def _gather(
+        self, window: list[_Request | _Call], deadline: float
+    ) -> tuple[list[_Request | _Call], bool]:
         while True:
             remaining = deadline - time.monotonic()
             try:
