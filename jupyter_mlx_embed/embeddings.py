@@ -24,6 +24,8 @@ from ._version import __version__
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .widget import SimilarityExplorer
+
 FORMAT = "jupyter-mlx-embed/embeddings"
 FORMAT_VERSION = 1
 
@@ -184,6 +186,22 @@ class Embeddings:
                 f"{self.dimensions} ({self.model!r}); compare vectors of the same model and size"
             )
         return _unit_rows(self.vectors) @ _unit_rows(matrix).T
+
+    def explore(self, labels: Sequence[Any] | None = None, **kwargs: Any) -> SimilarityExplorer:
+        """An interactive map of these texts with live search (a Jupyter widget).
+
+        Args:
+            labels: One label per text, to colour the points by.
+            **kwargs: Options of :class:`~jupyter_mlx_embed.widget.SimilarityExplorer`
+                (``projection``, ``k``, ...).
+
+        Returns:
+            The widget; display it (or leave it last in a cell).
+        """
+        # Imported here: the widget layer sits above this module (anywidget, traitlets).
+        from .widget import SimilarityExplorer
+
+        return SimilarityExplorer(self, labels, **kwargs)
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame with columns ``text`` and ``embedding`` (one float32 vector per cell).

@@ -1,0 +1,494 @@
+"""The similarity explorer widget: its comm protocol, queries, selection and errors (no browser).
+
+Widgets talk through a recording comm (``comm.create_comm`` swapped for a class that keeps
+every message), and the front end is simulated with ``set_state`` (what ipywidgets calls
+for a front-end update) or a full comm message. Queries go through the real bundled model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import comm
+import numpy as np
+import pytest
+from comm.base_comm import BaseComm
+
+import jupyter_mlx_embed as jme
+from jupyter_mlx_embed import widget as widget_module
+from jupyter_mlx_embed.embeddings import Embeddings
+from jupyter_mlx_embed.widget import SimilarityExplorer, encode_labels, pca_2d, project
+
+TEXTS = [
+    "My cat sleeps on the sofa all afternoon.",
+    "The dog barks at the mailman every morning.",
+    "A kitten chased a ball of yarn under the bed.",
+    "Stocks fell sharply after the earnings report.",
+    "The central bank raised interest rates again.",
+    "Bond yields climbed to a ten-year high.",
+    "Simmer the tomato sauce for twenty minutes.",
+    "Knead the dough until it is smooth and elastic.",
+]
+LABELS = ["pets", "pets", "pets", "finance", "finance", "finance", "cooking", "cooking"]
+HAVE_UMAP = importlib.util.find_spec("umap") is not None
+
+
+class RecordingComm(BaseComm):
+    """A comm that keeps what it would send to the front end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.messages: list[tuple[str, dict[str, Any], list[bytes]]] = []
+        super().__init__(*args, **kwargs)
+
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        buffers: Sequence[bytes | memoryview] | None = None,
+        **keys: Any,
+    ) -> None:
+        self.messages.append((msg_type, data or {}, [bytes(b) for b in buffers or []]))
+
+
+class ManualTransport:
+    """Holds every request until the test completes it, in whatever order it likes."""
+
+    kind = "manual"
+    timeout = 60.0
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[list[str], str | None, int | None, Future[Any]]] = []
+
+    def submit(
+        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
+    ) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.requests.append((list(inputs), model, dimensions, future))
+        return future
+
+    def complete(self, i: int) -> None:
+        inputs, model, dimensions, future = self.requests[i]
+        future.set_result(
+            jme.get_transport().submit(inputs, model=model, dimensions=dimensions).result(60)
+        )
+
+    def fail(self, i: int, error: BaseException) -> None:
+        self.requests[i][3].set_exception(error)
+
+    def info(self) -> dict[str, Any]:
+        return {"transport": self.kind}
+
+    def close(self) -> None:
+        pass
+
+
+class RefusingTransport(ManualTransport):
+    """``submit`` itself raises, as a full queue does."""
+
+    def submit(
+        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
+    ) -> Future[Any]:
+        raise jme.OverloadedError("the queue is full")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_worker() -> Iterator[jme.Worker]:
+    jme.set_transport("local")
+    worker = jme.configure()
+    yield worker
+    worker.close()
+
+
+@pytest.fixture(scope="module")
+def notes(local_worker: jme.Worker) -> Embeddings:
+    return Embeddings(TEXTS, jme.embed(TEXTS), "all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+def make(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimilarityExplorer]]:
+    """Builds explorers on recording comms (closed after the test)."""
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    made: list[SimilarityExplorer] = []
+
+    def build(embeddings: Embeddings, *args: Any, **kwargs: Any) -> SimilarityExplorer:
+        kwargs.setdefault("projection", "pca")
+        widget = SimilarityExplorer(embeddings, *args, **kwargs)
+        made.append(widget)
+        return widget
+
+    yield build
+    for widget in made:
+        widget.close()
+
+
+def sent(widget: SimilarityExplorer) -> list[tuple[str, dict[str, Any], list[bytes]]]:
+    return widget.comm.messages
+
+
+def with_buffers(data: dict[str, Any], buffers: list[bytes]) -> dict[str, Any]:
+    """A message's state with its binary buffers put back where they belong."""
+    state = dict(data["state"])
+    for path, buffer in zip(data.get("buffer_paths", []), buffers, strict=True):
+        assert len(path) == 1, path
+        state[path[0]] = buffer
+    return state
+
+
+def updates(widget: SimilarityExplorer) -> list[tuple[dict[str, Any], list[list[str]]]]:
+    """State updates sent to the front end, with their buffer paths."""
+    return [
+        (with_buffers(data, buffers), data["buffer_paths"])
+        for kind, data, buffers in sent(widget)
+        if kind == "comm_msg" and data.get("method") == "update"
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the widget")
+        time.sleep(0.005)
+
+
+def hits_of(results: Any) -> list[dict[str, Any]]:
+    return [{"index": hit.index, "text": hit.text, "score": hit.score} for hit in results]
+
+
+def assert_same_hits(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [h["index"] for h in actual] == [h["index"] for h in expected]
+    assert [h["text"] for h in actual] == [h["text"] for h in expected]
+    assert [h["score"] for h in actual] == pytest.approx([h["score"] for h in expected], abs=1e-6)
+
+
+# Initial state and projection -------------------------------------------------------------
+
+
+def test_initial_state_goes_out_as_binary_buffers(make, notes) -> None:
+    widget = make(notes, LABELS)
+    kind, data, buffers = sent(widget)[0]
+    assert kind == "comm_open"
+    state = with_buffers(data, buffers)
+    paths = {tuple(path) for path in data["buffer_paths"]}
+    assert {("coords",), ("label_codes",), ("heatmap",)} <= paths
+    n = len(TEXTS)
+    assert len(state["coords"]) == n * 2 * 4
+    np.testing.assert_array_equal(
+        np.frombuffer(state["coords"], dtype="<f4").reshape(n, 2), pca_2d(notes.vectors)
+    )
+    assert state["texts"] == TEXTS
+    assert state["label_names"] == ["pets", "finance", "cooking"]
+    assert np.frombuffer(state["label_codes"], dtype="<i4").tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert state["projection"] == "pca"
+    assert state["embedding_model"] == "all-MiniLM-L6-v2"
+    assert state["k"] == 5 and state["query_seq"] == 0 and state["selection"] == []
+    assert state["scores"] == b"" and state["top_k"] == []
+    # Every item fits the heatmap: the full matrix, all indices.
+    assert state["heatmap_indices"] == list(range(n))
+    np.testing.assert_allclose(
+        np.frombuffer(state["heatmap"], dtype="<f4").reshape(n, n), notes.similarity(), atol=1e-6
+    )
+    assert state["status"].startswith("8 texts on a PCA map")
+    # The front end is the bundled module (built by `npm run build:widget`).
+    bundle = Path(widget_module.__file__).parent / "static" / "explorer.js"
+    if bundle.is_file():
+        assert state["_esm"] == bundle.read_text(encoding="utf-8")
+
+
+def test_pca_is_deterministic_with_a_fixed_sign(notes) -> None:
+    coords = pca_2d(notes.vectors)
+    assert coords.dtype == np.float32 and coords.shape == (len(TEXTS), 2)
+    np.testing.assert_array_equal(coords, pca_2d(notes.vectors.copy()))
+    # The same as the textbook SVD of the centred data, up to the sign convention: each
+    # component's largest loading is positive.
+    centered = notes.vectors.astype(np.float64) - notes.vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    for row in vt[:2]:
+        row *= np.sign(row[np.argmax(np.abs(row))])
+    np.testing.assert_allclose(coords, centered @ vt[:2].T, atol=1e-5)
+    # Uncorrelated axes, the first with the most variance.
+    assert coords[:, 0].var() >= coords[:, 1].var()
+    assert abs(float(np.corrcoef(coords.T)[0, 1])) < 1e-4
+    # Row order does not change where a text lands.
+    order = np.random.default_rng(0).permutation(len(TEXTS))
+    np.testing.assert_allclose(pca_2d(notes.vectors[order]), coords[order], atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_pca_of_tiny_inputs(n) -> None:
+    vectors = np.random.default_rng(n).normal(size=(n, 16)).astype(np.float32)
+    coords = pca_2d(vectors)
+    assert coords.shape == (n, 2) and np.isfinite(coords).all()
+    if n == 1:
+        np.testing.assert_array_equal(coords, 0)
+
+
+@pytest.mark.skipif(HAVE_UMAP, reason="umap-learn is installed")
+def test_auto_projection_is_pca_without_umap(notes) -> None:
+    assert project(notes.vectors, "auto")[1] == "pca"
+    with pytest.raises(ImportError, match="umap-learn"):
+        project(notes.vectors, "umap")
+
+
+def test_bad_arguments_raise(make, notes) -> None:
+    with pytest.raises(ValueError, match="projection"):
+        make(notes, projection="tsne")
+    with pytest.raises(ValueError, match="8 texts but 2 labels"):
+        make(notes, ["a", "b"])
+    with pytest.raises(TypeError, match="single string"):
+        make(notes, "pets")
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        make(notes, k=0)
+    with pytest.raises(TypeError, match="Embeddings"):
+        SimilarityExplorer(notes.vectors)  # type: ignore[arg-type]
+
+
+def test_labels_are_coded_by_first_appearance() -> None:
+    codes, names = encode_labels([3, "x", 3, None, "x"], 5)
+    assert codes.dtype == np.dtype("<i4") and codes.tolist() == [0, 1, 0, 2, 1]
+    assert names == ["3", "x", "None"]
+    assert encode_labels(None, 4)[0].size == 0
+
+
+def test_explore_method_builds_the_widget(monkeypatch, notes) -> None:
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    widget = notes.explore(labels=LABELS, projection="pca", k=3)
+    try:
+        assert isinstance(widget, SimilarityExplorer)
+        assert widget.embeddings is notes and widget.k == 3
+        assert widget.label_names == ["pets", "finance", "cooking"]
+        assert repr(widget) == (
+            "SimilarityExplorer(8 texts, model='all-MiniLM-L6-v2', projection='pca')"
+        )
+    finally:
+        widget.close()
+
+
+# Queries ----------------------------------------------------------------------------------
+
+
+def test_front_end_query_gives_search_top_k_and_scores(make, notes) -> None:
+    widget = make(notes, LABELS, k=3)
+    widget.set_state({"query": "pets at home", "query_seq": 1})
+    wait_for(lambda: widget.result_seq == 1)
+    expected = notes.search("pets at home", k=3)
+    assert_same_hits(widget.top_k, hits_of(expected))
+    assert widget.status == "3 nearest of 8 texts for 'pets at home'"
+    assert widget.status_level == "info"
+    # One float32 score per text, the same as a search over everything.
+    assert len(widget.scores) == len(TEXTS) * 4
+    everything = notes.search("pets at home", k=len(TEXTS))
+    by_index = {hit.index: hit.score for hit in everything}
+    assert widget.similarities.tolist() == pytest.approx(
+        [by_index[i] for i in range(len(TEXTS))], abs=1e-6
+    )
+    # The answer went out as one update with the scores as a binary buffer.
+    answer = [(state, paths) for state, paths in updates(widget) if state.get("result_seq") == 1]
+    assert len(answer) == 1
+    state, paths = answer[0]
+    assert ["scores"] in paths and state["scores"] == widget.scores
+    assert state["top_k"] == widget.top_k
+
+
+def test_query_uses_the_embeddings_model_and_dimensions(make, local_worker) -> None:
+    small = Embeddings(TEXTS, jme.embed(TEXTS, dimensions=64), "all-MiniLM-L6-v2")
+    transport = ManualTransport()
+    widget = make(small, transport=transport, query_prefix="query: ")
+    widget.set_state({"query": "interest rates", "query_seq": 1})
+    assert transport.requests[0][:3] == (["query: interest rates"], "all-MiniLM-L6-v2", 64)
+    transport.complete(0)
+    vector = jme.embed("query: interest rates", dimensions=64)
+    assert_same_hits(widget.top_k, hits_of(small.search(vector, k=5)))
+
+
+def test_python_side_query_and_search_text(make, notes) -> None:
+    widget = make(notes)
+    widget.query = "baking bread"  # no number: the widget takes the next one itself
+    assert widget.query_seq == 1
+    wait_for(lambda: widget.result_seq == 1)
+    assert_same_hits(widget.top_k, hits_of(notes.search("baking bread", k=5)))
+
+    results = widget.search_text("the stock market")  # blocks until the answer is shown
+    assert widget.query == "the stock market" and widget.query_seq == widget.result_seq == 2
+    assert_same_hits(hits_of(results), hits_of(notes.search("the stock market", k=5)))
+    assert_same_hits(widget.top_k, hits_of(results))
+    assert results.query == "the stock market"
+
+
+def test_k_change_reranks_the_current_query(make, notes) -> None:
+    widget = make(notes)
+    widget.search_text("animals")
+    widget.set_state({"k": 2})
+    assert_same_hits(widget.top_k, hits_of(notes.search("animals", k=2)))
+    widget.set_state({"k": 50})  # more than there are texts: all of them
+    assert len(widget.top_k) == len(TEXTS)
+
+
+def test_a_stale_answer_arriving_late_is_ignored(make, notes) -> None:
+    transport = ManualTransport()
+    widget = make(notes, transport=transport)
+    widget.set_state({"query": "pets", "query_seq": 1})
+    widget.set_state({"query": "money", "query_seq": 2})
+    assert [request[0] for request in transport.requests] == [["pets"], ["money"]]
+    assert widget.status_level == "busy"
+    transport.complete(1)  # the newer answer first...
+    assert widget.result_seq == 2
+    expected = hits_of(notes.search("money", k=5))
+    assert_same_hits(widget.top_k, expected)
+    scores = widget.scores
+    transport.complete(0)  # ...then the older one, which must change nothing
+    assert widget.result_seq == 2
+    assert_same_hits(widget.top_k, expected)
+    assert widget.scores == scores
+    assert not any(state.get("result_seq") == 1 for state, _ in updates(widget))
+
+
+def test_an_older_answer_arriving_first_is_dropped(make, notes) -> None:
+    transport = ManualTransport()
+    widget = make(notes, transport=transport)
+    widget.set_state({"query": "pets", "query_seq": 1})
+    widget.set_state({"query": "money", "query_seq": 2})
+    transport.complete(0)
+    assert widget.result_seq == 0 and widget.top_k == [] and widget.scores == b""
+    transport.complete(1)
+    assert widget.result_seq == 2
+    assert_same_hits(widget.top_k, hits_of(notes.search("money", k=5)))
+
+
+def test_empty_query_clears_the_colouring(make, notes) -> None:
+    widget = make(notes)
+    widget.search_text("cooking pasta")
+    assert widget.scores
+    widget.set_state({"query": "   ", "query_seq": widget.query_seq + 1})
+    assert widget.result_seq == widget.query_seq
+    assert widget.scores == b"" and widget.top_k == [] and widget.similarities is None
+    assert widget.status.startswith("Empty query")
+
+
+def test_completion_is_handed_to_the_running_event_loop(make, notes) -> None:
+    threads: list[threading.Thread] = []
+
+    async def main() -> None:
+        widget = make(notes)
+        widget.observe(lambda change: threads.append(threading.current_thread()), "result_seq")
+        widget.set_state({"query": "a sleepy cat", "query_seq": 1})
+        deadline = time.monotonic() + 60
+        while widget.result_seq != 1:
+            assert time.monotonic() < deadline, "no answer"
+            await asyncio.sleep(0.005)
+        assert_same_hits(widget.top_k, hits_of(notes.search("a sleepy cat", k=5)))
+
+    asyncio.run(main())
+    assert threads == [threading.main_thread()]
+
+
+# Errors -----------------------------------------------------------------------------------
+
+
+def test_a_failed_query_shows_in_status_and_never_raises(make, notes) -> None:
+    transport = ManualTransport()
+    widget = make(notes, transport=transport)
+    widget.set_state({"query": "pets", "query_seq": 1})
+    transport.fail(0, jme.EmbedError("Cannot reach the Jupyter server's embedding endpoint"))
+    assert widget.status == "Query failed: Cannot reach the Jupyter server's embedding endpoint"
+    assert widget.status_level == "error"
+    assert widget.result_seq == 1 and widget.top_k == [] and widget.scores == b""
+    # A later query works again.
+    widget.set_state({"query": "pets", "query_seq": 2})
+    transport.complete(1)
+    assert widget.status_level == "info" and len(widget.top_k) == 5
+
+
+def test_a_refused_submission_shows_in_status(make, notes) -> None:
+    widget = make(notes, transport=RefusingTransport())
+    widget.set_state({"query": "pets", "query_seq": 1})
+    assert widget.status == "Query failed: the queue is full"
+    assert widget.status_level == "error"
+    with pytest.raises(jme.OverloadedError):
+        widget.search_text("pets")
+    assert widget.status == "Query failed: the queue is full"
+
+
+def test_an_unknown_model_shows_in_status(make, notes) -> None:
+    orphan = Embeddings(notes.texts, notes.vectors, "nobody/nothing")
+    widget = make(orphan)
+    widget.set_state({"query": "pets", "query_seq": 1})
+    wait_for(lambda: widget.status_level == "error")
+    assert widget.status.startswith("Query failed: ") and "nobody/nothing" in widget.status
+    with pytest.raises(jme.ModelNotFoundError):
+        widget.search_text("pets")
+
+
+def test_a_stale_failure_does_not_hide_the_newest_answer(make, notes) -> None:
+    transport = ManualTransport()
+    widget = make(notes, transport=transport)
+    widget.set_state({"query": "pets", "query_seq": 1})
+    widget.set_state({"query": "money", "query_seq": 2})
+    transport.complete(1)
+    transport.fail(0, jme.EmbedError("too late"))
+    assert widget.status_level == "info" and widget.result_seq == 2 and widget.top_k
+
+
+# Clicks, selection, heatmap ---------------------------------------------------------------
+
+
+def test_clicking_a_point_lists_its_neighbours(make, notes) -> None:
+    widget = make(notes, k=3)
+    widget.set_state({"clicked": 3})
+    expected = [hit for hit in notes.search(notes.vectors[3], k=4) if hit.index != 3][:3]
+    assert_same_hits(widget.neighbors, hits_of(expected))
+    assert widget.neighbors[0]["index"] in (4, 5)  # the other finance texts
+    assert widget.status.startswith("3 nearest neighbours of point 3")
+    widget.set_state({"k": 2})
+    assert len(widget.neighbors) == 2
+    widget.set_state({"clicked": -1})
+    assert widget.neighbors == []
+    widget.set_state({"clicked": 99})  # nonsense from the front end: reported, not raised
+    assert widget.neighbors == [] and widget.status_level == "error"
+
+
+def test_selection_syncs_back_and_selected_returns_embeddings(make, notes) -> None:
+    widget = make(notes, LABELS)
+    # A full comm message, as the front end sends it after a box selection.
+    widget.comm.handle_msg(
+        {
+            "content": {
+                "comm_id": widget.comm.comm_id,
+                "data": {"method": "update", "state": {"selection": [6, 3, 3, 99, -1]}},
+            },
+            "buffers": [],
+        }
+    )
+    assert widget.selection == [3, 6]  # sorted, unique, in range
+    chosen = widget.selected()
+    assert isinstance(chosen, Embeddings)
+    assert chosen.texts == [TEXTS[3], TEXTS[6]] and chosen.model == notes.model
+    np.testing.assert_array_equal(chosen.vectors, notes.vectors[[3, 6]])
+    # The cleaned selection went back to the front end, and the heatmap follows it.
+    assert any(state.get("selection") == [3, 6] for state, _ in updates(widget))
+    assert widget.heatmap_indices == [3, 6]
+    assert widget.heatmap_note == "Cosine similarity of the 2 selected items"
+    np.testing.assert_allclose(
+        np.frombuffer(widget.heatmap, dtype="<f4").reshape(2, 2),
+        notes[[3, 6]].similarity(),
+        atol=1e-6,
+    )
+    widget.set_state({"selection": []})
+    assert len(widget.selected()) == 0 and widget.heatmap_indices == list(range(len(TEXTS)))
+
+
+def test_heatmap_shows_at_most_the_limit(make, notes) -> None:
+    widget = make(notes, heatmap_limit=3)
+    assert widget.heatmap_indices == [0, 1, 2] and len(widget.heatmap) == 3 * 3 * 4
+    assert widget.heatmap_note.startswith("Cosine similarity of the first 3 of 8 items")
+    widget.selection = [7, 1, 2, 5]
+    assert widget.heatmap_indices == [1, 2, 5]
+    assert widget.heatmap_note == "Cosine similarity of the first 3 of 4 selected items"
