@@ -1,17 +1,19 @@
-"""Real-browser test scaffolding: JupyterLab in a subprocess and Debian's Chromium driven by
-Playwright's sync API.
+"""Real-browser test scaffolding: JupyterLab in a subprocess, driven with Playwright's sync
+API in Debian's Chromium. A browser test module starts with::
 
-Use it from a test module with::
+    from .browser import requires_chromium, open_notebook, run_cell, screenshot
 
     pytest_plugins = ("tests.browser",)
     pytestmark = requires_chromium
 
-which provides the module-scoped fixtures ``lab`` (a running :class:`LabServer`), ``browser``
-and ``lab_page`` (a page with JupyterLab loaded), plus helpers to run commands, open a notebook
-and run a cell (:func:`open_notebook`, :func:`run_cell`). Screenshots go to ``test-artifacts/``.
+and gets the module-scoped fixtures ``lab`` (a running :class:`LabServer` with this package's
+server and lab extensions), ``browser`` and ``lab_page`` (a page with JupyterLab loaded), and
+helpers: :func:`open_notebook` and :func:`run_cell` to run code in a notebook,
+:func:`execute_command`, :func:`run_from_palette`, :func:`screenshot` (to ``test-artifacts/``),
+:func:`page_errors`, and :func:`start_lab` for a Lab with other options.
 
 PYTEST_DONT_REWRITE: test modules import these helpers before ``pytest_plugins`` registers
-the module, and it has no asserts to rewrite (this marker silences pytest's warning).
+this module, and it has no asserts to rewrite (the marker silences pytest's warning).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from .servers import free_port, running
 
@@ -43,19 +53,22 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TOKEN = "browser-test-token"
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 requires_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"browser tests need Chromium at {CHROMIUM} (`make install` installs it)",
 )
 
-# Keep JupyterLab from asking about news or checking for updates (no network here, and the
-# toast would cover screenshots).
+# Keep JupyterLab from asking questions: about news and updates (no network here, and the
+# toast would cover screenshots), and which kernel to start for a notebook.
 _USER_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "autoStartDefaultKernel": True,
     },
 }
 
@@ -147,7 +160,7 @@ def _record_errors(page: Page) -> None:
 def open_lab(browser: Browser, lab: LabServer, path: str = "lab") -> Page:
     """A new browser context and page with JupyterLab loaded and its status bar shown (its
     errors are recorded: :func:`page_errors`)."""
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(30_000)
     _record_errors(page)
@@ -157,9 +170,10 @@ def open_lab(browser: Browser, lab: LabServer, path: str = "lab") -> Page:
     return page
 
 
-def execute_command(page: Page, command: str, args: dict[str, Any] | None = None) -> Any:
-    """Run a JupyterLab command by id (through ``window.jupyterapp``)."""
-    return page.evaluate(
+def execute_command(page: Page, command: str, args: dict[str, Any] | None = None) -> None:
+    """Run a JupyterLab command by id (through ``window.jupyterapp``) and wait until its
+    promise settles."""
+    page.evaluate(
         "([id, args]) => window.jupyterapp.commands.execute(id, args).then(() => null)",
         [command, args or {}],
     )
@@ -178,7 +192,7 @@ def run_from_palette(page: Page, label: str) -> None:
 
 def open_notebook(page: Page, lab: LabServer, name: str = "Untitled.ipynb") -> Locator:
     """Create an empty Python notebook ``name`` on the server, open it and wait for its
-    kernel to be idle; returns the notebook panel."""
+    kernel to be idle; returns the notebook panel (for :func:`run_cell`)."""
     notebook = {
         "cells": [
             {
@@ -196,23 +210,49 @@ def open_notebook(page: Page, lab: LabServer, name: str = "Untitled.ipynb") -> L
         "nbformat_minor": 5,
     }
     lab.request("PUT", f"api/contents/{name}", {"type": "notebook", "content": notebook})
-    execute_command(page, "docmanager:open", {"path": name})
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=60_000
+    widget_id = page.evaluate(
+        "path => window.jupyterapp.commands.execute('docmanager:open', {path}).then(w => w.id)",
+        name,
     )
-    return panel
+    page.wait_for_function(_KERNEL_READY, arg=widget_id, timeout=60_000)
+    return page.locator(f'[id="{widget_id}"]')
+
+
+_KERNEL_READY = """id => {
+  const panel = Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.id === id);
+  const kernel = panel?.sessionContext?.session?.kernel;
+  return kernel?.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+
+_PUT_IN_LAST_CELL = """([id, code]) => {
+  const app = window.jupyterapp;
+  const panel = Array.from(app.shell.widgets('main')).find(w => w.id === id);
+  app.shell.activateById(id);
+  const notebook = panel.content;
+  notebook.activeCellIndex = notebook.widgets.length - 1;
+  const last = notebook.activeCell.model;
+  if (last.type !== 'code' || last.sharedModel.getSource() !== '') {
+    app.commands.execute('notebook:insert-cell-below');
+  }
+  notebook.activeCell.model.sharedModel.setSource(code);
+  return notebook.activeCellIndex;
+}"""
 
 
 def run_cell(panel: Locator, code: str, timeout: float = 120_000) -> Locator:
-    """Type ``code`` into the notebook's last cell, run it (Shift+Enter) and wait until it has
-    run; returns that cell (its outputs are under ``.jp-OutputArea-output``)."""
-    cells = panel.locator(".jp-CodeCell")
-    cell = cells.nth(cells.count() - 1)
-    cell.locator(".cm-content").click()
+    """Put ``code`` in the last cell of the notebook ``panel`` (from :func:`open_notebook`; a
+    new cell if the last is not empty), run it and wait until it has run; returns that cell
+    (its outputs are under ``.jp-OutputArea-output``).
+
+    The source goes into the cell's model rather than being typed: CodeMirror reads typed
+    text asynchronously, so a Shift+Enter right after typing can run the old source."""
     page = panel.page
-    page.keyboard.insert_text(code)
-    page.keyboard.press("Shift+Enter")
+    index = page.evaluate(_PUT_IN_LAST_CELL, [panel.get_attribute("id"), code])
+    cell = panel.locator(".jp-Cell").nth(index)
+    expect(cell.locator(".cm-content")).to_contain_text(code.strip().split("\n", 1)[0])
+    # Not awaited: the command's promise settles only when the cell has run (or never, if a
+    # dialog asks something); the prompt below says more on failure.
+    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-cell'); }")
     expect(cell.locator(".jp-InputArea-prompt")).to_have_text(
         re.compile(r"\[\d+\]:"), timeout=timeout
     )
@@ -228,6 +268,20 @@ def screenshot(target: Page | Locator, name: str) -> Path:
     else:
         target.screenshot(path=path, full_page=True)
     return path
+
+
+# pytest-jupyter's autouse fixtures apply to every test collected after a module loads that
+# plugin; they take the thread's running event loop and close it, but in browser tests that
+# loop is Playwright's (its sync API runs one in the test thread).
+_FOREIGN_LOOP_FIXTURES = ("jp_asyncio_loop", "jp_server_cleanup")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep pytest-jupyter's event-loop fixtures away from tests that use the browser."""
+    for item in items:
+        names: list[str] = getattr(item, "fixturenames", [])
+        if "browser" in names:
+            names[:] = [name for name in names if name not in _FOREIGN_LOOP_FIXTURES]
 
 
 @pytest.fixture(scope="module")

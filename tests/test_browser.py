@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -30,6 +31,9 @@ ITEM = ".jme-status-item"
 
 def test_status_item_follows_the_worker(lab: LabServer, lab_page: Page) -> None:
     item = lab_page.locator(ITEM)
+    expect(
+        item, "the lab extension did not load (built? `jupyter-builder develop`?)"
+    ).to_have_count(1)
     expect(item).to_have_attribute("data-state", "idle")
     expect(item).to_have_text("Embeddings: not loaded yet")
 
@@ -51,11 +55,10 @@ def _check_dialog(page: Page, lab: LabServer, name: str) -> None:
     dialog = page.locator(".jp-Dialog.jme-endpoint-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator(".jme-endpoint-url pre")).to_have_text(f"{lab.url}v1")
-    expect(dialog.locator(".jme-endpoint-snippet pre")).to_contain_text(
-        f'OpenAI(base_url="{lab.url}v1"'
-    )
-    assert lab.token not in dialog.inner_text()
+    expect(dialog.locator(".jme-endpoint-snippet pre")).to_contain_text(f'base_url="{lab.url}v1"')
     assert lab.token not in dialog.inner_html()
+    body = dialog.locator(".jp-Dialog-body")
+    assert body.evaluate("e => e.scrollHeight <= e.clientHeight + 1"), "the dialog body scrolls"
     screenshot(page, f"{name}.png")
     screenshot(dialog.locator(".jp-Dialog-content"), f"{name}-content.png")
     dialog.get_by_role("button", name="Close", exact=True).click()
@@ -83,6 +86,43 @@ def test_requests_from_a_notebook_show_up(lab_page: Page, lab: LabServer) -> Non
 
 def test_no_errors_in_the_page(lab_page: Page) -> None:
     assert page_errors(lab_page) == []
+
+
+def test_busy_and_error_states(lab_page: Page) -> None:
+    """Answers the route could give, faked in the browser: the item shows each one."""
+    status = {
+        "state": "ready",
+        "default_model": MODEL,
+        "loaded_models": [MODEL, "tiny-bert-cls"],
+        "queue_depth": 3,
+        "queue_size": 256,
+        "requests": 12,
+        "requests_failed": 0,
+        "tokens": 345,
+        "batches": 7,
+        "device": "cpu",
+        "blas": {"name": "openblas", "fast": True, "path": "/x.so", "detail": ""},
+        "mlx_version": "0.0",
+        "version": "0.0",
+    }
+    answer: dict[str, Any] = {"status": 200, "json": status}
+    lab_page.route("**/mlx-embed/status*", lambda route: route.fulfill(**answer))
+    item = lab_page.locator(ITEM)
+    try:
+        expect(item).to_have_attribute("data-state", "busy", timeout=10_000)
+        expect(item).to_have_text(f"Embeddings: {MODEL} +1 · busy (3 queued)")
+        screenshot(lab_page.locator("#jp-main-statusbar"), "status-bar-busy.png")
+
+        answer["json"] = {**status, "state": "failed", "error": "no MLX", "queue_depth": 0}
+        expect(item).to_have_attribute("data-state", "error", timeout=10_000)
+        expect(item).to_have_text("Embeddings: error")
+        assert "failed to start: no MLX" in (item.get_attribute("title") or "")
+
+        answer.update(status=403, json={"message": "Forbidden"})
+        expect(item).to_have_attribute("title", re.compile("answered 403"), timeout=10_000)
+        expect(item).to_have_attribute("data-state", "error")
+    finally:
+        lab_page.unroute("**/mlx-embed/status*")
 
 
 def test_extension_missing_state(browser: Browser, tmp_path: Path) -> None:
