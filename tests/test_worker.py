@@ -41,6 +41,15 @@ def _texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 20)))) for _ in range(n)]
 
 
+def _block(worker) -> threading.Event:
+    """Occupy the worker thread until the returned event is set."""
+    gate = threading.Event()
+    blocker = worker.call(lambda engine: gate.wait(30))
+    while not blocker.running():  # the worker has taken the blocker off the queue
+        threading.Event().wait(0.01)
+    return gate
+
+
 def test_concurrent_requests_each_get_their_own_vectors(make_worker) -> None:
     worker = make_worker(batch_window_ms=20)
     texts = _texts(40)
@@ -86,10 +95,7 @@ def test_order_is_restored_after_length_sorting(make_worker) -> None:
 
 def test_full_queue_fails_fast_with_overload(make_worker) -> None:
     worker = make_worker(queue_size=2, batch_window_ms=0)
-    gate = threading.Event()
-    blocker = worker.call(lambda engine: gate.wait(30))
-    while not blocker.running():  # the worker has taken the blocker off the queue
-        threading.Event().wait(0.01)
+    gate = _block(worker)
     queued = [worker.submit(["cat"]), worker.submit(["dog"])]
     with pytest.raises(OverloadedError) as info:
         worker.submit(["fox"])
@@ -110,10 +116,7 @@ def test_close_finishes_pending_requests(make_worker) -> None:
 
 def test_close_can_fail_pending_requests(make_worker) -> None:
     worker = make_worker(batch_window_ms=0)
-    gate = threading.Event()
-    blocker = worker.call(lambda engine: gate.wait(30))
-    while not blocker.running():
-        threading.Event().wait(0.01)
+    gate = _block(worker)
     pending = worker.submit(["never served"])
     closer = threading.Thread(target=worker.close, kwargs={"cancel_pending": True})
     closer.start()
@@ -125,10 +128,7 @@ def test_close_can_fail_pending_requests(make_worker) -> None:
 
 def test_cancelled_request_is_skipped(make_worker) -> None:
     worker = make_worker(batch_window_ms=0)
-    gate = threading.Event()
-    blocker = worker.call(lambda engine: gate.wait(30))
-    while not blocker.running():
-        threading.Event().wait(0.01)
+    gate = _block(worker)
     cancelled = worker.submit(["cancelled"])
     kept = worker.submit(["kept"])
     assert cancelled.cancel()
