@@ -57,7 +57,7 @@ class EngineConfig:
     blas: str | None = None
     request_timeout: float = 600.0
     cpu_fast_path: bool = True
-    cpu_streams: int = 2
+    cpu_streams: int = 4
 
     def __post_init__(self) -> None:
         for name in (

@@ -120,7 +120,7 @@ class MLXEmbed(Configurable):
     cpu_streams = Int(
         None,
         allow_none=True,
-        help=_help("CPU streams (threads) each forward pass is split over.", "cpu_streams", 2),
+        help=_help("CPU streams (threads) each forward pass is split over.", "cpu_streams", 4),
     ).tag(config=True)
     transport = Enum(
         ["auto", "local", "server"],
