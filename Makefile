@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 	touch $(STAMP)
 
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(SUDO),,--allow-root)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MLXEmbed.preload=True $(if $(SUDO),,--allow-root)
 
 lint: install
 	$(VENV)/bin/ruff check .
