@@ -11,6 +11,8 @@ import pytest
 
 from jupyter_mlx_embed import Worker
 
+from .tiny_models import TINY_MODELS
+
 TEXTS = [
     "the cat sat on the mat",
     "quick brown fox",
@@ -30,17 +32,7 @@ def _numpy_pool(hidden: np.ndarray, mode: str) -> np.ndarray:
     return pooled / np.linalg.norm(pooled)
 
 
-@pytest.mark.parametrize(
-    ("name", "model_type", "pooling"),
-    [
-        ("tiny-bert-cls", "bert", "cls"),
-        ("tiny-bert-max", "bert", "max"),
-        ("tiny-xlmr-mean", "xlm_roberta", "mean"),
-        ("tiny-modernbert-cls", "modernbert", "cls"),
-        ("tiny-modernbert-mean", "modernbert", "mean"),
-        ("tiny-qwen3-last", "qwen3", "lasttoken"),
-    ],
-)
+@pytest.mark.parametrize(("name", "model_type", "pooling"), TINY_MODELS)
 def test_pooling_matches_numpy_reference(
     worker: Worker, name: str, model_type: str, pooling: str
 ) -> None:

@@ -68,7 +68,7 @@ WORDS = [
     "text",
 ]
 
-# (folder name, model_type, pooling mode, extra config)
+# (folder name, model_type, pooling mode)
 TINY_MODELS: list[tuple[str, str, str]] = [
     ("tiny-bert-cls", "bert", "cls"),
     ("tiny-bert-max", "bert", "max"),
