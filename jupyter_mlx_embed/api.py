@@ -102,12 +102,8 @@ def _empty(transport: Transport, model: str | None, dimensions: int | None) -> n
             dimensions = ModelRegistry(EngineConfig.from_env()).resolve(model).dimension
         except EmbedError:  # a model only the server knows: ask it
             probe = transport.submit(["."], model=model, dimensions=None)
-            dimensions = probe.result(timeout=_timeout(transport)).vectors.shape[1]
+            dimensions = probe.result(timeout=transport.timeout).vectors.shape[1]
     return np.zeros((0, dimensions), dtype=np.float32)
-
-
-def _timeout(transport: Transport) -> float:
-    return float(getattr(transport, "timeout", EngineConfig.from_env().request_timeout))
 
 
 def _shape(result: EmbedResult, single: bool) -> np.ndarray:
@@ -135,7 +131,7 @@ def embed(
     if not texts:
         return _empty(transport, model, dimensions)
     future = transport.submit(texts, model=model, dimensions=dimensions)
-    return _shape(future.result(timeout=_timeout(transport)), single)
+    return _shape(future.result(timeout=transport.timeout), single)
 
 
 async def aembed(

@@ -237,7 +237,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         try:
             transport = self._get_transport()
             future = self._submit(transport, text)
-            result = future.result(timeout=timeout or _timeout(transport))
+            result = future.result(timeout=timeout or transport.timeout)
         except Exception as exc:
             self._fail(exc, seq)
             raise
@@ -573,10 +573,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _timeout(transport: Transport) -> float:
-    return float(getattr(transport, "timeout", 600.0))
 
 
 def _clip(text: str, width: int) -> str:

@@ -120,7 +120,6 @@ class Worker:
                 )
             self._thread.start()
             _owner = weakref.ref(self)
-        _live_workers.add(self)
 
     # -- submission (any thread) -------------------------------------------------------
 
@@ -501,16 +500,17 @@ def _wait_os_thread_exit(native_id: int | None, timeout: float = 2.0) -> None:
         time.sleep(0.001)
 
 
-def _close_all_workers() -> None:
-    for worker in list(_live_workers):
+def _close_owner() -> None:
+    """At exit, stop the worker that owns MLX (at most one runs: see ``_owner``)."""
+    worker = _owner() if _owner is not None else None
+    if worker is not None:
         worker.close(timeout=5.0, cancel_pending=True)
 
 
-_live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
 # MLX is thread-affine: at most one live worker thread per process may use it.
 _owner_lock = threading.Lock()
 _owner: weakref.ref[Worker] | None = None
-atexit.register(_close_all_workers)
+atexit.register(_close_owner)
 
 
 def _settle(future: Future[T], fn: Callable[[Any], T], arg: Any) -> None:
