@@ -98,15 +98,11 @@ def _serve(args: argparse.Namespace) -> int:
                 token=token,
                 max_body_bytes=settings.max_body_bytes,
             )
+            if not token:  # the server generated one: say it before serving
+                print(f"API key (Authorization: Bearer ...): {server.token}", flush=True)
             await serve(server, stop, announce=lambda line: print(line, flush=True))
         print("stopped", flush=True)
 
-    if not token:
-        # Generated here (not in the server) so it is printed before the first request.
-        import secrets
-
-        token = secrets.token_urlsafe(32)
-        print(f"API key (Authorization: Bearer ...): {token}", flush=True)
     asyncio.run(main())
     return 0
 
