@@ -5,18 +5,20 @@ softmax dominate the forward pass, not the matrix products (see BENCHMARKS.md). 
 runs the same weights through the same post-LayerNorm BERT computation with:
 
 - GELU from a rational approximation of erf (max abs error 1.5e-7 against exact erf-GELU);
-- softmax with a polynomial exp (relative error < 1e-6), both plain MLX ops that
-  ``mx.compile`` fuses into single loops;
-- the whole encoder compiled per padded shape (lengths rounded up to a multiple of 8, which
-  bounds recompilation);
-- each batch split across CPU streams, which MLX runs on separate threads (its only way to use
-  more than one core for non-BLAS work).
+- softmax with a polynomial exp (relative error < 2e-5), both plain MLX ops that
+  ``mx.compile`` fuses into single loops; the scale, the padding mask and the softmax sum ride
+  along in the attention matrix products, leaving two passes over the scores;
+- one encoder layer compiled per padded shape (lengths rounded up to a multiple of 8, which
+  bounds recompilation) with the weights as arguments, so one trace serves every layer;
+- each batch cut into parts of about equal work, run on separate CPU streams, which MLX runs
+  on separate threads (its only way to use more than one core for non-BLAS work).
 
 Only the CPU device uses it; on Metal and CUDA the stock mlx-embeddings forward runs as is.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +26,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .batching import balanced_bounds, padded_length
+
 #: Architectures this forward reproduces (post-LN BERT encoders with erf-GELU).
 FAST_MODEL_TYPES = ("bert", "xlm_roberta")
-LENGTH_BUCKET = 8
 
 # Rational approximation of erf on [-4, 4]: x * P(x^2) / Q(x^2) (the coefficients used by
 # Eigen and XLA for float32).
@@ -48,9 +51,11 @@ _ERF_Q = (
 )
 
 
-def _horner(coefficients: tuple[float, ...], x: mx.array) -> mx.array:
-    result = mx.full(x.shape, coefficients[0], dtype=x.dtype)
-    for c in coefficients[1:]:
+def _polynomial(coefficients: tuple[float, ...], x: mx.array) -> mx.array:
+    """Horner's rule, highest degree first. It starts from scalars, not from a filled array,
+    so that the fused loop has no broadcast input and stays contiguous (vectorisable)."""
+    result = coefficients[0] * x + coefficients[1]
+    for c in coefficients[2:]:
         result = result * x + c
     return result
 
@@ -59,27 +64,63 @@ def gelu(x: mx.array) -> mx.array:
     """x/2 * (1 + erf(x/sqrt 2)) with a rational erf."""
     z = mx.clip(x * (1.0 / math.sqrt(2.0)), -4.0, 4.0)
     z2 = z * z
-    erf = z * _horner(_ERF_P, z2) / _horner(_ERF_Q, z2)
+    erf = z * _polynomial(_ERF_P, z2) / _polynomial(_ERF_Q, z2)
     return 0.5 * x * (1.0 + erf)
 
 
-def softmax(x: mx.array) -> mx.array:
-    """Softmax over the last axis with exp(z) = (Taylor_7(z/256))^256 for z <= 0."""
-    z = mx.maximum(x - mx.max(x, axis=-1, keepdims=True), -87.0) * (1.0 / 256.0)
-    e = 1.0 + z * (
-        1.0 + z / 2 * (1.0 + z / 3 * (1.0 + z / 4 * (1.0 + z / 5 * (1.0 + z / 6 * (1.0 + z / 7)))))
-    )
+_EXP_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(7, -1, -1))
+
+
+def exp_shifted(x: mx.array, shift: mx.array) -> mx.array:
+    """exp(x - shift) for x <= shift, as Taylor_7(z/256)^256 with z = x - shift clamped at -87
+    (relative error < 2e-5; 1e-38 below the clamp)."""
+    z = mx.maximum(x - shift, -87.0) * (1.0 / 256.0)
+    e = _polynomial(_EXP_TAYLOR, z)
     for _ in range(8):
         e = e * e
-    return e / mx.sum(e, axis=-1, keepdims=True)
+    return e
 
 
-def _layer_norm(x: mx.array, ln: Any, eps: float) -> mx.array:
-    return mx.fast.layer_norm(x, ln.weight, ln.bias, eps)
+def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array, scale: float) -> mx.array:
+    """Softmax(q k^T * scale + key_mask) v for (batch, heads, length, width) inputs.
+
+    The scale and the additive mask ride along in the score product (q gains a column of
+    ones, k the mask column), and v gains a column of ones, so the product that weights the
+    values also sums the weights. The only passes over the length x length scores are the
+    row maximum and one fused exponential.
+    """
+    ones = mx.ones((*q.shape[:-1], 1), dtype=q.dtype)
+    width = q.shape[-1]
+    queries = mx.concatenate([q * scale, ones], axis=-1)
+    keys = mx.concatenate([k, mx.broadcast_to(key_mask, ones.shape)], axis=-1)
+    values = mx.concatenate([v, ones], axis=-1)
+    scores = queries @ keys.transpose(0, 1, 3, 2)
+    weights = exp_shifted(scores, mx.max(scores, axis=-1, keepdims=True))
+    summed = weights @ values
+    return summed[..., :width] / summed[..., width:]
 
 
-def _linear(x: mx.array, layer: Any) -> mx.array:
-    return mx.addmm(layer.bias, x, layer.weight.T)
+def _layer_weights(layer: Any) -> tuple[mx.array, ...]:
+    """One encoder layer's weights, in the order :meth:`FastEncoder._encoder_layer` takes."""
+    att, out = layer.attention.self, layer.attention.output
+    return (
+        att.query.weight,
+        att.query.bias,
+        att.key.weight,
+        att.key.bias,
+        att.value.weight,
+        att.value.bias,
+        out.dense.weight,
+        out.dense.bias,
+        out.LayerNorm.weight,
+        out.LayerNorm.bias,
+        layer.intermediate.dense.weight,
+        layer.intermediate.dense.bias,
+        layer.output.dense.weight,
+        layer.output.dense.bias,
+        layer.output.LayerNorm.weight,
+        layer.output.LayerNorm.bias,
+    )
 
 
 class FastEncoder:
@@ -98,45 +139,50 @@ class FastEncoder:
         self._heads = config.num_attention_heads
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
+        self._layers = [_layer_weights(layer) for layer in model.encoder.layer]
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
-        # One compiled function per stream: a traced graph is tied to its stream.
-        self._compiled = [mx.compile(self._forward) for _ in self._streams]
+        # Compiled functions are traced per stream (a traced graph is tied to its stream).
+        # The layer function takes its weights as arguments, so one trace per batch shape
+        # serves every layer.
+        self._embed = [mx.compile(self._embeddings) for _ in self._streams]
+        self._layer = [mx.compile(self._encoder_layer) for _ in self._streams]
 
-    def _forward(self, ids: mx.array, mask: mx.array) -> mx.array:
-        m = self._model
-        emb = m.embeddings
-        batch, length = ids.shape
+    def _embeddings(self, ids: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+        emb = self._model.embeddings
         if self._xlmr:  # RoBERTa counts positions from padding_idx + 1, skipping pads
             positions = (mx.cumsum(mask, axis=1) * mask).astype(mx.int32) + self._pad
         else:
-            positions = mx.arange(length, dtype=mx.int32)[None, :]
+            positions = mx.arange(ids.shape[1], dtype=mx.int32)[None, :]
         x = (
             emb.word_embeddings.weight[ids]
             + emb.position_embeddings.weight[positions]
             + emb.token_type_embeddings.weight[0]
         )
-        x = _layer_norm(x, emb.LayerNorm, self._eps)
-        additive = ((1.0 - mask) * -10000.0)[:, None, None, :]
+        x = mx.fast.layer_norm(x, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
+        return x, ((1.0 - mask) * -10000.0)[:, None, :, None]
+
+    def _encoder_layer(self, x: mx.array, key_mask: mx.array, *w: mx.array) -> mx.array:
+        (wq, bq, wk, bk, wv, bv, wo, bo, n1w, n1b, wi, bi, wd, bd, n2w, n2b) = w
+        batch, length, dim = x.shape
         heads = self._heads
-        width = x.shape[-1] // heads
-        scale = 1.0 / math.sqrt(width)
-        for layer in m.encoder.layer:
-            att = layer.attention.self
+        width = dim // heads
 
-            def split(t: mx.array) -> mx.array:
-                return t.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
+        def split(t: mx.array) -> mx.array:
+            return t.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
 
-            q = split(_linear(x, att.query))
-            k = split(_linear(x, att.key))
-            v = split(_linear(x, att.value))
-            probs = softmax((q @ k.transpose(0, 1, 3, 2)) * scale + additive)
-            context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, -1)
-            out = layer.attention.output
-            x = _layer_norm(_linear(context, out.dense) + x, out.LayerNorm, self._eps)
-            hidden = gelu(_linear(x, layer.intermediate.dense))
-            x = _layer_norm(
-                _linear(hidden, layer.output.dense) + x, layer.output.LayerNorm, self._eps
-            )
+        q = split(mx.addmm(bq, x, wq.T))
+        k = split(mx.addmm(bk, x, wk.T))
+        v = split(mx.addmm(bv, x, wv.T))
+        context = attention(q, k, v, key_mask, 1.0 / math.sqrt(width))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, dim)
+        x = mx.fast.layer_norm(mx.addmm(bo, context, wo.T) + x, n1w, n1b, self._eps)
+        hidden = gelu(mx.addmm(bi, x, wi.T))
+        return mx.fast.layer_norm(mx.addmm(bd, hidden, wd.T) + x, n2w, n2b, self._eps)
+
+    def _forward(self, i: int, ids: mx.array, mask: mx.array) -> mx.array:
+        x, key_mask = self._embed[i](ids, mask)
+        for weights in self._layers:
+            x = self._layer[i](x, key_mask, *weights)
         return x
 
     def __call__(
@@ -144,24 +190,27 @@ class FastEncoder:
     ) -> mx.array:
         """Pooled vectors (rows x dim) for right-padded ``ids`` and ``mask`` (numpy).
 
-        Rows are split into contiguous parts, one per stream; each part is cut to its own
-        longest row (rows arrive sorted by length) rounded up to a multiple of 8.
+        Rows are sorted by length and cut into parts of about equal work
+        (:func:`~.batching.balanced_bounds`), one per stream; each part is padded to its own
+        longest row, rounded up to a multiple of ``LENGTH_BUCKET``.
         """
-        rows = ids.shape[0]
-        parts = min(len(self._streams), rows)
-        bounds = np.linspace(0, rows, parts + 1).astype(int)
         lengths = mask.sum(axis=1).astype(int)
+        order = np.argsort(lengths, kind="stable")
+        bounds = balanced_bounds(lengths[order], len(self._streams))
         outputs = []
-        for i in range(parts):
-            lo, hi = bounds[i], bounds[i + 1]
-            width = -(-int(lengths[lo:hi].max()) // LENGTH_BUCKET) * LENGTH_BUCKET
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            rows = order[lo:hi]
+            width = padded_length(int(lengths[rows].max()))
+            used = min(width, ids.shape[1])
             part_ids = np.full((hi - lo, width), self._pad, dtype=np.int32)
             part_mask = np.zeros((hi - lo, width), dtype=np.float32)
-            used = min(width, ids.shape[1])
-            part_ids[:, :used] = ids[lo:hi, :used]
-            part_mask[:, :used] = mask[lo:hi, :used]
+            part_ids[:, :used] = ids[rows, :used]
+            part_mask[:, :used] = mask[rows, :used]
             with mx.stream(self._streams[i]):
                 m = mx.array(part_mask)
-                outputs.append(pool(self._compiled[i](mx.array(part_ids), m), m))
+                outputs.append(pool(self._forward(i, mx.array(part_ids), m), m))
         mx.eval(*outputs)
-        return outputs[0] if parts == 1 else mx.concatenate(outputs, axis=0)
+        pooled = outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+        if np.any(order[1:] < order[:-1]):
+            pooled = pooled[mx.array(np.argsort(order).astype(np.int32))]
+        return pooled

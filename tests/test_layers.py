@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "jupyter_mlx_embed"
-PURE = ["errors", "config", "modelspec", "registry", "tokenization", "schema"]
+PURE = ["errors", "config", "modelspec", "registry", "tokenization", "schema", "batching"]
 ENGINE_SIDE = [*PURE, "engine", "_cpu_kernels", "worker", "api", "_blas", "embeddings", "transport"]
 UI_LIBRARIES = {"tornado", "IPython", "ipywidgets", "ipykernel", "jupyter_server", "traitlets"}
 

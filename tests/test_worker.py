@@ -275,3 +275,20 @@ def test_cpu_paths_match_sentence_transformers(make_worker, corpus, reference, f
     assert cos.min() >= 0.9999
     uses_fast = worker.call(lambda e: e.load(worker.registry.resolve(None)).fast).result()
     assert (uses_fast is not None) == fast
+
+
+def test_fast_path_keeps_row_order_for_unsorted_rows(make_worker) -> None:
+    worker = make_worker(cpu_streams=3)
+    texts = _texts(23, seed=4)
+
+    def embed_both(engine):
+        loaded = engine.load(worker.registry.resolve(None))
+        rows = loaded.tokenizer.encode_texts(texts, truncate=True)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        assert order != list(range(len(rows)))  # the rows really are unsorted
+        unsorted = engine.embed(loaded, rows)
+        by_length = engine.embed(loaded, [rows[i] for i in order])
+        return unsorted, by_length, order
+
+    unsorted, by_length, order = worker.call(embed_both).result()
+    np.testing.assert_allclose(unsorted[order], by_length, atol=1e-5)

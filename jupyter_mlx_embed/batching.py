@@ -1,0 +1,68 @@
+"""How a length-sorted batch is cut into parts that run side by side (pure, no MLX).
+
+The CPU fast path runs each part on its own MLX stream and pads it to its own longest row
+(rounded up to :data:`LENGTH_BUCKET`, which bounds the number of compiled shapes). Parts of
+equal row counts would give the part with the longest rows the most work while the others
+wait for it; :func:`balanced_bounds` evens out the work instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Padded lengths are multiples of this.
+LENGTH_BUCKET = 8
+#: Attention work per token grows with the padded length; at this length it equals the rest
+#: of a MiniLM-sized layer (a rough weight for :func:`part_cost`).
+ATTENTION_LENGTH = 384
+
+
+def padded_length(length: int) -> int:
+    """``length`` rounded up to a multiple of :data:`LENGTH_BUCKET`."""
+    return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+def part_cost(rows: int, width: int) -> float:
+    """Relative work of ``rows`` rows padded to ``width`` tokens."""
+    return rows * width * (1.0 + width / ATTENTION_LENGTH)
+
+
+def balanced_bounds(lengths: Sequence[int] | np.ndarray, parts: int) -> list[int]:
+    """Cut rows sorted by ascending length into at most ``parts`` contiguous parts of about
+    equal work, as bounds ``[0, b1, ..., len(lengths)]``.
+
+    The largest part's :func:`part_cost` is minimised: a bisection over the cost limit, with
+    a greedy fill from the longest rows down as the feasibility test (exact for contiguous
+    parts, since a part's cost only grows as it takes more rows).
+    """
+    rows = len(lengths)
+    if rows == 0:
+        return [0]
+    parts = max(1, min(parts, rows))
+    widths = [padded_length(int(n)) for n in lengths]
+
+    def cut(limit: float) -> list[int] | None:
+        bounds = [rows]
+        while bounds[-1] > 0:
+            if len(bounds) > parts:
+                return None
+            width = widths[bounds[-1] - 1]
+            fit = int(limit / part_cost(1, width) + 1e-9)
+            if fit < 1:
+                return None
+            bounds.append(max(0, bounds[-1] - fit))
+        return bounds[::-1]
+
+    low, high = part_cost(1, widths[-1]), part_cost(rows, widths[-1])
+    best = cut(high)
+    while best is not None and high - low > 1.0:
+        middle = (low + high) / 2
+        found = cut(middle)
+        if found is None:
+            low = middle
+        else:
+            high, best = middle, found
+    assert best is not None
+    return best
