@@ -11,8 +11,10 @@ that machine drift hits both alike, and reports per workload the median tokens/s
 and the median [min-max] of the per-round paired ratios (MLX / torch; >1: MLX is faster), plus
 the ratio of each side's best round (noise only ever slows a run down). "CPU cores busy" (CPU
 time / wall time of a batch run) shows rounds in which a side did not get both cores.
-Workloads: 256 sentences of 8-40 tokens and 64 passages of 128-256 tokens (see corpus.py),
-tokens counted with the model's tokenizer (special tokens included, truncated to 256).
+Workloads: 256 sentences of 8-40 tokens, 256 sentences drawn anew each round from the rest of
+the corpus (no repeated inputs, so fewer repeated batch shapes), and 64 passages of 128-256
+tokens (see corpus.py), tokens counted with the model's tokenizer (special tokens included,
+truncated to 256).
 Also measured: single-text latency p50 (one text per call), time to first vector of a fresh
 process (interpreter start, import, worker start, model load, first embed), peak RSS of each
 side's process (``ru_maxrss``) and the min cosine similarity between the two sides' vectors.
@@ -26,6 +28,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -190,11 +193,14 @@ def run(rounds: int, quick: bool) -> tuple[dict, str]:
     tok = corpus.load_tokenizer(model_path)
     n_short, n_para, n_each, n_probe = (64, 16, 20, 1) if quick else (256, 64, 100, 3)
     short = corpus.sentences(tok, n_short)
-    workloads = {
-        f"{n_short} sentences": short,
-        f"{n_para} passages": corpus.paragraphs(tok, n_para),
+    # Unseen sentences: a new sample every round from the sentences not in `short`, so batch
+    # shapes repeat less and MLX pays for tracing new shapes as it would on new data.
+    unseen_pool = corpus.all_sentences(tok)[n_short:]
+    workloads: dict[str, Callable[[int], list[str]]] = {
+        f"{n_short} sentences": lambda _: short,
+        f"{n_short} unseen sentences": lambda r: random.Random(r).sample(unseen_pool, n_short),
+        f"{n_para} passages": lambda _, p=corpus.paragraphs(tok, n_para): p,
     }
-    tokens = {name: sum(corpus.count_tokens(tok, texts)) for name, texts in workloads.items()}
     os.environ.update(CHILD_ENV)
 
     print(f"time to first vector: {n_probe} fresh process(es) per side ...", flush=True)
@@ -206,18 +212,21 @@ def run(rounds: int, quick: bool) -> tuple[dict, str]:
     print("starting the two long-lived processes and warming up ...", flush=True)
     sides = {s: Side(s, model_path) for s in SIDES}
     cosine = {}
-    for name, texts in workloads.items():  # warm-up pass, also gives the fidelity check
-        vecs = {s: sides[s].ask("batch", texts)[2] for s in SIDES}
+    for name, sample in workloads.items():  # warm-up pass, also gives the fidelity check
+        vecs = {s: sides[s].ask("batch", sample(-1))[2] for s in SIDES}
         cosine[name] = min_cosine(vecs["torch"], vecs["mlx"])
+    tokens: dict[str, list[int]] = {n: [] for n in workloads}
     tps: dict[str, dict[str, list[float]]] = {n: {s: [] for s in SIDES} for n in workloads}
     p50: dict[str, list[float]] = {s: [] for s in SIDES}
     cores: dict[str, list[float]] = {s: [] for s in SIDES}  # CPU time / wall time per batch run
     for r in range(rounds):
         line = f"round {r + 1}/{rounds}"
-        for name, texts in workloads.items():
+        for name, sample in workloads.items():
+            texts = sample(r)
+            tokens[name].append(sum(corpus.count_tokens(tok, texts)))
             for side in SIDES:
                 wall, busy, _ = sides[side].ask("batch", texts)
-                tps[name][side].append(tokens[name] / wall)
+                tps[name][side].append(tokens[name][-1] / wall)
                 cores[side].append(busy)
             ratio = tps[name]["mlx"][-1] / tps[name]["torch"][-1]
             line += f"  {name}: {ratio:.2f}x (cores {cores['torch'][-1]:.1f}/{busy:.1f})"
@@ -235,7 +244,9 @@ def run(rounds: int, quick: bool) -> tuple[dict, str]:
         "|---|---:|---:|---:|---:|",
     ]
     for name in workloads:
-        label = f"{name} ({tokens[name]} tok), tokens/s"
+        counts = sorted(set(tokens[name]))
+        count = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        label = f"{name} ({count} tok), tokens/s"
         rows.append(_row(label, tps[name]["torch"], tps[name]["mlx"], ",.0f", higher=True))
     rows.append(_row("single-text latency p50, ms", p50["torch"], p50["mlx"], ".1f"))
     rows.append(_row("time to first vector, s", ttfv["torch"], ttfv["mlx"], ".2f"))

@@ -50,13 +50,19 @@ def _prose_paragraphs() -> Iterator[list[str]]:
         yield paragraphs
 
 
-def sentences(tok: Tokenizer, n: int, lo: int = 8, hi: int = 40, seed: int = 0) -> list[str]:
-    """``n`` distinct sentences of ``lo``-``hi`` tokens, shuffled with ``seed``."""
+def all_sentences(tok: Tokenizer, lo: int = 8, hi: int = 40, seed: int = 0) -> list[str]:
+    """Every distinct sentence of ``lo``-``hi`` tokens, shuffled with ``seed``."""
     pool = sorted(
         {s for topic in _prose_paragraphs() for p in topic for s in _SENTENCE_END.split(p)}
     )
     pool = [s for s, k in zip(pool, count_tokens(tok, pool), strict=True) if lo <= k <= hi]
     random.Random(seed).shuffle(pool)
+    return pool
+
+
+def sentences(tok: Tokenizer, n: int, lo: int = 8, hi: int = 40, seed: int = 0) -> list[str]:
+    """The first ``n`` of :func:`all_sentences`."""
+    pool = all_sentences(tok, lo, hi, seed)
     if len(pool) < n:
         raise SystemExit(f"only {len(pool)} sentences of {lo}-{hi} tokens in the corpus")
     return pool[:n]
