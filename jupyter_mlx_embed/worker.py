@@ -226,6 +226,7 @@ class Worker:
                     "detail": engine.blas.detail,
                 },
                 loaded_models=list(self._loaded_names),
+                malloc_tuned=engine.malloc_tuned,
             )
         elif self._engine_error is not None:
             data.update(state="failed", error=str(self._engine_error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -265,6 +266,8 @@ def test_info_reports_engine_state(make_worker) -> None:
     assert info["inputs"] == 2 and info["tokens"] == 6 and info["batches"] == 1
     assert info["device"].startswith("Device(")
     assert {"name", "path", "fast"} <= set(info["blas"])
+    on_cpu_linux = sys.platform == "linux" and "cpu" in info["device"]
+    assert info["malloc_tuned"] is on_cpu_linux
 
 
 @pytest.mark.parametrize(("fast", "streams"), [(True, 1), (True, 3), (False, 1)])
