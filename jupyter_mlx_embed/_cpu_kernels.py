@@ -52,8 +52,8 @@ _ERF_Q = (
 
 
 def _polynomial(coefficients: tuple[float, ...], x: mx.array) -> mx.array:
-    """Horner's rule, highest degree first. It starts from scalars, not from a filled array,
-    so that the fused loop has no broadcast input and stays contiguous (vectorisable)."""
+    """Horner's rule, highest degree first, starting from scalars rather than a filled array
+    (one array input fewer for the fused loop)."""
     result = coefficients[0] * x + coefficients[1]
     for c in coefficients[2:]:
         result = result * x + c
@@ -192,7 +192,7 @@ class FastEncoder:
 
         Rows are sorted by length and cut into parts of about equal work
         (:func:`~.batching.balanced_bounds`), one per stream; each part is padded to its own
-        longest row, rounded up to a multiple of ``LENGTH_BUCKET``.
+        longest row, rounded up to a multiple of ``batching.LENGTH_BUCKET``.
         """
         lengths = mask.sum(axis=1).astype(int)
         order = np.argsort(lengths, kind="stable")

@@ -14,8 +14,8 @@ import numpy as np
 
 #: Padded lengths are multiples of this.
 LENGTH_BUCKET = 8
-#: Attention work per token grows with the padded length; at this length it equals the rest
-#: of a MiniLM-sized layer (a rough weight for :func:`part_cost`).
+#: Attention's work per token (scores, softmax) grows with the padded length; :func:`part_cost`
+#: counts a token at this length as twice one at length 0. A rough weight, not a measured one.
 ATTENTION_LENGTH = 384
 
 
