@@ -295,3 +295,34 @@ def test_fast_path_keeps_row_order_for_unsorted_rows(make_worker) -> None:
 
     unsorted, by_length, order = worker.call(embed_both).result()
     np.testing.assert_allclose(unsorted[order], by_length, atol=1e-5)
+
+
+def test_cpu_kernels_match_exact_functions(worker) -> None:
+    """The fast path's GELU and exponential against MLX's exact ones, on the worker thread."""
+
+    def errors(engine) -> dict[str, float]:
+        import mlx.core as mx
+
+        from jupyter_mlx_embed import _cpu_kernels as kernels
+
+        x = mx.linspace(-12.0, 12.0, 3 * 16_001).reshape(1, 3, -1)  # odd width, 3-d
+        exact_gelu = 0.5 * x * (1.0 + mx.erf(x / 2**0.5))
+        coefficients = (0.5, -1.25, 2.0, 0.75, -3.0, 1.5, 0.25)
+        shift = mx.max(x, axis=-1, keepdims=True)
+        gelu = mx.compile(kernels.gelu)(x)
+        exp = mx.compile(kernels.exp_shifted)(x, shift)
+        return {
+            "gelu": mx.max(mx.abs(gelu - exact_gelu)).item(),
+            "exp": mx.max(mx.abs(exp - mx.exp(x - shift)) / mx.exp(x - shift)).item(),
+            "estrin": mx.max(
+                mx.abs(
+                    kernels._estrin(coefficients, x * 0.1)
+                    - kernels._polynomial(coefficients, x * 0.1)
+                )
+            ).item(),
+        }
+
+    found = worker.call(errors).result()
+    assert found["gelu"] < 2e-6
+    assert found["exp"] < 3e-5
+    assert found["estrin"] < 1e-5
