@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -107,18 +107,18 @@ def exp_shifted(x: mx.array, shift: mx.array) -> mx.array:
     return e
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array, scale: float) -> mx.array:
-    """Softmax(q k^T * scale + key_mask) v for (batch, heads, length, width) inputs, returned
-    as (batch, length, heads, width) so that merging the heads needs no copy.
+def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array) -> mx.array:
+    """Softmax(q k^T + key_mask) v for (batch, heads, length, width) inputs (q already
+    scaled), returned as (batch, length, heads, width) so that merging the heads needs no copy.
 
-    The scale and the additive mask ride along in the score product (q gains a column of
-    ones, k the mask column), and v gains a column of ones, so the product that weights the
+    The additive mask rides along in the score product (q gains a column of ones, k the mask
+    column), and v gains a column of ones, so the product that weights the
     values also sums the weights. The only passes over the length x length scores are the
     row maximum and one fused exponential.
     """
     ones = mx.ones((*q.shape[:-1], 1), dtype=q.dtype)
     width = q.shape[-1]
-    queries = mx.concatenate([q * scale, ones], axis=-1)
+    queries = mx.concatenate([q, ones], axis=-1)
     keys = mx.concatenate([k, mx.broadcast_to(key_mask, ones.shape)], axis=-1)
     values = mx.concatenate([v, ones], axis=-1)
     scores = queries @ keys.transpose(0, 1, 3, 2)
@@ -127,27 +127,46 @@ def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array, scale: 
     return summed[..., :width] / summed[..., width:]
 
 
-def _layer_weights(layer: Any) -> tuple[mx.array, ...]:
-    """One encoder layer's weights, in the order :meth:`FastEncoder._encoder_layer` takes."""
+class _Layer(NamedTuple):
+    """One encoder layer's weights, rearranged for :class:`FastEncoder`.
+
+    The attention scale is folded into the query projection. The key bias is dropped: it adds
+    ``q . b_k`` to every score of a query's row, which softmax cancels. The value bias passes
+    through attention unchanged (the weights of a row sum to 1), so it is folded into the
+    output bias as ``b_o + W_o b_v``. Both are exact up to float rounding.
+    """
+
+    attention: tuple[mx.array, ...]  # W_q * scale, b_q * scale, W_k, W_v, W_o
+    attention_bias: mx.array  # b_o + W_o b_v
+    norm1: tuple[mx.array, mx.array]
+    feed_forward: tuple[mx.array, ...]  # W_i, b_i, W_d
+    feed_forward_bias: mx.array  # b_d
+    norm2: tuple[mx.array, mx.array]
+
+
+def _prepare_layer(layer: Any, heads: int) -> _Layer:
     att, out = layer.attention.self, layer.attention.output
-    return (
-        att.query.weight,
-        att.query.bias,
-        att.key.weight,
-        att.key.bias,
-        att.value.weight,
-        att.value.bias,
-        out.dense.weight,
-        out.dense.bias,
-        out.LayerNorm.weight,
-        out.LayerNorm.bias,
-        layer.intermediate.dense.weight,
-        layer.intermediate.dense.bias,
-        layer.output.dense.weight,
-        layer.output.dense.bias,
-        layer.output.LayerNorm.weight,
-        layer.output.LayerNorm.bias,
+    scale = 1.0 / math.sqrt(att.query.weight.shape[0] // heads)
+    prepared = _Layer(
+        attention=(
+            att.query.weight * scale,
+            att.query.bias * scale,
+            att.key.weight,
+            att.value.weight,
+            out.dense.weight,
+        ),
+        attention_bias=out.dense.bias + out.dense.weight @ att.value.bias,
+        norm1=(out.LayerNorm.weight, out.LayerNorm.bias),
+        feed_forward=(
+            layer.intermediate.dense.weight,
+            layer.intermediate.dense.bias,
+            layer.output.dense.weight,
+        ),
+        feed_forward_bias=layer.output.dense.bias,
+        norm2=(layer.output.LayerNorm.weight, layer.output.LayerNorm.bias),
     )
+    mx.eval(prepared)
+    return prepared
 
 
 class FastEncoder:
@@ -166,13 +185,15 @@ class FastEncoder:
         self._heads = config.num_attention_heads
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
-        self._layers = [_layer_weights(layer) for layer in model.encoder.layer]
+        self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
+        dim = model.embeddings.word_embeddings.weight.shape[1]
+        self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
         # Compiled functions are traced per stream (a traced graph is tied to its stream).
-        # The layer function takes its weights as arguments, so one trace per batch shape
-        # serves every layer.
+        # They take the weights as arguments, so one trace per batch shape serves every layer.
         self._embed = [mx.compile(self._embeddings) for _ in self._streams]
-        self._layer = [mx.compile(self._encoder_layer) for _ in self._streams]
+        self._attend = [mx.compile(self._attention_block) for _ in self._streams]
+        self._feed = [mx.compile(self._feed_forward_block) for _ in self._streams]
 
     def _embeddings(self, ids: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
         emb = self._model.embeddings
@@ -185,11 +206,12 @@ class FastEncoder:
             + emb.position_embeddings.weight[positions]
             + emb.token_type_embeddings.weight[0]
         )
-        x = mx.fast.layer_norm(x, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
         return x, ((1.0 - mask) * -10000.0)[:, None, :, None]
 
-    def _encoder_layer(self, x: mx.array, key_mask: mx.array, *w: mx.array) -> mx.array:
-        (wq, bq, wk, bk, wv, bv, wo, bo, n1w, n1b, wi, bi, wd, bd, n2w, n2b) = w
+    def _attention_block(
+        self, x: mx.array, residual: mx.array, key_mask: mx.array, *w: mx.array
+    ) -> mx.array:
+        wq, bq, wk, wv, wo = w
         batch, length, dim = x.shape
         heads = self._heads
         width = dim // heads
@@ -197,19 +219,32 @@ class FastEncoder:
         def split(t: mx.array) -> mx.array:
             return t.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
 
-        q = split(mx.addmm(bq, x, wq.T))
-        k = split(mx.addmm(bk, x, wk.T))
-        v = split(mx.addmm(bv, x, wv.T))
-        context = attention(q, k, v, key_mask, 1.0 / math.sqrt(width))
-        context = context.reshape(batch, length, dim)
-        x = mx.fast.layer_norm(mx.addmm(bo, context, wo.T) + x, n1w, n1b, self._eps)
-        hidden = gelu(mx.addmm(bi, x, wi.T))
-        return mx.fast.layer_norm(mx.addmm(bd, hidden, wd.T) + x, n2w, n2b, self._eps)
+        context = attention(
+            split(mx.addmm(bq, x, wq.T)), split(x @ wk.T), split(x @ wv.T), key_mask
+        )
+        return context.reshape(batch, length, dim) @ wo.T + residual
+
+    def _feed_forward_block(
+        self, x: mx.array, residual: mx.array, wi: mx.array, bi: mx.array, wd: mx.array
+    ) -> mx.array:
+        return gelu(mx.addmm(bi, x, wi.T)) @ wd.T + residual
+
+    def _norm(self, h: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+        """LayerNorm, traced op by op on purpose (see the module docstring)."""
+        mean = h @ self._mean_weights
+        centred = h - mean
+        scale = mx.rsqrt(mx.square(centred) @ self._mean_weights + self._eps)
+        return centred * scale * weight + bias
 
     def _forward(self, i: int, ids: mx.array, mask: mx.array) -> mx.array:
-        x, key_mask = self._embed[i](ids, mask)
-        for weights in self._layers:
-            x = self._layer[i](x, key_mask, *weights)
+        h, key_mask = self._embed[i](ids, mask)
+        norm = self._model.embeddings.LayerNorm
+        x = self._norm(h, norm.weight, norm.bias)
+        for layer in self._layers:
+            h = self._attend[i](x, x + layer.attention_bias, key_mask, *layer.attention)
+            x = self._norm(h, *layer.norm1)
+            h = self._feed[i](x, x + layer.feed_forward_bias, *layer.feed_forward)
+            x = self._norm(h, *layer.norm2)
         return x
 
     def __call__(
