@@ -116,9 +116,9 @@ def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array) -> mx.a
     scaled), returned as (batch, length, heads, width) so that merging the heads needs no copy.
 
     The additive mask rides along in the score product (q gains a column of ones, k the mask
-    column), and v gains a column of ones, so the product that weights the
-    values also sums the weights. The only passes over the length x length scores are the
-    row maximum and one fused exponential.
+    column), and v gains a column of ones, so the product that weights the values also sums
+    the weights. The only passes over the length x length scores are the row maximum and one
+    fused exponential.
     """
     ones = mx.ones((*q.shape[:-1], 1), dtype=q.dtype)
     width = q.shape[-1]
@@ -245,6 +245,8 @@ class FastEncoder:
         norm = self._model.embeddings.LayerNorm
         x = self._norm(h, norm.weight, norm.bias)
         for layer in self._layers:
+            # The output biases ride on the residuals, added op by op (vectorised) rather than
+            # as broadcast inputs of the compiled blocks (which would make their loops strided).
             h = self._attend[i](x, x + layer.attention_bias, key_mask, *layer.attention)
             x = self._norm(h, *layer.norm1)
             h = self._feed[i](x, x + layer.feed_forward_bias, *layer.feed_forward)
