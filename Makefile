@@ -30,9 +30,19 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MLXEmbed.preload=True $(if $(SUDO),,--allow-root)
 
-lint: install
+# The front end's lint tools (eslint, prettier), installed exactly as locked.
+LAB_DEPS := labextension/node_modules/.lint-installed
+
+$(LAB_DEPS): labextension/package-lock.json
+	npm --prefix labextension ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: install $(LAB_DEPS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	# tsc --noEmit, eslint and prettier --check on labextension/
+	npm --prefix labextension run --silent lint:check
 
 test: install lint
 	$(PY) -m pytest --nbval

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .api import aembed, configure, embed, get_transport, get_worker, info, set_transport
-from .config import EngineConfig
+from .config import EngineConfig, ServingConfig
+from .embeddings import Embeddings, Hit, SearchResults
 from .errors import (
     EmbedError,
+    InputTypeError,
     InvalidRequestError,
     ModelLoadError,
     ModelNotFoundError,
@@ -15,7 +19,20 @@ from .errors import (
     PayloadTooLargeError,
     WorkerClosedError,
 )
-from .worker import EmbedResult, Worker
+from .results import EmbedResult
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .widget import SimilarityExplorer
+
+
+def __getattr__(name: str) -> Any:
+    """``SimilarityExplorer`` is imported on first use: it needs anywidget and ipywidgets."""
+    if name == "SimilarityExplorer":
+        from .widget import SimilarityExplorer
+
+        return SimilarityExplorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:
@@ -40,13 +57,19 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
 __all__ = [
     "EmbedError",
     "EmbedResult",
+    "Embeddings",
     "EngineConfig",
+    "Hit",
+    "InputTypeError",
     "InvalidRequestError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelTypeError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "SearchResults",
+    "ServingConfig",
+    "SimilarityExplorer",
     "Worker",
     "WorkerClosedError",
     "__version__",

@@ -1,39 +1,38 @@
 """The Python API: ``embed``, ``aembed`` and ``info`` through this process's transport.
 
 In a kernel started by a Jupyter server that runs the extension, requests go to the server's
-worker over HTTP; elsewhere to this process's own worker (see :mod:`.transport`).
+worker over HTTP; elsewhere to this process's own worker (see :mod:`.transport`). Inputs are
+checked whole first (messages name the caller's own index), then sent in chunks of
+``chunk_size`` texts, whichever the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
 from ._version import __version__
-from .config import EngineConfig
-from .errors import EmbedError, InvalidRequestError
-from .registry import ModelRegistry
-from .transport import TRANSPORT_ENV, Transport, choose_transport
-from .worker import EmbedResult, Worker
+from .config import EngineConfig, ServingConfig
+from .results import EmbedResult
+from .transport import Transport, choose_transport
+from .validation import check_dimensions, to_texts
+from .worker import Worker, current_worker
 
 _lock = threading.RLock()
-_worker: Worker | None = None
 _transport: Transport | None = None
-_transport_mode: str | None = None
+_serving: ServingConfig | None = None
 
 
 def get_worker() -> Worker:
-    """This process's worker, started on first use from ``JUPYTER_MLX_EMBED_*`` settings."""
-    global _worker
+    """This process's worker (the one that owns MLX here, whoever started it), started on
+    first use from ``JUPYTER_MLX_EMBED_*`` settings when there is none."""
     with _lock:
-        if _worker is None or not _worker.alive:
-            _worker = Worker(EngineConfig.from_env())
-        return _worker
+        return current_worker() or Worker(EngineConfig.from_env())
 
 
 def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
@@ -42,22 +41,47 @@ def configure(config: EngineConfig | None = None, **settings: Any) -> Worker:
     The previous worker finishes its queued requests and stops first: MLX has one owner
     thread per process.
     """
-    global _worker
     with _lock:
-        if _worker is not None:
-            _worker.close()
-        _worker = Worker(config or EngineConfig.from_env(**settings))
-        return _worker
+        previous = current_worker()
+        if previous is not None:
+            previous.close()
+        return Worker(config or EngineConfig.from_env(**settings))
+
+
+def serving_config() -> ServingConfig:
+    """The front-end settings in force (:func:`set_serving_config`, else the environment)."""
+    with _lock:
+        return _serving or ServingConfig.from_env()
+
+
+def set_serving_config(config: ServingConfig) -> None:
+    """Use ``config`` for the transport, timeouts and chunking from now on (the magics call
+    this with the ``MLXEmbed`` settings); a changed transport mode or timeout takes effect at
+    once."""
+    global _serving, _transport
+    with _lock:
+        old = serving_config()
+        _serving = config
+        if _transport is not None and (old.transport, old.request_timeout) != (
+            config.transport,
+            config.request_timeout,
+        ):
+            _transport.close()
+            _transport = None
 
 
 def get_transport() -> Transport:
-    """The transport in use, chosen on first use (``JUPYTER_MLX_EMBED_TRANSPORT``, default
-    ``auto``: the parent Jupyter server's worker when there is one, else a local worker)."""
+    """The transport in use, chosen on first use from the ``transport`` setting (default
+    ``auto``: the parent Jupyter server's worker when there is one, else a local worker).
+
+    Raises:
+        EmbedError: ``transport`` is ``server`` but no parent server runs the extension.
+    """
     global _transport
     with _lock:
         if _transport is None:
-            mode = _transport_mode or os.environ.get(TRANSPORT_ENV) or "auto"
-            _transport = choose_transport(mode, get_worker, EngineConfig.from_env().request_timeout)
+            config = serving_config()
+            _transport = choose_transport(config.transport, get_worker, config.request_timeout)
         return _transport
 
 
@@ -68,41 +92,51 @@ def set_transport(mode: str) -> Transport:
         ValueError: Unknown mode.
         EmbedError: ``server`` without a parent Jupyter server running the extension.
     """
-    global _transport, _transport_mode
     with _lock:
-        new = choose_transport(mode, get_worker, EngineConfig.from_env().request_timeout)
-        if _transport is not None:
-            _transport.close()
-        _transport, _transport_mode = new, mode
-        return new
+        set_serving_config(serving_config().replace(transport=mode))
+        return get_transport()
 
 
 def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
     if isinstance(input, str):
         return [input], True
-    if isinstance(input, np.ndarray):
-        input = input.tolist()
-    if isinstance(input, bytes) or not isinstance(input, Iterable):
-        raise InvalidRequestError(
-            f"input must be a string or an iterable of strings, got {type(input).__name__}",
-            param="input",
-        )
-    texts = list(input)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidRequestError(
-                f"input[{i}] must be a string, got {type(text).__name__}", param="input"
-            )
-    return texts, False
+    return to_texts(input), False
 
 
-def _empty(transport: Transport, model: str | None, dimensions: int | None) -> np.ndarray:
-    if dimensions is None:
+def _chunks(
+    transport: Transport, texts: list[str], model: str | None, dimensions: int | None
+) -> Iterator[Future[EmbedResult]]:
+    """Submit ``texts`` one chunk at a time, yielding each chunk's future; the next chunk is
+    submitted when the caller asks for it, after waiting for this one."""
+    size = serving_config().chunk_size
+    for start in range(0, len(texts), size):
+        chunk = texts[start : start + size]
+        yield transport.submit(chunk, model=model, dimensions=dimensions, first_index=start)
+
+
+def embed_chunks(
+    texts: list[str], *, model: str | None = None, dimensions: int | None = None
+) -> Iterator[EmbedResult]:
+    """Embed checked ``texts`` chunk by chunk, yielding each chunk's result (for progress
+    bars); stopping the iteration cancels what is still queued.
+
+    Raises:
+        EmbedError: A chunk failed.
+        TimeoutError: No answer within ``request_timeout``.
+    """
+    transport = get_transport()
+    for future in _chunks(transport, texts, model, dimensions):
         try:
-            dimensions = ModelRegistry(EngineConfig.from_env()).resolve(model).dimension
-        except EmbedError:  # a model only the server knows: ask it
-            probe = transport.submit(["."], model=model, dimensions=None)
-            dimensions = probe.result(timeout=transport.timeout).vectors.shape[1]
+            yield future.result(timeout=transport.timeout)
+        except BaseException:
+            future.cancel()
+            raise
+
+
+def _empty(model: str | None, dimensions: int | None) -> np.ndarray:
+    if dimensions is None:
+        probe = get_transport().submit(["."], model=model, dimensions=None)
+        dimensions = probe.result(timeout=get_transport().timeout).vectors.shape[1]
     return np.zeros((0, dimensions), dtype=np.float32)
 
 
@@ -127,11 +161,11 @@ def embed(
         EmbedError: Invalid input, unknown or unsupported model, or overload.
     """
     texts, single = _as_texts(input)
-    transport = get_transport()
+    check_dimensions(dimensions)
     if not texts:
-        return _empty(transport, model, dimensions)
-    future = transport.submit(texts, model=model, dimensions=dimensions)
-    return _shape(future.result(timeout=transport.timeout), single)
+        return _empty(model, dimensions)
+    parts = list(embed_chunks(texts, model=model, dimensions=dimensions))
+    return _shape(EmbedResult.concatenate(parts), single)
 
 
 async def aembed(
@@ -139,11 +173,17 @@ async def aembed(
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
     texts, single = _as_texts(input)
-    transport = get_transport()
+    check_dimensions(dimensions)
     if not texts:
-        return _empty(transport, model, dimensions)
-    future = transport.submit(texts, model=model, dimensions=dimensions)
-    return _shape(await asyncio.wrap_future(future), single)
+        return _empty(model, dimensions)
+    parts = []
+    for future in _chunks(get_transport(), texts, model, dimensions):
+        try:
+            parts.append(await asyncio.wrap_future(future))
+        except BaseException:
+            future.cancel()
+            raise
+    return _shape(EmbedResult.concatenate(parts), single)
 
 
 def info() -> dict[str, Any]:

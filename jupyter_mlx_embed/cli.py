@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import sys
+from pathlib import Path
+from typing import Any, TypeVar
 
-from .config import EngineConfig
+from . import envvars
+from .config import (
+    DEFAULT_PORT,
+    SETTINGS_CLASSES,
+    EngineConfig,
+    ServingConfig,
+    parse_setting,
+)
+
+_C = TypeVar("_C", EngineConfig, ServingConfig)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -50,18 +63,42 @@ def _build_blas(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print("not Linux: MLX uses Accelerate/Metal, nothing to build")
         return 0
-    from ._blas import build_shim
+    from .engine.blas import build_shim
 
     shim = build_shim()
     if shim is None:
         print(
             "could not build the BLAS shim (no C compiler or no scipy-openblas32); "
-            "install libopenblas0 or set JUPYTER_MLX_EMBED_BLAS",
+            f"install libopenblas0 or set {envvars.setting_variable('blas')}",
             file=sys.stderr,
         )
         return 1
     print(f"BLAS shim ready: {shim}")
     return 0
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting the servers use, generated from the settings' declarations."""
+    group = parser.add_argument_group("settings (default: JUPYTER_MLX_EMBED_<NAME>, else as shown)")
+    for cls in SETTINGS_CLASSES:
+        for f in dataclasses.fields(cls):
+            if not f.metadata["servers"]:
+                continue
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            shown = "unset" if f.default in (None, ()) else f.default
+            options: dict[str, Any] = {"dest": f.name, "help": f"{f.metadata['help']} ({shown})"}
+            if f.type == "bool":
+                options["action"] = argparse.BooleanOptionalAction
+            elif f.name == "model_roots":
+                options.update(action="append", type=Path, metavar="DIR")
+            else:
+                options["type"] = functools.partial(parse_setting, f)
+                options["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+            group.add_argument(flag, **options)
+
+
+def _settings_from(args: argparse.Namespace, cls: type[_C]) -> _C:
+    return cls.from_env(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -70,33 +107,28 @@ def _serve(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from .server import EmbeddingsServer, serve
-    from .settings import MLXEmbed
+    from .standalone import EmbeddingsServer, serve
     from .worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = MLXEmbed()
-    if args.model:
-        settings.default_model = args.model
-    if args.model_root:
-        settings.model_roots = args.model_root
-    settings.preload = args.preload
-    token = args.token or os.environ.get("JUPYTER_MLX_EMBED_TOKEN")
+    engine = _settings_from(args, EngineConfig)
+    serving = _settings_from(args, ServingConfig)
+    token = args.token or os.environ.get(envvars.TOKEN)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        with Worker(settings.engine_config()) as worker:
-            if settings.preload:
+        with Worker(engine) as worker:
+            if serving.preload:
                 await asyncio.wrap_future(worker.preload())
             server = EmbeddingsServer(
                 worker,
                 host=args.host,
                 port=args.port,
                 token=token,
-                max_body_bytes=settings.max_body_bytes,
+                max_body_bytes=serving.max_body_bytes,
             )
             if not token:  # the server generated one: say it before serving
                 print(f"API key (Authorization: Bearer ...): {server.token}", flush=True)
@@ -118,11 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_info)
     p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
-    p.add_argument("--model", help="default model (default all-MiniLM-L6-v2)")
-    p.add_argument("--model-root", action="append", help="folder of model folders (repeatable)")
-    p.add_argument("--token", help="API key clients must send (default: generated, printed)")
-    p.add_argument("--preload", action="store_true", help="load the default model at start")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0 picks one)"
+    )
+    p.add_argument(
+        "--token", help=f"API key clients must send (default: ${envvars.TOKEN}, else generated)"
+    )
+    _settings_flags(p)
     p.set_defaults(func=_serve)
     sub.add_parser("models", help="list the models that can be served").set_defaults(func=_models)
     sub.add_parser("verify-model", help="check the bundled model's SHA-256").set_defaults(

@@ -1,9 +1,10 @@
-"""Engine configuration as a frozen dataclass (pure: no traitlets, no MLX).
+"""Every user-facing setting, declared once (pure: no traitlets, no MLX).
 
-The traitlets ``Configurable`` that users set lives at the edges (server extension,
-IPython extension) and is turned into an :class:`EngineConfig` there. Every field has an
-environment-variable fallback so the standalone command and plain scripts can be configured
-without code.
+Each setting is a dataclass field whose metadata carries its help text; the environment
+variable (:func:`.envvars.setting_variable`), the ``MLXEmbed`` trait (:mod:`.settings`), the
+``serve`` command's flag (:mod:`.cli`) and the README's table are all derived from it.
+:class:`EngineConfig` holds what the worker uses, :class:`ServingConfig` what the front ends
+(servers, kernels, the Python API) use.
 """
 
 from __future__ import annotations
@@ -11,97 +12,163 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
+from .envvars import setting_variable
+
+#: The bundled model, and the default model unless configured otherwise.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-ENV_PREFIX = "JUPYTER_MLX_EMBED_"
+#: Port of the standalone and kernel-side servers.
+DEFAULT_PORT = 8000
+TRANSPORT_MODES = ("auto", "local", "server")
+
+_C = TypeVar("_C", bound="_Settings")
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """Settings of one engine worker.
+def setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    servers: bool = True,
+) -> Any:
+    """A settings field: its default, help text, and optional bounds, choices and CLI flag
+    (``servers``: whether the ``serve`` command takes it; kernel-only settings do not)."""
+    metadata = {
+        "help": help,
+        "minimum": minimum,
+        "choices": choices,
+        "flag": flag,
+        "servers": servers,
+    }
+    return field(default=default, metadata=metadata)
 
-    Attributes:
-        default_model: Model used when a request names none.
-        model_roots: Folders whose sub-folders (``name`` or ``org/name``) are models.
-        allow_download: Allow fetching models missing from the Hugging Face cache.
-        token_budget: Upper bound on padded tokens (rows x longest) in one forward pass.
-        max_batch_size: Upper bound on rows in one forward pass.
-        batch_window_ms: How long the worker waits for more requests to join a batch.
-        queue_size: Pending requests accepted before submissions fail as overloaded.
-        max_loaded_models: Models kept in memory (least recently used are evicted).
-        max_inputs: Most items in one request.
-        max_request_tokens: Most tokens (after truncation) in one request.
-        truncate: Truncate over-long inputs to the model maximum (else reject them).
-        blas: Path of a BLAS library exporting ``cblas_*`` to load before MLX (Linux);
-            ``"none"`` disables preloading; ``None`` picks the best one found.
-        request_timeout: Seconds a blocking ``embed()`` call waits for its result.
-        cpu_fast_path: On the CPU device, run BERT-family models with fused approximate
-            GELU/softmax kernels (cos >= 0.99999 to the exact model); off: exact stock ops.
-        cpu_streams: CPU streams each forward pass is split over (threads for MLX's
-            single-threaded elementwise kernels); 1 disables the split.
-    """
 
-    default_model: str = DEFAULT_MODEL
-    model_roots: tuple[Path, ...] = ()
-    allow_download: bool = False
-    token_budget: int = 8192
-    max_batch_size: int = 64
-    batch_window_ms: float = 2.0
-    queue_size: int = 256
-    max_loaded_models: int = 2
-    max_inputs: int = 2048
-    max_request_tokens: int = 300_000
-    truncate: bool = True
-    blas: str | None = None
-    request_timeout: float = 600.0
-    cpu_fast_path: bool = True
-    cpu_streams: int = 4
+class _Settings:
+    """Shared behaviour of the settings dataclasses: checks, env fallback, copies."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "token_budget",
-            "max_batch_size",
-            "queue_size",
-            "max_loaded_models",
-            "max_inputs",
-            "max_request_tokens",
-            "cpu_streams",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.batch_window_ms < 0:
-            raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms!r}")
-        object.__setattr__(self, "model_roots", tuple(Path(p) for p in self.model_roots))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            minimum, choices = f.metadata["minimum"], f.metadata["choices"]
+            if minimum is not None and value is not None and value < minimum:
+                raise ValueError(f"{f.name} must be >= {minimum}, got {value!r}")
+            if choices is not None and value not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+        if hasattr(self, "model_roots"):
+            roots = tuple(Path(p).expanduser() for p in self.model_roots)
+            object.__setattr__(self, "model_roots", roots)
 
-    def replace(self, **changes: object) -> EngineConfig:
+    def replace(self: _C, **changes: Any) -> _C:
         """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> EngineConfig:
-        """Build a config from ``JUPYTER_MLX_EMBED_*`` variables, then apply ``overrides``.
+    def from_env(cls: type[_C], environ: Mapping[str, str] | None = None, **overrides: Any) -> _C:
+        """Settings from ``JUPYTER_MLX_EMBED_*`` variables, then ``overrides`` (``None``
+        values are ignored, so unset options fall through to the environment).
 
         Args:
             environ: The environment to read (defaults to ``os.environ``).
             **overrides: Field values that win over the environment.
 
         Raises:
-            ValueError: A variable holds a value of the wrong type.
+            ValueError: A variable or override holds an invalid value.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            raw = env.get(setting_variable(f.name))
+            if raw:
+                values[f.name] = parse_setting(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
+
+@dataclass(frozen=True)
+class EngineConfig(_Settings):
+    """Settings of one worker: models, batching, limits and the CPU engine."""
+
+    default_model: str = setting(
+        DEFAULT_MODEL, "Model used when a request names none.", flag="--model"
+    )
+    model_roots: tuple[Path, ...] = setting(
+        (),
+        "Folders whose sub-folders (name or org/name) are models; os.pathsep-separated in "
+        "the environment variable.",
+        flag="--model-root",
+    )
+    allow_download: bool = setting(False, "Download models missing from the Hugging Face cache.")
+    token_budget: int = setting(
+        8192, "Padded tokens (rows x longest row) per forward pass.", minimum=1
+    )
+    max_batch_size: int = setting(64, "Rows per forward pass.", minimum=1)
+    batch_window_ms: float = setting(
+        2.0, "Milliseconds the worker waits for concurrent requests to join a batch.", minimum=0
+    )
+    queue_size: int = setting(
+        256, "Pending requests before new ones are refused (HTTP 429).", minimum=1
+    )
+    max_loaded_models: int = setting(
+        2, "Models kept in memory (the least recently used is evicted).", minimum=1
+    )
+    max_inputs: int = setting(2048, "Items per request.", minimum=1)
+    max_request_tokens: int = setting(300_000, "Tokens per request, after truncation.", minimum=1)
+    truncate: bool = setting(
+        True, "Truncate over-long inputs to the model maximum; false rejects them (HTTP 400)."
+    )
+    cpu_fast_path: bool = setting(
+        True,
+        "CPU device: run BERT-family models with fused approximate GELU/softmax kernels "
+        "(cosine >= 0.99999 to exact); false runs the exact stock operations.",
+    )
+    cpu_streams: int = setting(
+        4, "CPU streams (threads) each forward pass is split over.", minimum=1
+    )
+    blas: str | None = setting(
+        None,
+        "Linux: path of a BLAS library exporting cblas_* for MLX; 'none' disables the "
+        "preload; unset picks the best one found.",
+    )
+
+
+@dataclass(frozen=True)
+class ServingConfig(_Settings):
+    """Settings of the front ends: servers, kernels and the Python API."""
+
+    transport: str = setting(
+        "auto",
+        "Kernels: 'server' uses the parent Jupyter server's worker over HTTP, 'local' starts "
+        "a worker in the kernel, 'auto' picks the server when it runs the extension.",
+        choices=TRANSPORT_MODES,
+        servers=False,
+    )
+    request_timeout: float = setting(
+        600.0,
+        "Seconds embed(), aembed() and the magics wait for vectors.",
+        minimum=0,
+        servers=False,
+    )
+    chunk_size: int = setting(
+        256,
+        "Texts per request when embed() or %embed -i embeds a large collection (progress steps).",
+        minimum=1,
+        servers=False,
+    )
+    preload: bool = setting(
+        False, "Servers: load the default model at start instead of on first use."
+    )
+    max_body_bytes: int = setting(
+        16 * 1024 * 1024, "Servers: largest request body in bytes (larger get 413).", minimum=1
+    )
+
+
+#: Every settings class, in the order the documentation lists them.
+SETTINGS_CLASSES: tuple[type[EngineConfig], type[ServingConfig]] = (EngineConfig, ServingConfig)
 
 _BOOL_WORDS = {
     "1": True,
@@ -115,25 +182,24 @@ _BOOL_WORDS = {
 }
 
 
-def _parse(name: str, raw: str) -> object:
-    """Parse one environment value according to the field's type."""
-    default = EngineConfig.__dataclass_fields__[name].default
-    var = ENV_PREFIX + name.upper()
-    if name == "model_roots":
-        return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p)
-    if isinstance(default, bool):
+def parse_setting(f: dataclasses.Field[Any], raw: str) -> Any:
+    """Parse a setting's value from text (an environment variable or a CLI flag).
+
+    Raises:
+        ValueError: ``raw`` is not a value of the field's type.
+    """
+    kind, var = f.type, setting_variable(f.name)
+    if f.name == "model_roots":
+        return tuple(Path(p) for p in raw.split(os.pathsep) if p)
+    if kind == "bool":
         try:
             return _BOOL_WORDS[raw.strip().lower()]
         except KeyError:
             raise ValueError(f"{var} must be one of {sorted(_BOOL_WORDS)}, got {raw!r}") from None
-    if isinstance(default, int):
+    if kind in ("int", "float"):
         try:
-            return int(raw)
+            return int(raw) if kind == "int" else float(raw)
         except ValueError:
-            raise ValueError(f"{var} must be an integer, got {raw!r}") from None
-    if isinstance(default, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{var} must be a number, got {raw!r}") from None
+            noun = "an integer" if kind == "int" else "a number"
+            raise ValueError(f"{var} must be {noun}, got {raw!r}") from None
     return raw

@@ -1,7 +1,8 @@
-"""Engine-side data containers: ``Embeddings`` (texts with their vectors) and search results.
+"""``Embeddings`` (texts with their vectors) and search results (notebook layer, over the API).
 
 Plain Python and numpy only, so that they work in scripts as well as in notebooks; rich
 display goes through ``_repr_html_``, which Jupyter picks up without an IPython import.
+String queries are embedded through :mod:`.api`, with the collection's model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from . import api
 from ._version import __version__
+from .validation import to_strings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,18 +54,13 @@ class Embeddings:
             queries with it.
 
     Raises:
-        TypeError: ``texts`` is not a sequence of strings, or ``model`` is not a string.
+        InputTypeError: ``texts`` is not a sequence of strings (also a ``TypeError``).
+        TypeError: ``model`` is not a string.
         ValueError: ``vectors`` is not a finite 2-D numeric array with one row per text.
     """
 
     def __init__(self, texts: Sequence[str], vectors: np.ndarray, model: str) -> None:
-        if isinstance(texts, (str, bytes)):
-            # A lone string is a sequence of characters: almost certainly a mistake.
-            raise TypeError("texts must be a sequence of strings, not a single string")
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        texts = to_strings(texts, name="texts")
         if not isinstance(model, str):
             raise TypeError(f"model must be a string, got {type(model).__name__}")
         array = np.asarray(vectors)
@@ -128,10 +126,7 @@ class Embeddings:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if isinstance(query, str):
-            # Imported here: the api module imports this one.
-            from .api import embed
-
-            vector = embed(query, model=self.model, dimensions=self.dimensions)
+            vector = api.embed(query, model=self.model, dimensions=self.dimensions)
             text: str | None = query
         else:
             vector = self._query_vector(query)

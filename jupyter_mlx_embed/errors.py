@@ -42,6 +42,11 @@ class InvalidRequestError(EmbedError):
     type = "invalid_request_error"
 
 
+class InputTypeError(InvalidRequestError, TypeError):
+    """An input is of the wrong type, e.g. a number among texts (HTTP 400; also a
+    ``TypeError``, as Python code expects)."""
+
+
 class ModelNotFoundError(InvalidRequestError):
     """No model of that name is known to the registry (HTTP 404)."""
 

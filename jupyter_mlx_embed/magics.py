@@ -9,20 +9,19 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-from . import api
+from . import api, envvars
+from .config import DEFAULT_PORT
 from .embeddings import Embeddings
 from .errors import EmbedError
+from .results import EmbedResult
 from .settings import MLXEmbed
-from .transport import TRANSPORT_ENV
-from .worker import EmbedResult
+from .validation import to_texts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,16 +56,6 @@ def _common(p: _Parser) -> None:
     p.add_argument("--prefix", "-p", default="", help="text put before every input")
 
 
-def _texts_from(value: Any, name: str) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise UsageError(f"{name} must be an iterable of strings (list, tuple, array, Series)")
-    texts = value.tolist() if isinstance(value, np.ndarray) else list(value)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise UsageError(f"{name}[{i}] is a {type(text).__name__}, not a string")
-    return texts
-
-
 @magics_class
 class EmbedMagics(Magics):
     """The ``%embed`` family of magics."""
@@ -76,48 +65,48 @@ class EmbedMagics(Magics):
         self.settings = settings
         self._server: Any = None
 
+    @property
+    def _namespace(self) -> dict[str, Any]:
+        """The user's namespace (magics are registered with a shell, so it exists)."""
+        assert self.shell is not None
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _sync(self) -> None:
         """Apply settings changed with %config since the last magic."""
-        mode = self.settings.transport or os.environ.get(TRANSPORT_ENV) or "auto"
-        previous = getattr(self, "_mode", None)
-        # The API picks its own transport from the environment; only an explicit setting, or
-        # a change since the last magic, overrides it.
-        if previous != mode and (previous is not None or self.settings.transport is not None):
-            try:
-                api.set_transport(mode)
-            except EmbedError as exc:
-                raise UsageError(str(exc)) from None
-        self._mode = mode
-        transport = api.get_transport()
+        api.set_serving_config(self.settings.serving_config())
+        try:
+            transport = api.get_transport()
+        except EmbedError as exc:
+            raise UsageError(str(exc)) from None
         if transport.kind == "local":
             wanted = self.settings.engine_config()
             if api.get_worker().config != wanted:
                 api.configure(wanted)
 
-    def _run(self, texts: Sequence[str], model: str | None, dims: int | None) -> EmbedResult:
-        transport = api.get_transport()
-        future: Future[EmbedResult] = transport.submit(texts, model=model, dimensions=dims)
+    def _run(
+        self, texts: Sequence[str], args: argparse.Namespace, progress: Any = None
+    ) -> EmbedResult:
+        """Embed ``texts`` (with the prefix) in chunks; errors become ``UsageError``."""
+        inputs = [args.prefix + t for t in texts] if args.prefix else list(texts)
+        parts = []
         try:
-            return future.result(timeout=transport.timeout)
+            for part in api.embed_chunks(inputs, model=args.model, dimensions=args.dimensions):
+                parts.append(part)
+                if progress is not None:
+                    progress.update(len(part.vectors))
         except EmbedError as exc:
             raise UsageError(exc.message) from None
         except TimeoutError:
-            future.cancel()
-            raise UsageError(
-                f"no answer from the embedding worker in {transport.timeout}s"
-            ) from None
-        except KeyboardInterrupt:
-            future.cancel()
-            raise
+            timeout = api.serving_config().request_timeout
+            raise UsageError(f"no answer from the embedding worker in {timeout}s") from None
+        return EmbedResult.concatenate(parts)
 
     def _embed(self, texts: Sequence[str], args: argparse.Namespace) -> Embeddings:
         self._sync()
-        if args.dimensions is not None and args.dimensions < 1:
-            raise UsageError("--dimensions must be a positive integer")
-        inputs = [args.prefix + t for t in texts] if args.prefix else list(texts)
-        result = self._run(inputs, args.model, args.dimensions)
+        result = self._run(texts, args)
         return Embeddings(list(texts), result.vectors, result.model)
 
     # -- magics -----------------------------------------------------------------------
@@ -145,7 +134,7 @@ class EmbedMagics(Magics):
             result = self._embed(texts, args)
             if args.name is None:
                 return result
-            self.shell.user_ns[args.name] = result
+            self._namespace[args.name] = result
             return None
         if not line.strip().startswith("-"):
             text = line.strip()
@@ -163,36 +152,29 @@ class EmbedMagics(Magics):
         return self._embed_collection(args)
 
     def _embed_collection(self, args: argparse.Namespace) -> Embeddings | None:
-        if args.var not in self.shell.user_ns:
+        if args.var not in self._namespace:
             raise UsageError(f"%embed -i: no variable named {args.var!r}")
         if args.name is not None and not args.name.isidentifier():
             raise UsageError(f"%embed -o: {args.name!r} is not a valid variable name")
-        texts = _texts_from(self.shell.user_ns[args.var], args.var)
+        try:
+            texts = to_texts(self._namespace[args.var], name=args.var)
+        except EmbedError as exc:
+            raise UsageError(f"%embed -i: {exc.message}") from None
         if not texts:
             raise UsageError(f"%embed -i: {args.var} is empty")
         self._sync()
         from tqdm.auto import tqdm
 
-        step = max(1, self.settings.chunk_size)
-        parts: list[np.ndarray] = []
-        model = ""
         with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
             try:
-                for start in range(0, len(texts), step):
-                    chunk = texts[start : start + step]
-                    inputs = [args.prefix + t for t in chunk] if args.prefix else chunk
-                    result = self._run(inputs, args.model, args.dimensions)
-                    parts.append(result.vectors)
-                    model = result.model
-                    bar.update(len(chunk))
+                result = self._run(texts, args, progress=bar)
             except KeyboardInterrupt:
-                done = sum(len(p) for p in parts)
-                print(f"Interrupted after {done} of {len(texts)} texts; nothing was stored.")
+                print(f"Interrupted after {bar.n} of {len(texts)} texts; nothing was stored.")
                 raise
-        embeddings = Embeddings(texts, np.concatenate(parts), model)
+        embeddings = Embeddings(texts, result.vectors, result.model)
         if args.name is None:
             return embeddings
-        self.shell.user_ns[args.name] = embeddings
+        self._namespace[args.name] = embeddings
         return None
 
     @line_magic
@@ -225,7 +207,7 @@ class EmbedMagics(Magics):
         ``%embed_serve [--port P] [--token T]``; ``%embed_serve --stop`` stops it.
         """
         p = _Parser(prog="%embed_serve", add_help=False)
-        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--port", type=int, default=DEFAULT_PORT)
         p.add_argument("--token")
         p.add_argument("--stop", action="store_true")
         args = p.parse_args(shlex.split(line))
@@ -247,13 +229,13 @@ class EmbedMagics(Magics):
             return
         if self._server is not None:
             raise UsageError(f"%embed_serve: already serving at {self._server.url}")
-        from .server import KernelServer
+        from .standalone import KernelServer
 
         self._server = KernelServer.start(api.get_worker(), port=args.port, token=args.token)
-        os.environ["JUPYTER_MLX_EMBED_TOKEN"] = self._server.token
+        os.environ[envvars.TOKEN] = self._server.token
         print(
             f"Serving at {self._server.url} (loopback only). The API key is in this kernel's "
-            "JUPYTER_MLX_EMBED_TOKEN environment variable (not printed, so it stays out of "
+            f"{envvars.TOKEN} environment variable (not printed, so it stays out of "
             f"the saved notebook).\n\n{_snippet(self._server.url, 'that token')}"
         )
 

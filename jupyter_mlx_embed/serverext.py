@@ -6,8 +6,8 @@ Routes (all behind Jupyter's authentication and authorizer): ``POST v1/embedding
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -15,9 +15,9 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .handlers import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin
+from . import envvars
+from .routes import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin
 from .settings import MLXEmbed
-from .transport import SERVER_PID_ENV
 from .worker import Worker
 
 AUTH_RESOURCE = "mlx_embed"
@@ -60,13 +60,19 @@ class MLXEmbedApp(ExtensionApp):
     name = "jupyter_mlx_embed"
     classes = [MLXEmbed]  # noqa: RUF012 - traitlets expects a plain list
 
+    worker: Worker | None = None
+
     def initialize_settings(self) -> None:
         settings = MLXEmbed(parent=self)
+        serving = settings.serving_config()
+        # This worker becomes the process's worker: jupyter_mlx_embed.embed() in the server
+        # process (another extension, a server-side hook) uses it too.
         self.worker = Worker(settings.engine_config())
-        if settings.preload:
+        if serving.preload:
             self.worker.preload()
-        self.settings.update({WORKER_KEY: self.worker, MAX_BODY_KEY: settings.max_body_bytes})
-        os.environ[SERVER_PID_ENV] = str(os.getpid())
+        self.settings.update({WORKER_KEY: self.worker, MAX_BODY_KEY: serving.max_body_bytes})
+        os.environ[envvars.SERVER_PID] = str(os.getpid())
+        assert self.serverapp is not None  # set before extensions initialise
         self.log.info(
             "jupyter-mlx-embed: OpenAI-compatible endpoint at %s",
             url_path_join(self.serverapp.base_url, "v1"),
@@ -83,7 +89,7 @@ class MLXEmbedApp(ExtensionApp):
         )
 
     async def stop_extension(self) -> None:
-        """Finish queued requests and stop the worker thread."""
-        worker: Any = getattr(self, "worker", None)
-        if worker is not None:
-            worker.close(timeout=30)
+        """Finish queued requests and stop the worker thread, waiting in a thread so that the
+        server's event loop keeps serving meanwhile."""
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.close)

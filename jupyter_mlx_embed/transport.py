@@ -3,7 +3,7 @@
 A kernel started by a Jupyter server that runs our extension uses that server's worker (one
 model in memory for every kernel, and the kernel never imports MLX). Everywhere else the
 process starts its own worker. Both transports return ``concurrent.futures.Future`` objects
-of :class:`~jupyter_mlx_embed.worker.EmbedResult`, so callers block on them with a timeout or
+of :class:`~jupyter_mlx_embed.results.EmbedResult`, so callers block on them with a timeout or
 await them with ``asyncio.wrap_future``; neither runs an event loop.
 """
 
@@ -19,21 +19,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import EmbedError, error_from_response
-from .worker import EmbedResult, Worker
+from . import envvars
+from .config import TRANSPORT_MODES
+from .errors import EmbedError, InvalidRequestError, error_from_response
+from .results import EmbedResult
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 log = logging.getLogger(__name__)
-
-#: Set by the server extension in the server's environment, hence in its kernels'.
-SERVER_PID_ENV = "JUPYTER_MLX_EMBED_SERVER_PID"
-TRANSPORT_ENV = "JUPYTER_MLX_EMBED_TRANSPORT"
-TRANSPORT_MODES = ("auto", "local", "server")
-#: Items per HTTP request (the endpoint's limit).
-HTTP_CHUNK = 2048
 
 
 class Transport(Protocol):
@@ -43,8 +41,15 @@ class Transport(Protocol):
     timeout: float
 
     def submit(
-        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
-    ) -> Future[EmbedResult]: ...
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str | None,
+        dimensions: int | None,
+        first_index: int = 0,
+    ) -> Future[EmbedResult]:
+        """Queue one request (``first_index``: the caller's index of ``inputs[0]``)."""
+        ...
 
     def info(self) -> dict[str, Any]: ...
 
@@ -56,14 +61,21 @@ class LocalTransport:
 
     kind = "local"
 
-    def __init__(self, get_worker: Callable[[], Worker], *, timeout: float = 600.0) -> None:
+    def __init__(self, get_worker: Callable[[], Worker], *, timeout: float) -> None:
         self._get_worker = get_worker
         self.timeout = timeout
 
     def submit(
-        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str | None,
+        dimensions: int | None,
+        first_index: int = 0,
     ) -> Future[EmbedResult]:
-        return self._get_worker().submit(inputs, model=model, dimensions=dimensions)
+        return self._get_worker().submit(
+            inputs, model=model, dimensions=dimensions, first_index=first_index
+        )
 
     def info(self) -> dict[str, Any]:
         return {"transport": self.kind, **self._get_worker().info()}
@@ -85,7 +97,7 @@ class ServerTransport:
 
     kind = "server"
 
-    def __init__(self, endpoint: ServerEndpoint, *, timeout: float = 600.0) -> None:
+    def __init__(self, endpoint: ServerEndpoint, *, timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlx-embed-http")
@@ -115,33 +127,39 @@ class ServerTransport:
             ) from exc
 
     def _embed(
-        self, inputs: Sequence[str], model: str | None, dimensions: int | None
+        self, inputs: list[str], model: str | None, dimensions: int | None, first_index: int
     ) -> EmbedResult:
-        parts, tokens, name = [], 0, model or ""
-        for start in range(0, len(inputs), HTTP_CHUNK):
-            body: dict[str, Any] = {
-                "input": list(inputs[start : start + HTTP_CHUNK]),
-                "encoding_format": "base64",
-            }
-            if model is not None:
-                body["model"] = model
-            if dimensions is not None:
-                body["dimensions"] = dimensions
+        body: dict[str, Any] = {"input": inputs, "encoding_format": "base64"}
+        if model is not None:
+            body["model"] = model
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        try:
             reply = self._call("v1/embeddings", body)
-            parts.extend(
-                np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
-                for item in sorted(reply["data"], key=lambda item: item["index"])
-            )
-            tokens += int(reply["usage"]["prompt_tokens"])
-            name = reply["model"]
+        except InvalidRequestError as exc:
+            if first_index:  # the server counts from this request's first item
+                exc.message += f" (in the request starting at input[{first_index}])"
+                exc.args = (exc.message,)
+            raise
+        vectors = [
+            np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+            for item in sorted(reply["data"], key=lambda item: item["index"])
+        ]
         return EmbedResult(
-            vectors=np.stack(parts).astype(np.float32), model=name, prompt_tokens=tokens
+            vectors=np.stack(vectors).astype(np.float32),
+            model=reply["model"],
+            prompt_tokens=int(reply["usage"]["prompt_tokens"]),
         )
 
     def submit(
-        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str | None,
+        dimensions: int | None,
+        first_index: int = 0,
     ) -> Future[EmbedResult]:
-        return self._pool.submit(self._embed, list(inputs), model, dimensions)
+        return self._pool.submit(self._embed, list(inputs), model, dimensions, first_index)
 
     def info(self) -> dict[str, Any]:
         status = self._call("mlx-embed/status")
@@ -155,11 +173,11 @@ def find_parent_server() -> ServerEndpoint | None:
     """The Jupyter server that started this kernel, if it runs our extension.
 
     Kernels launched by a Jupyter server have ``JPY_PARENT_PID`` set to the server's pid; the
-    extension puts its pid in :data:`SERVER_PID_ENV`, which kernels inherit. The URL and token
-    come from the server's runtime file, written once it listens (so the port is current).
+    extension puts its pid in ``JUPYTER_MLX_EMBED_SERVER_PID``, which kernels inherit. The URL
+    and token come from the server's runtime file, written once it listens (so the port is current).
     """
-    parent = os.environ.get("JPY_PARENT_PID")
-    if not parent or os.environ.get(SERVER_PID_ENV) != parent:
+    parent = os.environ.get(envvars.JUPYTER_PARENT_PID)
+    if not parent or os.environ.get(envvars.SERVER_PID) != parent:
         return None
     for info in _running_servers():
         if str(info.get("pid")) == parent and info.get("url"):

@@ -41,8 +41,8 @@ from .embeddings import Embeddings, Hit, SearchResults
 from .errors import EmbedError
 
 if TYPE_CHECKING:
+    from .results import EmbedResult
     from .transport import Transport
-    from .worker import EmbedResult
 
 log = logging.getLogger(__name__)
 
@@ -514,7 +514,7 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
     centered = data - data.mean(axis=0)
     if len(data) > data.shape[1]:
         # The d x d scatter matrix has the same right singular vectors as the n x d data and
-        # is ~100x cheaper to decompose for 20,000 points.
+        # is far cheaper to decompose when there are many more points than dimensions.
         _, _, vt = np.linalg.svd(centered.T @ centered, hermitian=True)
     else:
         _, _, vt = np.linalg.svd(centered, full_matrices=False)

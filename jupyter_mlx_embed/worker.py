@@ -28,33 +28,13 @@ from .config import EngineConfig
 from .errors import EmbedError, InvalidRequestError, OverloadedError, WorkerClosedError
 from .modelspec import ModelSpec
 from .registry import ModelRegistry
+from .results import EmbedResult
+from .validation import check_dimensions, check_inputs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    """The vectors of one request, in input order.
-
-    Attributes:
-        vectors: float32 array (inputs x dimensions), L2-normalised rows.
-        model: Canonical name of the model that produced them.
-        token_counts: Real tokens per input (special tokens included, after truncation);
-            empty when only the total is known (results received over HTTP).
-        prompt_tokens: Tokens processed for the whole request.
-    """
-
-    vectors: np.ndarray
-    model: str
-    token_counts: tuple[int, ...] = ()
-    prompt_tokens: int = -1
-
-    def __post_init__(self) -> None:
-        if self.prompt_tokens < 0:
-            object.__setattr__(self, "prompt_tokens", sum(self.token_counts))
 
 
 @dataclass
@@ -65,6 +45,7 @@ class _Request:
     dimensions: int | None
     truncate: bool
     future: Future[EmbedResult]
+    first_index: int = 0
     rows: list[list[int]] = field(default_factory=list)
     out: np.ndarray | None = None
     spec: ModelSpec | None = None
@@ -112,8 +93,7 @@ class Worker:
         self._engine_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-embed-worker", daemon=True)
         with _owner_lock:
-            current = _owner() if _owner is not None else None
-            if current is not None and current.alive:
+            if current_worker() is not None:
                 raise RuntimeError(
                     "Another Worker already owns MLX in this process; close it first, or share "
                     "it through jupyter_mlx_embed.get_worker()"
@@ -130,6 +110,7 @@ class Worker:
         model: str | None = None,
         dimensions: int | None = None,
         truncate: bool | None = None,
+        first_index: int = 0,
     ) -> Future[EmbedResult]:
         """Queue texts (or token-id rows) for embedding.
 
@@ -138,6 +119,8 @@ class Worker:
             model: Model name; the configured default when ``None``.
             dimensions: Keep the first ``dimensions`` values and renormalise.
             truncate: Truncate over-long inputs (default from config) instead of failing.
+            first_index: Index of ``inputs[0]`` in the caller's whole input (a chunk's
+                offset), so that error messages name the caller's own index.
 
         Returns:
             A future resolving to an :class:`EmbedResult`.
@@ -147,13 +130,8 @@ class Worker:
             OverloadedError: The queue is full.
             WorkerClosedError: The worker is closed.
         """
-        tokens = _validate_inputs(inputs, self.config.max_inputs)
-        if dimensions is not None and (
-            isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
-        ):
-            raise InvalidRequestError(
-                f"dimensions must be a positive integer, got {dimensions!r}", param="dimensions"
-            )
+        tokens = check_inputs(inputs, max_inputs=self.config.max_inputs, first_index=first_index)
+        check_dimensions(dimensions)
         request = _Request(
             inputs=inputs,
             tokens=tokens,
@@ -161,6 +139,7 @@ class Worker:
             dimensions=dimensions,
             truncate=self.config.truncate if truncate is None else truncate,
             future=Future(),
+            first_index=first_index,
         )
         self._put(request)
         return request.future
@@ -262,7 +241,7 @@ class Worker:
 
     def _run(self) -> None:
         try:
-            from .engine import Engine
+            from .engine.mlx_engine import Engine
 
             self._engine = Engine(self.config)
         except BaseException as exc:
@@ -386,16 +365,11 @@ class Worker:
     def _prepare(self, request: _Request, spec: ModelSpec, tokenizer: Any) -> bool:
         """Tokenize and check one request; fail its future and return False on error."""
         try:
-            if request.dimensions is not None and request.dimensions > spec.dimension:
-                raise InvalidRequestError(
-                    f"dimensions must be between 1 and {spec.dimension} for model "
-                    f"'{spec.name}', got {request.dimensions}",
-                    param="dimensions",
-                )
-            if request.tokens:
-                rows = tokenizer.wrap_token_ids(request.inputs, truncate=request.truncate)
-            else:
-                rows = tokenizer.encode_texts(request.inputs, truncate=request.truncate)
+            check_dimensions(request.dimensions, spec.dimension, model=spec.name)
+            encode = tokenizer.wrap_token_ids if request.tokens else tokenizer.encode_texts
+            rows = encode(
+                request.inputs, truncate=request.truncate, first_index=request.first_index
+            )
             total = sum(len(r) for r in rows)
             if total > self.config.max_request_tokens:
                 raise InvalidRequestError(
@@ -448,44 +422,6 @@ def _finish(request: _Request, spec: ModelSpec) -> EmbedResult:
     )
 
 
-def _validate_inputs(inputs: object, max_inputs: int) -> bool:
-    """Check the shape of ``inputs``; return whether they are token-id rows."""
-    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-        raise InvalidRequestError(
-            "input must be a list of strings or a list of token-id lists", param="input"
-        )
-    if len(inputs) == 0:
-        raise InvalidRequestError("input must not be empty", param="input")
-    if len(inputs) > max_inputs:
-        raise InvalidRequestError(
-            f"input has {len(inputs)} items, more than the maximum of {max_inputs}",
-            param="input",
-        )
-    tokens = not isinstance(inputs[0], str)
-    for i, item in enumerate(inputs):
-        if tokens:
-            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
-                raise InvalidRequestError(
-                    f"input[{i}] must be a list of token ids like the other items",
-                    param="input",
-                )
-            if len(item) == 0:
-                raise InvalidRequestError(f"input[{i}] is an empty token list", param="input")
-            if not all(isinstance(t, int) and not isinstance(t, bool) for t in item):
-                raise InvalidRequestError(
-                    f"input[{i}] must contain only integer token ids", param="input"
-                )
-        else:
-            if not isinstance(item, str):
-                raise InvalidRequestError(
-                    f"input[{i}] must be a string like the other items, got {type(item).__name__}",
-                    param="input",
-                )
-            if item == "":
-                raise InvalidRequestError(f"input[{i}] is an empty string", param="input")
-    return tokens
-
-
 def _wait_os_thread_exit(native_id: int | None, timeout: float = 2.0) -> None:
     """Wait until the OS thread behind a joined Python thread is gone (Linux).
 
@@ -506,6 +442,13 @@ def _close_owner() -> None:
     worker = _owner() if _owner is not None else None
     if worker is not None:
         worker.close(timeout=5.0, cancel_pending=True)
+
+
+def current_worker() -> Worker | None:
+    """The live worker that owns MLX in this process, if any (whoever started it: the Python
+    API, the server extension or the standalone server)."""
+    worker = _owner() if _owner is not None else None
+    return worker if worker is not None and worker.alive else None
 
 
 # MLX is thread-affine: at most one live worker thread per process may use it.

@@ -22,6 +22,16 @@ TEXTS = [
 ]
 
 
+def _token_states(engine, loaded, row: list[int]) -> np.ndarray:
+    """The last hidden state (tokens x dim) of one unpadded row, on the worker thread."""
+    import mlx.core as mx
+
+    ids = mx.array(np.asarray([row], dtype=np.int32))
+    hidden = engine._hidden(loaded, ids, mx.ones(ids.shape, dtype=mx.float32))
+    mx.eval(hidden)
+    return np.array(hidden[0], dtype=np.float32, copy=True)
+
+
 def _numpy_pool(hidden: np.ndarray, mode: str) -> np.ndarray:
     pooled = {
         "cls": lambda h: h[0],
@@ -43,7 +53,7 @@ def test_pooling_matches_numpy_reference(
     def reference(engine, text: str) -> np.ndarray:
         loaded = engine.load(spec)
         row = loaded.tokenizer.encode_texts([text])[0]
-        return _numpy_pool(engine.token_states(loaded, row), pooling)
+        return _numpy_pool(_token_states(engine, loaded, row), pooling)
 
     for text, vector in zip(TEXTS, result.vectors, strict=True):
         expected = worker.call(lambda engine, t=text: reference(engine, t)).result()
@@ -56,7 +66,7 @@ def test_pooling_modes_give_different_vectors(worker: Worker) -> None:
 
     def both(engine) -> tuple[np.ndarray, np.ndarray]:
         loaded = engine.load(spec)
-        hidden = engine.token_states(loaded, loaded.tokenizer.encode_texts([TEXTS[3]])[0])
+        hidden = _token_states(engine, loaded, loaded.tokenizer.encode_texts([TEXTS[3]])[0])
         return _numpy_pool(hidden, "cls"), _numpy_pool(hidden, "mean")
 
     cls, mean = worker.call(both).result()

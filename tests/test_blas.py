@@ -1,4 +1,4 @@
-"""Tests for jupyter_mlx_embed._blas: fast-BLAS preloading and bound-BLAS detection."""
+"""Tests for jupyter_mlx_embed.engine.blas: fast-BLAS preloading and bound-BLAS detection."""
 
 from __future__ import annotations
 
@@ -16,18 +16,15 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="BLAS preloading is Linux-only")
 
-BLAS_PY = Path(__file__).resolve().parents[1] / "jupyter_mlx_embed" / "_blas.py"
+BLAS_PY = Path(__file__).resolve().parents[1] / "jupyter_mlx_embed" / "engine" / "blas.py"
 
-# Load _blas.py as a standalone module (not via the package) so the tests do not depend on, or
-# get their preload state changed by, whatever jupyter_mlx_embed/__init__.py does at import.
-PRELUDE = f"""
+# Each check runs in a fresh interpreter, so that its preload is the first of the process
+# (importing the package itself preloads nothing: that happens when a worker starts).
+PRELUDE = """
 import dataclasses, importlib.util, json, logging, sys, warnings
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(message)s")
 warnings.simplefilter("always")
-spec = importlib.util.spec_from_file_location("jme_blas", {str(BLAS_PY)!r})
-blas = importlib.util.module_from_spec(spec)
-sys.modules["jme_blas"] = blas
-spec.loader.exec_module(blas)
+import jupyter_mlx_embed.engine.blas as blas
 
 def asdict(info):
     return None if info is None else dataclasses.asdict(info)
@@ -70,7 +67,9 @@ def _run(body: str, env: dict[str, str]) -> tuple[dict, str]:
 
 
 def _load_blas() -> Any:
-    spec = importlib.util.spec_from_file_location("jme_blas_inproc", BLAS_PY)
+    """A fresh copy of the module (its own preload state), inside the package."""
+    name = "jupyter_mlx_embed.engine.blas_under_test"
+    spec = importlib.util.spec_from_file_location(name, BLAS_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -278,3 +278,34 @@ async def test_client_disconnect_leaves_no_work_behind(
     assert good.code == 200
     assert worker.stats.inputs == inputs_before + 1  # the abandoned request never ran
     assert worker.stats.requests_failed == 0
+
+
+async def test_embed_in_the_server_process_uses_the_extensions_worker(jp_serverapp) -> None:
+    import jupyter_mlx_embed as jme
+
+    worker = jp_serverapp.web_app.settings["mlx_embed_worker"]
+    assert jme.get_worker() is worker  # one owner: no second worker is started
+    served = worker.stats.inputs
+    vector = await jme.aembed("embedded by another extension in the server process")
+    assert vector.shape == (384,) and worker.stats.inputs == served + 1
+
+
+async def test_stopping_the_extension_does_not_block_the_event_loop(jp_serverapp) -> None:
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_mlx_embed"]
+    gate = _block_worker(jp_serverapp)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    stopping = asyncio.ensure_future(app.stop_extension())
+    await asyncio.sleep(0.3)  # the worker is still draining: the loop keeps running
+    assert not stopping.done() and ticks >= 10
+    gate.set()
+    await stopping
+    ticker.cancel()
+    assert not app.worker.alive

@@ -1,4 +1,5 @@
-"""The architecture stays visible: no layer imports upward, MLX only inside the engine."""
+"""The architecture stays visible: every import of the package's own modules, at module level
+or inside a function, follows the layer map below; MLX is imported only inside ``engine/``."""
 
 from __future__ import annotations
 
@@ -10,40 +11,153 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "jupyter_mlx_embed"
-PURE = ["errors", "config", "modelspec", "registry", "tokenization", "schema", "batching"]
-ENGINE_SIDE = [*PURE, "engine", "_cpu_kernels", "worker", "api", "_blas", "embeddings", "transport"]
-UI_LIBRARIES = {"tornado", "IPython", "ipywidgets", "ipykernel", "jupyter_server", "traitlets"}
+
+#: module -> (rank, side). A module may import modules of a lower rank, on the shared
+#: ``core`` side or on its own side; ``entry`` modules may import anything below them.
+LAYERS: dict[str, tuple[int, str]] = {
+    # Pure foundations.
+    "_version": (0, "core"),
+    "envvars": (0, "core"),
+    "errors": (0, "core"),
+    "results": (0, "core"),
+    "engine": (0, "core"),  # engine/__init__: a docstring only
+    "engine.partition": (0, "core"),
+    "config": (1, "core"),
+    "validation": (1, "core"),
+    "modelspec": (1, "core"),
+    "schema": (1, "core"),
+    "engine.tokenization": (1, "core"),
+    "engine.blas": (1, "core"),
+    "registry": (2, "core"),
+    "engine.cpu_kernels": (2, "core"),
+    "engine.mlx_engine": (3, "core"),
+    "worker": (4, "core"),
+    "transport": (5, "core"),
+    "api": (6, "core"),
+    "settings": (6, "core"),  # traitlets, for the front ends
+    # HTTP: Tornado routes, then the two servers that mount them.
+    "routes": (7, "http"),
+    "serverext": (8, "http"),
+    "standalone": (8, "http"),
+    # Notebook: results with search, then IPython magics and the widget.
+    "embeddings": (7, "notebook"),
+    "magics": (8, "notebook"),
+    "widget": (8, "notebook"),
+    # Entry points.
+    "cli": (9, "entry"),
+    "__main__": (10, "entry"),
+    "__init__": (10, "entry"),
+}
+
+#: (importer, imported) pairs allowed against the map, each with its reason.
+EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("magics", "standalone"): "%embed_serve runs the HTTP routes on the kernel's worker",
+    ("embeddings", "widget"): "Embeddings.explore() opens the widget, imported on first call",
+}
+
+MLX = {"mlx", "mlx_embeddings"}
+UI_LIBRARIES = {"tornado", "IPython", "ipywidgets", "ipykernel", "jupyter_server", "anywidget"}
 
 
-def _imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    name = ".".join(parts)
+    return name.removesuffix(".__init__") if len(parts) > 1 else name
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(module: str, source: str) -> tuple[set[str], set[str]]:
+    """The package modules and the outside top-level packages that ``source`` (the code of
+    ``module``) imports anywhere, including inside functions and ``TYPE_CHECKING`` blocks."""
+    own: set[str] = set()
+    outside: set[str] = set()
+    package = module.split(".")[:-1] if module not in ("engine",) else ["engine"]
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            for alias in node.names:
+                if alias.name.startswith("jupyter_mlx_embed."):
+                    own.add(alias.name.removeprefix("jupyter_mlx_embed."))
+                else:
+                    outside.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                assert node.module is not None
+                if node.module.startswith("jupyter_mlx_embed."):
+                    own.add(node.module.removeprefix("jupyter_mlx_embed."))
+                elif node.module != "jupyter_mlx_embed":
+                    outside.add(node.module.split(".")[0])
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                own.add(".".join([*base, node.module]))
+            else:  # from . import x
+                own.update(".".join([*base, alias.name]) for alias in node.names)
+    return own, outside
 
 
-@pytest.mark.parametrize("module", PURE)
-def test_pure_modules_do_not_import_mlx(module: str) -> None:
-    assert not {"mlx", "mlx_embeddings"} & _imports(module)
+def violations(module: str, source: str) -> list[str]:
+    """Imports in ``source`` (the code of ``module``) that break the layer map."""
+    rank, side = LAYERS[module]
+    found = []
+    for target in sorted(imports(module, source)[0]):
+        if target not in LAYERS:
+            found.append(f"{module} imports {target}, which is not in the layer map")
+            continue
+        target_rank, target_side = LAYERS[target]
+        allowed = target_rank < rank and (side == "entry" or target_side in ("core", side))
+        if not allowed and (module, target) not in EXCEPTIONS:
+            found.append(
+                f"{module} ({rank}, {side}) imports {target} ({target_rank}, {target_side})"
+            )
+    return found
 
 
-@pytest.mark.parametrize("module", ENGINE_SIDE)
-def test_engine_side_imports_no_ui_framework(module: str) -> None:
-    assert not UI_LIBRARIES & _imports(module)
+def test_every_module_is_in_the_layer_map() -> None:
+    assert set(_modules()) == set(LAYERS)
 
 
-def test_only_the_engine_imports_mlx() -> None:
-    users = {p.stem for p in PACKAGE.glob("*.py") if {"mlx", "mlx_embeddings"} & _imports(p.stem)}
-    assert users == {"engine", "_cpu_kernels"}
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_imports_follow_the_layer_map(module: str) -> None:
+    assert violations(module, _modules()[module].read_text()) == []
 
 
-@pytest.mark.parametrize("module", ["handlers", "server"])
+def test_exceptions_are_still_needed() -> None:
+    sources = {m: imports(m, p.read_text())[0] for m, p in _modules().items()}
+    assert [pair for pair in EXCEPTIONS if pair[1] not in sources[pair[0]]] == []
+
+
+@pytest.mark.parametrize(
+    ("module", "code"),
+    [
+        ("worker", "from .api import embed"),  # upward
+        ("errors", "def f():\n    from . import config\n"),  # upward, inside a function
+        ("engine.mlx_engine", "from ..worker import Worker"),  # upward from a subpackage
+        ("routes", "from .magics import EmbedMagics"),  # across sides
+        ("transport", "from .transport import Transport"),  # itself: same rank
+        ("api", "import jupyter_mlx_embed.widget"),  # absolute form
+    ],
+)
+def test_the_check_catches_an_upward_import(module: str, code: str) -> None:
+    assert violations(module, code) != []
+
+
+def test_only_engine_modules_import_mlx() -> None:
+    users = {m for m, p in _modules().items() if MLX & imports(m, p.read_text())[1]}
+    assert users == {"engine.cpu_kernels", "engine.mlx_engine"}
+
+
+@pytest.mark.parametrize("module", [m for m, (rank, _) in LAYERS.items() if rank <= 6])
+def test_core_imports_no_ui_framework(module: str) -> None:
+    assert not UI_LIBRARIES & imports(module, _modules()[module].read_text())[1]
+
+
+@pytest.mark.parametrize("module", ["routes", "standalone"])
 def test_http_layer_does_not_import_jupyter_or_ipython(module: str) -> None:
-    assert not {"jupyter_server", "IPython", "ipywidgets", "mlx"} & _imports(module)
+    outside = imports(module, _modules()[module].read_text())[1]
+    assert not {"jupyter_server", "IPython", "ipywidgets", "anywidget"} & outside
 
 
 def test_importing_the_package_does_not_import_mlx() -> None:

@@ -303,7 +303,7 @@ def test_cpu_kernels_match_exact_functions(worker) -> None:
     def errors(engine) -> dict[str, float]:
         import mlx.core as mx
 
-        from jupyter_mlx_embed import _cpu_kernels as kernels
+        from jupyter_mlx_embed.engine import cpu_kernels as kernels
 
         x = mx.linspace(-12.0, 12.0, 3 * 16_001).reshape(1, 3, -1)  # odd width, 3-d
         exact_gelu = 0.5 * x * (1.0 + mx.erf(x / 2**0.5))

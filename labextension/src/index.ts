@@ -19,11 +19,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Embedding worker status and endpoint information.',
   autoStart: true,
   optional: [ICommandPalette, IStatusBar],
-  activate: (
-    app: JupyterFrontEnd,
-    palette: ICommandPalette | null,
-    statusBar: IStatusBar | null
-  ) => {
+  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null, statusBar: IStatusBar | null) => {
     let item: StatusItem | null = null;
 
     app.commands.addCommand(CommandIDs.showEndpoint, {

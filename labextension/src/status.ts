@@ -7,7 +7,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-/** Body of `GET mlx-embed/status` (`write_status` in handlers.py). */
+/** Body of `GET mlx-embed/status` (`write_status` in routes.py). */
 export interface IWorkerStatus {
   /** `starting` until the worker thread has set up MLX; `failed` if that failed. */
   state: 'starting' | 'ready' | 'failed' | 'closed';
@@ -30,9 +30,7 @@ export interface IWorkerStatus {
 
 /** The outcome of one status request. */
 export type StatusResult =
-  | { kind: 'ok'; status: IWorkerStatus }
-  | { kind: 'missing' }
-  | { kind: 'error'; message: string };
+  { kind: 'ok'; status: IWorkerStatus } | { kind: 'missing' } | { kind: 'error'; message: string };
 
 /** Value of the item's `data-state` attribute. */
 export type ItemState = 'ready' | 'idle' | 'busy' | 'missing' | 'error';
@@ -111,9 +109,7 @@ export function describe(result: StatusResult): IStatusView {
 /** The multi-line tooltip with everything the route reports. */
 function details(s: IWorkerStatus): string {
   const models = s.loaded_models?.length ? s.loaded_models.join(', ') : 'none yet';
-  const blas = s.blas
-    ? `${s.blas.name} (${s.blas.fast ? 'fast' : 'slow reference BLAS'})`
-    : 'not known yet';
+  const blas = s.blas ? `${s.blas.name} (${s.blas.fast ? 'fast' : 'slow reference BLAS'})` : 'not known yet';
   return [
     `Embedding worker: ${s.state}`,
     `Loaded models: ${models} (default: ${s.default_model})`,

@@ -150,7 +150,9 @@ export class HeatmapView {
       widest = Math.max(widest, this.ctx.measureText(shorten(text, LABEL_CHARS)).width);
     }
     const gutter = m ? Math.min(150, Math.ceil(widest) + 8) : 0;
-    const cell = m ? Math.max(2, Math.min(MAX_CELL, Math.floor(Math.min(MAX_SIDE, available - gutter - BAR_SPACE) / m))) : 0;
+    const cell = m
+      ? Math.max(2, Math.min(MAX_CELL, Math.floor(Math.min(MAX_SIDE, available - gutter - BAR_SPACE) / m)))
+      : 0;
     this.cell = cell;
     this.left = gutter;
     this.top = gutter;

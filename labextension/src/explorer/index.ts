@@ -204,7 +204,10 @@ function render({ model, el }: RenderProps<State>): () => void {
       );
     } else if (hasLabels()) {
       const labelNames = names();
-      map.setGroups(codes, labelNames.map((_, i) => categorical(i)));
+      map.setGroups(
+        codes,
+        labelNames.map((_, i) => categorical(i))
+      );
       const counts = new Array<number>(labelNames.length).fill(0);
       for (const c of codes) {
         if (c >= 0 && c < counts.length) {
@@ -293,7 +296,7 @@ function render({ model, el }: RenderProps<State>): () => void {
     const clicked = model.get('clicked');
     const valid = clicked >= 0 && clicked < n;
     neighborCaption.textContent = valid ? `of #${clicked}: ${shorten(texts()[clicked] ?? '', 80)}` : '';
-    neighborCaption.title = valid ? texts()[clicked] ?? '' : '';
+    neighborCaption.title = valid ? (texts()[clicked] ?? '') : '';
     fillTable(neighborTable, model.get('neighbors') || [], 'jme-neighbor', 'Click a point to list its neighbours.');
     updateEmphasis();
   }

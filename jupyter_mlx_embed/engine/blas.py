@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..envvars import setting_variable
+
 __all__ = ["ENV_VAR", "BlasInfo", "build_shim", "detect_bound_blas", "main", "preload_fast_blas"]
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming a library that exports ``cblas_*``; ``none`` disables preloading.
-ENV_VAR = "JUPYTER_MLX_EMBED_BLAS"
+ENV_VAR = setting_variable("blas")
 
-_SHIM_SOURCE = Path(__file__).with_name("_cblas_shim.c")
+_SHIM_SOURCE = Path(__file__).with_name("cblas_shim.c")
 _SHIM_PREFIX = "libjme_cblas_shim-"
 # os.RTLD_* only exist on POSIX; the module must still import on Windows (where it is a no-op).
 _DLOPEN_MODE = getattr(os, "RTLD_NOW", 2) | getattr(os, "RTLD_GLOBAL", 0x100)
@@ -42,7 +44,7 @@ _ALREADY_IMPORTED_MSG = (
 )
 _REFERENCE_MSG = (
     "MLX is using the slow reference BLAS bundled with mlx-cpu (matmuls ~30x slower). Call "
-    "jupyter_mlx_embed.preload_fast_blas() before the first `import mlx.core`, set "
+    "jupyter_mlx_embed.engine.blas.preload_fast_blas() before the first `import mlx.core`, set "
     f"{ENV_VAR}=/path/to/lib exporting cblas_sgemm, or LD_PRELOAD such a library."
 )
 
@@ -572,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import importlib
 
-    parser = argparse.ArgumentParser(prog="python -m jupyter_mlx_embed._blas", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m jupyter_mlx_embed.engine.blas", description=__doc__
+    )
     parser.add_argument("--build-only", action="store_true", help="only build the shim")
     parser.add_argument("--bench", action="store_true", help="measure matmul GFLOP/s")
     parser.add_argument("--cache-dir", type=Path, default=None)
@@ -603,7 +607,7 @@ if __name__ == "__main__":
     import importlib
 
     try:
-        _entry = importlib.import_module("jupyter_mlx_embed._blas").main
+        _entry = importlib.import_module("jupyter_mlx_embed.engine.blas").main
     except ImportError:
         _entry = main
     raise SystemExit(_entry())

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _blas
-from .config import EngineConfig
-from .errors import EmbedError, ModelLoadError
-from .modelspec import ModelSpec
+from ..config import EngineConfig
+from ..errors import EmbedError, ModelLoadError
+from ..modelspec import ModelSpec
+from . import blas
 from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class LoadedModel:
     spec: ModelSpec
     model: Any
     tokenizer: TextTokenizer
-    fast: Any = None  # a _cpu_kernels.FastEncoder on the CPU device, else None
+    fast: Any = None  # a cpu_kernels.FastEncoder on the CPU device, else None
 
 
 class Engine:
@@ -53,11 +53,11 @@ class Engine:
             # Several streams each call BLAS: one BLAS thread per stream, not two (which
             # oversubscribes the cores). OpenBLAS reads this once, when it is loaded.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        self.blas_preloaded = _blas.preload_fast_blas(config.blas)
+        blas.preload_fast_blas(config.blas)
         import mlx.core as mx
 
         self._mx = mx
-        self.blas = _blas.detect_bound_blas()
+        self.blas = blas.detect_bound_blas()
         if not self.blas.fast:
             log.warning("MLX uses a slow BLAS: %s", self.blas.detail or self.blas.name)
         self.device = str(mx.default_device())
@@ -113,7 +113,7 @@ class Engine:
             raise ModelLoadError(f"Loading model '{spec.name}' failed: {exc}") from exc
         fast = None
         if self._cpu and self._config.cpu_fast_path:
-            from ._cpu_kernels import FAST_MODEL_TYPES, FastEncoder
+            from .cpu_kernels import FAST_MODEL_TYPES, FastEncoder
 
             if spec.model_type in FAST_MODEL_TYPES:
                 fast = FastEncoder(model, spec.model_type, streams=self._config.cpu_streams)
@@ -135,15 +135,6 @@ class Engine:
         mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 
-    def token_states(self, loaded: LoadedModel, row: Sequence[int]) -> np.ndarray:
-        """The last hidden state (tokens x dim) of one unpadded row, as float32."""
-        self._check_thread()
-        mx = self._mx
-        ids, mask = _pad([row], loaded.spec.pad_token_id)
-        hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
-        mx.eval(hidden)
-        return np.array(hidden[0], dtype=np.float32, copy=True)
-
     def _hidden(self, loaded: LoadedModel, ids: Any, mask: Any) -> Any:
         model, kind = loaded.model, loaded.spec.model_type
         if kind in ("bert", "xlm_roberta"):
@@ -164,7 +155,7 @@ def _keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512
 
     MLX's CPU allocator mallocs and frees every intermediate array. Past glibc's default mmap
     threshold each such block is a fresh mapping whose pages the kernel must fault in and
-    zero, about a tenth of the time of a forward pass over short sentences (BENCHMARKS.md).
+    zero, a sizeable share of a forward pass over short sentences (figures in BENCHMARKS.md).
     Blocks below ``mmap_threshold`` (glibc's maximum) now come from the heap, and up to
     ``trim_threshold`` of free heap is kept. Process-wide; skipped where the user tuned malloc
     through the environment, and a no-op without glibc (returns False).

@@ -13,7 +13,7 @@ runs the same weights through the same post-LayerNorm BERT computation with:
   serves every layer;
 - LayerNorm left out of the compiled blocks: fused, its per-row statistics become broadcast
   inputs and the loop runs strided and scalar, while op by op MLX runs vectorised row
-  kernels, and the row sums are matrix-vector products (three times faster, measured);
+  kernels, and the row sums are matrix-vector products (figures in BENCHMARKS.md);
 - each batch cut into parts of about equal work, run on separate CPU streams, which MLX runs
   on separate threads (its only way to use more than one core for non-BLAS work).
 
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 import numpy as np
 
-from .batching import balanced_bounds, padded_length
+from .partition import balanced_bounds, padded_length
 
 #: Architectures this forward reproduces (post-LN BERT encoders with erf-GELU).
 FAST_MODEL_TYPES = ("bert", "xlm_roberta")
@@ -88,8 +88,8 @@ def gelu(x: mx.array) -> mx.array:
     """x/2 * (1 + erf(x/sqrt 2)) with a rational erf, as two contiguous fused loops.
 
     MLX cuts a fused loop where its graph gets too deep; when the cut lands on a broadcast
-    constant, that constant becomes a strided input and the whole loop runs strided and scalar
-    (twice as slow, measured). Materialising ``z*z`` and evaluating both polynomials with
+    constant, that constant becomes a strided input and the whole loop runs strided and
+    scalar. Materialising ``z*z`` and evaluating both polynomials with
     Estrin's scheme puts the cut there instead: one loop writes ``z*z``, one the result.
     """
     z = mx.clip(x * (1.0 / math.sqrt(2.0)), -4.0, 4.0)
@@ -259,8 +259,8 @@ class FastEncoder:
         """Pooled vectors (rows x dim) for right-padded ``ids`` and ``mask`` (numpy).
 
         Rows are sorted by length and cut into parts of about equal work
-        (:func:`~.batching.balanced_bounds`), one per stream; each part is padded to its own
-        longest row, rounded up to a multiple of ``batching.LENGTH_BUCKET``.
+        (:func:`~.partition.balanced_bounds`), one per stream; each part is padded to its own
+        longest row, rounded up to a multiple of ``partition.LENGTH_BUCKET``.
         """
         lengths = mask.sum(axis=1).astype(int)
         order = np.argsort(lengths, kind="stable")

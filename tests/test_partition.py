@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from jupyter_mlx_embed.batching import balanced_bounds, padded_length, part_cost
+from jupyter_mlx_embed.engine.partition import balanced_bounds, padded_length, part_cost
 
 
 def _costs(lengths: list[int], bounds: list[int]) -> list[float]:

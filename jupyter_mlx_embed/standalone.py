@@ -18,7 +18,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .handlers import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin, NotFoundMixin
+from .config import DEFAULT_PORT, ServingConfig
+from .routes import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin, HandlerBase, NotFoundMixin
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -38,32 +39,31 @@ class _InFlight:
         self.idle.set()
 
 
-class _TokenAuthMixin:
+class _TokenAuthMixin(HandlerBase):
     """Requires ``Authorization: Bearer <token>`` (or ``token <token>``) on every request."""
 
     def prepare(self) -> None:
-        handler: web.RequestHandler = self  # type: ignore[assignment]
-        state: _InFlight = handler.settings[STATE_KEY]
+        state: _InFlight = self.settings[STATE_KEY]
         state.count += 1
         state.idle.clear()
         self._counted = True
-        expected: str = handler.settings[TOKEN_KEY]
-        scheme, _, supplied = handler.request.headers.get("Authorization", "").partition(" ")
+        expected: str = self.settings[TOKEN_KEY]
+        scheme, _, supplied = self.request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
             supplied.strip().encode(), expected.encode()
         ):
             raise web.HTTPError(
                 401, "Missing or invalid API key: send 'Authorization: Bearer TOKEN'"
             )
-        super().prepare()  # type: ignore[misc]
+        super().prepare()
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):
-            state: _InFlight = self.settings[STATE_KEY]  # type: ignore[attr-defined]
+            state: _InFlight = self.settings[STATE_KEY]
             state.count -= 1
             if state.count == 0:
                 state.idle.set()
-        super().on_finish()  # type: ignore[misc]
+        super().on_finish()
 
 
 class _Handler(_TokenAuthMixin, EmbeddingsMixin, web.RequestHandler):
@@ -90,23 +90,24 @@ class _NotFoundHandler(_TokenAuthMixin, NotFoundMixin, web.RequestHandler):
     pass
 
 
-def make_app(worker: Worker, token: str, *, max_body_bytes: int = 16 << 20) -> web.Application:
+def make_app(
+    worker: Worker, token: str, *, max_body_bytes: int = ServingConfig.max_body_bytes
+) -> web.Application:
     """A Tornado application serving the embedding routes with Bearer-token auth."""
-    return web.Application(
-        [
-            (r"/v1/embeddings", _EmbeddingsHandler),
-            (r"/v1/models", _ModelsHandler),
-            (r"/v1/models/(.+)", _ModelsHandler),
-            (r"/mlx-embed/status", _StatusHandler),
-            (r"/.*", _NotFoundHandler),
-        ],
-        **{
-            WORKER_KEY: worker,
-            TOKEN_KEY: token,
-            MAX_BODY_KEY: max_body_bytes,
-            STATE_KEY: _InFlight(),
-        },
-    )
+    settings: dict[str, Any] = {
+        WORKER_KEY: worker,
+        TOKEN_KEY: token,
+        MAX_BODY_KEY: max_body_bytes,
+        STATE_KEY: _InFlight(),
+    }
+    routes = [
+        (r"/v1/embeddings", _EmbeddingsHandler),
+        (r"/v1/models", _ModelsHandler),
+        (r"/v1/models/(.+)", _ModelsHandler),
+        (r"/mlx-embed/status", _StatusHandler),
+        (r"/.*", _NotFoundHandler),
+    ]
+    return web.Application(routes, **settings)
 
 
 class EmbeddingsServer:
@@ -125,9 +126,9 @@ class EmbeddingsServer:
         worker: Worker,
         *,
         host: str = "127.0.0.1",
-        port: int = 8000,
+        port: int = DEFAULT_PORT,
         token: str | None = None,
-        max_body_bytes: int = 16 << 20,
+        max_body_bytes: int = ServingConfig.max_body_bytes,
     ) -> None:
         self.worker = worker
         self.host = host
@@ -196,7 +197,9 @@ class KernelServer:
         return self.server.token
 
     @classmethod
-    def start(cls, worker: Worker, *, port: int = 8000, token: str | None = None) -> KernelServer:
+    def start(
+        cls, worker: Worker, *, port: int = DEFAULT_PORT, token: str | None = None
+    ) -> KernelServer:
         """Bind on loopback and start serving ``worker``."""
         server = EmbeddingsServer(worker, port=port, token=token)
         try:

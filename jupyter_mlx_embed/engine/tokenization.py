@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 
 class TextTokenizer:
@@ -36,18 +36,22 @@ class TextTokenizer:
                 return full[:start], full[start + len(plain) :]
         return [], []
 
-    def encode_texts(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
-        """Token ids of each text, special tokens included.
+    def encode_texts(
+        self, texts: Sequence[str], *, truncate: bool = True, first_index: int = 0
+    ) -> list[list[int]]:
+        """Token ids of each text, special tokens included (``first_index``: the caller's
+        index of ``texts[0]``, for messages).
 
         Raises:
             InvalidRequestError: ``truncate`` is false and a text is longer than the maximum.
         """
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
         ids = [enc.ids for enc in encodings]
-        return [self._fit(row, i, truncate, tail=len(self._suffix)) for i, row in enumerate(ids)]
+        tail = len(self._suffix)
+        return [self._fit(row, i, truncate, tail=tail) for i, row in enumerate(ids, first_index)]
 
     def wrap_token_ids(
-        self, rows: Sequence[Sequence[int]], *, truncate: bool = True
+        self, rows: Sequence[Sequence[int]], *, truncate: bool = True, first_index: int = 0
     ) -> list[list[int]]:
         """Add special tokens to raw token-id rows and validate them.
 
@@ -56,7 +60,7 @@ class TextTokenizer:
                 ``truncate`` is false.
         """
         out = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, first_index):
             for token in row:
                 if not 0 <= token < self.vocab_size:
                     raise InvalidRequestError(

@@ -14,7 +14,7 @@ import json
 import logging
 from concurrent.futures import Future
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 WORKER_KEY = "mlx_embed_worker"
 MAX_BODY_KEY = "mlx_embed_max_body_bytes"
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 _HTTP_ERROR_TYPES = {
     401: ("authentication_error", "invalid_api_key"),
@@ -60,32 +59,37 @@ def error_body(exc: BaseException | None, status: int) -> tuple[int, dict[str, A
     return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-class OpenAIErrorsMixin:
+if TYPE_CHECKING:  # the mixins are only ever combined with a RequestHandler
+    HandlerBase = web.RequestHandler
+else:
+    HandlerBase = object
+
+
+class OpenAIErrorsMixin(HandlerBase):
     """Writes every error in the OpenAI shape, without tracebacks."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        handler: web.RequestHandler = self  # type: ignore[assignment]
         exc_info = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
         status, body = error_body(exc, status_code)
-        handler.clear_header("Content-Type")
-        handler.set_status(status)
-        handler.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.clear_header("Content-Type")
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
         if isinstance(exc, OverloadedError):
-            handler.set_header("Retry-After", str(max(1, round(exc.retry_after))))
-        handler.finish(json.dumps(body))
+            self.set_header("Retry-After", str(max(1, round(exc.retry_after))))
+        self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, EmbedError) and value.status < 500:
             log.info(
                 "%s %s: %s %s",
                 self.request.method,
-                self.request.uri,  # type: ignore[attr-defined]
+                self.request.uri,
                 value.status,
                 value.message,
             )
         else:
-            super().log_exception(typ, value, tb)  # type: ignore[misc]
+            super().log_exception(typ, value, tb)
 
 
 class EmbeddingsMixin(OpenAIErrorsMixin):
@@ -97,33 +101,29 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
     @property
     def worker(self) -> Worker:
         """The worker injected into the application settings."""
-        return self.settings[WORKER_KEY]  # type: ignore[attr-defined,no-any-return]
+        worker: Worker = self.settings[WORKER_KEY]
+        return worker
 
     def on_connection_close(self) -> None:
         self._client_gone = True
         if self._pending is not None:
             self._pending.cancel()  # only succeeds while still queued: no wasted forward pass
-        super().on_connection_close()  # type: ignore[misc]
+        super().on_connection_close()
 
     def _send_json(self, body: dict[str, Any]) -> None:
-        handler: web.RequestHandler = self  # type: ignore[assignment]
-        handler.set_header("Content-Type", "application/json; charset=UTF-8")
-        handler.finish(json.dumps(body))
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(body))
 
     async def post_embeddings(self) -> None:
         """``POST /v1/embeddings``."""
-        handler: web.RequestHandler = self  # type: ignore[assignment]
-        limit = handler.settings.get(MAX_BODY_KEY, DEFAULT_MAX_BODY)
-        body = handler.request.body
+        limit = self.settings[MAX_BODY_KEY]
+        body = self.request.body
         if len(body) > limit:
             raise PayloadTooLargeError(
                 f"The request body has {len(body)} bytes; the limit is {limit} bytes"
             )
-        worker = self.worker
-        request = parse_embeddings_request(
-            parse_json_body(body), max_inputs=worker.config.max_inputs
-        )
-        self._pending = worker.submit(
+        request = parse_embeddings_request(parse_json_body(body))
+        self._pending = self.worker.submit(
             request.inputs, model=request.model, dimensions=request.dimensions
         )
         try:
@@ -168,4 +168,4 @@ class NotFoundMixin(OpenAIErrorsMixin):
     """Unknown paths under ``/v1``: 404 in the OpenAI shape for every method."""
 
     def prepare(self) -> None:
-        raise web.HTTPError(404, "Unknown route %s", self.request.path)  # type: ignore[attr-defined]
+        raise web.HTTPError(404, "Unknown route %s", self.request.path)

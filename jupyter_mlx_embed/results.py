@@ -1,0 +1,39 @@
+"""What one embedding request gives back, whichever transport served it (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """The vectors of one request, in input order.
+
+    Attributes:
+        vectors: float32 array (inputs x dimensions), L2-normalised rows.
+        model: Canonical name of the model that produced them.
+        token_counts: Real tokens per input (special tokens included, after truncation);
+            empty when only the total is known (results received over HTTP).
+        prompt_tokens: Tokens processed for the whole request.
+    """
+
+    vectors: np.ndarray
+    model: str
+    token_counts: tuple[int, ...] = ()
+    prompt_tokens: int = -1
+
+    def __post_init__(self) -> None:
+        if self.prompt_tokens < 0:
+            object.__setattr__(self, "prompt_tokens", sum(self.token_counts))
+
+    @classmethod
+    def concatenate(cls, parts: list[EmbedResult]) -> EmbedResult:
+        """One result from the results of consecutive chunks of one input."""
+        return cls(
+            vectors=np.concatenate([p.vectors for p in parts]),
+            model=parts[-1].model,
+            token_counts=tuple(n for p in parts for n in p.token_counts),
+            prompt_tokens=sum(p.prompt_tokens for p in parts),
+        )

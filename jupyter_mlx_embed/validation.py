@@ -1,0 +1,143 @@
+"""The one set of input rules every path applies (pure: no MLX, no I/O).
+
+The worker's :meth:`~jupyter_mlx_embed.worker.Worker.submit` calls :func:`check_inputs` and
+:func:`check_dimensions` for every request, whichever front end it came from; the Python API
+and the magics call :func:`to_texts` to turn the user's iterable into a list first. Messages
+name the caller's own variable and index (``texts[300]``, not an index inside a chunk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .errors import InputTypeError, InvalidRequestError
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def to_strings(value: Any, *, name: str = "input") -> list[str]:
+    """A list of the strings in ``value``, an iterable such as a list, tuple, numpy array or
+    pandas Series (a lone string is not accepted: it is a sequence of characters).
+
+    Raises:
+        InputTypeError: ``value`` is not an iterable, or an item is not a string.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        kind = "a single string" if isinstance(value, str) else type(value).__name__
+        raise InputTypeError(
+            f"{name} must be an iterable of strings (list, tuple, array, Series), not {kind}",
+            param="input",
+        )
+    items = value.tolist() if hasattr(value, "tolist") else list(value)
+    for i, item in enumerate(items):
+        _require_string(item, name, i)
+    return items
+
+
+def to_texts(value: Any, *, name: str = "input") -> list[str]:
+    """:func:`to_strings`, then :func:`check_texts`: texts ready to embed.
+
+    Raises:
+        InvalidRequestError: As those two raise.
+    """
+    texts = to_strings(value, name=name)
+    check_texts(texts, name=name)
+    return texts
+
+
+def _require_string(item: object, name: str, index: int) -> None:
+    if not isinstance(item, str):
+        raise InputTypeError(
+            f"{name}[{index}] is {type(item).__name__}, not a string (every item must be a string)",
+            param="input",
+        )
+
+
+def check_texts(texts: Sequence[Any], *, name: str = "input", first_index: int = 0) -> None:
+    """Check that every item is a non-empty string of valid Unicode.
+
+    Raises:
+        InvalidRequestError: Naming the first bad item as ``name[index]``.
+    """
+    for i, text in enumerate(texts, start=first_index):
+        _require_string(text, name, i)
+        if not text:
+            raise InvalidRequestError(f"{name}[{i}] is an empty string", param="input")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"{name}[{i}] is not valid Unicode: {exc.reason} at character {exc.start}",
+                    param="input",
+                ) from None
+
+
+def check_inputs(
+    inputs: object, *, max_inputs: int | None, name: str = "input", first_index: int = 0
+) -> bool:
+    """Check a request's inputs: 1 to ``max_inputs`` texts, or as many token-id rows.
+
+    Args:
+        inputs: A sequence of strings, or of rows of non-negative integer token ids.
+        max_inputs: Most items allowed; ``None`` for no limit.
+        name: What the caller calls ``inputs``, for messages.
+        first_index: Index of ``inputs[0]`` in the caller's own collection, for messages.
+
+    Returns:
+        Whether the inputs are token-id rows.
+
+    Raises:
+        InvalidRequestError: The inputs break a rule; the message names the item.
+    """
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+        raise InputTypeError(
+            f"{name} must be a list of strings or a list of token-id lists", param="input"
+        )
+    if len(inputs) == 0:
+        raise InvalidRequestError(f"{name} must not be empty", param="input")
+    if max_inputs is not None and len(inputs) > max_inputs:
+        raise InvalidRequestError(
+            f"{name} has {len(inputs)} items, more than the maximum of {max_inputs} per request",
+            param="input",
+        )
+    if isinstance(inputs[0], str):
+        check_texts(inputs, name=name, first_index=first_index)
+        return False
+    for i, row in enumerate(inputs, start=first_index):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            raise InputTypeError(
+                f"{name}[{i}] must be a list of token ids like the other items", param="input"
+            )
+        if len(row) == 0:
+            raise InvalidRequestError(f"{name}[{i}] is an empty token list", param="input")
+        for j, token in enumerate(row):
+            if not _is_int(token) or token < 0:
+                raise InvalidRequestError(
+                    f"{name}[{i}] must contain only non-negative integer token ids; item {j} "
+                    f"is {token!r}",
+                    param="input",
+                )
+    return True
+
+
+def check_dimensions(dimensions: object, maximum: int | None = None, *, model: str = "") -> None:
+    """Check a ``dimensions`` value: ``None``, or an integer from 1 to ``maximum``.
+
+    Raises:
+        InvalidRequestError: With ``param="dimensions"``.
+    """
+    if dimensions is None:
+        return
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
+        raise InvalidRequestError(
+            f"dimensions must be a positive integer, got {dimensions!r}", param="dimensions"
+        )
+    if maximum is not None and dimensions > maximum:
+        raise InvalidRequestError(
+            f"dimensions must be between 1 and {maximum} for model '{model}', got {dimensions}",
+            param="dimensions",
+        )

@@ -1,0 +1,88 @@
+"""Settings are declared once (config.py); traits, env vars, CLI flags and the README follow."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_mlx_embed import api
+from jupyter_mlx_embed.cli import build_parser
+from jupyter_mlx_embed.config import SETTINGS_CLASSES, EngineConfig, ServingConfig
+from jupyter_mlx_embed.settings import MLXEmbed
+
+FIELDS = [f for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)]
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def _shown(default: object) -> str:
+    if default is None:
+        return "(auto)"
+    if default == ():
+        return "(none)"
+    return f"`{str(default).lower() if isinstance(default, bool) else default}`"
+
+
+def test_every_setting_is_a_trait_with_its_help() -> None:
+    traits = MLXEmbed.class_traits(config=True)
+    assert set(traits) == {f.name for f in FIELDS}
+    for f in FIELDS:
+        assert f.metadata["help"] in traits[f.name].help
+        assert f"JUPYTER_MLX_EMBED_{f.name.upper()}" in traits[f.name].help
+
+
+def test_readme_table_matches_the_declarations() -> None:
+    rows = [f"| `{f.name}` | {_shown(f.default)} | {f.metadata['help']} |" for f in FIELDS]
+    assert [row for row in rows if row not in README.splitlines()] == []
+
+
+def test_traits_then_environment_then_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_CHUNK_SIZE", "17")
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_TOKEN_BUDGET", "1000")
+    config = Config()
+    config.MLXEmbed.token_budget = 2048
+    config.MLXEmbed.model_roots = ["/models"]
+    settings = MLXEmbed(config=config)
+    engine, serving = settings.engine_config(), settings.serving_config()
+    assert engine.token_budget == 2048 and engine.model_roots == (Path("/models"),)
+    assert serving.chunk_size == 17 and serving.request_timeout == 600.0
+    assert engine.max_batch_size == EngineConfig.max_batch_size
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes", "message"),
+    [
+        (ServingConfig, {"transport": "carrier-pigeon"}, "transport must be one of"),
+        (ServingConfig, {"chunk_size": 0}, "chunk_size must be >= 1"),
+        (EngineConfig, {"cpu_streams": 0}, "cpu_streams must be >= 1"),
+    ],
+)
+def test_invalid_values_are_refused(cls: type, changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cls(**changes)
+
+
+def test_serve_has_a_flag_per_server_setting() -> None:
+    flags = "--token-budget 1024 --no-truncate --model m --preload --model-root /a"
+    flags += " --model-root /b --max-body-bytes 99"
+    args = build_parser().parse_args(["serve", *flags.split()])
+    assert (args.token_budget, args.truncate, args.default_model) == (1024, False, "m")
+    assert args.model_roots == [Path("/a"), Path("/b")] and args.preload is True
+    assert args.max_body_bytes == 99
+    assert not hasattr(args, "transport"), "kernel-only settings are no server flags"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--token-budget", "lots"])
+
+
+def test_request_timeout_reaches_the_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_TRANSPORT", "local")
+    previous = api.serving_config()
+    try:
+        api.set_serving_config(ServingConfig(transport="local", request_timeout=12.5))
+        assert api.get_transport().timeout == 12.5
+        api.set_serving_config(ServingConfig(transport="local", request_timeout=3.0))
+        assert api.get_transport().timeout == 3.0
+    finally:
+        api.set_serving_config(previous)
