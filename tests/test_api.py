@@ -85,3 +85,29 @@ def test_info_lists_versions_device_blas_and_counters() -> None:
     assert "all-MiniLM-L6-v2" in info["loaded_models"]
     assert info["queue_depth"] == 0
     assert info["tokens"] > 0 and info["batches"] > 0
+
+
+def test_errors_name_the_callers_own_index() -> None:
+    texts = ["fine"] * 300 + [""]
+    with pytest.raises(jme.InvalidRequestError, match=r"^input\[300\] is an empty string"):
+        jme.embed(texts)
+    with pytest.raises(TypeError, match=r"^input\[2\] is int, not a string"):
+        jme.embed(["a", "b", 3])
+
+
+def test_more_texts_than_one_request_holds_are_sent_in_chunks() -> None:
+    texts = [f"sentence number {i}" for i in range(2100)]  # more than max_inputs (2048)
+    vectors = jme.embed(texts)
+    assert vectors.shape == (2100, 384)
+    np.testing.assert_allclose(vectors[2099], jme.embed(texts[2099]), atol=1e-5)
+
+
+def test_empty_input_does_not_rehash_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_mlx_embed import registry
+
+    def hashed(path: object) -> str:
+        raise AssertionError(f"embed([]) hashed {path}")
+
+    monkeypatch.setattr(registry, "sha256_file", hashed)
+    assert jme.embed([]).shape == (0, 384)
+    assert jme.embed([], dimensions=5).shape == (0, 5)

@@ -130,6 +130,7 @@ MALFORMED: list[tuple[str, Any, int, str | None]] = [
     ("too many dimensions", {"input": "x", "dimensions": 385}, 400, "dimensions"),
     ("numeric user", {"input": "x", "user": 5}, 400, "user"),
     ("too many tokens", {"input": ["word " * 300] * 1300}, 400, "input"),
+    ("lone surrogate", b'{"input": ["fine", "\\ud800 broken"]}', 400, "input"),
     ("body too large", {"input": ["x" * 1000] * 2048 * 2}, 413, None),
 ]
 

@@ -180,3 +180,9 @@ def test_embed_serve_serves_this_kernels_worker(shell, capsys, monkeypatch) -> N
         np.testing.assert_allclose(body["data"][0]["embedding"], expected, atol=1e-5)
     finally:
         shell.run_line_magic("embed_serve", "--stop")
+
+
+def test_collection_errors_name_the_users_variable_and_index(shell) -> None:
+    shell.user_ns["texts"] = ["fine"] * 300 + [None]
+    with pytest.raises(UsageError, match=r"texts\[300\] is NoneType, not a string"):
+        shell.run_line_magic("embed", "-i texts")

@@ -326,3 +326,18 @@ def test_cpu_kernels_match_exact_functions(worker) -> None:
     assert found["gelu"] < 2e-6
     assert found["exp"] < 3e-5
     assert found["estrin"] < 1e-5
+
+
+def test_messages_count_from_the_callers_first_index(make_worker) -> None:
+    worker = make_worker(truncate=False)
+    with pytest.raises(InvalidRequestError, match=r"^input\[301\] is an empty string"):
+        worker.submit(["ok", ""], first_index=300)
+    long_text = " ".join(WORDS * 2)
+    future = worker.submit(["ok", long_text], model="tiny-bert-cls", first_index=300)
+    with pytest.raises(InvalidRequestError, match=r"^input\[301\] has \d+ tokens"):
+        future.result()
+
+
+def test_text_that_is_not_valid_unicode_is_rejected(make_worker) -> None:
+    with pytest.raises(InvalidRequestError, match=r"input\[1\] is not valid Unicode"):
+        make_worker().submit(["fine", "bad \ud800 surrogate"])
