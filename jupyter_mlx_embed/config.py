@@ -121,6 +121,12 @@ class EngineConfig(_Settings):
     truncate: bool = setting(
         True, "Truncate over-long inputs to the model maximum; false rejects them (HTTP 400)."
     )
+    allow_token_ids: bool = setting(
+        False,
+        "Accept inputs given as token ids of the model's own vocabulary; off, they are "
+        "refused (HTTP 400), because clients such as LangChain send ids of another tokenizer "
+        "by default, which would give wrong vectors.",
+    )
     cpu_fast_path: bool = setting(
         True,
         "CPU device: run BERT-family models with fused approximate GELU/softmax kernels "

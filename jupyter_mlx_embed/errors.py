@@ -6,7 +6,11 @@ Each error knows how it appears on the wire in the OpenAI error shape:
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# An absolute file path inside a message (not the path part of a URL).
+_PATH = re.compile(r"(?<![\w:/.])(?:~|/)(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
 class EmbedError(Exception):
@@ -24,10 +28,11 @@ class EmbedError(Exception):
             self.code = code
 
     def to_dict(self) -> dict[str, Any]:
-        """The OpenAI error object for this error."""
+        """The OpenAI error object for this error, as clients see it: file paths of the
+        server (model folders, caches) are left out of the message."""
         return {
             "error": {
-                "message": self.message,
+                "message": _PATH.sub("<path>", self.message),
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,

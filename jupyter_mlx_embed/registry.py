@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,11 @@ class ModelRegistry:
         self._resolved: dict[str, ModelSpec] = {}
         self._bundled_verified = False
 
+    def cached(self, name: str) -> ModelSpec | None:
+        """The spec of a name already resolved, without touching the file system."""
+        with self._lock:
+            return self._resolved.get(name)
+
     def resolve(self, name: str | None = None) -> ModelSpec:
         """Find and validate the model called ``name`` (the default model when ``None``).
 
@@ -105,6 +111,7 @@ class ModelRegistry:
         if cached is not None:
             return cached
         spec = self._find(name)
+        _check_regular_files(spec)
         with self._lock:
             self._resolved[name] = spec
         return spec
@@ -159,7 +166,8 @@ class ModelRegistry:
             raise ModelLoadError(f"Downloading '{repo_id}' failed: {exc}") from exc
 
     def list_models(self) -> list[ModelEntry]:
-        """Models that can be served without a download (names only; not validated)."""
+        """Models that can be served without a download: the names :meth:`resolve` accepts
+        (folders inside the roots with a config.json; not otherwise validated)."""
         entries: list[ModelEntry] = []
         bundled = bundled_model_path()
         if bundled is not None:
@@ -188,15 +196,38 @@ def _folder_under(root: Path, name: str) -> Path | None:
 
 
 def _folders_in_root(root: Path) -> list[ModelEntry]:
+    """Model folders ``name`` and ``org/name`` under ``root``: a folder inside a model folder
+    (a sentence-transformers ``1_Pooling``) is not a model, and links leading out of the root
+    are not followed, exactly as :func:`_folder_under` decides for a request."""
     base = root.expanduser()
     if not base.is_dir():
         return []
     found = []
     for config in sorted([*base.glob("*/config.json"), *base.glob("*/*/config.json")]):
         name = config.parent.relative_to(base).as_posix()
-        if is_valid_model_name(name):
+        if "/" in name and (base / name.split("/")[0] / "config.json").is_file():
+            continue  # a part of the model folder above it
+        if is_valid_model_name(name) and _folder_under(root, name) is not None:
             found.append(ModelEntry(name, "root", config.parent))
     return found
+
+
+def _check_regular_files(spec: ModelSpec) -> None:
+    """Refuse a model whose files are not regular files (a FIFO or device would block the
+    worker thread that reads them)."""
+    files = [spec.path / "config.json", spec.path / "tokenizer.json"]
+    files += sorted(spec.path.glob("model*.safetensors")) + sorted(
+        spec.path.glob("*/model*.safetensors")
+    )
+    for file in files:
+        try:
+            regular = stat.S_ISREG(file.stat().st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            raise ModelLoadError(
+                f"Model '{spec.name}': {file.relative_to(spec.path)} is not a regular file"
+            )
 
 
 def _hf_cache_entries() -> list[ModelEntry]:

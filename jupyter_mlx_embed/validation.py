@@ -77,13 +77,19 @@ def check_texts(texts: Sequence[Any], *, name: str = "input", first_index: int =
 
 
 def check_inputs(
-    inputs: object, *, max_inputs: int | None, name: str = "input", first_index: int = 0
+    inputs: object,
+    *,
+    max_inputs: int | None,
+    allow_token_ids: bool = False,
+    name: str = "input",
+    first_index: int = 0,
 ) -> bool:
     """Check a request's inputs: 1 to ``max_inputs`` texts, or as many token-id rows.
 
     Args:
         inputs: A sequence of strings, or of rows of non-negative integer token ids.
         max_inputs: Most items allowed; ``None`` for no limit.
+        allow_token_ids: Whether token-id rows are accepted at all.
         name: What the caller calls ``inputs``, for messages.
         first_index: Index of ``inputs[0]`` in the caller's own collection, for messages.
 
@@ -107,6 +113,16 @@ def check_inputs(
     if isinstance(inputs[0], str):
         check_texts(inputs, name=name, first_index=first_index)
         return False
+    if not allow_token_ids and isinstance(inputs[0], Sequence):
+        raise InvalidRequestError(
+            f"{name} holds token ids, which this server does not accept: ids from another "
+            "tokenizer (such as the tiktoken ids that LangChain's OpenAIEmbeddings sends by "
+            "default) would give vectors unrelated to the text. Send the texts themselves "
+            "(LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False)); servers "
+            "whose clients send this model's own ids can set MLXEmbed.allow_token_ids.",
+            param="input",
+            code="token_ids_not_accepted",
+        )
     for i, row in enumerate(inputs, start=first_index):
         if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
             raise InputTypeError(

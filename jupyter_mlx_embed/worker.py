@@ -1,10 +1,13 @@
-"""The worker: one thread that owns MLX, a bounded request queue and dynamic batching.
+"""The worker: one thread that owns MLX, a bounded request queue and fair dynamic batching.
 
-Requests from any thread are queued; the worker thread takes every request that arrives
-within a short window, tokenizes them, sorts all their rows by length, cuts the rows into
-forward passes bounded by a token budget (rows x longest row) and scatters the vectors back
-to the request they came from. Each request has its own future; errors travel through it
-and never stop the thread.
+Requests from any thread are queued; the worker thread tokenizes them and serves all active
+requests in rounds. Each round takes up to one token budget of rows from every active request
+(so a small request never waits behind all of a large one), sorts the rows by length, cuts them
+into forward passes bounded by the token budget (rows x longest row) and scatters the vectors
+back; a request is answered as soon as its last row is done. Model names are resolved in
+background threads, so a slow or hung model folder never stalls the forward passes. Each
+request has its own future; errors travel through it, fail only the request that caused
+them, and never stop the thread.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .config import EngineConfig
-from .errors import EmbedError, InvalidRequestError, OverloadedError, WorkerClosedError
+from .errors import (
+    EmbedError,
+    InvalidRequestError,
+    ModelLoadError,
+    OverloadedError,
+    WorkerClosedError,
+)
 from .modelspec import ModelSpec
 from .registry import ModelRegistry
 from .results import EmbedResult
@@ -35,6 +44,23 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP = object()
+#: Seconds a model lookup (reading its folder) may take before its requests fail; a folder
+#: on a hung mount or a FIFO in a model root must not hold requests forever.
+RESOLVE_TIMEOUT = 30.0
+
+
+class RequestFuture(Future[EmbedResult]):
+    """The future of one request. ``cancel()`` of a request that is already being served
+    returns False, as for any future, but drops the request at its next batch boundary: the
+    rest of its work is not done and it fails with ``CancelledError``."""
+
+    abandoned = False
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        self.abandoned = True
+        return False
 
 
 @dataclass
@@ -44,17 +70,31 @@ class _Request:
     model: str | None
     dimensions: int | None
     truncate: bool
-    future: Future[EmbedResult]
+    future: RequestFuture
     first_index: int = 0
     rows: list[list[int]] = field(default_factory=list)
     out: np.ndarray | None = None
     spec: ModelSpec | None = None
+    loaded: Any = None
+    #: Row indices, shortest first, and how many of them were handed to a round.
+    order: list[int] = field(default_factory=list)
+    taken: int = 0
+    remaining: int = 0
 
 
 @dataclass
 class _Call:
     fn: Callable[[Any], Any]
     future: Future[Any]
+
+
+@dataclass
+class _Resolved:
+    """A background lookup of a model name finished (with a spec or an error)."""
+
+    name: str
+    spec: ModelSpec | None
+    error: BaseException | None
 
 
 @dataclass
@@ -86,11 +126,20 @@ class Worker:
         self.config = config or EngineConfig.from_env()
         self.registry = registry or ModelRegistry(self.config)
         self.stats = WorkerStats()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.config.queue_size)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._admitted = 0  # requests submitted and not yet done: what queue_size bounds
+        self._admitted_lock = threading.Lock()
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._engine: Any = None
         self._engine_error: BaseException | None = None
+        # Worker-thread state.
+        self._active: list[_Request] = []
+        self._parked: dict[str, list[_Request]] = {}
+        self._resolving: dict[str, float] = {}
+        self._busy = False
+        self._under_load = False
+        self._loaded_names: tuple[str, ...] = ()
         self._thread = threading.Thread(target=self._run, name="mlx-embed-worker", daemon=True)
         with _owner_lock:
             if current_worker() is not None:
@@ -111,11 +160,12 @@ class Worker:
         dimensions: int | None = None,
         truncate: bool | None = None,
         first_index: int = 0,
-    ) -> Future[EmbedResult]:
+    ) -> RequestFuture:
         """Queue texts (or token-id rows) for embedding.
 
         Args:
-            inputs: Non-empty texts, or rows of token ids without special tokens.
+            inputs: Non-empty texts, or rows of token ids without special tokens (only with
+                ``allow_token_ids``).
             model: Model name; the configured default when ``None``.
             dimensions: Keep the first ``dimensions`` values and renormalise.
             truncate: Truncate over-long inputs (default from config) instead of failing.
@@ -123,14 +173,20 @@ class Worker:
                 offset), so that error messages name the caller's own index.
 
         Returns:
-            A future resolving to an :class:`EmbedResult`.
+            A future resolving to an :class:`EmbedResult`; cancelling it drops the request
+            even once it is being served.
 
         Raises:
             InvalidRequestError: The inputs are malformed.
-            OverloadedError: The queue is full.
+            OverloadedError: ``queue_size`` requests are already pending.
             WorkerClosedError: The worker is closed.
         """
-        tokens = check_inputs(inputs, max_inputs=self.config.max_inputs, first_index=first_index)
+        tokens = check_inputs(
+            inputs,
+            max_inputs=self.config.max_inputs,
+            allow_token_ids=self.config.allow_token_ids,
+            first_index=first_index,
+        )
         check_dimensions(dimensions)
         request = _Request(
             inputs=inputs,
@@ -138,9 +194,17 @@ class Worker:
             model=model,
             dimensions=dimensions,
             truncate=self.config.truncate if truncate is None else truncate,
-            future=Future(),
+            future=RequestFuture(),
             first_index=first_index,
         )
+        with self._admitted_lock:
+            if self._admitted >= self.config.queue_size:
+                raise OverloadedError(
+                    f"The embedding worker's queue is full ({self.config.queue_size} requests "
+                    "pending); retry shortly"
+                )
+            self._admitted += 1
+        request.future.add_done_callback(self._request_done)
         self._put(request)
         return request.future
 
@@ -156,21 +220,27 @@ class Worker:
 
     def _put(self, item: _Request | _Call) -> None:
         if self._closing.is_set():
+            item.future.cancel()
             raise WorkerClosedError("The embedding worker is shut down")
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise OverloadedError(
-                f"The embedding worker's queue is full ({self.config.queue_size} requests "
-                "pending); retry shortly"
-            ) from None
+        self._queue.put(item)
+
+    def _request_done(self, future: Future[EmbedResult]) -> None:
+        """Every request's future calls this once, from whichever thread completed it."""
+        with self._admitted_lock:
+            self._admitted -= 1
+            if future.cancelled():
+                return
+            self.stats.requests += 1
+            error = future.exception()
+            if error is not None and not isinstance(error, CancelledError):
+                self.stats.requests_failed += 1
 
     # -- state --------------------------------------------------------------------------
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting to be taken by the worker thread."""
-        return self._queue.qsize()
+        """Requests submitted and not yet answered (what ``queue_size`` bounds)."""
+        return self._admitted
 
     @property
     def alive(self) -> bool:
@@ -183,9 +253,11 @@ class Worker:
         engine = self._engine
         data: dict[str, Any] = {
             "state": "closed" if self._closing.is_set() else "ready" if engine else "starting",
+            "busy": self._busy,
             "queue_depth": self.queue_depth,
             "queue_size": self.config.queue_size,
             "default_model": self.config.default_model,
+            "max_inputs": self.config.max_inputs,
             "requests": self.stats.requests,
             "requests_failed": self.stats.requests_failed,
             "inputs": self.stats.inputs,
@@ -211,8 +283,6 @@ class Worker:
             data.update(state="failed", error=str(self._engine_error))
         return data
 
-    _loaded_names: tuple[str, ...] = ()
-
     def close(self, timeout: float | None = 30.0, *, cancel_pending: bool = False) -> None:
         """Stop accepting work, finish (or fail) what is queued and join the thread.
 
@@ -225,7 +295,7 @@ class Worker:
             self._closing.set()
             if cancel_pending:
                 self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
-            self._queue.put(_STOP)  # blocking: the stop marker must get in
+            self._queue.put(_STOP)
         if threading.get_ident() != self._thread.ident:
             self._thread.join(timeout)
             if not self._thread.is_alive():
@@ -250,48 +320,51 @@ class Worker:
         finally:
             self._ready.set()
         stopping = False
-        while not stopping:
-            window, stopping = self._take_window()
-            if window:
-                self._serve(window)
+        while not (stopping and not self._active and not self._parked):
+            items, stop = self._take(block=not self._active)
+            stopping = stopping or stop
+            for item in items:
+                self._accept(item)
+            self._expire_parked()
+            if self._active:
+                try:
+                    self._round()
+                except Exception as exc:  # a bug, not a request's fault: fail what is active
+                    log.exception("unexpected failure in the worker")
+                    for request in self._active:
+                        _fail(request.future, exc)
+                    self._active = []
         # The stop marker may overtake requests put while closing; fail those.
         self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
 
-    def _take_window(self) -> tuple[list[_Request | _Call], bool]:
-        """Block for one item, then gather what is queued and what arrives within the window.
-
-        The window is only waited for under load (the previous window held several requests):
-        a lone request on an idle worker starts at once, so batching costs it no latency.
-        """
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        window = [first]
-        wait = self.config.batch_window_ms / 1000.0 if self._under_load else 0.0
+    def _take(self, *, block: bool) -> tuple[list[Any], bool]:
+        """Queued items: when idle, block for one (then gather those arriving within the
+        batching window, under load only); while serving, just what is already queued."""
+        items: list[Any] = []
+        if block:
+            try:
+                items.append(self._queue.get(timeout=1.0 if self._parked else None))
+            except queue.Empty:
+                return [], False
+            if items[0] is _STOP:
+                return [], True
+            wait = self.config.batch_window_ms / 1000.0 if self._under_load else 0.0
+        else:
+            wait = 0.0
         deadline = time.monotonic() + wait
-        try:
-            return self._gather(window, deadline)
-        finally:
-            self._under_load = len(window) > 1
-
-    _under_load = False
-
-    def _gather(
-        self, window: list[_Request | _Call], deadline: float
-    ) -> tuple[list[_Request | _Call], bool]:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else (self._queue.get_nowait())
-                )
+                item = self._queue.get(timeout=remaining) if remaining > 0 else None
+                if item is None:
+                    item = self._queue.get_nowait()
             except queue.Empty:
-                return window, False
+                break
             if item is _STOP:
-                return window, True
-            window.append(item)
+                return items, True
+            items.append(item)
+        self._under_load = len(items) + len(self._active) > 1
+        return items, False
 
     def _fail_queued(self, error: EmbedError) -> None:
         while True:
@@ -299,73 +372,66 @@ class Worker:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP and item.future.set_running_or_notify_cancel():
+            if isinstance(item, (_Request, _Call)) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(error)
 
-    def _serve(self, window: list[_Request | _Call]) -> None:
-        live = [item for item in window if item.future.set_running_or_notify_cancel()]
+    def _accept(self, item: _Request | _Call | _Resolved) -> None:
+        """Take one queued item on the worker thread."""
+        if isinstance(item, _Resolved):
+            self._resolving.pop(item.name, None)
+            for request in self._parked.pop(item.name, []):
+                if item.spec is None:
+                    _fail(request.future, item.error or ModelLoadError("lookup failed"))
+                else:
+                    self._start(request, item.spec)
+            return
+        if not item.future.set_running_or_notify_cancel():
+            return  # cancelled while queued
         if self._engine is None:
-            error = WorkerClosedError(f"The MLX engine failed to start: {self._engine_error}")
-            for item in live:
-                item.future.set_exception(error)
+            item.future.set_exception(
+                WorkerClosedError(f"The MLX engine failed to start: {self._engine_error}")
+            )
             return
-        requests: dict[str | None, list[_Request]] = {}
-        for item in live:
-            if isinstance(item, _Call):
-                _settle(item.future, item.fn, self._engine)
-            else:
-                requests.setdefault(item.model, []).append(item)
-        for name, group in requests.items():
-            try:
-                self._serve_model(name, group)
-            except BaseException as exc:
-                log.exception("unexpected failure while serving model %s", name)
-                for request in group:
-                    _fail(request.future, exc)
-            finally:
-                self._loaded_names = tuple(self._engine.loaded_models)
-        for item in live:
-            if isinstance(item, _Request):
-                self.stats.requests += 1
-                if item.future.exception() is not None:
-                    self.stats.requests_failed += 1
+        if isinstance(item, _Call):
+            _settle(item.future, item.fn, self._engine)
+            return
+        name = item.model if item.model is not None else self.config.default_model
+        spec = self.registry.cached(name)
+        if spec is not None:
+            self._start(item, spec)
+            return
+        started = self._resolving.get(name)
+        if started is not None and time.monotonic() - started > RESOLVE_TIMEOUT:
+            _fail(item.future, _lookup_timeout(name))
+            return
+        self._parked.setdefault(name, []).append(item)
+        if started is None:
+            self._resolving[name] = time.monotonic()
+            threading.Thread(
+                target=self._resolve, args=(name,), name="mlx-embed-resolve", daemon=True
+            ).start()
 
-    def _serve_model(self, name: str | None, group: list[_Request]) -> None:
+    def _resolve(self, name: str) -> None:
+        """Look a model name up (reads its folder) off the worker thread."""
         try:
-            spec = self.registry.resolve(name)
+            self._queue.put(_Resolved(name, self.registry.resolve(name), None))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the waiting requests
+            self._queue.put(_Resolved(name, None, exc))
+
+    def _expire_parked(self) -> None:
+        now = time.monotonic()
+        for name, started in self._resolving.items():
+            if now - started > RESOLVE_TIMEOUT and name in self._parked:
+                for request in self._parked.pop(name):
+                    _fail(request.future, _lookup_timeout(name))
+
+    def _start(self, request: _Request, spec: ModelSpec) -> None:
+        """Load the model, tokenize and check one request, and make it active; any error
+        fails this request alone."""
+        try:
             loaded = self._engine.load(spec)
-        except EmbedError as exc:
-            for request in group:
-                request.future.set_exception(exc)
-            return
-        pending = [r for r in group if self._prepare(r, spec, loaded.tokenizer)]
-        rows = sorted(
-            ((len(row), r, i) for r in pending for i, row in enumerate(r.rows)),
-            key=lambda item: item[0],
-        )
-        for batch in _cut_batches(rows, self.config.token_budget, self.config.max_batch_size):
-            owners = {id(r): r for _, r, _ in batch}
-            try:
-                vectors = self._engine.embed(loaded, [r.rows[i] for _, r, i in batch])
-            except Exception as exc:
-                log.exception("forward pass failed")
-                for request in owners.values():
-                    _fail(request.future, exc)
-                continue
-            for (_, request, i), vector in zip(batch, vectors, strict=True):
-                assert request.out is not None
-                request.out[i] = vector
-            self.stats.batches += 1
-            self.stats.padded_tokens += len(batch) * batch[-1][0]
-            self.stats.recent_batches.append((len(batch), batch[-1][0]))
-        for request in pending:
-            if not request.future.done():
-                request.future.set_result(_finish(request, spec))
-
-    def _prepare(self, request: _Request, spec: ModelSpec, tokenizer: Any) -> bool:
-        """Tokenize and check one request; fail its future and return False on error."""
-        try:
             check_dimensions(request.dimensions, spec.dimension, model=spec.name)
+            tokenizer = loaded.tokenizer
             encode = tokenizer.wrap_token_ids if request.tokens else tokenizer.encode_texts
             rows = encode(
                 request.inputs, truncate=request.truncate, first_index=request.first_index
@@ -378,15 +444,74 @@ class Worker:
                     param="input",
                     code="max_tokens_per_request",
                 )
-        except EmbedError as exc:
-            request.future.set_exception(exc)
-            return False
-        request.rows = rows
-        request.spec = spec
+        except Exception as exc:
+            if not isinstance(exc, EmbedError):
+                log.exception("unexpected failure preparing a request for %s", spec.name)
+            _fail(request.future, exc)
+            return
+        finally:
+            self._loaded_names = tuple(self._engine.loaded_models)
+        request.rows, request.spec, request.loaded = rows, spec, loaded
         request.out = np.empty((len(rows), spec.dimension), dtype=np.float32)
+        request.order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        request.remaining = len(rows)
         self.stats.inputs += len(rows)
         self.stats.tokens += total
-        return True
+        self._active.append(request)
+
+    def _round(self) -> None:
+        """One round: up to a token budget of rows from every active request, in forward
+        passes of length-sorted rows; requests are answered as soon as they are complete,
+        and abandoned ones are dropped between forward passes."""
+        groups: dict[int, list[tuple[int, _Request, int]]] = {}
+        for request in self._active:
+            spent = 0
+            while request.taken < len(request.order):
+                i = request.order[request.taken]
+                length = len(request.rows[i])
+                if spent and spent + length > self.config.token_budget:
+                    break
+                groups.setdefault(id(request.loaded), []).append((length, request, i))
+                request.taken += 1
+                spent += length
+        for rows in groups.values():
+            rows.sort(key=lambda item: item[0])
+            for batch in _cut_batches(rows, self.config.token_budget, self.config.max_batch_size):
+                self._drop_abandoned()
+                live = [item for item in batch if not item[1].future.done()]
+                if live:
+                    self._forward(live)
+        self._active = [r for r in self._active if not r.future.done()]
+
+    def _drop_abandoned(self) -> None:
+        for request in self._active:
+            if request.future.abandoned and not request.future.done():
+                request.future.set_exception(CancelledError())
+
+    def _forward(self, batch: list[tuple[int, _Request, int]]) -> None:
+        owners = {id(r): r for _, r, _ in batch}
+        loaded = batch[0][1].loaded
+        self._busy = True
+        try:
+            vectors = self._engine.embed(loaded, [r.rows[i] for _, r, i in batch])
+        except Exception as exc:
+            log.exception("forward pass failed")
+            for request in owners.values():
+                _fail(request.future, exc)
+            return
+        finally:
+            self._busy = False
+        for (_, request, i), vector in zip(batch, vectors, strict=True):
+            assert request.out is not None
+            request.out[i] = vector
+            request.remaining -= 1
+        for request in owners.values():
+            if request.remaining == 0 and not request.future.done():
+                assert request.spec is not None
+                request.future.set_result(_finish(request, request.spec))
+        self.stats.batches += 1
+        self.stats.padded_tokens += len(batch) * batch[-1][0]
+        self.stats.recent_batches.append((len(batch), batch[-1][0]))
 
 
 def _cut_batches(
@@ -455,6 +580,13 @@ def current_worker() -> Worker | None:
 _owner_lock = threading.Lock()
 _owner: weakref.ref[Worker] | None = None
 atexit.register(_close_owner)
+
+
+def _lookup_timeout(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"Looking up model '{name}' took more than {RESOLVE_TIMEOUT:.0f} s (is its folder on "
+        "a slow or hung file system?)"
+    )
 
 
 def _settle(future: Future[T], fn: Callable[[Any], T], arg: Any) -> None:

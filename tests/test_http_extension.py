@@ -63,7 +63,26 @@ async def test_base64_roundtrip_matches_float(post) -> None:
     np.testing.assert_array_equal(decoded, np.asarray(as_float, dtype=np.float32))
 
 
-async def test_token_id_inputs(post) -> None:
+async def test_token_ids_are_refused_by_default_with_the_fix(post) -> None:
+    # LangChain's OpenAIEmbeddings sends tiktoken ids; read as BERT ids they would silently
+    # give vectors unrelated to the text ("hello world" -> cos 0.17), so they are refused.
+    response = await post({"input": [[15339, 1917]]})
+    assert response.code == 400
+    error = _error(response)
+    assert error["code"] == "token_ids_not_accepted" and error["param"] == "input"
+    assert "check_embedding_ctx_length=False" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_mlx_embed": True}},
+            "MLXEmbed": {"allow_token_ids": True},
+        }
+    ],
+)
+async def test_token_id_inputs_when_allowed(post) -> None:
     one = json.loads((await post({"input": [7592, 2088]})).body)
     many = json.loads((await post({"input": [[7592, 2088], [2088]]})).body)
     assert one["data"][0]["embedding"] == many["data"][0]["embedding"]

@@ -162,3 +162,38 @@ def test_config_from_environment() -> None:
 def test_bad_environment_values_are_clear(var: str, value: str) -> None:
     with pytest.raises(ValueError, match=var.lower() if value == "0" else var):
         EngineConfig.from_env({f"JUPYTER_MLX_EMBED_{var}": value})
+
+
+def test_listing_shows_only_names_a_request_can_use(model_root: Path, tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    shutil.copytree(model_root / "tiny-bert-cls", root / "good")  # has 1_Pooling/config.json
+    (root / "1_Pooling").mkdir()  # a pooling folder directly in the root is not a model
+    shutil.copytree(model_root / "tiny-bert-cls", outside / "secret")
+    (root / "escape").symlink_to(outside / "secret")
+    (root / "org").mkdir()
+    shutil.copytree(model_root / "tiny-xlmr-mean", root / "org" / "nested")
+    registry = ModelRegistry(EngineConfig(model_roots=(root,)))
+    listed = [e.name for e in registry.list_models() if e.source == "root"]
+    assert listed == ["good", "org/nested"]
+    for name in listed:
+        registry.resolve(name)  # everything listed is accepted
+
+
+def test_a_fifo_instead_of_weights_is_refused_not_read(model_root: Path, tmp_path: Path) -> None:
+    import os
+
+    folder = shutil.copytree(model_root / "tiny-bert-cls", tmp_path / "fifo-weights")
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    registry = ModelRegistry(EngineConfig(model_roots=(tmp_path,)))
+    with pytest.raises(ModelLoadError, match="model.safetensors is not a regular file"):
+        registry.resolve("fifo-weights")
+
+
+def test_error_bodies_leave_server_paths_out(model_root: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(model_root / "tiny-bert-cls", tmp_path / "no-weights")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError) as info:
+        ModelRegistry(EngineConfig(model_roots=(tmp_path,))).resolve("no-weights")
+    assert str(tmp_path) in info.value.message  # the local caller sees where
+    assert str(tmp_path) not in json.dumps(info.value.to_dict())  # clients do not

@@ -166,7 +166,7 @@ def test_engine_refuses_calls_from_other_threads(make_worker) -> None:
     ],
 )
 def test_malformed_inputs_are_rejected_at_submit(make_worker, inputs, message) -> None:
-    worker = make_worker()
+    worker = make_worker(allow_token_ids=True)
     with pytest.raises(InvalidRequestError, match=message):
         worker.submit(inputs)
 
@@ -177,8 +177,14 @@ def test_too_many_inputs_rejected(make_worker) -> None:
         worker.submit(["a", "b", "c", "d"])
 
 
+def test_token_ids_are_refused_unless_allowed(make_worker) -> None:
+    with pytest.raises(InvalidRequestError, match="check_embedding_ctx_length=False") as info:
+        make_worker().submit([[7592, 2088]])
+    assert info.value.code == "token_ids_not_accepted"
+
+
 def test_token_ids_outside_vocabulary_rejected(make_worker) -> None:
-    worker = make_worker()
+    worker = make_worker(allow_token_ids=True)
     with pytest.raises(InvalidRequestError, match=r"\[0, 30522\)"):
         worker.submit([[101, 30522]]).result()
     with pytest.raises(InvalidRequestError):
@@ -297,6 +303,21 @@ def test_fast_path_keeps_row_order_for_unsorted_rows(make_worker) -> None:
     np.testing.assert_allclose(unsorted[order], by_length, atol=1e-5)
 
 
+def test_messages_count_from_the_callers_first_index(make_worker) -> None:
+    worker = make_worker(truncate=False)
+    with pytest.raises(InvalidRequestError, match=r"^input\[301\] is an empty string"):
+        worker.submit(["ok", ""], first_index=300)
+    long_text = " ".join(WORDS * 2)
+    future = worker.submit(["ok", long_text], model="tiny-bert-cls", first_index=300)
+    with pytest.raises(InvalidRequestError, match=r"^input\[301\] has \d+ tokens"):
+        future.result()
+
+
+def test_text_that_is_not_valid_unicode_is_rejected(make_worker) -> None:
+    with pytest.raises(InvalidRequestError, match=r"input\[1\] is not valid Unicode"):
+        make_worker().submit(["fine", "bad \ud800 surrogate"])
+
+
 def test_cpu_kernels_match_exact_functions(worker) -> None:
     """The fast path's GELU and exponential against MLX's exact ones, on the worker thread."""
 
@@ -326,18 +347,3 @@ def test_cpu_kernels_match_exact_functions(worker) -> None:
     assert found["gelu"] < 2e-6
     assert found["exp"] < 3e-5
     assert found["estrin"] < 1e-5
-
-
-def test_messages_count_from_the_callers_first_index(make_worker) -> None:
-    worker = make_worker(truncate=False)
-    with pytest.raises(InvalidRequestError, match=r"^input\[301\] is an empty string"):
-        worker.submit(["ok", ""], first_index=300)
-    long_text = " ".join(WORDS * 2)
-    future = worker.submit(["ok", long_text], model="tiny-bert-cls", first_index=300)
-    with pytest.raises(InvalidRequestError, match=r"^input\[301\] has \d+ tokens"):
-        future.result()
-
-
-def test_text_that_is_not_valid_unicode_is_rejected(make_worker) -> None:
-    with pytest.raises(InvalidRequestError, match=r"input\[1\] is not valid Unicode"):
-        make_worker().submit(["fine", "bad \ud800 surrogate"])
