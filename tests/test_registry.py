@@ -186,7 +186,7 @@ def test_a_fifo_instead_of_weights_is_refused_not_read(model_root: Path, tmp_pat
     (folder / "model.safetensors").unlink()
     os.mkfifo(folder / "model.safetensors")
     registry = ModelRegistry(EngineConfig(model_roots=(tmp_path,)))
-    with pytest.raises(ModelLoadError, match="model.safetensors is not a regular file"):
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors is not a regular file"):
         registry.resolve("fifo-weights")
 
 
