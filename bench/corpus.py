@@ -87,3 +87,16 @@ def paragraphs(tok: Tokenizer, n: int, lo: int = 128, hi: int = 256, seed: int =
     if len(pool) < n:
         raise SystemExit(f"only {len(pool)} passages of {lo}-{hi} tokens in the corpus")
     return pool[:n]
+
+
+def sentence_pairs(tok: Tokenizer, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct texts, each two sentences of the corpus joined (for workloads that need
+    more distinct texts than the corpus has sentences, e.g. a cache of 20,000)."""
+    pool = all_sentences(tok, seed=seed)
+    rng = random.Random(seed)
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < n:
+        pair = (rng.randrange(len(pool)), rng.randrange(len(pool)))
+        if pair[0] != pair[1]:
+            seen.add(pair)
+    return [f"{pool[a]} {pool[b]}" for a, b in sorted(seen, key=lambda p: rng.random())]

@@ -127,6 +127,17 @@ class EngineConfig(_Settings):
         "refused (HTTP 400), because clients such as LangChain send ids of another tokenizer "
         "by default, which would give wrong vectors.",
     )
+    cache: bool = setting(
+        True,
+        "Keep every vector in a persistent cache on disk, shared by all processes: texts "
+        "embedded before (same model, same text) are not computed again.",
+    )
+    cache_dir: str | None = setting(
+        None, "Folder of the vector cache; unset: the user's cache folder (jupyter-mlx-embed)."
+    )
+    cache_size_mb: int = setting(
+        2048, "Largest size of the vector cache in MiB (least recently used evicted).", minimum=1
+    )
     cpu_fast_path: bool = setting(
         True,
         "CPU device: run BERT-family models with fused approximate GELU/softmax kernels "
@@ -170,6 +181,17 @@ class ServingConfig(_Settings):
     )
     max_body_bytes: int = setting(
         16 * 1024 * 1024, "Servers: largest request body in bytes (larger get 413).", minimum=1
+    )
+    body_timeout: float = setting(
+        60.0,
+        "Servers: seconds a client has to send a request body before the connection is "
+        "closed (the standalone server also closes connections idle this long).",
+        minimum=0.001,
+    )
+    max_connections: int = setting(
+        128,
+        "Standalone server: open connections at most; more are answered 503 and closed.",
+        minimum=1,
     )
 
 

@@ -23,10 +23,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from .cache import CacheUnavailableError, EmbeddingCache
 from .config import EngineConfig
 from .errors import (
     EmbedError,
@@ -36,7 +38,7 @@ from .errors import (
     WorkerClosedError,
 )
 from .modelspec import ModelSpec
-from .registry import ModelRegistry
+from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
 from .validation import check_dimensions, check_inputs
 
@@ -76,10 +78,14 @@ class _Request:
     out: np.ndarray | None = None
     spec: ModelSpec | None = None
     loaded: Any = None
-    #: Row indices, shortest first, and how many of them were handed to a round.
+    #: Row indices to compute (cache misses), shortest first, and how many of them were
+    #: handed to a round.
     order: list[int] = field(default_factory=list)
     taken: int = 0
     remaining: int = 0
+    #: Tokens of each input (from the cache for hits); the model's cache identity.
+    token_counts: list[int] = field(default_factory=list)
+    identity: str | None = None
 
 
 @dataclass
@@ -107,6 +113,8 @@ class WorkerStats:
     tokens: int = 0
     padded_tokens: int = 0
     batches: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
     #: (rows, padded length) of the most recent forward passes.
     recent_batches: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=512))
 
@@ -133,6 +141,7 @@ class Worker:
         self._ready = threading.Event()
         self._engine: Any = None
         self._engine_error: BaseException | None = None
+        self._cache: EmbeddingCache | None = None
         # Worker-thread state.
         self._active: list[_Request] = []
         self._parked: dict[str, list[_Request]] = {}
@@ -265,6 +274,11 @@ class Worker:
             "padded_tokens": self.stats.padded_tokens,
             "batches": self.stats.batches,
             "token_budget": self.config.token_budget,
+            "cache": {
+                "enabled": self._cache is not None and self._cache.enabled,
+                "hits": self.stats.cache_hits,
+                "misses": self.stats.cache_misses,
+            },
         }
         if engine is not None:
             data.update(
@@ -319,6 +333,7 @@ class Worker:
             self._engine_error = exc
         finally:
             self._ready.set()
+        self._cache = _open_cache(self.config)
         stopping = False
         while not (stopping and not self._active and not self._parked):
             items, stop = self._take(block=not self._active)
@@ -336,6 +351,8 @@ class Worker:
                     self._active = []
         # The stop marker may overtake requests put while closing; fail those.
         self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
+        if self._cache is not None:
+            self._cache.close()
 
     def _take(self, *, block: bool) -> tuple[list[Any], bool]:
         """Queued items: when idle, block for one (then gather those arriving within the
@@ -412,11 +429,21 @@ class Worker:
             ).start()
 
     def _resolve(self, name: str) -> None:
-        """Look a model name up (reads its folder) off the worker thread."""
+        """Look a model name up (reads its folder, hashes new weights for the cache) off the
+        worker thread."""
         try:
-            self._queue.put(_Resolved(name, self.registry.resolve(name), None))
+            spec = self.registry.resolve(name)
+            self._identity(spec)
+            self._queue.put(_Resolved(name, spec, None))
         except BaseException as exc:  # noqa: BLE001 - delivered to the waiting requests
             self._queue.put(_Resolved(name, None, exc))
+
+    def _identity(self, spec: ModelSpec) -> str | None:
+        """The model's cache identity (its weights' hash is computed once, then remembered)."""
+        if self._cache is None:
+            return None
+        known = BUNDLED_SHA256 if spec.source == "bundled" else None
+        return self._cache.identity(spec, weights_sha256=known)
 
     def _expire_parked(self) -> None:
         now = time.monotonic()
@@ -431,12 +458,26 @@ class Worker:
         try:
             loaded = self._engine.load(spec)
             check_dimensions(request.dimensions, spec.dimension, model=spec.name)
+            n = len(request.inputs)
+            out = np.empty((n, spec.dimension), dtype=np.float32)
+            counts = [0] * n
+            identity = None if request.tokens else self._identity(spec)
+            hits = {}
+            if identity is not None and self._cache is not None:
+                hits = self._cache.lookup(identity, request.inputs, spec.dimension)  # type: ignore[arg-type]
+                for i, (vector, tokens) in hits.items():
+                    out[i], counts[i] = vector, tokens
+            misses = [i for i in range(n) if i not in hits]
             tokenizer = loaded.tokenizer
             encode = tokenizer.wrap_token_ids if request.tokens else tokenizer.encode_texts
             rows = encode(
-                request.inputs, truncate=request.truncate, first_index=request.first_index
+                [request.inputs[i] for i in misses],
+                truncate=request.truncate,
+                positions=[request.first_index + i for i in misses],
             )
-            total = sum(len(r) for r in rows)
+            for i, row in zip(misses, rows, strict=True):
+                counts[i] = len(row)
+            total = sum(counts)
             if total > self.config.max_request_tokens:
                 raise InvalidRequestError(
                     f"This request has {total} tokens, more than the maximum of "
@@ -451,13 +492,21 @@ class Worker:
             return
         finally:
             self._loaded_names = tuple(self._engine.loaded_models)
-        request.rows, request.spec, request.loaded = rows, spec, loaded
-        request.out = np.empty((len(rows), spec.dimension), dtype=np.float32)
-        request.order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        request.remaining = len(rows)
-        self.stats.inputs += len(rows)
+        request.spec, request.loaded, request.out = spec, loaded, out
+        request.rows = [[] for _ in range(n)]
+        for i, row in zip(misses, rows, strict=True):
+            request.rows[i] = row
+        request.token_counts, request.identity = counts, identity
+        request.order = sorted(misses, key=lambda i: len(request.rows[i]))
+        request.remaining = len(misses)
+        self.stats.inputs += n
         self.stats.tokens += total
-        self._active.append(request)
+        self.stats.cache_hits += len(hits)
+        self.stats.cache_misses += len(misses) if identity is not None else 0
+        if request.remaining:
+            self._active.append(request)
+        else:
+            request.future.set_result(_finish(request, spec))
 
     def _round(self) -> None:
         """One round: up to a token budget of rows from every active request, in forward
@@ -507,7 +556,15 @@ class Worker:
             request.remaining -= 1
         for request in owners.values():
             if request.remaining == 0 and not request.future.done():
-                assert request.spec is not None
+                assert request.spec is not None and request.out is not None
+                if request.identity is not None and self._cache is not None:
+                    computed = sorted(request.order)
+                    self._cache.store(
+                        request.identity,
+                        [request.inputs[i] for i in computed],  # type: ignore[misc]
+                        request.out[computed],
+                        [request.token_counts[i] for i in computed],
+                    )
                 request.future.set_result(_finish(request, request.spec))
         self.stats.batches += 1
         self.stats.padded_tokens += len(batch) * batch[-1][0]
@@ -542,9 +599,7 @@ def _finish(request: _Request, spec: ModelSpec) -> EmbedResult:
         vectors = np.ascontiguousarray(vectors[:, : request.dimensions])
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.maximum(norms, 1e-12)
-    return EmbedResult(
-        vectors=vectors, model=spec.name, token_counts=tuple(len(r) for r in request.rows)
-    )
+    return EmbedResult(vectors=vectors, model=spec.name, token_counts=tuple(request.token_counts))
 
 
 def _wait_os_thread_exit(native_id: int | None, timeout: float = 2.0) -> None:
@@ -580,6 +635,20 @@ def current_worker() -> Worker | None:
 _owner_lock = threading.Lock()
 _owner: weakref.ref[Worker] | None = None
 atexit.register(_close_owner)
+
+
+def _open_cache(config: EngineConfig) -> EmbeddingCache | None:
+    """The vector cache the settings ask for, or None (off, or unusable: a warning)."""
+    if not config.cache:
+        return None
+    import platformdirs
+
+    folder = config.cache_dir or platformdirs.user_cache_dir("jupyter-mlx-embed")
+    try:
+        return EmbeddingCache(Path(folder), config.cache_size_mb)
+    except CacheUnavailableError as exc:
+        log.warning("embedding cache off: %s", exc)
+        return None
 
 
 def _lookup_timeout(name: str) -> ModelLoadError:

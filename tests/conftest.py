@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,10 @@ from jupyter_mlx_embed import EngineConfig, Worker
 
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
+
+# The persistent vector cache would let one test's vectors (or a previous run's) answer
+# another's and hide forward passes that tests count; tests/test_cache.py turns it on.
+os.environ["JUPYTER_MLX_EMBED_CACHE"] = "false"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +65,7 @@ def worker(model_root: Path) -> Iterator[Worker]:
     """A real worker serving the bundled model and the tiny models (one per test module:
     MLX allows one owner thread per process, so modules that need other settings make their
     own with ``make_worker``)."""
-    with Worker(EngineConfig(model_roots=(model_root,), max_loaded_models=16)) as w:
+    with Worker(EngineConfig(model_roots=(model_root,), max_loaded_models=16, cache=False)) as w:
         yield w
 
 
@@ -71,6 +76,7 @@ def make_worker(model_root: Path) -> Iterator[Callable[..., Worker]]:
 
     def make(**settings: object) -> Worker:
         settings.setdefault("model_roots", (model_root,))
+        settings.setdefault("cache", False)
         w = Worker(EngineConfig(**settings))  # type: ignore[arg-type]
         made.append(w)
         return w

@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.tokenization": (1, "core"),
     "engine.blas": (1, "core"),
     "registry": (2, "core"),
+    "cache": (2, "core"),
     "engine.cpu_kernels": (2, "core"),
     "engine.mlx_engine": (3, "core"),
     "worker": (4, "core"),

@@ -37,10 +37,10 @@ class TextTokenizer:
         return [], []
 
     def encode_texts(
-        self, texts: Sequence[str], *, truncate: bool = True, first_index: int = 0
+        self, texts: Sequence[str], *, truncate: bool = True, positions: Sequence[int] = ()
     ) -> list[list[int]]:
-        """Token ids of each text, special tokens included (``first_index``: the caller's
-        index of ``texts[0]``, for messages).
+        """Token ids of each text, special tokens included (``positions``: the caller's index
+        of each text, for messages; by default their index here).
 
         Raises:
             InvalidRequestError: ``truncate`` is false and a text is longer than the maximum.
@@ -48,10 +48,11 @@ class TextTokenizer:
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
         ids = [enc.ids for enc in encodings]
         tail = len(self._suffix)
-        return [self._fit(row, i, truncate, tail=tail) for i, row in enumerate(ids, first_index)]
+        where = positions or range(len(ids))
+        return [self._fit(row, where[i], truncate, tail=tail) for i, row in enumerate(ids)]
 
     def wrap_token_ids(
-        self, rows: Sequence[Sequence[int]], *, truncate: bool = True, first_index: int = 0
+        self, rows: Sequence[Sequence[int]], *, truncate: bool = True, positions: Sequence[int] = ()
     ) -> list[list[int]]:
         """Add special tokens to raw token-id rows and validate them.
 
@@ -60,7 +61,8 @@ class TextTokenizer:
                 ``truncate`` is false.
         """
         out = []
-        for i, row in enumerate(rows, first_index):
+        where = positions or range(len(rows))
+        for i, row in zip(where, rows, strict=True):
             for token in row:
                 if not 0 <= token < self.vocab_size:
                     raise InvalidRequestError(
