@@ -100,7 +100,7 @@ def set_transport(mode: str) -> Transport:
 def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
     if isinstance(input, str):
         return [input], True
-    return to_texts(input), False
+    return to_texts(input)[0], False
 
 
 def _chunks(

@@ -59,7 +59,15 @@ class Embeddings:
         ValueError: ``vectors`` is not a finite 2-D numeric array with one row per text.
     """
 
-    def __init__(self, texts: Sequence[str], vectors: np.ndarray, model: str) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        model: str,
+        *,
+        index: Sequence[Any] | None = None,
+        skipped: Sequence[Any] = (),
+    ) -> None:
         texts = to_strings(texts, name="texts")
         if not isinstance(model, str):
             raise TypeError(f"model must be a string, got {type(model).__name__}")
@@ -77,6 +85,12 @@ class Embeddings:
         self.texts: list[str] = [str(text) for text in texts]
         self.vectors: np.ndarray = array
         self.model: str = model
+        if index is not None and len(index) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(index)} index labels")
+        #: The label of each row (a pandas Series' index), or None for positions 0..n-1.
+        self.index: list[Any] | None = None if index is None else list(index)
+        #: Labels (or positions) of the inputs left out by ``%embed --skip-invalid``.
+        self.skipped: list[Any] = list(skipped)
 
     @property
     def dimensions(self) -> int:
@@ -98,7 +112,10 @@ class Embeddings:
                 "Embeddings can be indexed by an int, a slice, a list of ints or a 1-D "
                 f"boolean mask, not {type(key).__name__}"
             )
-        return Embeddings([self.texts[i] for i in rows], self.vectors[rows], self.model)
+        index = None if self.index is None else [self.index[i] for i in rows]
+        return Embeddings(
+            [self.texts[i] for i in rows], self.vectors[rows], self.model, index=index
+        )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if dtype is None or np.dtype(dtype) == self.vectors.dtype:
@@ -199,13 +216,17 @@ class Embeddings:
         return SimilarityExplorer(self, labels, **kwargs)
 
     def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame with columns ``text`` and ``embedding`` (one float32 vector per cell).
+        """A DataFrame with columns ``text`` and ``embedding`` (one float32 vector per cell),
+        indexed by :attr:`index` when the texts came from a Series, so it joins back to the
+        table they came from.
 
         Raises:
             ImportError: pandas is not installed.
         """
         pandas = _import_pandas()
-        return pandas.DataFrame({"text": self.texts, "embedding": list(self.vectors.copy())})
+        return pandas.DataFrame(
+            {"text": self.texts, "embedding": list(self.vectors.copy())}, index=self.index
+        )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the texts, vectors and model name to ``path`` as a numpy ``.npz`` file.
@@ -222,12 +243,14 @@ class Embeddings:
             # numpy's fixed-width unicode arrays drop trailing NULs: refuse rather than
             # write a file that does not load back as saved.
             raise ValueError("texts ending with a NUL character cannot be saved")
-        meta = {
+        meta: dict[str, Any] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "model": self.model,
             "package_version": __version__,
         }
+        if self.index is not None:
+            meta["index"] = [_json_label(label) for label in self.index]
         texts = np.array(self.texts, dtype=np.str_)
         # Our own name and O_EXCL rather than mkstemp: mkstemp creates files 0600, while a
         # saved file should get the usual permissions (0666 less the umask), as open() does.
@@ -285,7 +308,7 @@ class Embeddings:
             )
         if texts.ndim != 1 or texts.dtype.kind != "U" or not isinstance(meta.get("model"), str):
             raise ValueError(f"{not_ours} (malformed texts or model)")
-        return cls(texts.tolist(), vectors, meta["model"])
+        return cls(texts.tolist(), vectors, meta["model"], index=meta.get("index"))
 
     def __repr__(self) -> str:
         return (
@@ -409,6 +432,13 @@ class SearchResults(Sequence[Hit]):
             '<thead><tr><th>rank</th><th>score</th><th style="text-align:left">text</th>'
             f"</tr></thead><tbody>{rows}</tbody></table>"
         )
+
+
+def _json_label(label: Any) -> Any:
+    """An index label as JSON keeps it (numbers, strings, None); anything else as text."""
+    if label is None or isinstance(label, (str, int, float, bool)):
+        return label
+    return str(label)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

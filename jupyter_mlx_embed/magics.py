@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from .embeddings import Embeddings
 from .errors import EmbedError
 from .results import EmbedResult
 from .settings import MLXEmbed
-from .validation import to_texts
+from .validation import labels_of, to_texts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,11 +37,51 @@ class _Parser(argparse.ArgumentParser):
 
 def _line_parser() -> _Parser:
     p = _Parser(prog="%embed", add_help=False)
-    p.add_argument("-i", "--input", dest="var", help="name of an iterable of strings")
+    p.add_argument("-i", "--input", dest="var", help="an expression giving strings")
     p.add_argument("-o", "--output", dest="name", help="store the Embeddings under this name")
+    p.add_argument("--skip-invalid", action="store_true", help="leave out items that are not texts")
     _common(p)
     p.add_argument("text", nargs="*")
     return p
+
+
+#: Options that end the ``-i`` expression (which may hold quotes, brackets and calls).
+_OPTION = re.compile(
+    r"\s(?:-o|--output|-m|--model|-d|--dimensions|-p|--prefix|--skip-invalid)(?=\s|=|$)"
+)
+_INPUT = re.compile(r"(?:^|\s)(?:-i|--input)(?:\s+|=)(?=\S)")
+
+
+def _split_line(line: str) -> list[str]:
+    """The words of a ``%embed`` line; the expression after ``-i`` is kept as written
+    (``df["text"]``, ``df.text.str.lower()``) instead of being split like shell words."""
+    found = _INPUT.search(line)
+    if found is None:
+        return shlex.split(line)
+    rest = line[found.end() :]
+    end = _OPTION.search(rest)
+    expression = rest[: end.start()] if end else rest
+    after = rest[end.start() :] if end else ""
+    return [*shlex.split(line[: found.start()]), "-i", expression.strip(), *shlex.split(after)]
+
+
+#: ``x = %embed Some question?``: IPython would read the final ``?`` as a help request.
+_QUESTION = re.compile(r"^(\s*)((?:[\w.\[\]'\",\s]+?)\s*=\s*)?%embed\s+(.*\?)\s*$")
+
+
+def keep_question_marks(lines: list[str]) -> list[str]:
+    """An IPython input transformer: ``%embed`` lines keep their trailing question marks
+    (they are questions to embed, not help requests)."""
+    out = []
+    for line in lines:
+        match = _QUESTION.match(line.rstrip("\n"))
+        if match is None:
+            out.append(line)
+            continue
+        indent, target, text = match.groups()
+        call = f"get_ipython().run_line_magic('embed', {text!r})"
+        out.append(f"{indent}{target or ''}{call}\n")
+    return out
 
 
 def _cell_parser() -> _Parser:
@@ -141,7 +182,7 @@ class EmbedMagics(Magics):
             if not text:
                 raise UsageError("%embed needs a text, e.g. %embed The quick brown fox")
             return self._embed([text], _line_parser().parse_args([])).vectors[0]
-        args = _line_parser().parse_args(shlex.split(line))
+        args = _line_parser().parse_args(_split_line(line))
         if args.var is None:
             text = " ".join(args.text)
             if not text:
@@ -152,16 +193,29 @@ class EmbedMagics(Magics):
         return self._embed_collection(args)
 
     def _embed_collection(self, args: argparse.Namespace) -> Embeddings | None:
-        if args.var not in self._namespace:
-            raise UsageError(f"%embed -i: no variable named {args.var!r}")
+        expression = args.var
+        if expression.isidentifier() and expression not in self._namespace:
+            raise UsageError(f"%embed -i: no variable named {expression!r}")
         if args.name is not None and not args.name.isidentifier():
             raise UsageError(f"%embed -o: {args.name!r} is not a valid variable name")
         try:
-            texts = to_texts(self._namespace[args.var], name=args.var)
+            value = self.shell.ev(expression) if self.shell is not None else None
+        except Exception as exc:  # noqa: BLE001 - the user's expression: reported, not raised
+            raise UsageError(
+                f"%embed -i: {expression} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            texts, skipped = to_texts(value, name=expression, skip_invalid=args.skip_invalid)
         except EmbedError as exc:
             raise UsageError(f"%embed -i: {exc.message}") from None
+        # Index labels (a Series') of the rows kept, and labels (else positions) skipped.
+        labels, bad = labels_of(value), set(skipped)
+        index = None if labels is None else [x for i, x in enumerate(labels) if i not in bad]
+        skipped = [i if labels is None else labels[i] for i in skipped]
+        if skipped:
+            print(f"Skipped {len(skipped)} items that are not texts (see .skipped).")
         if not texts:
-            raise UsageError(f"%embed -i: {args.var} is empty")
+            raise UsageError(f"%embed -i: {expression} has no texts")
         self._sync()
         from tqdm.auto import tqdm
 
@@ -169,9 +223,12 @@ class EmbedMagics(Magics):
             try:
                 result = self._run(texts, args, progress=bar)
             except KeyboardInterrupt:
-                print(f"Interrupted after {bar.n} of {len(texts)} texts; nothing was stored.")
+                print(
+                    f"Interrupted after {bar.n} of {len(texts)} texts; nothing was stored "
+                    "(vectors already computed are cached: running the cell again resumes)."
+                )
                 raise
-        embeddings = Embeddings(texts, result.vectors, result.model)
+        embeddings = Embeddings(texts, result.vectors, result.model, index=index, skipped=skipped)
         if args.name is None:
             return embeddings
         self._namespace[args.name] = embeddings
@@ -251,6 +308,8 @@ def _snippet(url: str, key: str) -> str:
 def load(shell: Any) -> None:
     """Register the magics and the ``MLXEmbed`` settings with an IPython shell."""
     settings = MLXEmbed(parent=shell)
+    if keep_question_marks not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.append(keep_question_marks)
     if settings not in shell.configurables:
         shell.configurables.append(settings)
     shell.register_magics(EmbedMagics(shell, settings))

@@ -25,55 +25,110 @@ def to_strings(value: Any, *, name: str = "input") -> list[str]:
     Raises:
         InputTypeError: ``value`` is not an iterable, or an item is not a string.
     """
+    items = _items(value, name)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputTypeError(f"{name}[{i}] {_type_problem(item)}", param="input")
+    return items
+
+
+def _items(value: Any, name: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         kind = "a single string" if isinstance(value, str) else type(value).__name__
         raise InputTypeError(
             f"{name} must be an iterable of strings (list, tuple, array, Series), not {kind}",
             param="input",
         )
-    items = value.tolist() if hasattr(value, "tolist") else list(value)
-    for i, item in enumerate(items):
-        _require_string(item, name, i)
-    return items
+    return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
-def to_texts(value: Any, *, name: str = "input") -> list[str]:
-    """:func:`to_strings`, then :func:`check_texts`: texts ready to embed.
+def labels_of(value: Any) -> list[Any] | None:
+    """The index labels of a pandas Series (or anything with a non-callable ``index``)."""
+    index = getattr(value, "index", None)
+    if index is None or callable(index):
+        return None
+    return [label.item() if hasattr(label, "item") else label for label in index]
+
+
+def to_texts(
+    value: Any, *, name: str = "input", skip_invalid: bool = False
+) -> tuple[list[str], list[int]]:
+    """The texts in ``value`` (see :func:`to_strings`), every one checked before any is
+    embedded.
+
+    Args:
+        value: An iterable of strings.
+        name: What the caller calls ``value``, for messages.
+        skip_invalid: Leave out the items that are not texts instead of failing.
+
+    Returns:
+        The texts to embed, and the positions in ``value`` that were left out.
 
     Raises:
-        InvalidRequestError: As those two raise.
+        InvalidRequestError: Some items are not texts (``InputTypeError`` when one is not a
+            string); the message counts them, names the first few by position (and label,
+            for a Series) and says how to fix it.
     """
-    texts = to_strings(value, name=name)
-    check_texts(texts, name=name)
-    return texts
+    items = _items(value, name)
+    problems = [(i, p) for i, p in enumerate(map(text_problem, items)) if p is not None]
+    if skip_invalid or not problems:
+        bad = {i for i, _ in problems}
+        return [t for i, t in enumerate(items) if i not in bad], sorted(bad)
+    labels = labels_of(value)
 
+    def where(i: int) -> str:
+        label = "" if labels is None or labels[i] == i else f" (label {labels[i]!r})"
+        return f"{name}[{i}]{label}"
 
-def _require_string(item: object, name: str, index: int) -> None:
-    if not isinstance(item, str):
-        raise InputTypeError(
-            f"{name}[{index}] is {type(item).__name__}, not a string (every item must be a string)",
-            param="input",
+    shown = "; ".join(f"{where(i)} {p}" for i, p in problems[:3])
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    kind = InputTypeError if any(not isinstance(items[i], str) for i, _ in problems) else None
+    if len(problems) == 1:
+        message = shown
+    else:
+        message = (
+            f"{len(problems)} items of {name} are not texts: {shown}{more}. Drop them first "
+            "(e.g. series.dropna() and remove blank strings), or skip them "
+            "(%embed --skip-invalid)"
         )
+    raise (kind or InvalidRequestError)(message, param="input")
+
+
+def _type_problem(item: object) -> str:
+    if item is None or (isinstance(item, float) and item != item):
+        missing = "None" if item is None else "NaN"
+        return f"is {missing}, a missing value, not a string (every item must be a string)"
+    return f"is {type(item).__name__}, not a string (every item must be a string)"
+
+
+def text_problem(item: object) -> str | None:
+    """Why ``item`` cannot be embedded as a text, or None when it can."""
+    if not isinstance(item, str):
+        return _type_problem(item)
+    if not item:
+        return "is an empty string"
+    if item.isspace():
+        return "is only whitespace"
+    if not item.isascii():
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"is not valid Unicode: {exc.reason} at character {exc.start}"
+    return None
 
 
 def check_texts(texts: Sequence[Any], *, name: str = "input", first_index: int = 0) -> None:
-    """Check that every item is a non-empty string of valid Unicode.
+    """Check that every item is a string with something besides whitespace, of valid Unicode.
 
     Raises:
-        InvalidRequestError: Naming the first bad item as ``name[index]``.
+        InvalidRequestError: Naming the first bad item as ``name[index]``
+            (``InputTypeError`` when it is not a string).
     """
     for i, text in enumerate(texts, start=first_index):
-        _require_string(text, name, i)
-        if not text:
-            raise InvalidRequestError(f"{name}[{i}] is an empty string", param="input")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvalidRequestError(
-                    f"{name}[{i}] is not valid Unicode: {exc.reason} at character {exc.start}",
-                    param="input",
-                ) from None
+        problem = text_problem(text)
+        if problem is not None:
+            kind = InvalidRequestError if isinstance(text, str) else InputTypeError
+            raise kind(f"{name}[{i}] {problem}", param="input")
 
 
 def check_inputs(

@@ -184,5 +184,61 @@ def test_embed_serve_serves_this_kernels_worker(shell, capsys, monkeypatch) -> N
 
 def test_collection_errors_name_the_users_variable_and_index(shell) -> None:
     shell.user_ns["texts"] = ["fine"] * 300 + [None]
-    with pytest.raises(UsageError, match=r"texts\[300\] is NoneType, not a string"):
+    with pytest.raises(UsageError, match=r"texts\[300\] is None, a missing value, not a string"):
         shell.run_line_magic("embed", "-i texts")
+
+
+@pytest.fixture
+def table():
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "text": ["The Cat sat", None, "a dog barked", "", "   ", float("nan"), "x" * 10_000],
+            "topic": list("abcdefg"),
+        },
+        index=[f"row{i}" for i in range(7)],
+    )
+
+
+def test_input_is_any_expression_and_keeps_series_labels(shell, table) -> None:
+    shell.user_ns["df"] = table.dropna().loc[lambda d: d.text.str.strip() != ""]
+    shell.run_line_magic("embed", '-i df["text"] -o docs')
+    docs = shell.user_ns["docs"]
+    assert docs.index == ["row0", "row2", "row6"] and docs.texts[1] == "a dog barked"
+    joined = shell.user_ns["df"].join(docs.to_pandas()["embedding"])
+    assert joined.loc["row2", "embedding"].shape == (384,)
+    lowered = shell.run_line_magic("embed", "-i df.text.str.lower()")
+    assert lowered.texts[0] == "the cat sat" and lowered.index == docs.index
+
+
+def test_dirty_column_is_refused_whole_with_positions_labels_and_the_fix(shell, table) -> None:
+    shell.user_ns["df"] = table
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("embed", "-i df.text -o docs")
+    message = str(info.value)
+    assert "4 items of df.text are not texts" in message
+    assert "df.text[1] (label 'row1') is " in message and "a missing value" in message
+    assert "df.text[3] (label 'row3') is an empty string" in message
+    assert "--skip-invalid" in message and "docs" not in shell.user_ns
+
+
+def test_skip_invalid_embeds_the_rest_and_records_what_was_skipped(shell, table) -> None:
+    shell.user_ns["df"] = table
+    shell.run_line_magic("embed", "-i df.text -o docs --skip-invalid")
+    docs = shell.user_ns["docs"]
+    assert docs.skipped == ["row1", "row3", "row4", "row5"]
+    assert docs.index == ["row0", "row2", "row6"] and len(docs) == 3
+    np.testing.assert_allclose(docs.vectors[2], jme.embed("x" * 10_000), atol=1e-5)
+
+
+def test_a_question_mark_is_part_of_the_text_not_a_help_request(shell) -> None:
+    shell.run_cell("v = %embed What is a cat?")
+    np.testing.assert_allclose(shell.user_ns["v"], jme.embed("What is a cat?"), atol=1e-5)
+    result = shell.run_cell("%embed Is it?")
+    assert result.success and result.result.shape == (384,)
+
+
+def test_the_python_api_applies_the_same_rules(shell) -> None:
+    with pytest.raises(jme.InvalidRequestError, match=r"^2 items of input are not texts"):
+        jme.embed(["fine", None, "  "])
