@@ -10,28 +10,92 @@ await them with ``asyncio.wrap_future``; neither runs an event loop.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import os
+import random
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
 from . import envvars
 from .config import TRANSPORT_MODES
-from .errors import EmbedError, InvalidRequestError, error_from_response
+from .errors import EmbedError, InvalidRequestError, OverloadedError, error_from_response
 from .results import EmbedResult
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Tries of a request refused because the worker's queue is full (HTTP 429), with
+#: exponential backoff from the server's Retry-After, at most RETRY_MAX_DELAY apart.
+RETRY_ATTEMPTS = 8
+RETRY_MAX_DELAY = 10.0
+
+
+def _backoff(attempt: int, retry_after: float) -> float:
+    """Seconds before try ``attempt + 2``: Retry-After doubled each time, with jitter so that
+    the clients refused together do not all come back together."""
+    return min(RETRY_MAX_DELAY, max(retry_after, 0.05) * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _retrying(submit: Callable[[], Future[T]]) -> Future[T]:
+    """``submit()``, tried again later (on a timer, never blocking the caller) while it is
+    refused with :class:`OverloadedError`; the returned future follows the accepted one, and
+    cancelling it cancels that one."""
+    try:
+        return submit()
+    except OverloadedError as exc:
+        first = exc
+    outer: Future[T] = Future()
+
+    def attempt(number: int) -> None:
+        if outer.cancelled():
+            return
+        try:
+            inner = submit()
+        except OverloadedError as exc:
+            if number + 1 >= RETRY_ATTEMPTS:
+                outer.set_exception(exc)
+            else:
+                _later(_backoff(number, exc.retry_after), attempt, number + 1)
+            return
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            outer.set_exception(exc)
+            return
+        outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
+        inner.add_done_callback(lambda f: _copy(f, outer))
+
+    _later(_backoff(0, first.retry_after), attempt, 1)
+    return outer
+
+
+def _later(delay: float, fn: Callable[..., None], *args: Any) -> None:
+    timer = threading.Timer(delay, fn, args)
+    timer.daemon = True
+    timer.start()
+
+
+def _copy(source: Future[T], target: Future[T]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())
 
 
 class Transport(Protocol):
@@ -73,8 +137,11 @@ class LocalTransport:
         dimensions: int | None,
         first_index: int = 0,
     ) -> Future[EmbedResult]:
-        return self._get_worker().submit(
-            inputs, model=model, dimensions=dimensions, first_index=first_index
+        worker = self._get_worker()
+        return _retrying(
+            lambda: worker.submit(
+                inputs, model=model, dimensions=dimensions, first_index=first_index
+            )
         )
 
     def info(self) -> dict[str, Any]:
@@ -134,13 +201,19 @@ class ServerTransport:
             body["model"] = model
         if dimensions is not None:
             body["dimensions"] = dimensions
-        try:
-            reply = self._call("v1/embeddings", body)
-        except InvalidRequestError as exc:
-            if first_index:  # the server counts from this request's first item
-                exc.message += f" (in the request starting at input[{first_index}])"
-                exc.args = (exc.message,)
-            raise
+        for attempt in itertools.count():
+            try:
+                reply = self._call("v1/embeddings", body)
+                break
+            except OverloadedError as exc:
+                if attempt + 1 >= RETRY_ATTEMPTS:
+                    raise
+                time.sleep(_backoff(attempt, exc.retry_after))
+            except InvalidRequestError as exc:
+                if first_index:  # the server counts from this request's first item
+                    exc.message += f" (in the request starting at input[{first_index}])"
+                    exc.args = (exc.message,)
+                raise
         vectors = [
             np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
             for item in sorted(reply["data"], key=lambda item: item["index"])
