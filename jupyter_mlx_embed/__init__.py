@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import aembed, configure, embed, get_transport, get_worker, info, set_transport
+from .api import (
+    aembed,
+    async_openai_client,
+    configure,
+    embed,
+    get_transport,
+    get_worker,
+    info,
+    openai_client,
+    openai_endpoint,
+    set_transport,
+)
 from .config import EngineConfig, ServingConfig
 from .embeddings import Embeddings, Hit, SearchResults
 from .errors import (
@@ -74,10 +85,13 @@ __all__ = [
     "WorkerClosedError",
     "__version__",
     "aembed",
+    "async_openai_client",
     "configure",
     "embed",
     "get_transport",
     "get_worker",
     "info",
+    "openai_client",
+    "openai_endpoint",
     "set_transport",
 ]

@@ -9,6 +9,7 @@ checked whole first (messages name the caller's own index), then sent in chunks 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -16,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from . import envvars
 from ._version import __version__
 from .config import EngineConfig, ServingConfig
+from .errors import EmbedError
 from .results import EmbedResult
-from .transport import Transport, choose_transport
+from .transport import Transport, choose_transport, find_parent_server
 from .validation import check_dimensions, to_texts
 from .worker import Worker, current_worker
 
@@ -184,6 +187,44 @@ async def aembed(
             future.cancel()
             raise
     return _shape(EmbedResult.concatenate(parts), single)
+
+
+def openai_endpoint() -> tuple[str, str]:
+    """The ``(base_url, api_key)`` of this process's embedding endpoint: the Jupyter server
+    that started this kernel (when it runs the extension), else the server named by
+    ``JUPYTER_MLX_EMBED_URL`` and ``JUPYTER_MLX_EMBED_TOKEN`` (``%embed_serve`` sets both).
+
+    Raises:
+        EmbedError: Neither exists.
+    """
+    endpoint = find_parent_server()
+    if endpoint is not None:
+        return endpoint.url.rstrip("/") + "/v1", endpoint.token
+    url, token = os.environ.get(envvars.URL), os.environ.get(envvars.TOKEN)
+    if url and token:
+        return url, token
+    raise EmbedError(
+        "No embedding endpoint for this process: it was not started by a Jupyter server that "
+        f"runs jupyter_mlx_embed, and {envvars.URL} / {envvars.TOKEN} are not set. Run "
+        "%embed_serve (in a notebook) or jupyter-mlx-embed serve, or use embed() directly."
+    )
+
+
+def openai_client(**options: Any) -> Any:
+    """An ``openai.OpenAI`` client for this process's endpoint (see :func:`openai_endpoint`);
+    ``options`` go to the client (e.g. ``timeout``)."""
+    from openai import OpenAI
+
+    base_url, api_key = openai_endpoint()
+    return OpenAI(base_url=base_url, api_key=api_key, **options)
+
+
+def async_openai_client(**options: Any) -> Any:
+    """An ``openai.AsyncOpenAI`` client for this process's endpoint."""
+    from openai import AsyncOpenAI
+
+    base_url, api_key = openai_endpoint()
+    return AsyncOpenAI(base_url=base_url, api_key=api_key, **options)
 
 
 def info() -> dict[str, Any]:

@@ -11,6 +11,8 @@ SETTING_PREFIX = "JUPYTER_MLX_EMBED_"
 SERVER_PID = "JUPYTER_MLX_EMBED_SERVER_PID"
 #: The API key of the standalone and kernel-side servers.
 TOKEN = "JUPYTER_MLX_EMBED_TOKEN"
+#: The OpenAI ``base_url`` of a standalone or kernel-side server (``%embed_serve`` sets it).
+URL = "JUPYTER_MLX_EMBED_URL"
 #: Set by Jupyter servers in the kernels they start: the server's pid.
 JUPYTER_PARENT_PID = "JPY_PARENT_PID"
 

@@ -290,6 +290,7 @@ class EmbedMagics(Magics):
 
         self._server = KernelServer.start(api.get_worker(), port=args.port, token=args.token)
         os.environ[envvars.TOKEN] = self._server.token
+        os.environ[envvars.URL] = self._server.url  # for jupyter_mlx_embed.openai_client()
         print(
             f"Serving at {self._server.url} (loopback only). The API key is in this kernel's "
             f"{envvars.TOKEN} environment variable (not printed, so it stays out of "

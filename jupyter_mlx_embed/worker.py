@@ -410,7 +410,12 @@ class Worker:
             )
             return
         if isinstance(item, _Call):
-            _settle(item.future, item.fn, self._engine)
+            self._busy = True
+            try:
+                _settle(item.future, item.fn, self._engine)
+            finally:
+                self._busy = False
+                self._loaded_names = tuple(self._engine.loaded_models)  # after a preload
             return
         name = item.model if item.model is not None else self.config.default_model
         spec = self.registry.cached(name)

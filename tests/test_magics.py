@@ -242,3 +242,19 @@ def test_a_question_mark_is_part_of_the_text_not_a_help_request(shell) -> None:
 def test_the_python_api_applies_the_same_rules(shell) -> None:
     with pytest.raises(jme.InvalidRequestError, match=r"^2 items of input are not texts"):
         jme.embed(["fine", None, "  "])
+
+
+def test_openai_client_reaches_this_kernels_server(shell, monkeypatch) -> None:
+    monkeypatch.delenv("JUPYTER_MLX_EMBED_URL", raising=False)
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_TOKEN", "")
+    monkeypatch.delenv("JPY_PARENT_PID", raising=False)
+    with pytest.raises(jme.EmbedError, match="No embedding endpoint"):
+        jme.openai_client()
+    shell.run_line_magic("embed_serve", "--port 0")
+    try:
+        client = jme.openai_client()
+        reply = client.embeddings.create(model="all-MiniLM-L6-v2", input=["hello world"])
+        vector = np.asarray(reply.data[0].embedding, dtype=np.float32)
+        assert float(vector @ jme.embed("hello world")) >= 0.9999
+    finally:
+        shell.run_line_magic("embed_serve", "--stop")

@@ -129,3 +129,18 @@ def test_a_model_folder_that_hangs_does_not_stall_other_requests(
     finally:
         with open(hung / "modules.json", "w") as fifo:  # let the lookup thread finish
             fifo.write("[]")
+
+
+def test_status_is_honest_about_loading_and_work(make_worker) -> None:
+    worker = make_worker()
+    assert worker.info()["loaded_models"] == []
+    worker.preload().result(timeout=60)
+    assert worker.info()["loaded_models"] == ["all-MiniLM-L6-v2"]  # right after preload
+    large = worker.submit([f"{i} {LONG}" for i in range(300)])
+    _wait_until(lambda: worker.stats.batches > 0)
+    seen_busy = False
+    while not large.done():
+        seen_busy = seen_busy or worker.info(timeout=0)["busy"]
+        time.sleep(0.01)
+    assert seen_busy, "a long forward-pass job never showed as busy"
+    assert worker.info()["busy"] is False and worker.info()["queue_depth"] == 0
