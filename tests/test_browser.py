@@ -113,6 +113,13 @@ def test_busy_and_error_states(lab_page: Page) -> None:
         expect(item).to_have_text(f"Embeddings: {MODEL} +1 · busy (3 queued)")
         screenshot(lab_page.locator("#jp-main-statusbar"), "status-bar-busy.png")
 
+        # A long forward pass with nothing queued is busy too; the tooltip shows the cache.
+        cache = {"enabled": True, "hits": 30, "misses": 10}
+        answer["json"] = {**status, "queue_depth": 0, "busy": True, "cache": cache}
+        expect(item).to_have_text(f"Embeddings: {MODEL} +1 · busy", timeout=10_000)
+        hit_rate = re.compile(r"Cache: 30 hits, 10 misses \(75% hit rate\)")
+        expect(item).to_have_attribute("title", hit_rate)
+
         answer["json"] = {**status, "state": "failed", "error": "no MLX", "queue_depth": 0}
         expect(item).to_have_attribute("data-state", "error", timeout=10_000)
         expect(item).to_have_text("Embeddings: error")

@@ -11,6 +11,8 @@ import { Widget } from '@lumino/widgets';
 export interface IWorkerStatus {
   /** `starting` until the worker thread has set up MLX; `failed` if that failed. */
   state: 'starting' | 'ready' | 'failed' | 'closed';
+  /** A forward pass (or a model load) is running right now. */
+  busy?: boolean;
   default_model: string;
   queue_depth: number;
   queue_size: number;
@@ -26,6 +28,8 @@ export interface IWorkerStatus {
   blas?: { name: string; fast: boolean; path: string | null; detail: string };
   /** Why the worker failed to start (`state` is `failed`). */
   error?: string;
+  /** The persistent vector cache: hits are texts answered without running the model. */
+  cache?: { enabled: boolean; hits: number; misses: number };
 }
 
 /** The outcome of one status request. */
@@ -93,9 +97,10 @@ export function describe(result: StatusResult): IStatusView {
   const model = models.length > 1 ? `${models[0]} +${models.length - 1}` : models[0];
   let state: ItemState;
   let label: string;
-  if (s.queue_depth > 0) {
+  if (s.queue_depth > 0 || s.busy) {
     state = 'busy';
-    label = `${model ? `${model} · ` : ''}busy (${count(s.queue_depth)} queued)`;
+    const pending = s.queue_depth > 0 ? ` (${count(s.queue_depth)} queued)` : '';
+    label = `${model ? `${model} · ` : ''}busy${pending}`;
   } else if (model === undefined) {
     state = 'idle';
     label = 'not loaded yet';
@@ -113,14 +118,24 @@ function details(s: IWorkerStatus): string {
   return [
     `Embedding worker: ${s.state}`,
     `Loaded models: ${models} (default: ${s.default_model})`,
-    `Queue: ${count(s.queue_depth)} of ${count(s.queue_size)}`,
+    `Queue: ${count(s.queue_depth)} of ${count(s.queue_size)}${s.busy ? ' · computing' : ''}`,
     `Requests: ${count(s.requests)} served, ${count(s.requests_failed)} failed`,
     `Tokens: ${count(s.tokens)} in ${count(s.batches)} batches`,
+    `Cache: ${cacheLine(s.cache)}`,
     `Device: ${s.device ?? 'not known yet'} · BLAS: ${blas}`,
     `jupyter-mlx-embed ${s.version ?? '?'} · MLX ${s.mlx_version ?? '?'}`,
     '',
     CLICK_HINT
   ].join('\n');
+}
+
+function cacheLine(cache: IWorkerStatus['cache']): string {
+  if (!cache?.enabled) {
+    return 'off';
+  }
+  const looked = cache.hits + cache.misses;
+  const rate = looked ? ` (${Math.round((100 * cache.hits) / looked)}% hit rate)` : '';
+  return `${count(cache.hits)} hits, ${count(cache.misses)} misses${rate}`;
 }
 
 function count(n: number): string {
