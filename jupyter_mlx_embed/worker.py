@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import metrics
 from .cache import CacheUnavailableError, EmbeddingCache
 from .config import EngineConfig
 from .errors import (
@@ -86,6 +87,7 @@ class _Request:
     #: Tokens of each input (from the cache for hits); the model's cache identity.
     token_counts: list[int] = field(default_factory=list)
     identity: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -150,6 +152,8 @@ class Worker:
         self._under_load = False
         self._loaded_names: tuple[str, ...] = ()
         self._thread = threading.Thread(target=self._run, name="mlx-embed-worker", daemon=True)
+        me = weakref.ref(self)
+        metrics.watch_queue(lambda: getattr(me(), "queue_depth", 0))
         with _owner_lock:
             if current_worker() is not None:
                 raise RuntimeError(
@@ -190,13 +194,17 @@ class Worker:
             OverloadedError: ``queue_size`` requests are already pending.
             WorkerClosedError: The worker is closed.
         """
-        tokens = check_inputs(
-            inputs,
-            max_inputs=self.config.max_inputs,
-            allow_token_ids=self.config.allow_token_ids,
-            first_index=first_index,
-        )
-        check_dimensions(dimensions)
+        try:
+            tokens = check_inputs(
+                inputs,
+                max_inputs=self.config.max_inputs,
+                allow_token_ids=self.config.allow_token_ids,
+                first_index=first_index,
+            )
+            check_dimensions(dimensions)
+        except EmbedError as exc:
+            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, exc.type).inc()
+            raise
         request = _Request(
             inputs=inputs,
             tokens=tokens,
@@ -208,12 +216,13 @@ class Worker:
         )
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
+                metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, OverloadedError.type).inc()
                 raise OverloadedError(
                     f"The embedding worker's queue is full ({self.config.queue_size} requests "
                     "pending); retry shortly"
                 )
             self._admitted += 1
-        request.future.add_done_callback(self._request_done)
+        request.future.add_done_callback(lambda _: self._request_done(request))
         self._put(request)
         return request.future
 
@@ -233,15 +242,23 @@ class Worker:
             raise WorkerClosedError("The embedding worker is shut down")
         self._queue.put(item)
 
-    def _request_done(self, future: Future[EmbedResult]) -> None:
+    def _request_done(self, request: _Request) -> None:
         """Every request's future calls this once, from whichever thread completed it."""
+        future = request.future
+        error = None if future.cancelled() else future.exception()
+        cancelled = future.cancelled() or isinstance(error, CancelledError)
+        outcome = "cancelled" if cancelled else "ok" if error is None else _error_type(error)
+        model = request.spec.name if request.spec is not None else metrics.UNKNOWN_MODEL
+        metrics.REQUESTS.labels(model, outcome).inc()
+        metrics.INPUTS.labels(model, outcome).inc(len(request.inputs))
+        if outcome == "ok":
+            metrics.REQUEST_SECONDS.labels(model).observe(time.monotonic() - request.submitted)
         with self._admitted_lock:
             self._admitted -= 1
             if future.cancelled():
                 return
             self.stats.requests += 1
-            error = future.exception()
-            if error is not None and not isinstance(error, CancelledError):
+            if error is not None and not cancelled:
                 self.stats.requests_failed += 1
 
     # -- state --------------------------------------------------------------------------
@@ -410,13 +427,14 @@ class Worker:
             )
             return
         if isinstance(item, _Call):
-            self._busy = True
+            self._set_busy(True)
             try:
                 _settle(item.future, item.fn, self._engine)
             finally:
-                self._busy = False
+                self._set_busy(False)
                 self._loaded_names = tuple(self._engine.loaded_models)  # after a preload
             return
+        metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - item.submitted)
         name = item.model if item.model is not None else self.config.default_model
         spec = self.registry.cached(name)
         if spec is not None:
@@ -461,7 +479,7 @@ class Worker:
         """Load the model, tokenize and check one request, and make it active; any error
         fails this request alone."""
         try:
-            loaded = self._engine.load(spec)
+            loaded = self._load(spec)
             check_dimensions(request.dimensions, spec.dimension, model=spec.name)
             n = len(request.inputs)
             out = np.empty((n, spec.dimension), dtype=np.float32)
@@ -508,10 +526,35 @@ class Worker:
         self.stats.tokens += total
         self.stats.cache_hits += len(hits)
         self.stats.cache_misses += len(misses) if identity is not None else 0
+        metrics.TOKENS.labels(spec.name).inc(total)
+        if identity is not None:
+            metrics.CACHE_HITS.labels(spec.name).inc(len(hits))
+            metrics.CACHE_MISSES.labels(spec.name).inc(len(misses))
         if request.remaining:
             self._active.append(request)
         else:
             request.future.set_result(_finish(request, spec))
+
+    def _load(self, spec: ModelSpec) -> Any:
+        """The loaded model (loading it first when needed, timed for the metrics)."""
+        if spec.name in self._engine.loaded_models:
+            return self._engine.load(spec)
+        started = time.monotonic()
+        self._set_busy(True)
+        try:
+            loaded = self._engine.load(spec)
+        except BaseException:
+            metrics.MODEL_LOADS.labels(spec.name, "failed").inc()
+            raise
+        finally:
+            self._set_busy(False)
+        metrics.MODEL_LOADS.labels(spec.name, "ok").inc()
+        metrics.MODEL_LOAD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        return loaded
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        metrics.BUSY.set(1 if busy else 0)
 
     def _round(self) -> None:
         """One round: up to a token budget of rows from every active request, in forward
@@ -545,7 +588,7 @@ class Worker:
     def _forward(self, batch: list[tuple[int, _Request, int]]) -> None:
         owners = {id(r): r for _, r, _ in batch}
         loaded = batch[0][1].loaded
-        self._busy = True
+        self._set_busy(True)
         try:
             vectors = self._engine.embed(loaded, [r.rows[i] for _, r, i in batch])
         except Exception as exc:
@@ -554,7 +597,7 @@ class Worker:
                 _fail(request.future, exc)
             return
         finally:
-            self._busy = False
+            self._set_busy(False)
         for (_, request, i), vector in zip(batch, vectors, strict=True):
             assert request.out is not None
             request.out[i] = vector
@@ -574,6 +617,8 @@ class Worker:
         self.stats.batches += 1
         self.stats.padded_tokens += len(batch) * batch[-1][0]
         self.stats.recent_batches.append((len(batch), batch[-1][0]))
+        metrics.BATCH_ROWS.observe(len(batch))
+        metrics.BATCH_PADDED_TOKENS.observe(len(batch) * batch[-1][0])
 
 
 def _cut_batches(
@@ -654,6 +699,11 @@ def _open_cache(config: EngineConfig) -> EmbeddingCache | None:
     except CacheUnavailableError as exc:
         log.warning("embedding cache off: %s", exc)
         return None
+
+
+def _error_type(error: BaseException) -> str:
+    """The OpenAI error type a failure is reported with (its metrics outcome)."""
+    return error.type if isinstance(error, EmbedError) else "server_error"
 
 
 def _lookup_timeout(name: str) -> ModelLoadError:

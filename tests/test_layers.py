@@ -20,6 +20,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "envvars": (0, "core"),
     "errors": (0, "core"),
     "results": (0, "core"),
+    "metrics": (0, "core"),
     "engine": (0, "core"),  # engine/__init__: a docstring only
     "engine.partition": (0, "core"),
     "config": (1, "core"),
