@@ -23,7 +23,7 @@ from .config import EngineConfig, ServingConfig
 from .errors import EmbedError
 from .results import EmbedResult
 from .transport import Transport, choose_transport, find_parent_server
-from .validation import check_dimensions, to_texts
+from .validation import check_dimensions, check_prompt, to_texts
 from .worker import Worker, current_worker
 
 _lock = threading.RLock()
@@ -107,18 +107,22 @@ def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
 
 
 def _chunks(
-    transport: Transport, texts: list[str], model: str | None, dimensions: int | None
+    transport: Transport, texts: list[str], options: dict[str, Any]
 ) -> Iterator[Future[EmbedResult]]:
     """Submit ``texts`` one chunk at a time, yielding each chunk's future; the next chunk is
     submitted when the caller asks for it, after waiting for this one."""
     size = serving_config().chunk_size
     for start in range(0, len(texts), size):
-        chunk = texts[start : start + size]
-        yield transport.submit(chunk, model=model, dimensions=dimensions, first_index=start)
+        yield transport.submit(texts[start : start + size], first_index=start, **options)
 
 
 def embed_chunks(
-    texts: list[str], *, model: str | None = None, dimensions: int | None = None
+    texts: list[str],
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ) -> Iterator[EmbedResult]:
     """Embed checked ``texts`` chunk by chunk, yielding each chunk's result (for progress
     bars); stopping the iteration cancels what is still queued.
@@ -128,12 +132,22 @@ def embed_chunks(
         TimeoutError: No answer within ``request_timeout``.
     """
     transport = get_transport()
-    for future in _chunks(transport, texts, model, dimensions):
+    options = _options(model, dimensions, prompt_name, prompt)
+    for future in _chunks(transport, texts, options):
         try:
             yield future.result(timeout=transport.timeout)
         except BaseException:
             future.cancel()
             raise
+
+
+def _options(
+    model: str | None, dimensions: int | None, prompt_name: str | None, prompt: str | None
+) -> dict[str, Any]:
+    """A request's options, checked (types) before anything is sent."""
+    check_dimensions(dimensions)
+    check_prompt(prompt_name, prompt)
+    return {"model": model, "dimensions": dimensions, "prompt_name": prompt_name, "prompt": prompt}
 
 
 def _empty(model: str | None, dimensions: int | None) -> np.ndarray:
@@ -148,7 +162,12 @@ def _shape(result: EmbedResult, single: bool) -> np.ndarray:
 
 
 def embed(
-    input: str | Iterable[str], *, model: str | None = None, dimensions: int | None = None
+    input: str | Iterable[str],
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """Embed text.
 
@@ -156,6 +175,9 @@ def embed(
         input: A string, or an iterable of strings (list, tuple, numpy array, pandas Series).
         model: Model name; the configured default (all-MiniLM-L6-v2) when ``None``.
         dimensions: Keep the first ``dimensions`` values of each vector and renormalise.
+        prompt_name: One of the model's prompts (e.g. ``"query"`` for e5, bge, nomic or
+            Qwen3-Embedding), put before every text; by default the model's default prompt.
+        prompt: A prompt text of your own instead (e.g. ``"query: "``).
 
     Returns:
         float32 L2-normalised vectors: shape ``(d,)`` for a string, ``(n, d)`` otherwise.
@@ -164,23 +186,28 @@ def embed(
         EmbedError: Invalid input, unknown or unsupported model, or overload.
     """
     texts, single = _as_texts(input)
-    check_dimensions(dimensions)
+    options = _options(model, dimensions, prompt_name, prompt)
     if not texts:
         return _empty(model, dimensions)
-    parts = list(embed_chunks(texts, model=model, dimensions=dimensions))
+    parts = list(embed_chunks(texts, **options))
     return _shape(EmbedResult.concatenate(parts), single)
 
 
 async def aembed(
-    input: str | Iterable[str], *, model: str | None = None, dimensions: int | None = None
+    input: str | Iterable[str],
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
     texts, single = _as_texts(input)
-    check_dimensions(dimensions)
+    options = _options(model, dimensions, prompt_name, prompt)
     if not texts:
         return _empty(model, dimensions)
     parts = []
-    for future in _chunks(get_transport(), texts, model, dimensions):
+    for future in _chunks(get_transport(), texts, options):
         try:
             parts.append(await asyncio.wrap_future(future))
         except BaseException:

@@ -95,6 +95,9 @@ def _common(p: _Parser) -> None:
     p.add_argument("--model", "-m", help="model name (default: the configured default)")
     p.add_argument("--dimensions", "-d", type=int, help="keep the first D values")
     p.add_argument("--prefix", "-p", default="", help="text put before every input")
+    p.add_argument(
+        "--prompt-name", help="one of the model's prompts (e.g. query), put before every input"
+    )
 
 
 @magics_class
@@ -134,7 +137,10 @@ class EmbedMagics(Magics):
         inputs = [args.prefix + t for t in texts] if args.prefix else list(texts)
         parts = []
         try:
-            for part in api.embed_chunks(inputs, model=args.model, dimensions=args.dimensions):
+            parts_of = api.embed_chunks(
+                inputs, model=args.model, dimensions=args.dimensions, prompt_name=args.prompt_name
+            )
+            for part in parts_of:
                 parts.append(part)
                 if progress is not None:
                     progress.update(len(part.vectors))

@@ -8,7 +8,7 @@ match sentence-transformers, and not from a fixed choice per architecture.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,23 @@ _UNBOUNDED = 1_000_000
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """An MLX-quantized checkpoint's ``config.json`` ``quantization`` block (mlx-community
+    conversions): weights stored as ``bits``-bit integers with one scale and bias per
+    ``group_size`` values.
+
+    Attributes:
+        group_size: Values sharing one scale and bias.
+        bits: Bits per stored value.
+        mode: ``mx.quantize`` mode (``affine`` unless the block says otherwise).
+    """
+
+    group_size: int
+    bits: int
+    mode: str = "affine"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A resolved, validated embedding model folder.
 
@@ -49,6 +66,10 @@ class ModelSpec:
         dimension: Length of the output vectors.
         vocab_size: Valid token ids are ``0 <= id < vocab_size``.
         pad_token_id: Id used for padding positions (masked out).
+        quantization: The checkpoint's MLX quantization, ``None`` for float weights.
+        prompts: Named instruction prefixes (``config_sentence_transformers.json``), e.g.
+            ``{"query": "query: ", "document": "passage: "}``.
+        default_prompt_name: The prompt used when a request names none, if any.
     """
 
     name: str
@@ -60,6 +81,9 @@ class ModelSpec:
     dimension: int
     vocab_size: int
     pad_token_id: int = 0
+    quantization: Quantization | None = None
+    prompts: dict[str, str] = field(default_factory=dict, hash=False)
+    default_prompt_name: str | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -113,7 +137,47 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         dimension=dimension,
         vocab_size=vocab_size,
         pad_token_id=pad if isinstance(pad, int) and 0 <= pad < vocab_size else 0,
+        quantization=_quantization(name, config),
+        **_prompts(name, _read_json(path / "config_sentence_transformers.json")),
     )
+
+
+def _prompts(name: str, st_config: Any) -> dict[str, Any]:
+    """``prompts`` and ``default_prompt_name`` as sentence-transformers reads them."""
+    if not isinstance(st_config, dict):
+        return {}
+    prompts = st_config.get("prompts") or {}
+    default = st_config.get("default_prompt_name")
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise ModelLoadError(f"Model '{name}': config_sentence_transformers.json has bad prompts")
+    if default is not None and default not in prompts:
+        raise ModelLoadError(
+            f"Model '{name}': default_prompt_name {default!r} is not one of its prompts"
+        )
+    return {"prompts": dict(prompts), "default_prompt_name": default}
+
+
+def _quantization(name: str, config: dict[str, Any]) -> Quantization | None:
+    block = config.get("quantization")
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ModelLoadError(f"Model '{name}': config.json 'quantization' is not an object")
+    for key in ("group_size", "bits"):
+        value = block.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ModelLoadError(
+                f"Model '{name}': config.json 'quantization.{key}' must be a positive "
+                f"integer, got {value!r}"
+            )
+    mode = block.get("mode", "affine")
+    if not isinstance(mode, str):
+        raise ModelLoadError(
+            f"Model '{name}': config.json 'quantization.mode' must be a string, got {mode!r}"
+        )
+    return Quantization(group_size=block["group_size"], bits=block["bits"], mode=mode)
 
 
 def _check_embedding_model(

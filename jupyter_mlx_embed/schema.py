@@ -28,6 +28,8 @@ class EmbeddingsRequest:
     model: str | None
     encoding_format: str = "float"
     dimensions: Any = None
+    prompt_name: Any = None
+    prompt: Any = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -99,7 +101,12 @@ def parse_embeddings_request(data: object) -> EmbeddingsRequest:
     if user is not None and not isinstance(user, str):
         raise InvalidRequestError("'user' must be a string", param="user")
     return EmbeddingsRequest(
-        inputs=inputs, model=model, encoding_format=encoding, dimensions=dimensions
+        inputs=inputs,
+        model=model,
+        encoding_format=encoding,
+        dimensions=dimensions,
+        prompt_name=data.get("prompt_name"),
+        prompt=data.get("prompt"),
     )
 
 

@@ -111,8 +111,11 @@ class Transport(Protocol):
         model: str | None,
         dimensions: int | None,
         first_index: int = 0,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> Future[EmbedResult]:
-        """Queue one request (``first_index``: the caller's index of ``inputs[0]``)."""
+        """Queue one request (``first_index``: the caller's index of ``inputs[0]``; the
+        prompt options as :meth:`~jupyter_mlx_embed.worker.Worker.submit` takes them)."""
         ...
 
     def info(self) -> dict[str, Any]: ...
@@ -136,11 +139,18 @@ class LocalTransport:
         model: str | None,
         dimensions: int | None,
         first_index: int = 0,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> Future[EmbedResult]:
         worker = self._get_worker()
         return _retrying(
             lambda: worker.submit(
-                inputs, model=model, dimensions=dimensions, first_index=first_index
+                inputs,
+                model=model,
+                dimensions=dimensions,
+                first_index=first_index,
+                prompt_name=prompt_name,
+                prompt=prompt,
             )
         )
 
@@ -193,14 +203,9 @@ class ServerTransport:
                 f"{self.endpoint.url}: {exc}"
             ) from exc
 
-    def _embed(
-        self, inputs: list[str], model: str | None, dimensions: int | None, first_index: int
-    ) -> EmbedResult:
+    def _embed(self, inputs: list[str], first_index: int, options: dict[str, Any]) -> EmbedResult:
         body: dict[str, Any] = {"input": inputs, "encoding_format": "base64"}
-        if model is not None:
-            body["model"] = model
-        if dimensions is not None:
-            body["dimensions"] = dimensions
+        body.update((k, v) for k, v in options.items() if v is not None)
         for attempt in itertools.count():
             try:
                 reply = self._call("v1/embeddings", body)
@@ -231,8 +236,16 @@ class ServerTransport:
         model: str | None,
         dimensions: int | None,
         first_index: int = 0,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> Future[EmbedResult]:
-        return self._pool.submit(self._embed, list(inputs), model, dimensions, first_index)
+        options = {
+            "model": model,
+            "dimensions": dimensions,
+            "prompt_name": prompt_name,
+            "prompt": prompt,
+        }
+        return self._pool.submit(self._embed, list(inputs), first_index, options)
 
     def info(self) -> dict[str, Any]:
         status = self._call("mlx-embed/status")

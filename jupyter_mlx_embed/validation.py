@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import InputTypeError, InvalidRequestError
+from .modelspec import ModelSpec
 
 
 def _is_int(value: object) -> bool:
@@ -212,3 +213,43 @@ def check_dimensions(dimensions: object, maximum: int | None = None, *, model: s
             f"dimensions must be between 1 and {maximum} for model '{model}', got {dimensions}",
             param="dimensions",
         )
+
+
+def check_prompt(prompt_name: object, prompt: object, *, tokens: bool = False) -> None:
+    """Check the prompt options of a request (their values are checked against the model's
+    prompts once it is known: :func:`model_prompt`).
+
+    Raises:
+        InvalidRequestError: Not strings, both given, or given with token-id inputs.
+    """
+    for field, value in (("prompt_name", prompt_name), ("prompt", prompt)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(f"{field} must be a string, got {value!r}", param=field)
+    if prompt_name is not None and prompt is not None:
+        raise InvalidRequestError("give prompt_name or prompt, not both", param="prompt")
+    if tokens and (prompt_name is not None or prompt is not None):
+        raise InvalidRequestError(
+            "prompts apply to texts, not to token-id inputs", param="prompt_name"
+        )
+
+
+def model_prompt(spec: ModelSpec, prompt_name: str | None, prompt: str | None) -> str:
+    """The text to put before every input, as sentence-transformers chooses it: ``prompt``,
+    else the model's prompt called ``prompt_name``, else its default prompt, else nothing.
+
+    Raises:
+        InvalidRequestError: The model has no prompt of that name (the message lists them).
+    """
+    if prompt is not None:
+        return prompt
+    name = prompt_name if prompt_name is not None else spec.default_prompt_name
+    if name is None:
+        return ""
+    if name not in spec.prompts:
+        known = ", ".join(repr(p) for p in spec.prompts) or "none"
+        raise InvalidRequestError(
+            f"Model '{spec.name}' has no prompt named {name!r}; its prompts: {known}",
+            param="prompt_name",
+            code="unknown_prompt",
+        )
+    return spec.prompts[name]

@@ -41,7 +41,7 @@ from .errors import (
 from .modelspec import ModelSpec
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
-from .validation import check_dimensions, check_inputs
+from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +75,8 @@ class _Request:
     truncate: bool
     future: RequestFuture
     first_index: int = 0
+    prompt_name: str | None = None
+    prompt: str | None = None
     rows: list[list[int]] = field(default_factory=list)
     out: np.ndarray | None = None
     spec: ModelSpec | None = None
@@ -173,6 +175,8 @@ class Worker:
         dimensions: int | None = None,
         truncate: bool | None = None,
         first_index: int = 0,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> RequestFuture:
         """Queue texts (or token-id rows) for embedding.
 
@@ -184,6 +188,9 @@ class Worker:
             truncate: Truncate over-long inputs (default from config) instead of failing.
             first_index: Index of ``inputs[0]`` in the caller's whole input (a chunk's
                 offset), so that error messages name the caller's own index.
+            prompt_name: One of the model's prompts (``config_sentence_transformers.json``),
+                put before every text; by default its ``default_prompt_name``, if any.
+            prompt: A prompt text of the caller's own, instead of a named one.
 
         Returns:
             A future resolving to an :class:`EmbedResult`; cancelling it drops the request
@@ -202,6 +209,7 @@ class Worker:
                 first_index=first_index,
             )
             check_dimensions(dimensions)
+            check_prompt(prompt_name, prompt, tokens=tokens)
         except EmbedError as exc:
             metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, exc.type).inc()
             raise
@@ -213,6 +221,8 @@ class Worker:
             truncate=self.config.truncate if truncate is None else truncate,
             future=RequestFuture(),
             first_index=first_index,
+            prompt_name=prompt_name,
+            prompt=prompt,
         )
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
@@ -481,6 +491,11 @@ class Worker:
         try:
             loaded = self._load(spec)
             check_dimensions(request.dimensions, spec.dimension, model=spec.name)
+            prefix = (
+                "" if request.tokens else model_prompt(spec, request.prompt_name, request.prompt)
+            )
+            if prefix:
+                request.inputs = [prefix + text for text in request.inputs]  # type: ignore[operator]
             n = len(request.inputs)
             out = np.empty((n, spec.dimension), dtype=np.float32)
             counts = [0] * n

@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine": (0, "core"),  # engine/__init__: a docstring only
     "engine.partition": (0, "core"),
     "config": (1, "core"),
-    "validation": (1, "core"),
+    "validation": (2, "core"),
     "modelspec": (1, "core"),
     "schema": (1, "core"),
     "engine.tokenization": (1, "core"),
