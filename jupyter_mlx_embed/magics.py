@@ -261,13 +261,17 @@ class EmbedMagics(Magics):
             ("version", info.get("version")),
         ]
         width = max(len(k) for k, _ in rows)
-        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"{card['id']}: {_describe_model(card)}" for card in info.get("models") or []]
+        print("\n".join(lines))
 
     @line_magic
     def embed_serve(self, line: str = "") -> None:
         """Serve this kernel's worker over HTTP (OpenAI-compatible, loopback, token required).
 
-        ``%embed_serve [--port P] [--token T]``; ``%embed_serve --stop`` stops it.
+        ``%embed_serve [--port P] [--token T]`` (``--port 0`` picks a free port);
+        ``%embed_serve --stop`` stops it. The server runs on a thread with its own event loop,
+        so later cells of this kernel can call it, and it answers while a cell runs.
         """
         p = _Parser(prog="%embed_serve", add_help=False)
         p.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -287,27 +291,55 @@ class EmbedMagics(Magics):
             url = transport.info()["server_url"].rstrip("/") + "/v1"
             print(
                 "This kernel already uses its Jupyter server's endpoint; other programs can "
-                f"call it too:\n\n{_snippet(url, 'the Jupyter server token')}"
+                f"call it too:\n\n{_snippet(url, '...  # the Jupyter server token')}"
             )
             return
         if self._server is not None:
             raise UsageError(f"%embed_serve: already serving at {self._server.url}")
         from .standalone import KernelServer
 
-        self._server = KernelServer.start(api.get_worker(), port=args.port, token=args.token)
+        try:
+            self._server = KernelServer.start(
+                api.get_worker(),
+                port=args.port,
+                token=args.token,
+                config=self.settings.serving_config(),
+            )
+        except OSError as exc:
+            raise UsageError(f"%embed_serve: cannot listen on port {args.port}: {exc}") from None
         os.environ[envvars.TOKEN] = self._server.token
         os.environ[envvars.URL] = self._server.url  # for jupyter_mlx_embed.openai_client()
+        key = f'os.environ["{envvars.TOKEN}"]'
         print(
             f"Serving at {self._server.url} (loopback only). The API key is in this kernel's "
             f"{envvars.TOKEN} environment variable (not printed, so it stays out of "
-            f"the saved notebook).\n\n{_snippet(self._server.url, 'that token')}"
+            f"the saved notebook).\n\n{_snippet(self._server.url, key)}"
         )
 
 
-def _snippet(url: str, key: str) -> str:
+def _describe_model(card: dict[str, Any]) -> str:
+    """One line of a loaded model's metadata (``GET /v1/models/{id}``)."""
+    quantization = card.get("quantization")
+    parts = [
+        f"{card.get('dimensions')} dimensions",
+        f"max {card.get('max_input_tokens')} tokens",
+        f"{card.get('pooling')} pooling",
+        f"{quantization['bits']}-bit" if quantization else "float weights",
+    ]
+    prompts = card.get("prompts") or {}
+    if prompts:
+        default = card.get("default_prompt_name")
+        names = [f"{name}{' (default)' if name == default else ''}" for name in prompts]
+        parts.append("prompts: " + ", ".join(names))
+    return ", ".join(parts)
+
+
+def _snippet(url: str, api_key: str) -> str:
+    """Code calling ``url`` with the official client (``api_key``: a Python expression)."""
     return (
+        "import os\n"
         "from openai import OpenAI\n"
-        f'client = OpenAI(base_url="{url}", api_key=...)  # api_key: {key}\n'
+        f'client = OpenAI(base_url="{url}", api_key={api_key})\n'
         'client.embeddings.create(model="all-MiniLM-L6-v2", input=["hello"])'
     )
 

@@ -137,6 +137,6 @@ def model_object(name: str, owned_by: str = "local") -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": owned_by}
 
 
-def models_response(names: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The ``GET /v1/models`` response for ``(name, owner)`` pairs."""
-    return {"object": "list", "data": [model_object(n, o) for n, o in names]}
+def models_response(models: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``GET /v1/models`` response for model objects (:func:`model_object` and more)."""
+    return {"object": "list", "data": list(models)}

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,6 +121,10 @@ class Transport(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
+    def model_info(self, name: str | None) -> dict[str, Any]:
+        """What ``GET /v1/models/{id}`` says of a model (dimensions, prompts, ...)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -156,6 +161,9 @@ class LocalTransport:
 
     def info(self) -> dict[str, Any]:
         return {"transport": self.kind, **self._get_worker().info()}
+
+    def model_info(self, name: str | None) -> dict[str, Any]:
+        return self._get_worker().model_card(name)
 
     def close(self) -> None:
         """Nothing to release: the worker belongs to the process."""
@@ -246,6 +254,12 @@ class ServerTransport:
             "prompt": prompt,
         }
         return self._pool.submit(self._embed, list(inputs), first_index, options)
+
+    def model_info(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            name = str(self._call("mlx-embed/status")["default_model"])
+        card: dict[str, Any] = self._call(f"v1/models/{urllib.parse.quote(name)}")
+        return card
 
     def info(self) -> dict[str, Any]:
         status = self._call("mlx-embed/status")

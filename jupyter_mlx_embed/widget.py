@@ -95,8 +95,10 @@ class SimilarityExplorer(anywidget.AnyWidget):
             installed, else PCA).
         k: Rows in the query's top-k table and neighbours per clicked point.
         heatmap_limit: Most items in the similarity heatmap.
-        query_prefix: Text put before every query when embedding it (e.g. ``"query: "``
-            for models trained with prefixes); the texts' vectors are used as they are.
+        query_prefix: Text put before every query when embedding it (e.g. ``"query: "``),
+            instead of the model's own query prompt: by default a model with a prompt named
+            ``query`` (``config_sentence_transformers.json``) gets it. The texts' vectors are
+            used as they are.
         height: Height of the map in pixels.
         transport: Where queries are embedded; the process's transport
             (:func:`jupyter_mlx_embed.get_transport`) by default.
@@ -161,8 +163,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
         # Private state first: observers may run while the traits below are initialised.
         self._embeddings = embeddings
         self._heatmap_limit = heatmap_limit
-        self._query_prefix = query_prefix
         self._transport = transport
+        self._query_options = self._query_prompt(query_prefix)
         self._lock = threading.RLock()
         self._quiet = False  # set while search_text() changes the query traits itself
         self._latest_seq = 0  # the newest query number sent (older answers are dropped)
@@ -346,11 +348,24 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _get_transport(self) -> Transport:
         return self._transport if self._transport is not None else api.get_transport()
 
+    def _query_prompt(self, prefix: str) -> dict[str, str | None]:
+        """How queries are prompted: the caller's prefix, else the model's ``query`` prompt
+        when it has one, else as any text (the model's default prompt, if any)."""
+        if prefix:
+            return {"prompt_name": None, "prompt": prefix}
+        try:
+            prompts = self._get_transport().model_info(self._embeddings.model)["prompts"]
+        except (EmbedError, KeyError, TypeError):
+            prompts = {}
+        return {"prompt_name": "query" if "query" in (prompts or {}) else None, "prompt": None}
+
     def _submit(self, transport: Transport, text: str) -> Future[EmbedResult]:
         return transport.submit(
-            [self._query_prefix + text],
+            [text],
             model=self._embeddings.model,
             dimensions=self._embeddings.dimensions,
+            prompt_name=self._query_options["prompt_name"],
+            prompt=self._query_options["prompt"],
         )
 
     # Clicks, selection, k ---------------------------------------------------------------

@@ -41,6 +41,7 @@ from .errors import (
 from .modelspec import ModelSpec
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
+from .schema import model_object
 from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
 
 log = logging.getLogger(__name__)
@@ -318,11 +319,46 @@ class Worker:
                     "detail": engine.blas.detail,
                 },
                 loaded_models=list(self._loaded_names),
+                models=[self.model_card(name) for name in self._loaded_names],
                 malloc_tuned=engine.malloc_tuned,
             )
         elif self._engine_error is not None:
             data.update(state="failed", error=str(self._engine_error))
         return data
+
+    def model_card(self, name: str | None = None) -> dict[str, Any]:
+        """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields, then its
+        dimensions, max input tokens, pooling, prompts, quantization and whether it is loaded
+        (extra fields that OpenAI clients ignore). Reads the model's folder: call it off the
+        event loop.
+
+        Raises:
+            EmbedError: As :meth:`ModelRegistry.resolve` raises.
+        """
+        spec = self.registry.resolve(name)
+        quantization = spec.quantization
+        return {
+            **model_object(spec.name if name is None else name, spec.source),
+            "dimensions": spec.dimension,
+            "max_input_tokens": spec.max_seq_length,
+            "pooling": spec.pooling,
+            "prompts": dict(spec.prompts),
+            "default_prompt_name": spec.default_prompt_name,
+            "quantization": None
+            if quantization is None
+            else {"bits": quantization.bits, "group_size": quantization.group_size},
+            "loaded": spec.name in self._loaded_names,
+        }
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        """:meth:`model_card` of every model a request can name (those that resolve)."""
+        cards = []
+        for entry in self.registry.list_models():
+            try:
+                cards.append(self.model_card(entry.name))
+            except EmbedError as exc:
+                log.info("not listing %s: %s", entry.name, exc.message)
+        return cards
 
     def close(self, timeout: float | None = 30.0, *, cancel_pending: bool = False) -> None:
         """Stop accepting work, finish (or fail) what is queued and join the thread.

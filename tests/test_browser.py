@@ -115,10 +115,28 @@ def test_busy_and_error_states(lab_page: Page) -> None:
 
         # A long forward pass with nothing queued is busy too; the tooltip shows the cache.
         cache = {"enabled": True, "hits": 30, "misses": 10}
-        answer["json"] = {**status, "queue_depth": 0, "busy": True, "cache": cache}
+        card = {
+            "id": MODEL,
+            "dimensions": 384,
+            "max_input_tokens": 256,
+            "pooling": "mean",
+            "prompts": {"query": "query: "},
+            "default_prompt_name": None,
+            "quantization": {"bits": 8, "group_size": 64},
+            "loaded": True,
+        }
+        answer["json"] = {
+            **status,
+            "queue_depth": 0,
+            "busy": True,
+            "cache": cache,
+            "models": [card],
+        }
         expect(item).to_have_text(f"Embeddings: {MODEL} +1 · busy", timeout=10_000)
         hit_rate = re.compile(r"Cache: 30 hits, 10 misses \(75% hit rate\)")
         expect(item).to_have_attribute("title", hit_rate)
+        model_line = f"{MODEL}: 384 dims · max 256 tokens · mean pooling · 8-bit · prompts: query"
+        assert model_line in (item.get_attribute("title") or "")
 
         answer["json"] = {**status, "state": "failed", "error": "no MLX", "queue_depth": 0}
         expect(item).to_have_attribute("data-state", "error", timeout=10_000)

@@ -111,6 +111,7 @@ def test_embed_info_shows_transport_model_and_blas(shell, capsys) -> None:
     assert "transport      local" in out
     assert "all-MiniLM-L6-v2" in out
     assert "scipy-openblas" in out or "openblas" in out
+    assert "all-MiniLM-L6-v2: 384 dimensions, max 256 tokens, mean pooling" in out
 
 
 def test_config_changes_reach_the_worker(shell) -> None:

@@ -92,3 +92,49 @@ def test_http_and_python_api_take_prompt_name(make_worker, prompted, model_root)
     jme.set_transport("local")
     got = jme.embed(TEXTS[0], model="tiny-prompted", prompt_name="query")
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_models_route_shows_metadata(make_worker, prompted, model_root) -> None:
+    import json
+    import urllib.request
+
+    from jupyter_mlx_embed.standalone import KernelServer
+
+    worker = make_worker(model_roots=(prompted, model_root))
+    worker.submit(["load it"], model="tiny-prompted").result()
+    server = KernelServer.start(worker, port=0, token="meta-token")
+    headers = {"Authorization": "Bearer meta-token"}
+    try:
+        url = server.url + "/models/tiny-prompted"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as reply:
+            card = json.loads(reply.read())
+        with urllib.request.urlopen(
+            urllib.request.Request(server.url + "/models", headers=headers)
+        ) as reply:
+            listed = {m["id"]: m for m in json.loads(reply.read())["data"]}
+    finally:
+        server.stop_soon()
+    assert card["id"] == "tiny-prompted" and card["object"] == "model"
+    assert (card["dimensions"], card["pooling"], card["max_input_tokens"]) == (32, "cls", 24)
+    assert card["prompts"] == PROMPTS and card["default_prompt_name"] == "document"
+    assert card["quantization"] is None and card["loaded"] is True
+    assert listed["tiny-prompted"] == card
+    assert listed["all-MiniLM-L6-v2"]["loaded"] is False
+    assert "chat-llama" not in listed  # only what a request can use
+
+
+def test_explorer_queries_use_the_models_query_prompt(make_worker, prompted, model_root) -> None:
+    import jupyter_mlx_embed as jme
+    from jupyter_mlx_embed.transport import LocalTransport
+
+    worker = make_worker(model_roots=(prompted, model_root))
+    texts = ["a cat on a mat", "a fox in a den", "rain over the river"]
+    docs = jme.Embeddings(
+        texts, worker.submit(texts, model="tiny-prompted").result().vectors, "tiny-prompted"
+    )
+    explorer = jme.SimilarityExplorer(docs, transport=LocalTransport(lambda: worker, timeout=60))
+    results = explorer.search_text("a small animal")
+    query = worker.submit(["query: a small animal"], model="tiny-bert-cls").result().vectors[0]
+    expected = docs.search(query, k=len(texts))
+    assert [h.index for h in results] == [h.index for h in expected][: len(results)]
+    assert results[0].score == pytest.approx(expected[0].score, abs=1e-5)

@@ -65,13 +65,21 @@ class ManualTransport:
     timeout = 60.0
 
     def __init__(self) -> None:
+        #: (texts as the model sees them, i.e. with the prompt, model, dimensions, future).
         self.requests: list[tuple[list[str], str | None, int | None, Future[Any]]] = []
 
     def submit(
-        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str | None,
+        dimensions: int | None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> Future[Any]:
+        assert prompt_name is None, "the test models have no prompts"
         future: Future[Any] = Future()
-        self.requests.append((list(inputs), model, dimensions, future))
+        self.requests.append(([(prompt or "") + t for t in inputs], model, dimensions, future))
         return future
 
     def complete(self, i: int) -> None:
@@ -79,6 +87,9 @@ class ManualTransport:
         future.set_result(
             jme.get_transport().submit(inputs, model=model, dimensions=dimensions).result(60)
         )
+
+    def model_info(self, name: str | None) -> dict[str, Any]:
+        return jme.get_transport().model_info(name)
 
     def fail(self, i: int, error: BaseException) -> None:
         self.requests[i][3].set_exception(error)
@@ -93,9 +104,7 @@ class ManualTransport:
 class RefusingTransport(ManualTransport):
     """``submit`` itself raises, as a full queue does."""
 
-    def submit(
-        self, inputs: Sequence[str], *, model: str | None, dimensions: int | None
-    ) -> Future[Any]:
+    def submit(self, inputs: Sequence[str], **options: Any) -> Future[Any]:
         raise jme.OverloadedError("the queue is full")
 
 

@@ -28,8 +28,22 @@ export interface IWorkerStatus {
   blas?: { name: string; fast: boolean; path: string | null; detail: string };
   /** Why the worker failed to start (`state` is `failed`). */
   error?: string;
+  /** `GET v1/models/{id}` of each loaded model (its metadata). */
+  models?: IModelCard[];
   /** The persistent vector cache: hits are texts answered without running the model. */
   cache?: { enabled: boolean; hits: number; misses: number };
+}
+
+/** A model's metadata, as `GET v1/models/{id}` gives it. */
+export interface IModelCard {
+  id: string;
+  dimensions: number;
+  max_input_tokens: number;
+  pooling: string;
+  prompts: Record<string, string>;
+  default_prompt_name: string | null;
+  quantization: { bits: number; group_size: number } | null;
+  loaded: boolean;
 }
 
 /** The outcome of one status request. */
@@ -122,11 +136,26 @@ function details(s: IWorkerStatus): string {
     `Requests: ${count(s.requests)} served, ${count(s.requests_failed)} failed`,
     `Tokens: ${count(s.tokens)} in ${count(s.batches)} batches`,
     `Cache: ${cacheLine(s.cache)}`,
+    ...(s.models ?? []).map(modelLine),
     `Device: ${s.device ?? 'not known yet'} · BLAS: ${blas}`,
     `jupyter-mlx-embed ${s.version ?? '?'} · MLX ${s.mlx_version ?? '?'}`,
     '',
     CLICK_HINT
   ].join('\n');
+}
+
+function modelLine(card: IModelCard): string {
+  const parts = [
+    `${card.dimensions} dims`,
+    `max ${count(card.max_input_tokens)} tokens`,
+    `${card.pooling} pooling`,
+    card.quantization ? `${card.quantization.bits}-bit` : 'float'
+  ];
+  const prompts = Object.keys(card.prompts ?? {});
+  if (prompts.length) {
+    parts.push(`prompts: ${prompts.join(', ')}`);
+  }
+  return `${card.id}: ${parts.join(' · ')}`;
 }
 
 function cacheLine(cache: IWorkerStatus['cache']): string {
