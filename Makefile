@@ -27,8 +27,16 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 	$(PY) -m jupyter_mlx_embed build-blas
 	touch $(STAMP)
 
+# JupyterLab runs on a working copy of notebooks/ in workspace/ (git-ignored), so running the
+# tutorials never dirties the checkout; a copy already there (perhaps edited) is kept.
+LAB_DIR := workspace
+
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MLXEmbed.preload=True $(if $(SUDO),,--allow-root)
+	mkdir -p $(LAB_DIR)
+	for notebook in notebooks/*.ipynb; do \
+		test -e "$(LAB_DIR)/$${notebook##*/}" || cp "$$notebook" $(LAB_DIR)/; \
+	done
+	$(VENV)/bin/jupyter lab --notebook-dir=$(LAB_DIR) --MLXEmbed.preload=True $(if $(SUDO),,--allow-root)
 
 # The front end's lint tools (eslint, prettier), installed exactly as locked.
 LAB_DEPS := labextension/node_modules/.lint-installed

@@ -1,5 +1,5 @@
-"""Real-browser test scaffolding: JupyterLab in a subprocess, driven with Playwright's sync
-API in Debian's Chromium. A browser test module starts with::
+"""Real-browser test scaffolding: JupyterLab (or Notebook 7) in a subprocess, driven with
+Playwright's sync API in Debian's Chromium. A browser test module starts with::
 
     from .browser import requires_chromium, open_notebook, run_cell, screenshot
 
@@ -10,7 +10,9 @@ and gets the module-scoped fixtures ``lab`` (a running :class:`LabServer` with t
 server and lab extensions), ``browser`` and ``lab_page`` (a page with JupyterLab loaded), and
 helpers: :func:`open_notebook` and :func:`run_cell` to run code in a notebook,
 :func:`execute_command`, :func:`run_from_palette`, :func:`screenshot` (to ``test-artifacts/``),
-:func:`page_errors`, and :func:`start_lab` for a Lab with other options.
+:func:`page_errors`, and :func:`start_lab` for a Lab with other options. For Notebook 7,
+:func:`start_notebook7` runs the server and :func:`open_notebook7` opens a notebook's own page
+(Notebook 7 shows one document per page); :func:`run_cell` works there too.
 
 PYTEST_DONT_REWRITE: test modules import these helpers before ``pytest_plugins`` registers
 this module, and it has no asserts to rewrite (the marker silences pytest's warning).
@@ -75,7 +77,7 @@ _USER_SETTINGS = {
 
 @dataclass(frozen=True)
 class LabServer:
-    """A running JupyterLab: its URL (ending in ``/``), token and folders."""
+    """A running JupyterLab or Notebook 7: its URL (ending in ``/``), token and folders."""
 
     url: str
     token: str
@@ -108,6 +110,24 @@ class LabServer:
 def start_lab(tmp: Path, *extra: str, token: str = TOKEN) -> Iterator[LabServer]:
     """Run ``python -m jupyterlab`` on a free port with its notebooks, settings and
     workspaces under ``tmp``; ``extra`` are more command-line options."""
+    never_check = "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"
+    with _start_app(tmp, "jupyterlab", "LabApp", never_check, *extra, token=token) as server:
+        yield server
+
+
+@contextmanager
+def start_notebook7(tmp: Path, *extra: str, token: str = TOKEN) -> Iterator[LabServer]:
+    """Run Notebook 7 (``python -m notebook``) as :func:`start_lab` runs JupyterLab."""
+    with _start_app(tmp, "notebook", "JupyterNotebookApp", *extra, token=token) as server:
+        yield server
+
+
+@contextmanager
+def _start_app(
+    tmp: Path, module: str, app: str, *extra: str, token: str = TOKEN
+) -> Iterator[LabServer]:
+    """Run ``python -m <module>``, a JupyterLab-based app whose class is ``app``, isolated
+    under ``tmp`` (notebooks, user settings, workspaces and log)."""
     root, settings, workspaces = tmp / "notebooks", tmp / "settings", tmp / "workspaces"
     for folder in (root, settings, workspaces):
         folder.mkdir(parents=True, exist_ok=True)
@@ -120,20 +140,19 @@ def start_lab(tmp: Path, *extra: str, token: str = TOKEN) -> Iterator[LabServer]
     argv = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        module,
         "--no-browser",
         f"--port={port}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.allow_root=True",
-        f"--LabApp.user_settings_dir={settings}",
-        f"--LabApp.workspaces_dir={workspaces}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--{app}.user_settings_dir={settings}",
+        f"--{app}.workspaces_dir={workspaces}",
         # `window.jupyterapp`, for `execute_command` (as JupyterLab's own UI tests do).
-        "--LabApp.expose_app_in_browser=True",
+        f"--{app}.expose_app_in_browser=True",
         *extra,
     ]
-    log = tmp / "lab.log"
+    log = tmp / f"{module}.log"
     with running(argv, url + "api/status", {"Authorization": f"token {token}"}, log):
         yield LabServer(url=url, token=token, root=root, log=log)
 
@@ -142,7 +161,8 @@ _ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary(
 
 
 def page_errors(page: Page) -> list[str]:
-    """Uncaught exceptions and console errors of a page opened by :func:`open_lab`."""
+    """Uncaught exceptions (with `` [at SCRIPT]`` when known) and console errors of a page
+    opened by :func:`open_lab` or :func:`open_app`."""
     return _ERRORS[page]
 
 
@@ -153,20 +173,34 @@ def _record_errors(page: Page) -> None:
         if message.type == "error":
             errors.append(f"console: {message.text}")
 
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}{_thrown_in(exc.stack)}"))
     page.on("console", console)
+
+
+def _thrown_in(stack: str | None) -> str:
+    """`` [at PATH]``: the server path of the script an error was thrown in, to tell whose
+    code failed (this package's, JupyterLab's or Notebook's); empty if the stack has none."""
+    frame = re.search(r"https?://[^/\s]+/([^?#\s:]+\.js)", stack or "")
+    return f" [at {frame.group(1)}]" if frame else ""
 
 
 def open_lab(browser: Browser, lab: LabServer, path: str = "lab") -> Page:
     """A new browser context and page with JupyterLab loaded and its status bar shown (its
     errors are recorded: :func:`page_errors`)."""
+    page = open_app(browser, lab, path)
+    page.wait_for_selector("#jp-main-statusbar", state="visible")
+    return page
+
+
+def open_app(browser: Browser, server: LabServer, path: str) -> Page:
+    """A new browser context and page with the app at ``path`` (``lab``; ``tree`` or
+    ``notebooks/NAME`` in Notebook 7) started; its errors are recorded (:func:`page_errors`)."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(30_000)
     _record_errors(page)
-    page.goto(lab.page_url(path))
+    page.goto(server.page_url(path))
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=60_000)
-    page.wait_for_selector("#jp-main-statusbar", state="visible")
     return page
 
 
@@ -193,6 +227,31 @@ def run_from_palette(page: Page, label: str) -> None:
 def open_notebook(page: Page, lab: LabServer, name: str = "Untitled.ipynb") -> Locator:
     """Create an empty Python notebook ``name`` on the server, open it and wait for its
     kernel to be idle; returns the notebook panel (for :func:`run_cell`)."""
+    _create_notebook(lab, name)
+    widget_id = page.evaluate(
+        "path => window.jupyterapp.commands.execute('docmanager:open', {path}).then(w => w.id)",
+        name,
+    )
+    page.wait_for_function(_KERNEL_READY, arg=widget_id, timeout=60_000)
+    return page.locator(f'[id="{widget_id}"]')
+
+
+def open_notebook7(browser: Browser, server: LabServer, name: str = "Untitled.ipynb") -> Locator:
+    """Create an empty Python notebook ``name`` on a Notebook 7 server, open its page in a new
+    browser context and wait for its kernel to be idle; returns the notebook panel (for
+    :func:`run_cell`; its page is ``panel.page``)."""
+    _create_notebook(server, name)
+    page = open_app(browser, server, f"notebooks/{name}")
+    widget_id = page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget?.sessionContext?.session && "
+        "window.jupyterapp.shell.currentWidget.id"
+    ).json_value()
+    page.wait_for_function(_KERNEL_READY, arg=widget_id, timeout=60_000)
+    return page.locator(f'[id="{widget_id}"]')
+
+
+def _create_notebook(server: LabServer, name: str) -> None:
+    """Put an empty Python notebook (one empty code cell) at ``name`` on the server."""
     notebook = {
         "cells": [
             {
@@ -209,13 +268,7 @@ def open_notebook(page: Page, lab: LabServer, name: str = "Untitled.ipynb") -> L
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    lab.request("PUT", f"api/contents/{name}", {"type": "notebook", "content": notebook})
-    widget_id = page.evaluate(
-        "path => window.jupyterapp.commands.execute('docmanager:open', {path}).then(w => w.id)",
-        name,
-    )
-    page.wait_for_function(_KERNEL_READY, arg=widget_id, timeout=60_000)
-    return page.locator(f'[id="{widget_id}"]')
+    server.request("PUT", f"api/contents/{name}", {"type": "notebook", "content": notebook})
 
 
 _KERNEL_READY = """id => {
