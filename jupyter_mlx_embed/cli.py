@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 token=token,
-                max_body_bytes=serving.max_body_bytes,
+                config=serving,
             )
             if not token:  # the server generated one: say it before serving
                 print(f"API key (Authorization: Bearer ...): {server.token}", flush=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 SETTING_PREFIX = "JUPYTER_MLX_EMBED_"
 #: Set by the server extension in the server's environment, hence inherited by its kernels.
 SERVER_PID = "JUPYTER_MLX_EMBED_SERVER_PID"
+#: Set by the server extension when the server uses HTTPS: its certificate file, which the
+#: kernels it starts (they inherit it) trust for that server, self-signed or not.
+SERVER_CERTFILE = "JUPYTER_MLX_EMBED_SERVER_CERTFILE"
 #: The API key of the standalone and kernel-side servers.
 TOKEN = "JUPYTER_MLX_EMBED_TOKEN"
 #: The OpenAI ``base_url`` of a standalone or kernel-side server (``%embed_serve`` sets it).

@@ -1,7 +1,9 @@
 """Jupyter server extension: the OpenAI-compatible endpoint under the server's base URL.
 
 Routes (all behind Jupyter's authentication and authorizer): ``POST v1/embeddings``,
-``GET v1/models``, ``GET v1/models/{id}`` and ``GET mlx-embed/status``.
+``GET v1/models``, ``GET v1/models/{id}``, ``GET mlx-embed/status``, and an OpenAI-shaped
+404 for any other path under ``v1/``. API clients without a valid token get 401 (not Jupyter's
+403 about a missing ``_xsrf`` argument); browsers keep Jupyter's cookie and XSRF rules.
 """
 
 from __future__ import annotations
@@ -16,15 +18,44 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from . import envvars
-from .routes import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin
+from .routes import (
+    BODY_TIMEOUT_KEY,
+    MAX_BODY_KEY,
+    WORKER_KEY,
+    EmbeddingsMixin,
+    unauthenticated,
+)
 from .settings import MLXEmbed
 from .worker import Worker
 
 AUTH_RESOURCE = "mlx_embed"
 
+_UNSET = object()
 
+
+@web.stream_request_body
 class _Base(EmbeddingsMixin, APIHandler):
+    """Jupyter's authentication, then the body (never read for an unauthenticated client)."""
+
     auth_resource = AUTH_RESOURCE
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()  # resolves the user; XSRF for cookie-authenticated requests
+        # (with ServerApp.allow_unauthenticated_access; CORS preflights carry no credentials)
+        if self.current_user is None and self.request.method != "OPTIONS":
+            raise unauthenticated()
+        self.begin_body()
+
+    def check_xsrf_cookie(self) -> None:
+        """401 for a request without a valid token or login cookie; Jupyter's XSRF check
+        (403) for a request authenticated by its cookie."""
+        if getattr(self, "_jupyter_current_user", _UNSET) is None:
+            raise unauthenticated()
+        super().check_xsrf_cookie()
+
+    def get_login_url(self) -> str:
+        """API clients are not redirected to a login page: 401."""
+        raise unauthenticated()
 
 
 class EmbeddingsHandler(_Base):
@@ -54,6 +85,14 @@ class StatusHandler(_Base):
         self.write_status()
 
 
+class NotFoundHandler(_Base):
+    """Any other path under ``v1/``: an OpenAI-shaped 404 for every method."""
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        self.reject_unknown_route()
+
+
 class MLXEmbedApp(ExtensionApp):
     """Starts the process's embedding worker with the server and serves its routes."""
 
@@ -70,9 +109,20 @@ class MLXEmbedApp(ExtensionApp):
         self.worker = Worker(settings.engine_config())
         if serving.preload:
             self.worker.preload()
-        self.settings.update({WORKER_KEY: self.worker, MAX_BODY_KEY: serving.max_body_bytes})
-        os.environ[envvars.SERVER_PID] = str(os.getpid())
+        self.settings.update(
+            {
+                WORKER_KEY: self.worker,
+                MAX_BODY_KEY: serving.max_body_bytes,
+                BODY_TIMEOUT_KEY: serving.body_timeout,
+            }
+        )
         assert self.serverapp is not None  # set before extensions initialise
+        os.environ[envvars.SERVER_PID] = str(os.getpid())
+        # Kernels reach this server over HTTPS with its own certificate (self-signed or not).
+        if self.serverapp.certfile:
+            os.environ[envvars.SERVER_CERTFILE] = os.path.abspath(self.serverapp.certfile)
+        else:
+            os.environ.pop(envvars.SERVER_CERTFILE, None)
         self.log.info(
             "jupyter-mlx-embed: OpenAI-compatible endpoint at %s",
             url_path_join(self.serverapp.base_url, "v1"),
@@ -85,6 +135,7 @@ class MLXEmbedApp(ExtensionApp):
                 (r"/v1/models", ModelsHandler),
                 (r"/v1/models/(.+)", ModelsHandler),
                 (r"/mlx-embed/status", StatusHandler),
+                (r"/v1(?:/.*)?", NotFoundHandler),
             ]
         )
 

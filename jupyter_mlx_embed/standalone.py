@@ -1,25 +1,39 @@
 """The standalone OpenAI-compatible server: the same handlers in a plain Tornado app.
 
-Used by ``jupyter-mlx-embed serve`` and by the kernel-side server. It listens on loopback by
-default and always requires ``Authorization: Bearer <token>``.
+Used by ``jupyter-mlx-embed serve`` and by the kernel-side server (``%embed_serve``). It
+listens on loopback by default, always requires ``Authorization: Bearer <token>`` (checked
+before any byte of a body is read), caps open connections, and stops gracefully: while
+stopping, new requests get 503 and every response closes its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import hmac
+import json
 import logging
 import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tornado import web
+from tornado import iostream, web
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .config import DEFAULT_PORT, ServingConfig
-from .routes import MAX_BODY_KEY, WORKER_KEY, EmbeddingsMixin, HandlerBase, NotFoundMixin
+from .errors import WorkerClosedError
+from .routes import (
+    BODY_TIMEOUT_KEY,
+    MAX_BODY_KEY,
+    WORKER_KEY,
+    EmbeddingsMixin,
+    error_body,
+    unauthenticated,
+)
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -27,48 +41,86 @@ log = logging.getLogger(__name__)
 TOKEN_KEY = "mlx_embed_token"
 STATE_KEY = "mlx_embed_state"
 
+#: Seconds :meth:`EmbeddingsServer.stop` waits for requests in flight.
+STOP_TIMEOUT = 30.0
+
 
 @dataclass
-class _InFlight:
-    """Counts requests being handled, so shutdown can wait for them."""
+class _ServerState:
+    """Requests being handled (so that shutdown can wait for them) and whether the server is
+    stopping."""
 
     count: int = 0
+    stopping: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.idle.set()
 
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
 
-class _TokenAuthMixin(HandlerBase):
-    """Requires ``Authorization: Bearer <token>`` (or ``token <token>``) on every request."""
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+@web.stream_request_body
+class _Handler(EmbeddingsMixin, web.RequestHandler):
+    """Bearer-token authentication, then the body; 503 while the server stops."""
+
+    _entered = False
+
+    @property
+    def _state(self) -> _ServerState:
+        state: _ServerState = self.settings[STATE_KEY]
+        return state
 
     def prepare(self) -> None:
-        state: _InFlight = self.settings[STATE_KEY]
-        state.count += 1
-        state.idle.clear()
-        self._counted = True
+        self._state.enter()
+        self._entered = True
         expected: str = self.settings[TOKEN_KEY]
         scheme, _, supplied = self.request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
             supplied.strip().encode(), expected.encode()
         ):
-            raise web.HTTPError(
-                401, "Missing or invalid API key: send 'Authorization: Bearer TOKEN'"
+            raise unauthenticated()
+        if self._state.stopping:
+            raise WorkerClosedError(
+                "The server is shutting down; retry with another server",
+                code="server_shutting_down",
             )
-        super().prepare()
+        self.begin_body()
 
-    def on_finish(self) -> None:
-        if getattr(self, "_counted", False):
-            state: _InFlight = self.settings[STATE_KEY]
-            state.count -= 1
-            if state.count == 0:
-                state.idle.set()
-        super().on_finish()
-
-
-class _Handler(_TokenAuthMixin, EmbeddingsMixin, web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies, so no XSRF check."""
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        if self._state.stopping:  # this is the connection's last response
+            self.set_header("Connection", "close")
+        flushed = super().finish(chunk)
+        flushed.add_done_callback(self._flushed)
+        return flushed
+
+    def _flushed(self, written: asyncio.Future[None]) -> None:
+        """The response is written out: only now may shutdown close the connection."""
+        if not written.cancelled():
+            written.exception()  # retrieved: a client that left already is no error
+        connection = self.request.connection
+        if self._state.stopping and isinstance(connection, HTTP1Connection):
+            connection.close()
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._entered:
+            self._entered = False
+            self._state.leave()
+
+    def on_connection_close(self) -> None:
+        self._leave()  # a client gone mid-body or mid-request is not waited for
+        super().on_connection_close()
 
 
 class _EmbeddingsHandler(_Handler):
@@ -86,19 +138,45 @@ class _StatusHandler(_Handler):
         self.write_status()
 
 
-class _NotFoundHandler(_TokenAuthMixin, NotFoundMixin, web.RequestHandler):
-    pass
+class _NotFoundHandler(_Handler):
+    def prepare(self) -> None:
+        super().prepare()
+        self.reject_unknown_route()
+
+
+#: Access lines of the kernel-side server: kept out of notebook cells (a kernel prints its
+#: warnings into the output of whatever cell runs), so not propagated to the root logger.
+KERNEL_ACCESS_LOG = "jupyter_mlx_embed.kernel_server.access"
+logging.getLogger(KERNEL_ACCESS_LOG).propagate = False
+logging.getLogger(KERNEL_ACCESS_LOG).addHandler(logging.NullHandler())
+
+
+def _log_request(logger: logging.Logger, handler: web.RequestHandler) -> None:
+    """Tornado's access line, with secrets redacted from the URI (via ``_request_summary``)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    summary = handler._request_summary()
+    elapsed = 1000.0 * handler.request.request_time()
+    logger.log(level, "%d %s %.2fms", status, summary, elapsed)
 
 
 def make_app(
-    worker: Worker, token: str, *, max_body_bytes: int = ServingConfig.max_body_bytes
+    worker: Worker,
+    token: str,
+    *,
+    config: ServingConfig | None = None,
+    access_log: str = "tornado.access",
 ) -> web.Application:
-    """A Tornado application serving the embedding routes with Bearer-token auth."""
+    """A Tornado application serving the embedding routes with Bearer-token auth
+    (``access_log``: the logger its access lines go to)."""
+    config = config or ServingConfig()
     settings: dict[str, Any] = {
         WORKER_KEY: worker,
         TOKEN_KEY: token,
-        MAX_BODY_KEY: max_body_bytes,
-        STATE_KEY: _InFlight(),
+        MAX_BODY_KEY: config.max_body_bytes,
+        BODY_TIMEOUT_KEY: config.body_timeout,
+        STATE_KEY: _ServerState(),
+        "log_function": functools.partial(_log_request, logging.getLogger(access_log)),
     }
     routes = [
         (r"/v1/embeddings", _EmbeddingsHandler),
@@ -110,6 +188,51 @@ def make_app(
     return web.Application(routes, **settings)
 
 
+def _refusal(status: int, message: str, code: str) -> bytes:
+    """A complete HTTP response in the OpenAI error shape, for a connection that is closed
+    without reading a request."""
+    _, body = error_body(web.HTTPError(status, message), status)
+    body["error"]["code"] = code
+    payload = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+def _close(stream: iostream.IOStream, written: asyncio.Future[None]) -> None:
+    if not written.cancelled():
+        written.exception()  # retrieved: a client that left already is no error
+    stream.close()
+
+
+class _CappedHTTPServer(HTTPServer):
+    """Tornado's HTTP server, answering 503 and closing connections beyond a maximum."""
+
+    max_connections = ServingConfig.max_connections
+    _open = 0
+    _refusing = False
+
+    def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
+        if self._open >= self.max_connections:
+            if not self._refusing:
+                log.warning("%d connections open (max_connections); refusing new ones", self._open)
+                self._refusing = True
+            refusal = _refusal(
+                503, "Too many open connections; retry shortly", "too_many_connections"
+            )
+            stream.write(refusal).add_done_callback(lambda written: _close(stream, written))
+            return
+        self._open += 1
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: HTTP1ServerConnection) -> None:  # type: ignore[override]
+        self._open -= 1
+        self._refusing = False
+        super().on_close(server_conn)
+
+
 class EmbeddingsServer:
     """An HTTP server for a worker on the running asyncio loop.
 
@@ -118,7 +241,7 @@ class EmbeddingsServer:
         host: Address to bind (loopback by default).
         port: Port to bind; 0 picks a free one (see :attr:`port` after :meth:`start`).
         token: The API key clients must send; generated when ``None``.
-        max_body_bytes: Largest accepted body (413 above it).
+        config: Limits (``max_body_bytes``, ``body_timeout``, ``max_connections``).
     """
 
     def __init__(
@@ -128,17 +251,16 @@ class EmbeddingsServer:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         token: str | None = None,
-        max_body_bytes: int = ServingConfig.max_body_bytes,
+        config: ServingConfig | None = None,
+        access_log: str = "tornado.access",
     ) -> None:
         self.worker = worker
         self.host = host
         self.port = port
         self.token = token or secrets.token_urlsafe(32)
-        self.app = make_app(worker, self.token, max_body_bytes=max_body_bytes)
-        # Bodies up to twice the limit reach the handler, which answers 413; larger ones are
-        # cut off by Tornado before they are buffered.
-        self._max_body = 2 * max_body_bytes + (1 << 20)
-        self._http: HTTPServer | None = None
+        self.config = config or ServingConfig()
+        self.app = make_app(worker, self.token, config=self.config, access_log=access_log)
+        self._http: _CappedHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -148,17 +270,29 @@ class EmbeddingsServer:
 
     def start(self) -> None:
         """Bind and start serving on the current event loop."""
-        self._http = HTTPServer(self.app, max_body_size=self._max_body, xheaders=False)
+        self._http = _CappedHTTPServer(
+            self.app,
+            xheaders=False,
+            # The handlers stream bodies and answer 413 themselves; Tornado's own limit (a
+            # bare 400) must lie above any length they refuse.
+            max_body_size=1 << 62,
+            body_timeout=self.config.body_timeout,
+            idle_connection_timeout=self.config.body_timeout,  # also bounds header reading
+        )
+        self._http.max_connections = self.config.max_connections
         sockets = bind_sockets(self.port, address=self.host)
         self.port = sockets[0].getsockname()[1]
         self._http.add_sockets(sockets)
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting connections and wait for in-flight requests to finish."""
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop accepting connections, answer new requests on open ones with 503 and close
+        each connection after its response, wait (up to ``timeout``) for the requests in
+        flight, then close every connection left (idle ones)."""
         if self._http is None:
             return
+        state: _ServerState = self.app.settings[STATE_KEY]
+        state.stopping = True
         self._http.stop()
-        state: _InFlight = self.app.settings[STATE_KEY]
         try:
             await asyncio.wait_for(state.idle.wait(), timeout)
         except asyncio.TimeoutError:
@@ -176,15 +310,16 @@ async def serve(server: EmbeddingsServer, stop: asyncio.Event, *, announce: Any 
 
 
 class KernelServer:
-    """An :class:`EmbeddingsServer` for an interactive session.
+    """An :class:`EmbeddingsServer` for an interactive session, on a daemon thread with an
+    event loop of its own: never on the kernel's loop, which is blocked while a cell runs
+    (so a cell calling the server, or any client while a cell is busy, would wait)."""
 
-    In a Jupyter kernel it runs on the kernel's own event loop (no new loop, no nesting);
-    where no loop is running (terminal IPython) it gets a daemon thread with its own loop.
-    """
-
-    def __init__(self, server: EmbeddingsServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, server: EmbeddingsServer, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+    ) -> None:
         self.server = server
         self._loop = loop
+        self._thread = thread
 
     @property
     def url(self) -> str:
@@ -198,40 +333,55 @@ class KernelServer:
 
     @classmethod
     def start(
-        cls, worker: Worker, *, port: int = DEFAULT_PORT, token: str | None = None
+        cls,
+        worker: Worker,
+        *,
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        config: ServingConfig | None = None,
     ) -> KernelServer:
-        """Bind on loopback and start serving ``worker``."""
-        server = EmbeddingsServer(worker, port=port, token=token)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return cls(server, _start_in_thread(server))
-        server.start()
-        return cls(server, loop)
+        """Bind on loopback and start serving ``worker`` in a new thread.
 
-    def stop_soon(self) -> None:
-        """Stop accepting connections; requests in flight finish on their own."""
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self.server.stop()))
+        Raises:
+            OSError: The port cannot be bound.
+        """
+        server = EmbeddingsServer(
+            worker, port=port, token=token, config=config, access_log=KERNEL_ACCESS_LOG
+        )
+        loop = asyncio.new_event_loop()
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-
-def _start_in_thread(server: EmbeddingsServer) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
+        async def begin() -> None:
             server.start()
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            failure.append(exc)
-            return
-        finally:
-            started.set()
-        loop.run_forever()
 
-    threading.Thread(target=run, name="mlx-embed-http", daemon=True).start()
-    started.wait()
-    if failure:
-        raise failure[0]
-    return loop
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(begin())
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+                started.set_exception(exc)
+                loop.close()
+                return
+            started.set_result(None)
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+        thread = threading.Thread(target=run, name="mlx-embed-http", daemon=True)
+        thread.start()
+        started.result()
+        return cls(server, loop, thread)
+
+    def stop_soon(self) -> concurrent.futures.Future[None]:
+        """Stop accepting connections now; requests in flight finish on their own, then the
+        thread ends. The returned future resolves then."""
+
+        async def stop() -> None:
+            try:
+                await self.server.stop()
+            finally:
+                asyncio.get_running_loop().call_soon(self._loop.stop)
+
+        return asyncio.run_coroutine_threadsafe(stop(), self._loop)

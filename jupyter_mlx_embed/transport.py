@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 import urllib.error
@@ -185,6 +186,7 @@ class ServerTransport:
     def __init__(self, endpoint: ServerEndpoint, *, timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self._ssl = _ssl_context(endpoint.url)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlx-embed-http")
 
     def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -197,7 +199,9 @@ class ServerTransport:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._ssl
+            ) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -206,6 +210,9 @@ class ServerTransport:
                 detail = None
             raise error_from_response(exc.code, detail, exc.headers.get("Retry-After")) from None
         except OSError as exc:
+            untrusted = getattr(exc, "reason", exc)
+            if isinstance(untrusted, ssl.SSLCertVerificationError):
+                raise EmbedError(_untrusted_message(self.endpoint.url, untrusted)) from None
             raise EmbedError(
                 f"Cannot reach the Jupyter server's embedding endpoint at "
                 f"{self.endpoint.url}: {exc}"
@@ -267,6 +274,34 @@ class ServerTransport:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ssl_context(url: str) -> ssl.SSLContext | None:
+    """For an HTTPS server: the system's trusted certificates (``SSL_CERT_FILE`` included),
+    plus the server's own certificate when its extension exported it to its kernels, so that
+    a self-signed certificate is trusted for the server that presents it."""
+    if not url.lower().startswith("https:"):
+        return None
+    context = ssl.create_default_context()
+    certfile = os.environ.get(envvars.SERVER_CERTFILE)
+    if certfile:
+        try:
+            context.load_verify_locations(cafile=certfile)
+            # The server's certificate itself is the trust anchor, even if a CA issued it.
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("cannot read the Jupyter server's certificate %s: %s", certfile, exc)
+    return context
+
+
+def _untrusted_message(url: str, error: ssl.SSLCertVerificationError) -> str:
+    return (
+        f"The Jupyter server at {url} uses an HTTPS certificate that this kernel does not "
+        f"trust ({error.verify_message or error.reason}). Either trust it: start Jupyter with "
+        "SSL_CERT_FILE=/path/to/the/certificate.pem in its environment (its kernels inherit "
+        "it), or embed with a worker in this kernel instead: "
+        '%config MLXEmbed.transport = "local"'
+    )
 
 
 def find_parent_server() -> ServerEndpoint | None:

@@ -65,7 +65,10 @@ def worker(model_root: Path) -> Iterator[Worker]:
     """A real worker serving the bundled model and the tiny models (one per test module:
     MLX allows one owner thread per process, so modules that need other settings make their
     own with ``make_worker``)."""
-    with Worker(EngineConfig(model_roots=(model_root,), max_loaded_models=16, cache=False)) as w:
+    config = EngineConfig(
+        model_roots=(model_root,), max_loaded_models=16, cache=False, allow_token_ids=True
+    )
+    with Worker(config) as w:
         yield w
 
 

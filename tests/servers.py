@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,8 +25,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def send(port: int, head: str, body: bytes = b"", host: str = "127.0.0.1") -> socket.socket:
+    """Open a connection and send raw request bytes (headers, perhaps part of a body)."""
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def read_response(sock: socket.socket, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response from ``sock``: status, headers (lower-case names), body."""
+    sock.settimeout(timeout)
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    headers = {name.lower(): value for name, value in response.getheaders()}
+    return response.status, headers, response.read()
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout`` seconds (anything it still sends
+    is discarded)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except TimeoutError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
 def wait_http(
-    url: str, headers: dict[str, str], proc: subprocess.Popen[str], timeout: float
+    url: str,
+    headers: dict[str, str],
+    proc: subprocess.Popen[str],
+    timeout: float,
+    context: ssl.SSLContext | None = None,
 ) -> None:
     """Poll ``url`` until it answers (any status below 500) or the process dies."""
     deadline = time.monotonic() + timeout
@@ -32,7 +70,8 @@ def wait_http(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2)
+            request = urllib.request.Request(url, headers=headers)
+            urllib.request.urlopen(request, timeout=2, context=context)
             return
         except urllib.error.HTTPError as exc:
             if exc.code < 500:
@@ -45,16 +84,22 @@ def wait_http(
 
 @contextmanager
 def running(
-    argv: Sequence[str], url: str, headers: dict[str, str], log: Path, timeout: float = 90
+    argv: Sequence[str],
+    url: str,
+    headers: dict[str, str],
+    log: Path,
+    timeout: float = 90,
+    context: ssl.SSLContext | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """Start ``argv``, wait for ``url``, yield the process, then stop it."""
+    """Start ``argv``, wait for ``url`` (HTTPS: verified with ``context``), yield the
+    process, then stop it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         proc = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, text=True, env=env
         )
         try:
-            wait_http(url, headers, proc, timeout)
+            wait_http(url, headers, proc, timeout, context)
             yield proc
         finally:
             if proc.poll() is None:
@@ -83,10 +128,11 @@ def jupyter_server_argv(port: int, token: str, base_url: str, root: Path, *extra
 
 
 async def run_in_kernel(
-    server_url: str, token: str, code: str, timeout: float = 120
+    server_url: str, token: str, code: str, timeout: float = 120, ca_certs: str | None = None
 ) -> dict[str, Any]:
     """Start a kernel through a Jupyter server's REST API, run ``code`` over the kernel
-    websocket, and return ``{"stdout", "stderr", "status", "error"}``; the kernel is deleted."""
+    websocket, and return ``{"stdout", "stderr", "status", "error"}``; the kernel is deleted.
+    ``ca_certs``: the certificate file that an HTTPS server's certificate is checked with."""
     import asyncio
     import uuid
 
@@ -100,10 +146,11 @@ async def run_in_kernel(
         method="POST",
         body=json.dumps({"name": "python3"}),
         headers=headers,
+        ca_certs=ca_certs,
     )
     kernel_id = json.loads(created.body)["id"]
     ws_url = server_url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
-    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers, ca_certs=ca_certs))
     msg_id, session = uuid.uuid4().hex, uuid.uuid4().hex
     conn.write_message(
         json.dumps(
@@ -158,5 +205,6 @@ async def run_in_kernel(
             method="DELETE",
             headers=headers,
             raise_error=False,
+            ca_certs=ca_certs,
         )
     return out

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import urllib.request
+import uuid
 from typing import Any
 
 import pytest
+from jupyter_server.auth import Authorizer
+
+from jupyter_mlx_embed import routes
+
+from .servers import closed_by_server, read_response, send
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -16,10 +24,12 @@ GOOD = {"input": "The worker still serves after a bad request.", "model": "all-M
 
 
 @pytest.fixture
-def jp_server_config(model_root) -> dict[str, Any]:
+def jp_server_config(model_root, request) -> dict[str, Any]:
+    """The server's config; ``indirect`` parametrization adds MLXEmbed settings."""
+    settings = {"model_roots": [str(model_root)], "max_body_bytes": 3_000_000}
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_mlx_embed": True}},
-        "MLXEmbed": {"model_roots": [str(model_root)], "max_body_bytes": 3_000_000},
+        "MLXEmbed": {**settings, **getattr(request, "param", {})},
     }
 
 
@@ -74,13 +84,7 @@ async def test_token_ids_are_refused_by_default_with_the_fix(post) -> None:
 
 
 @pytest.mark.parametrize(
-    "jp_server_config",
-    [
-        {
-            "ServerApp": {"jpserver_extensions": {"jupyter_mlx_embed": True}},
-            "MLXEmbed": {"allow_token_ids": True},
-        }
-    ],
+    "jp_server_config", [{"allow_token_ids": True, "max_body_bytes": 16 << 20}], indirect=True
 )
 async def test_token_id_inputs_when_allowed(post) -> None:
     one = json.loads((await post({"input": [7592, 2088]})).body)
@@ -189,16 +193,27 @@ async def test_wrong_method_is_405(jp_fetch, method) -> None:
     assert _error(response)["type"] == "invalid_request_error"
 
 
-async def test_missing_token_is_refused(jp_fetch) -> None:
-    response = await jp_fetch("v1", "models", headers={"Authorization": ""}, raise_error=False)
-    assert response.code in (401, 403)
-    assert _error(response)["type"] in ("authentication_error", "permission_error")
-
-
-async def test_wrong_token_is_refused(post) -> None:
-    response = await post(GOOD, headers={"Authorization": "Bearer wrong"})
-    assert response.code in (401, 403)
-    _error(response)
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "v1/models", {"Authorization": ""}),
+        ("POST", "v1/embeddings", {"Authorization": ""}),
+        ("POST", "v1/embeddings", {"Authorization": "Bearer wrong"}),
+        ("POST", "v1/embeddings", {"Authorization": "", "Cookie": "username-x=y"}),
+        ("GET", "mlx-embed/status", {"Authorization": "token wrong"}),
+        ("POST", "v1/chat/completions", {"Authorization": ""}),
+    ],
+    ids=["get-no-token", "post-no-token", "wrong-token", "bogus-cookie", "status", "unknown"],
+)
+async def test_missing_or_wrong_token_is_401_invalid_api_key(jp_fetch, method, path, headers):
+    body = json.dumps(GOOD) if method == "POST" else None
+    response = await jp_fetch(
+        *path.split("/"), method=method, body=body, headers=headers, raise_error=False
+    )
+    assert response.code == 401  # not Jupyter's 403 "'_xsrf' argument missing from POST"
+    error = _error(response)
+    assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 async def test_bearer_token_is_accepted(post, jp_serverapp) -> None:
@@ -208,9 +223,50 @@ async def test_bearer_token_is_accepted(post, jp_serverapp) -> None:
     assert response.code == 200
 
 
-async def test_cookie_without_xsrf_is_refused(post) -> None:
-    response = await post(GOOD, headers={"Authorization": "", "Cookie": "username-x=y"})
+async def test_login_cookie_needs_xsrf_like_the_rest_of_jupyter(jp_fetch, post) -> None:
+    login = await jp_fetch("mlx-embed", "status")  # token-authenticated: sets the login cookie
+    cookie = login.headers["Set-Cookie"].split(";", 1)[0]
+    without = await post(GOOD, headers={"Authorization": "", "Cookie": cookie})
+    assert without.code == 403
+    assert _error(without)["type"] == "permission_error"
+    xsrf = "0123456789abcdef"
+    browser = {"Authorization": "", "Cookie": f"{cookie}; _xsrf={xsrf}", "X-XSRFToken": xsrf}
+    assert (await post(GOOD, headers=browser)).code == 200
+
+
+class DenyEmbeddingsAuthorizer(Authorizer):
+    """Lets a user do everything in Jupyter except use the embedding routes."""
+
+    def is_authorized(self, handler, user, action, resource) -> bool:
+        return resource != "mlx_embed"
+
+
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_mlx_embed": True},
+                "authorizer_class": f"{__name__}.DenyEmbeddingsAuthorizer",
+            }
+        }
+    ],
+)
+async def test_authenticated_user_without_permission_is_403(post) -> None:
+    response = await post(GOOD)
     assert response.code == 403
+    assert _error(response)["type"] == "permission_error"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+@pytest.mark.parametrize("path", ["v1/chat/completions", "v1/embeddings/extra", "v1"])
+async def test_unknown_v1_route_is_an_openai_404(jp_fetch, method, path) -> None:
+    body = "{}" if method == "POST" else None
+    response = await jp_fetch(*path.split("/"), method=method, body=body, raise_error=False)
+    assert response.code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = _error(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
 
 
 async def test_models_list_and_retrieve(jp_fetch) -> None:
@@ -220,7 +276,13 @@ async def test_models_list_and_retrieve(jp_fetch) -> None:
     assert {"all-MiniLM-L6-v2", "tiny-bert-cls", "tiny-qwen3-last"} <= ids
     assert all(m["object"] == "model" for m in listed["data"])
     one = json.loads((await jp_fetch("v1", "models", "tiny-bert-cls")).body)
-    assert one == {"id": "tiny-bert-cls", "object": "model", "created": 0, "owned_by": "root"}
+    openai_fields = {k: one[k] for k in ("id", "object", "created", "owned_by")}
+    assert openai_fields == {
+        "id": "tiny-bert-cls",
+        "object": "model",
+        "created": 0,
+        "owned_by": "root",
+    }
     missing = await jp_fetch("v1", "models", "no-such-model", raise_error=False)
     assert missing.code == 404
     assert _error(missing)["code"] == "model_not_found"
@@ -329,3 +391,245 @@ async def test_stopping_the_extension_does_not_block_the_event_loop(jp_serverapp
     await stopping
     ticker.cancel()
     assert not app.worker.alive
+
+
+# -- bodies: authentication first, limits while reading ---------------------------------
+
+
+@pytest.fixture
+def port(jp_fetch, jp_http_port) -> int:
+    """The in-process server's port, listening (jp_fetch starts the HTTP server)."""
+    return int(jp_http_port)
+
+
+def _head(base_url: str, path: str, token: str | None, **headers: str) -> str:
+    lines = [f"POST {base_url}{path} HTTP/1.1", "Host: localhost"]
+    if token is not None:
+        lines.append(f"Authorization: token {token}")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+async def test_unauthenticated_body_is_never_read(port, jp_base_url, jp_serverapp) -> None:
+    head = _head(jp_base_url, "v1/embeddings", None, Content_Length=str(32 << 20))
+    sock = await asyncio.to_thread(send, port, head, b"x" * 65536)
+    status, _, body = await asyncio.to_thread(read_response, sock)
+    assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+    assert await asyncio.to_thread(closed_by_server, sock, 5)  # the rest is never read
+
+
+async def test_declared_oversized_body_is_413_before_it_is_sent(
+    port, jp_base_url, jp_serverapp
+) -> None:
+    token = jp_serverapp.identity_provider.token
+    head = _head(jp_base_url, "v1/embeddings", token, Content_Length=str(32 << 20))
+    sock = await asyncio.to_thread(send, port, head)  # headers only
+    status, _, body = await asyncio.to_thread(read_response, sock)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+    assert await asyncio.to_thread(closed_by_server, sock, 5)
+
+
+async def test_chunked_body_is_refused_as_soon_as_it_exceeds_the_limit(
+    port, jp_base_url, jp_serverapp, post
+) -> None:
+    token = jp_serverapp.identity_provider.token
+    head = _head(jp_base_url, "v1/embeddings", token, Transfer_Encoding="chunked")
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+    sock = await asyncio.to_thread(send, port, head, chunk * 3)  # 3 MiB > 3 MB, no end
+    status, _, body = await asyncio.to_thread(read_response, sock)
+    assert status == 413 and "3000000 bytes" in json.loads(body)["error"]["message"]
+    assert await asyncio.to_thread(closed_by_server, sock, 5)
+    assert (await post(GOOD)).code == 200
+
+
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_mlx_embed": True}},
+            "MLXEmbed": {"body_timeout": 0.5},
+        }
+    ],
+)
+async def test_stalled_body_is_cut_off_after_body_timeout(
+    port, jp_base_url, jp_serverapp, post
+) -> None:
+    token = jp_serverapp.identity_provider.token
+    head = _head(jp_base_url, "v1/embeddings", token, Content_Length="1000")
+    sock = await asyncio.to_thread(send, port, head, b'{"input": ')
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.to_thread(closed_by_server, sock, 10)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert (await post(GOOD)).code == 200
+
+
+# -- secrets in logs -----------------------------------------------------------------------
+
+
+async def test_token_in_the_url_never_reaches_the_logs(jp_fetch, jp_serverapp, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = jp_serverapp.identity_provider.token
+    query = {"headers": {"Authorization": ""}, "params": {"token": token}, "raise_error": False}
+    statuses = [
+        (await jp_fetch("v1", "embeddings", method="POST", body=json.dumps(GOOD), **query)).code,
+        (await jp_fetch("v1", "embeddings", method="POST", body="{", **query)).code,
+        (
+            await jp_fetch(
+                "v1",
+                "embeddings",
+                method="POST",
+                body=json.dumps({"input": "x", "model": "broken-weights"}),
+                **query,
+            )
+        ).code,
+        (await jp_fetch("v1", "nothing-here", **query)).code,
+        (await jp_fetch("v1", "models", **query)).code,
+    ]
+    assert statuses == [200, 400, 500, 404, 200]
+    assert "Uncaught exception POST" in caplog.text  # the 500 was logged, with the URI
+    assert "token=[secret]" in caplog.text
+    assert token not in caplog.text
+
+
+# -- the event loop stays free -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "jp_server_config", [{"allow_token_ids": True, "max_body_bytes": 16 << 20}], indirect=True
+)
+@pytest.mark.parametrize("kind", ["long-texts", "token-ids", "large-response"])
+async def test_a_15_mb_request_never_stalls_the_servers_event_loop(
+    jp_serverapp, port, jp_base_url, kind
+) -> None:
+    # Every kernel's websocket shares this loop: decoding, validating and answering a large
+    # request must happen off it, in pieces short enough for the GIL to change hands. The
+    # tiny model keeps the worker's share of the machine small, so that the figure is ours.
+    url = f"http://127.0.0.1:{port}{jp_base_url}v1/embeddings"
+    token = jp_serverapp.identity_provider.token
+    loop = asyncio.get_running_loop()
+
+    def body() -> bytes:
+        tag = uuid.uuid4().hex  # inputs no cache has seen
+        if kind == "long-texts":  # 2,048 texts of 7 KB, one token each for the tiny model
+            # (many tokens per text add the engine's tokenizer time, not this layer's)
+            inputs: list[Any] = [f"{tag}{i}" + "x" * 7000 for i in range(2048)]
+            request: dict[str, Any] = {"input": inputs, "model": "tiny-bert-cls"}
+        elif kind == "token-ids":  # 2,048 rows of 1,800 ids
+            salt = int(tag[:4], 16)
+            inputs = [[6 + (i * j + salt) % 40 for j in range(1800)] for i in range(2048)]
+            request = {"input": inputs, "model": "tiny-bert-cls"}
+        else:  # 2,048 short texts and 15 MB of JSON whitespace: a 17 MB answer of floats
+            texts = [json.dumps(f"text {i} {tag}") for i in range(2048)]
+            padded = ("," + " " * 7300).join(texts)
+            return f'{{"input": [{padded}], "encoding_format": "float"}}'.encode()
+        return json.dumps({**request, "encoding_format": "float"}).encode()
+
+    def call(data: bytes) -> bytes:
+        headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=600) as r:
+            return r.read()
+
+    async def worst_stall(data: bytes) -> float:
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = loop.time()
+            while True:
+                await asyncio.sleep(0.005)
+                now = loop.time()
+                gaps.append(now - last - 0.005)
+                last = now
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            answer = await asyncio.to_thread(call, data)
+        finally:
+            ticker.cancel()
+        assert len(json.loads(answer)["data"]) == 2048
+        print(
+            f"{kind}: {len(data) / 1e6:.1f} MB in, {len(answer) / 1e6:.1f} MB out, "
+            f"{len(gaps)} ticks, worst loop stall {max(gaps) * 1000:.1f} ms"
+        )
+        return max(gaps)
+
+    # Best of five: a busy machine (other processes, the worker's threads, a garbage
+    # collection of the whole process) adds stalls of its own now and then; work done on the
+    # loop, or a long C call holding the GIL, would show in every attempt.
+    stalls = []
+    for _ in range(5):
+        data = await asyncio.to_thread(body)
+        assert len(data) > 14_000_000
+        stalls.append(await worst_stall(data))
+        if stalls[-1] < 0.1:
+            break
+    assert min(stalls) < 0.1, f"the event loop stalled for {min(stalls) * 1000:.0f} ms"
+
+
+# -- JSON in pieces --------------------------------------------------------------------------
+
+JSON_CASES = [
+    '{"input": ["a", "b"], "model": "m"}',
+    '  {"input" : [ [1, 2 ,3], [ 4 ] , [-5, 6e2, 7.5] ], "x": {"y": [true, false, null]}} ',
+    '{"input": "\\u00e9\\n\\"q\\"", "k": {}, "l": [], "d": {"a": 1, "a": 2}}',
+    '[1, 2, 3, "x", [1, [2, [3]]], {"a": [1, 2]}]',
+    '"just a string"',
+    "12345",
+]
+BAD_JSON = [
+    '{"input": [1, 2,]}',
+    '{"input": [1,, 2]}',
+    '{"input": [1 2]}',
+    '{"input": [01]}',
+    '{"input": [1, NaN]}',
+    '{"input": Infinity}',
+    '{"input": ["a"] "b"}',
+    '{"input" ["a"]}',
+    "{input: 1}",
+    '{"a": 1} x',
+    '{"a": [1, 2}',
+    "[",
+    "",
+]
+
+
+def test_no_single_json_call_decodes_more_than_a_piece_of_a_large_body(monkeypatch) -> None:
+    spans: list[int] = []
+
+    class Recording(json.JSONDecoder):
+        def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+            value, end = super().raw_decode(s, idx)
+            spans.append(end - idx)
+            return value, end
+
+    monkeypatch.setattr(routes, "_DECODER", Recording(parse_constant=routes._reject_constant))
+    rows = [[(i * j) % 30000 for j in range(1800)] for i in range(2048)]
+    texts = ["word " * 1400 for _ in range(2048)]
+    for request in ({"input": rows}, {"input": texts}, {"input": [x for r in rows for x in r]}):
+        text = json.dumps(request)
+        spans.clear()
+        assert routes.parse_large_json_body(text.encode()) == request
+        assert max(spans) <= 64 * 1024 + 2, (len(text), max(spans))
+
+
+@pytest.mark.parametrize("text", JSON_CASES)
+def test_json_in_pieces_decodes_like_json_loads(text: str, monkeypatch) -> None:
+    monkeypatch.setattr(routes, "_JSON_PIECE_CHARS", 0)  # walk every array and object
+    assert routes.decode_json_in_pieces(text) == json.loads(text)
+    rows = {"input": [[j * i for j in range(300)] for i in range(50)], "t": ["é" * 9] * 50}
+    big = json.dumps(rows)
+    assert routes.decode_json_in_pieces(big) == rows
+
+
+@pytest.mark.parametrize("text", BAD_JSON)
+def test_json_in_pieces_refuses_what_json_loads_refuses(text: str, monkeypatch) -> None:
+    monkeypatch.setattr(routes, "_JSON_PIECE_CHARS", 0)
+    with pytest.raises(ValueError):
+        json.loads(text, parse_constant=routes._reject_constant)
+    with pytest.raises(ValueError):
+        routes.decode_json_in_pieces(text)
+
+
+def test_json_in_pieces_encodes_like_json_dumps() -> None:
+    response = {"object": "list", "data": [{"index": i, "e": [0.5, -1e-7]} for i in range(3)]}
+    assert routes.encode_json_in_pieces(response) == json.dumps(response).encode()
+    assert routes.encode_json_in_pieces({"data": []}) == b'{"data": []}'

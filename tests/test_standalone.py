@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +21,19 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
-from .servers import free_port, running
+from .servers import closed_by_server, free_port, read_response, running, send
 
 BIN = Path(sys.executable).parent
 TOKEN = "standalone-secret"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """URL, process and log file of a ``jupyter mlx-embed serve`` (module-wide)."""
     port = free_port()
     log = tmp_path_factory.mktemp("standalone") / "serve.log"
     argv = [str(BIN / "jupyter"), "mlx-embed", "serve", "--port", str(port), "--token", TOKEN]
@@ -33,7 +41,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subp
     os.environ.update(env_path)
     url = f"http://127.0.0.1:{port}/v1"
     with running(argv, url + "/models", {"Authorization": f"Bearer {TOKEN}"}, log) as proc:
-        yield url, proc
+        yield url, proc, log
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[str, subprocess.Popen[str], Path]) -> tuple[str, subprocess.Popen[str]]:
+    return served[0], served[1]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Port of a server with small limits: 8 connections, 2 s body timeout, 1 MB bodies."""
+    port = free_port()
+    argv = [str(BIN / "jupyter-mlx-embed"), "serve", "--port", str(port), "--token", TOKEN]
+    argv += ["--max-connections", "8", "--body-timeout", "2", "--max-body-bytes", "1000000"]
+    log = tmp_path_factory.mktemp("limited") / "serve.log"
+    url = f"http://127.0.0.1:{port}/v1/models"
+    with running(argv, url, {"Authorization": f"Bearer {TOKEN}"}, log):
+        yield port
 
 
 def _request(url: str, token: str | None, body: dict | None = None) -> tuple[int, dict]:
@@ -96,27 +121,162 @@ def test_generated_token_is_printed_and_loopback_is_default(tmp_path: Path) -> N
         assert proc.wait(30) == 0
 
 
-def test_sigterm_finishes_in_flight_request_and_exits_zero(tmp_path: Path) -> None:
+def _head(path: str, token: str | None, **headers: str) -> str:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def _rss(pid: int) -> int:
+    psutil = pytest.importorskip("psutil")
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def test_unauthenticated_half_sent_bodies_are_never_buffered(served) -> None:
+    url, proc, _ = served
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    _request(url + "/models", TOKEN)  # warm
+    before = _rss(proc.pid)
+    head = _head("/v1/embeddings", None, Content_Length=str(32 << 20))
+    sockets = [send(port, head, b"x" * (1 << 20)) for _ in range(20)]  # 20 x 1 MiB sent
+    try:
+        for sock in sockets:
+            status, _, body = read_response(sock)
+            assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+            assert closed_by_server(sock, 5)
+    finally:
+        for sock in sockets:
+            sock.close()
+    grown = (_rss(proc.pid) - before) / 2**20
+    print(f"server grew by {grown:.1f} MiB")
+    assert grown < 16
+
+
+def test_declared_oversized_body_is_413_before_it_is_sent(limited) -> None:
+    sock = send(limited, _head("/v1/embeddings", TOKEN, Content_Length=str(32 << 20)))
+    status, _, body = read_response(sock)
+    assert status == 413 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert closed_by_server(sock, 5)
+
+
+def test_chunked_body_is_refused_as_soon_as_it_exceeds_the_limit(limited) -> None:
+    chunk = b"%x\r\n%s\r\n" % (1 << 19, b" " * (1 << 19))
+    sock = send(limited, _head("/v1/embeddings", TOKEN, Transfer_Encoding="chunked"), chunk * 2)
+    status, _, body = read_response(sock)
+    assert status == 413 and "1000000 bytes" in json.loads(body)["error"]["message"]
+    assert closed_by_server(sock, 5)
+
+
+def test_stalled_body_is_cut_off_after_body_timeout(limited) -> None:
+    sock = send(limited, _head("/v1/embeddings", TOKEN, Content_Length="1000"), b'{"input": ')
+    started = time.monotonic()
+    assert closed_by_server(sock, 10)
+    assert 1.5 < time.monotonic() - started < 6
+
+
+def test_connections_beyond_max_connections_get_503(limited) -> None:
+    idle = [socket.create_connection(("127.0.0.1", limited)) for _ in range(8)]
+    try:
+        time.sleep(0.2)  # the server has accepted them all
+        extra = socket.create_connection(("127.0.0.1", limited))
+        status, headers, body = read_response(extra)
+        error = json.loads(body)["error"]
+        assert status == 503 and error["code"] == "too_many_connections"
+        assert headers["connection"] == "close" and closed_by_server(extra, 5)
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:  # the closed ones free their places
+        status, _ = _request(f"http://127.0.0.1:{limited}/v1/models", TOKEN)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_token_never_appears_in_the_log(served) -> None:
+    url, _, log = served
+    leaked = "leaked-" + TOKEN
+    for path, token in [
+        (f"/models?token={TOKEN}", TOKEN),
+        (f"/models?api_key={TOKEN}&x=1", TOKEN),
+        (f"/embeddings?token={leaked}", None),
+        (f"/chat/completions?token={TOKEN}", TOKEN),
+    ]:
+        _request(url + path, token, {"input": "x"} if "embeddings" in path else None)
+    time.sleep(0.5)  # the log is line-buffered; let the last lines arrive
+    text = log.read_text()
+    assert "200 GET /v1/models?token=[secret]" in text  # access lines are still written
+    assert "api_key=[secret]&x=1" in text
+    assert TOKEN not in text
+
+
+def _post_keep_alive(conn: http.client.HTTPConnection, body: dict) -> tuple[int, str, dict]:
+    conn.request(
+        "POST",
+        "/v1/embeddings",
+        json.dumps(body),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    response = conn.getresponse()
+    return response.status, response.getheader("Connection", ""), json.loads(response.read())
+
+
+def test_sigterm_under_keep_alive_load_finishes_in_flight_refuses_new_and_exits_zero(
+    tmp_path: Path,
+) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
     argv = [str(BIN / "jupyter-mlx-embed"), "serve", "--port", str(port), "--token", TOKEN]
+    url = f"http://127.0.0.1:{port}/v1"
     with running(
         argv, url + "/models", {"Authorization": f"Bearer {TOKEN}"}, tmp_path / "log"
     ) as proc:
-        texts = [f"paragraph {i} " + "with many words in it " * 20 for i in range(64)]
-        result: dict[str, object] = {}
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        assert _post_keep_alive(idle, {"input": "warm up"})[0] == 200  # kept alive
+        long = [f"paragraph {i} " + "with many words in it " * 25 for i in range(512)]
+        results: dict[str, object] = {}
 
-        def call() -> None:
-            result["response"] = _request(url + "/embeddings", TOKEN, {"input": texts})
+        def call_long() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            results["long"] = _post_keep_alive(conn, {"input": long})
+            results["long_done"] = time.monotonic()
 
-        thread = threading.Thread(target=call)
-        thread.start()
-        time.sleep(0.5)  # the request is in flight (model loading or computing)
+        def load(n: int) -> None:  # a keep-alive client sending requests back to back
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            answers = []
+            try:
+                while True:
+                    answer = _post_keep_alive(conn, {"input": f"client {n} asks"})
+                    answers.append(answer)
+                    if answer[1] == "close":
+                        break
+            except OSError as exc:  # recorded for the assertion below
+                answers.append(exc)
+            results[f"load{n}"] = answers
+
+        threads = [threading.Thread(target=call_long)]
+        threads += [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the long request is in flight, the load clients are busy
         proc.send_signal(signal.SIGTERM)
-        thread.join(120)
-        status, body = result["response"]  # type: ignore[misc]
-        assert status == 200 and len(body["data"]) == 64
-        assert proc.wait(60) == 0
+        time.sleep(0.5)
+        status, connection, body = _post_keep_alive(idle, {"input": "too late"})
+        assert (status, connection) == (503, "close")
+        assert body["error"]["code"] == "server_shutting_down"
+        for thread in threads:
+            thread.join(300)
+        status, connection, body = results["long"]  # type: ignore[misc]
+        assert status == 200 and len(body["data"]) == 512 and connection == "close"
+        for n in range(4):
+            answers = results[f"load{n}"]
+            assert all(isinstance(a, tuple) for a in answers), answers  # no reset mid-request
+            assert {a[0] for a in answers} <= {200, 503} and answers[-1][1] == "close"
+        assert proc.wait(30) == 0
+        assert time.monotonic() - results["long_done"] < 10  # type: ignore[operator]
 
 
 def test_info_command_reports_blas() -> None:
@@ -125,3 +285,64 @@ def test_info_command_reports_blas() -> None:
     )
     info = json.loads(out.stdout)
     assert info["blas"]["fast"] is True and info["state"] == "ready"
+
+
+# -- %embed_serve: the kernel-side server ----------------------------------------------------
+
+
+@pytest.fixture
+def shell(monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    import jupyter_mlx_embed as jme
+
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_TOKEN", "")  # so the magic's token is removed after
+    ip = InteractiveShell.instance()
+    jme.set_transport("local")
+    ip.run_line_magic("load_ext", "jupyter_mlx_embed")
+    yield ip
+    jme.get_worker().close()
+
+
+def test_embed_serve_answers_cells_of_its_own_kernel_and_clients_while_a_cell_runs(
+    shell, capsys
+) -> None:
+    async def kernel() -> None:
+        # Like ipykernel: cells run on the thread of a running event loop, blocking it.
+        shell.run_line_magic("embed_serve", "--port 0")
+        printed = capsys.readouterr().out
+        assert os.environ["JUPYTER_MLX_EMBED_TOKEN"] not in printed
+        snippet = printed[printed.index("import os") :]
+        # The printed snippet, run as a later cell: the official client, in the same thread.
+        snippet = snippet.replace("OpenAI(", "OpenAI(timeout=30, max_retries=0, ")
+        snippet = snippet.replace("client.embeddings", "response = client.embeddings")
+        shell.run_cell(snippet).raise_error()
+        data = shell.user_ns.pop("response").data
+        assert len(data) == 1 and len(data[0].embedding) == 384
+
+        url = re.search(r"Serving at (\S+) ", printed).group(1)  # type: ignore[union-attr]
+        answered: dict[str, float] = {}
+
+        def outside_client() -> None:
+            client = openai.OpenAI(
+                base_url=url, api_key=os.environ["JUPYTER_MLX_EMBED_TOKEN"], max_retries=0
+            )
+            client.embeddings.create(model="all-MiniLM-L6-v2", input="while a cell runs")
+            answered["at"] = time.monotonic()
+
+        thread = threading.Thread(target=outside_client)
+        shell.user_ns["answered"] = answered
+        started = time.monotonic()
+        thread.start()
+        busy = shell.run_cell(  # a busy cell: Python work on the kernel's thread for 60 s at most
+            "import time\n"
+            "t0 = time.monotonic()\n"
+            "while 'at' not in answered and time.monotonic() - t0 < 60:\n"
+            "    sum(range(1000))\n"
+        )
+        busy.raise_error()
+        thread.join(60)
+        assert "at" in answered and answered["at"] - started < 30
+
+    try:
+        asyncio.run(kernel())
+    finally:
+        shell.run_line_magic("embed_serve", "--stop")
