@@ -188,6 +188,11 @@ class ServingConfig(_Settings):
         "closed (the standalone server also closes connections idle this long).",
         minimum=0.001,
     )
+    metrics_auth: bool = setting(
+        True,
+        "Standalone server: GET /metrics needs the token; false serves it to anyone who can "
+        "reach the server (a Prometheus scraper on a trusted network).",
+    )
     max_connections: int = setting(
         128,
         "Standalone server: open connections at most; more are answered 503 and closed.",

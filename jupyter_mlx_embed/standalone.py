@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from tornado import iostream, web
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
@@ -38,6 +39,7 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
+METRICS_AUTH_KEY = "mlx_embed_metrics_auth"
 TOKEN_KEY = "mlx_embed_token"
 STATE_KEY = "mlx_embed_state"
 
@@ -72,6 +74,8 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
     """Bearer-token authentication, then the body; 503 while the server stops."""
 
     _entered = False
+    #: Whether the route needs the token (the health check does not; /metrics by setting).
+    needs_token = True
 
     @property
     def _state(self) -> _ServerState:
@@ -83,8 +87,9 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
         self._entered = True
         expected: str = self.settings[TOKEN_KEY]
         scheme, _, supplied = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
-            supplied.strip().encode(), expected.encode()
+        if self.needs_token and (
+            scheme.lower() not in ("bearer", "token")
+            or not hmac.compare_digest(supplied.strip().encode(), expected.encode())
         ):
             raise unauthenticated()
         if self._state.stopping:
@@ -121,6 +126,29 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
     def on_connection_close(self) -> None:
         self._leave()  # a client gone mid-body or mid-request is not waited for
         super().on_connection_close()
+
+
+class _MetricsHandler(_Handler):
+    """``GET /metrics``: the Prometheus exposition (behind the token unless configured)."""
+
+    def initialize(self) -> None:
+        self.needs_token = self.settings[METRICS_AUTH_KEY]
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(REGISTRY))
+
+
+class _HealthHandler(_Handler):
+    """``GET /health``: ``ready`` (200), ``loading`` or ``failed`` (503); nothing private,
+    no token needed (for load balancers and Kubernetes probes)."""
+
+    needs_token = False
+
+    def get(self) -> None:
+        status = self.worker.health()
+        self.set_status(200 if status == "ready" else 503)
+        self._send_json({"status": status})
 
 
 class _EmbeddingsHandler(_Handler):
@@ -175,6 +203,7 @@ def make_app(
         TOKEN_KEY: token,
         MAX_BODY_KEY: config.max_body_bytes,
         BODY_TIMEOUT_KEY: config.body_timeout,
+        METRICS_AUTH_KEY: config.metrics_auth,
         STATE_KEY: _ServerState(),
         "log_function": functools.partial(_log_request, logging.getLogger(access_log)),
     }
@@ -183,6 +212,8 @@ def make_app(
         (r"/v1/models", _ModelsHandler),
         (r"/v1/models/(.+)", _ModelsHandler),
         (r"/mlx-embed/status", _StatusHandler),
+        (r"/metrics", _MetricsHandler),
+        (r"/health", _HealthHandler),
         (r"/.*", _NotFoundHandler),
     ]
     return web.Application(routes, **settings)

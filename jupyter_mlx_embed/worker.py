@@ -141,6 +141,7 @@ class Worker:
         self.stats = WorkerStats()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._admitted = 0  # requests submitted and not yet done: what queue_size bounds
+        self._preloading = 0
         self._admitted_lock = threading.Lock()
         self._closing = threading.Event()
         self._ready = threading.Event()
@@ -245,7 +246,25 @@ class Worker:
 
     def preload(self, model: str | None = None) -> Future[Any]:
         """Load a model now instead of on its first request."""
-        return self.call(lambda engine: engine.load(self.registry.resolve(model)).spec)
+        future = self.call(lambda engine: engine.load(self.registry.resolve(model)).spec)
+        with self._admitted_lock:
+            self._preloading += 1
+
+        def done(_: Future[Any]) -> None:
+            with self._admitted_lock:
+                self._preloading -= 1
+
+        future.add_done_callback(done)
+        return future
+
+    def health(self) -> str:
+        """``ready``, ``loading`` (the engine starts or a preload runs) or ``failed`` (the
+        engine failed to start, or the worker is closed): what a health check needs."""
+        if self._engine_error is not None or self._closing.is_set():
+            return "failed"
+        if self._engine is None or self._preloading:
+            return "loading"
+        return "ready"
 
     def _put(self, item: _Request | _Call) -> None:
         if self._closing.is_set():

@@ -71,3 +71,53 @@ async def test_jupyters_authenticated_metrics_route_exposes_them(jp_fetch) -> No
     assert _value(after, requests, **labels) - _value(before, requests, **labels) == 1
     inputs = "jupyter_mlx_embed_inputs_total"
     assert _value(after, inputs, **labels) - _value(before, inputs, **labels) == 2
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.parametrize("metrics_auth", [True, False])
+def test_standalone_serves_metrics_and_an_open_health_check(make_worker, metrics_auth) -> None:
+    from jupyter_mlx_embed.config import ServingConfig
+    from jupyter_mlx_embed.standalone import KernelServer
+
+    worker = make_worker()
+    config = ServingConfig(metrics_auth=metrics_auth)
+    server = KernelServer.start(worker, port=0, token="metrics-token", config=config)
+    root = server.url.removesuffix("/v1")
+    try:
+        worker.submit(["counted"]).result()
+        status, body = _get(root + "/metrics", "metrics-token")
+        assert status == 200
+        assert _value(_samples(body.decode()), "jupyter_mlx_embed_queue_depth") == 0
+        anonymous, _ = _get(root + "/metrics")
+        assert anonymous == (401 if metrics_auth else 200)
+        status, body = _get(root + "/health")  # no token needed, nothing private in it
+        assert (status, json.loads(body)) == (200, {"status": "ready"})
+    finally:
+        server.stop_soon()
+    worker.close()
+    assert worker.health() == "failed"  # closed: a load balancer should stop sending
+
+
+def test_health_is_loading_while_a_preload_runs(make_worker) -> None:
+    import threading
+
+    worker = make_worker()
+    gate = threading.Event()
+    blocker = worker.call(lambda engine: gate.wait(30))
+    preload = worker.preload("tiny-bert-cls")
+    assert worker.health() == "loading"
+    gate.set()
+    blocker.result(timeout=30)
+    preload.result(timeout=60)
+    assert worker.health() == "ready"
