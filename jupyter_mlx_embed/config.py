@@ -141,7 +141,8 @@ class EngineConfig(_Settings):
     cpu_fast_path: bool = setting(
         True,
         "CPU device: run BERT-family models with fused approximate GELU/softmax kernels "
-        "(cosine >= 0.99999 to exact); false runs the exact stock operations.",
+        "(cosine >= 0.99999 to exact), and dequantize MLX-quantized checkpoints at load; "
+        "false runs the exact stock operations (quantized kernels kept: slow on the CPU).",
     )
     cpu_streams: int = setting(
         4, "CPU streams (threads) each forward pass is split over.", minimum=1

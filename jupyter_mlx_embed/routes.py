@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 
+from . import metrics
 from ._version import __version__
 from .errors import (
     EmbedError,
@@ -255,6 +256,10 @@ class OpenAIErrorsMixin(HandlerBase):
         exc_info = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
         status, body = error_body(exc, status_code)
+        if getattr(self, "_pending", None) is None and self.request.path.endswith("/embeddings"):
+            # Refused before the worker took it (auth, body, schema, a full queue): the
+            # worker counts the requests it accepts, this counts the others.
+            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, body["error"]["type"]).inc()
         self.clear_header("Content-Type")
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")

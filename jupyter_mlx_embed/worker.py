@@ -203,18 +203,14 @@ class Worker:
             OverloadedError: ``queue_size`` requests are already pending.
             WorkerClosedError: The worker is closed.
         """
-        try:
-            tokens = check_inputs(
-                inputs,
-                max_inputs=self.config.max_inputs,
-                allow_token_ids=self.config.allow_token_ids,
-                first_index=first_index,
-            )
-            check_dimensions(dimensions)
-            check_prompt(prompt_name, prompt, tokens=tokens)
-        except EmbedError as exc:
-            metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, exc.type).inc()
-            raise
+        tokens = check_inputs(
+            inputs,
+            max_inputs=self.config.max_inputs,
+            allow_token_ids=self.config.allow_token_ids,
+            first_index=first_index,
+        )
+        check_dimensions(dimensions)
+        check_prompt(prompt_name, prompt, tokens=tokens)
         request = _Request(
             inputs=inputs,
             tokens=tokens,
@@ -228,7 +224,6 @@ class Worker:
         )
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
-                metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, OverloadedError.type).inc()
                 raise OverloadedError(
                     f"The embedding worker's queue is full ({self.config.queue_size} requests "
                     "pending); retry shortly"

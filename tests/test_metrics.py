@@ -41,8 +41,6 @@ def test_worker_metrics_count_real_requests(make_worker) -> None:
     assert delta("jupyter_mlx_embed_requests_total", model=model, outcome="ok") == 1
     assert delta("jupyter_mlx_embed_inputs_total", model=model, outcome="ok") == 2
     assert delta("jupyter_mlx_embed_requests_total", model="tiny-bert-cls", outcome="ok") == 1
-    invalid = {"model": "unknown", "outcome": "invalid_request_error"}
-    assert delta("jupyter_mlx_embed_requests_total", **invalid) == 1
     assert delta("jupyter_mlx_embed_tokens_total", model=model) == served.prompt_tokens
     assert delta("jupyter_mlx_embed_model_loads_total", model="tiny-bert-cls", outcome="ok") == 1
     assert delta("jupyter_mlx_embed_batch_rows_count") == 2
@@ -65,7 +63,13 @@ async def test_jupyters_authenticated_metrics_route_exposes_them(jp_fetch) -> No
     body = json.dumps({"input": ["scraped", "twice"]})
     response = await jp_fetch("v1", "embeddings", method="POST", body=body)
     assert response.code == 200
+    for bad in ("not json", json.dumps({"input": ""})):  # refused before the worker
+        refused = await jp_fetch("v1", "embeddings", method="POST", body=bad, raise_error=False)
+        assert refused.code == 400
     after = _samples((await jp_fetch("metrics")).body.decode())
+    invalid = {"model": "unknown", "outcome": "invalid_request_error"}
+    name = "jupyter_mlx_embed_requests_total"
+    assert _value(after, name, **invalid) - _value(before, name, **invalid) == 2
     labels = {"model": "all-MiniLM-L6-v2", "outcome": "ok"}
     requests = "jupyter_mlx_embed_requests_total"
     assert _value(after, requests, **labels) - _value(before, requests, **labels) == 1

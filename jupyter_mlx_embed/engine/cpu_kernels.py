@@ -177,7 +177,8 @@ class FastEncoder:
     """Runs a loaded ``mlx_embeddings`` BERT or XLM-RoBERTa model with the CPU kernels above.
 
     Args:
-        model: The loaded stock model (its weights are used as they are).
+        model: The loaded stock model (its weights are used as they are, so they must be
+            float: the engine dequantizes MLX-quantized checkpoints first).
         model_type: ``bert`` or ``xlm_roberta``.
         streams: CPU streams to split each batch over.
     """

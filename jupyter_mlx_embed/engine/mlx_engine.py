@@ -103,6 +103,12 @@ class Engine:
             if self._cpu:
                 # Half precision matmuls are a slow scalar loop on MLX's CPU backend.
                 model.set_dtype(self._mx.float32)
+                if spec.quantization is not None and self._config.cpu_fast_path:
+                    # So is its quantized matmul (figures in BENCHMARKS.md). The float32
+                    # weights dequantized once are the values the quantized kernels compute
+                    # with, so the vectors stay the checkpoint's own; memory is float32's.
+                    count = _dequantize(self._mx, model)
+                    log.info("dequantized %d layers of %s for the CPU", count, spec.name)
                 self._mx.eval(model.parameters())
             tokenizer = TextTokenizer(
                 spec.path, max_length=spec.max_seq_length, vocab_size=spec.vocab_size
@@ -115,7 +121,14 @@ class Engine:
         if self._cpu and self._config.cpu_fast_path:
             from .cpu_kernels import FAST_MODEL_TYPES, FastEncoder
 
-            if spec.model_type in FAST_MODEL_TYPES:
+            still_quantized = _quantized_layers(model)
+            if still_quantized:  # FastEncoder multiplies the weights as float matrices
+                log.warning(
+                    "model %s keeps quantized layers (%s); running the stock forward",
+                    spec.name,
+                    ", ".join(still_quantized[:3]),
+                )
+            elif spec.model_type in FAST_MODEL_TYPES:
                 fast = FastEncoder(model, spec.model_type, streams=self._config.cpu_streams)
         return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 
@@ -217,18 +230,72 @@ def _build_model(mx: Any, spec: ModelSpec) -> Any:
         raise ModelLoadError(f"Model '{spec.name}' has no model*.safetensors weights")
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
-    quantization = config.get("quantization")
+    quantization = spec.quantization
     if quantization is not None:  # MLX-quantized checkpoints (mlx-community conversions)
+        # As mlx-embeddings' loader: the layers stored with scales, with per-layer settings
+        # where the block has an entry for the layer's path (mlx-lm mixed-bit conversions).
+        overrides = config["quantization"]
+
+        def stored_quantized(path: str, module: Any) -> bool | dict[str, Any]:
+            if f"{path}.scales" not in weights:
+                return False
+            override = overrides.get(path)
+            return dict(override) if isinstance(override, dict) else True
+
         nn.quantize(
             model,
-            group_size=quantization["group_size"],
-            bits=quantization["bits"],
-            class_predicate=lambda path, module: f"{path}.scales" in weights,
+            group_size=quantization.group_size,
+            bits=quantization.bits,
+            mode=quantization.mode,
+            class_predicate=stored_quantized,
         )
     model.load_weights(list(weights.items()))
     mx.eval(model.parameters())
     model.eval()
     return model
+
+
+def _dequantize(mx: Any, model: Any) -> int:
+    """Replace each quantized Linear and Embedding of ``model`` by a float32 one holding its
+    dequantized weight (the values the quantized kernels multiply by); returns the count."""
+    import mlx.nn as nn
+    from mlx.utils import tree_map_with_path
+
+    replaced = 0
+
+    def plain(path: str, module: Any) -> Any:
+        nonlocal replaced
+        if not isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            return module
+        weight = mx.dequantize(
+            module["weight"],
+            scales=module["scales"],
+            biases=module.get("biases"),
+            group_size=module.group_size,
+            bits=module.bits,
+            mode=module.mode,
+            dtype=mx.float32,
+        )
+        layer: Any
+        if isinstance(module, nn.QuantizedEmbedding):
+            layer = nn.Embedding(*weight.shape)
+        else:
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in module)
+            if "bias" in module:
+                layer.bias = module["bias"]
+        layer.weight = weight  # replaces the (lazy, never computed) random initial weight
+        replaced += 1
+        return layer
+
+    model.update_modules(
+        tree_map_with_path(plain, model.leaf_modules(), is_leaf=nn.Module.is_module)
+    )
+    return replaced
+
+
+def _quantized_layers(model: Any) -> list[str]:
+    """Paths of the layers of ``model`` that still hold quantized weights (with scales)."""
+    return [path for path, module in model.named_modules() if "scales" in module]
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
