@@ -1,4 +1,4 @@
-"""Command line: ``jupyter-mlx-embed serve | info | models | verify-model | build-blas``."""
+"""Command line: ``jupyter-mlx-embed serve | embed | info | models | verify-model | build-blas``."""
 
 from __future__ import annotations
 
@@ -139,6 +139,63 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("jupyter_mlx_embed.distributed").setLevel(logging.INFO)
+    from .errors import EmbedError
+
+    try:
+        from .distributed import embed_file
+
+        settings = {"model_roots": tuple(args.model_root)} if args.model_root else None
+        report = embed_file(
+            args.input,
+            args.output,
+            args.column,
+            model=args.model,
+            dimensions=args.dimensions,
+            prompt_name=args.prompt_name,
+            output_column=args.output_column,
+            skip_invalid=args.skip_invalid,
+            file_format=args.format,
+            part_rows=args.part_rows,
+            batch_size=args.batch_size,
+            on_ray=args.ray,
+            num_workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            settings=settings,
+            progress=not args.quiet,
+        )
+    except ImportError as exc:
+        print(
+            f"embed needs the ray extra ({exc.name} is missing): "
+            "pip install 'jupyter-mlx-embed[ray]'",
+            file=sys.stderr,
+        )
+        return 1
+    except (EmbedError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted; finished parts are kept in {args.output}.parts/: run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    resumed = (
+        f", {report.parts_resumed} of {report.parts} parts resumed" if report.parts_resumed else ""
+    )
+    skipped = f", {report.skipped} skipped (not texts)" if report.skipped else ""
+    print(
+        f"wrote {report.output}: {report.rows} rows, {report.rows_embedded} embedded now"
+        f"{skipped}{resumed}, {report.seconds:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jupyter-mlx-embed`` command."""
     parser = argparse.ArgumentParser(
@@ -158,6 +215,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _settings_flags(p)
     p.set_defaults(func=_serve)
+    p = sub.add_parser(
+        "embed",
+        help="embed a column of a Parquet, JSONL or CSV file into Parquet (resumable; Ray)",
+        description="Embed a column of INPUT into OUTPUT (Parquet: the input's columns, then "
+        "a float32 vector column). Rows are written in numbered parts next to OUTPUT; an "
+        "interrupted run, run again with the same arguments, keeps its finished parts.",
+    )
+    p.add_argument("input", type=Path, metavar="INPUT", help=".parquet, .jsonl/.ndjson or .csv")
+    p.add_argument("--column", default="text", help="the column of texts (text)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument("--model", help="model name (default: the configured default model)")
+    p.add_argument(
+        "--model-root", action="append", type=Path, metavar="DIR", help="a folder of models"
+    )
+    p.add_argument("--dimensions", type=int, help="keep the first N values and renormalise")
+    p.add_argument("--prompt-name", help="one of the model's prompts (e.g. query)")
+    p.add_argument("--output-column", default="embedding", help="the vector column (embedding)")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="rows that are not texts get a null vector and the reason in OUTPUT_COLUMN_error",
+    )
+    p.add_argument("--format", choices=("parquet", "jsonl", "csv"), help="(from the suffix)")
+    p.add_argument("--part-rows", type=int, default=10_000, help="rows per part file (10000)")
+    p.add_argument("--batch-size", type=int, help="rows per request or Ray batch (512)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="run on Ray: a cluster's address (auto, HOST:PORT, ray://HOST:10001), else "
+        "RAY_ADDRESS or a new local cluster",
+    )
+    p.add_argument(
+        "--workers", type=int, help="Ray actors (default: one per --cpus-per-worker CPUs)"
+    )
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs (threads) per Ray actor (1)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_embed)
     sub.add_parser("models", help="list the models that can be served").set_defaults(func=_models)
     sub.add_parser("verify-model", help="check the bundled model's SHA-256").set_defaults(
         func=_verify_model

@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "transport": (5, "core"),
     "api": (6, "core"),
     "settings": (6, "core"),  # traitlets, for the front ends
+    "distributed": (6, "core"),  # Ray Data actors and file jobs; ray imported lazily
     # HTTP: Tornado routes, then the two servers that mount them.
     "routes": (7, "http"),
     "serverext": (8, "http"),

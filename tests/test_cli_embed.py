@@ -1,0 +1,224 @@
+"""``jupyter-mlx-embed embed`` on this process's worker: formats, validation, resuming."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet as pq
+import pytest
+
+from jupyter_mlx_embed import Worker, cli
+from jupyter_mlx_embed.distributed import detect_format
+
+
+def make_texts(n: int) -> list[str]:
+    """``n`` distinct sentences of varied length (deterministic)."""
+    words = ["cat", "dog", "river", "stone", "market", "bread", "planet", "music"]
+    words += ["garden", "engine", "paper", "storm"]
+    return [
+        f"Note {i}: " + " ".join(words[(i * k + k) % len(words)] for k in range(3 + i % 9))
+        for i in range(n)
+    ]
+
+
+def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    return np.stack(table.column(column).to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def engine_vectors(worker: Worker, texts: list[str]) -> np.ndarray:
+    """The single-process engine's vectors (in requests it accepts)."""
+    futures = [worker.submit(texts[i : i + 1000]) for i in range(0, len(texts), 1000)]
+    return np.concatenate([f.result().vectors for f in futures])
+
+
+@pytest.fixture
+def parquet_input(tmp_path: Path) -> Path:
+    path = tmp_path / "docs.parquet"
+    texts = make_texts(300)
+    pq.write_table(pa.table({"id": list(range(300)), "text": texts}), path)
+    return path
+
+
+def test_parquet_gets_the_engines_vectors_after_its_columns(
+    parquet_input: Path, tmp_path: Path, worker: Worker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.parquet"
+    assert cli.main(["embed", str(parquet_input), "-o", str(out), "--part-rows", "128"]) == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "text", "embedding"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert table.column("id").to_pylist() == list(range(300))
+    expected = engine_vectors(worker, table.column("text").to_pylist())
+    assert np.min(np.sum(vectors_of(table) * expected, axis=1)) >= 0.9999
+    assert not (tmp_path / "out.parquet.parts").exists()
+    assert "300 rows, 300 embedded now" in capsys.readouterr().out
+
+
+def test_jsonl_and_csv_inputs(tmp_path: Path, worker: Worker) -> None:
+    texts = make_texts(40)
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"k": i, "body": t}) + "\n" for i, t in enumerate(texts)))
+    csv = tmp_path / "docs.csv"
+    pyarrow.csv.write_csv(pa.table({"k": list(range(40)), "body": texts}), csv)
+    expected = engine_vectors(worker, texts)
+    for source in (jsonl, csv):
+        out = tmp_path / f"{source.suffix[1:]}.parquet"
+        argv = ["embed", str(source), "--column", "body", "-o", str(out), "--dimensions", "64"]
+        assert cli.main([*argv, "-q"]) == 0
+        table = pq.read_table(out)
+        assert table.column("body").to_pylist() == texts
+        got = vectors_of(table)
+        assert got.shape == (40, 64)
+        short = expected[:, :64] / np.linalg.norm(expected[:, :64], axis=1, keepdims=True)
+        assert np.min(np.sum(got * short, axis=1)) >= 0.9999
+
+
+def test_csv_digits_are_texts(tmp_path: Path) -> None:
+    source = tmp_path / "codes.csv"
+    source.write_text("text\n12345\n007\n")
+    out = tmp_path / "codes.parquet"
+    assert cli.main(["embed", str(source), "-o", str(out), "-q"]) == 0
+    assert pq.read_table(out).column("text").to_pylist() == ["12345", "007"]
+
+
+def dirty_input(tmp_path: Path) -> Path:
+    path = tmp_path / "dirty.jsonl"
+    rows = [{"id": i, "text": t} for i, t in enumerate(make_texts(12))]
+    rows[3]["text"], rows[7]["text"], rows[8]["text"] = None, "   ", ""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_rows_that_are_not_texts_fail_the_job_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.parquet"
+    assert cli.main(["embed", str(dirty_input(tmp_path)), "-o", str(out), "-q"]) == 1
+    message = capsys.readouterr().err
+    assert "3 rows of column 'text' are not texts" in message
+    assert "text[3] is None" in message and "text[7] is only whitespace" in message
+    assert "text[8] is an empty string" in message and "--skip-invalid" in message
+    assert not out.exists() and not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_skip_invalid_gives_null_vectors_and_reasons(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    argv = ["embed", str(dirty_input(tmp_path)), "-o", str(out), "--skip-invalid", "-q"]
+    assert cli.main(argv) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 12
+    vectors = table.column("embedding").to_pylist()
+    assert [i for i, v in enumerate(vectors) if v is None] == [3, 7, 8]
+    reasons = table.column("embedding_error").to_pylist()
+    assert reasons[3].startswith("is None") and reasons[7] == "is only whitespace"
+    assert reasons[8] == "is an empty string" and reasons[0] is None
+
+
+def test_missing_column_and_unknown_format_are_errors(
+    parquet_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out.parquet")
+    assert cli.main(["embed", str(parquet_input), "--column", "body", "-o", out]) == 1
+    assert "has no column 'body'; its columns: id, text" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        detect_format(Path("notes.txt"))
+    assert detect_format(Path("a.jsonl.gz")) == "jsonl"
+
+
+def test_unknown_model_is_an_error(
+    parquet_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out.parquet")
+    assert cli.main(["embed", str(parquet_input), "-o", out, "--model", "nope", "-q"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def run_until_parts(argv: list[str], parts: Path, count: int) -> None:
+    """Run the command in a child process and SIGKILL it once ``count`` parts exist."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_mlx_embed", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(parts.glob("part-*.parquet"))) < count:
+            assert child.poll() is None, "the job finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def mark_part(path: Path, value: float) -> None:
+    """Overwrite a finished part's vectors with ``value`` (to see whether it is redone)."""
+    part = pq.read_table(path)
+    width = part.schema.field("embedding").type.list_size
+    marked = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.full(part.num_rows * width, value, dtype=np.float32)), width
+    )
+    pq.write_table(
+        part.set_column(part.schema.get_field_index("embedding"), "embedding", marked), path
+    )
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_resumes_without_redoing_finished_parts(
+    tmp_path: Path, worker: Worker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "docs.parquet"
+    texts = make_texts(2000)
+    pq.write_table(pa.table({"id": list(range(2000)), "text": texts}), source)
+    out = tmp_path / "out.parquet"
+    argv = ["embed", str(source), "-o", str(out), "--part-rows", "50", "-q"]
+    parts = tmp_path / "out.parquet.parts"
+    run_until_parts(argv, parts, 2)
+    finished = sorted(parts.glob("part-*.parquet"))
+    assert 2 <= len(finished) < 40 and not out.exists()
+    mark_part(finished[0], 0.25)
+
+    assert cli.main(argv) == 0
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(2000))
+    got = vectors_of(table)
+    assert np.all(got[:50] == 0.25)  # part 0 was kept, not recomputed
+    expected = engine_vectors(worker, texts[50:])
+    assert np.min(np.sum(got[50:] * expected, axis=1)) >= 0.9999
+    report = capsys.readouterr().out
+    assert f"{len(finished)} of 40 parts resumed" in report
+    assert f"{2000 - 50 * len(finished)} embedded now" in report
+
+
+def test_a_changed_argument_starts_over(tmp_path: Path, parquet_input: Path) -> None:
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"version": 1, "dimensions": 32}))
+    stale = parts / "part-000000.parquet"
+    pq.write_table(pa.table({"x": [1]}), stale)
+    assert cli.main(["embed", str(parquet_input), "-o", str(out), "-q"]) == 0
+    assert pq.read_table(out).num_rows == 300
+    assert not parts.exists()
+
+
+def test_an_empty_input_gives_an_empty_output_with_the_vector_column(tmp_path: Path) -> None:
+    source = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), source)
+    out = tmp_path / "out.parquet"
+    assert cli.main(["embed", str(source), "-o", str(out), "-q"]) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+
+
+def test_embed_is_in_the_help() -> None:
+    assert "embed" in cli.build_parser().format_help()
