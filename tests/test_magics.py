@@ -259,3 +259,31 @@ def test_openai_client_reaches_this_kernels_server(shell, monkeypatch) -> None:
         assert float(vector @ jme.embed("hello world")) >= 0.9999
     finally:
         shell.run_line_magic("embed_serve", "--stop")
+
+
+def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp_path) -> None:
+    shell.user_ns["texts"] = [f"resumable sentence {i} " + "word " * 40 for i in range(600)]
+    for line in ("cache = True", f"cache_dir = {str(tmp_path)!r}", "chunk_size = 50"):
+        shell.run_line_magic("config", f"MLXEmbed.{line}")
+    try:
+        shell.run_line_magic("embed", "warm")  # the worker restarts with the cache on
+        main = threading.main_thread().ident
+        timer = threading.Timer(1.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                shell.run_line_magic("embed", "-i texts -o docs")
+        finally:
+            timer.cancel()
+        assert "running the cell again resumes" in capsys.readouterr().out
+        worker = jme.get_worker()
+        worker._cache.flush()
+        done_before = worker.stats.cache_misses
+        assert 0 < done_before < 600
+        shell.run_line_magic("embed", "-i texts -o docs")  # the re-run
+        assert len(shell.user_ns["docs"]) == 600
+        assert worker.stats.cache_hits >= done_before - 50  # finished chunks were not redone
+        assert worker.stats.cache_misses - done_before <= 600 - done_before + 50
+    finally:
+        for line in ("cache = False", "cache_dir = None", "chunk_size = 256"):
+            shell.run_line_magic("config", f"MLXEmbed.{line}")

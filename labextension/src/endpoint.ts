@@ -65,7 +65,9 @@ class EndpointBody extends Widget {
         code('jupyter_mlx_embed.embed()'),
         ' and ',
         code('%embed'),
-        ' already use this server’s worker.'
+        ' already use this server’s worker, and ',
+        code('jupyter_mlx_embed.openai_client()'),
+        ' returns an OpenAI client for this endpoint, token included.'
       )
     );
   }
