@@ -31,6 +31,6 @@ def test_64_clients_for_two_minutes(tmp_path: Path) -> None:
     assert report["crosstalk_rows"] == 0
     assert report["hostile_unexpected"] == 0, report["hostile_examples"]
     assert min(report["requests"].get(kind, 0) for kind in ("hostile", "abandoned")) > 0
-    rss = report["rss_mib"]
-    assert rss["end"] <= rss["after_warmup"] * 1.15, f"RSS grew after warm-up: {rss}"
+    rss = report["rss_mib"]  # flat: the second half's peak is no higher than the first's
+    assert rss["second_half_max"] <= rss["first_half_max"] * 1.10, f"RSS kept growing: {rss}"
     assert proc.returncode == 0, proc.stdout[-2000:]
