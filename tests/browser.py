@@ -312,6 +312,28 @@ def run_cell(panel: Locator, code: str, timeout: float = 120_000) -> Locator:
     return cell
 
 
+def check_explorer_queries(page: Page, widget: Locator, prefix: str = "") -> None:
+    """In a rendered similarity explorer (the notes of the explorer tests), two typed queries
+    each put the expected text first in the top-k table; screenshots as
+    ``{prefix}explorer-query.png`` (the page) and ``{prefix}explorer-widget.png``."""
+    expect(widget.locator("canvas.jme-map")).to_be_visible(timeout=60_000)
+    query = widget.locator("input.jme-query")
+    query.click()
+    query.type("I forgot my login and cannot sign in", delay=20)
+    first_hit = widget.locator("table.jme-topk tr.jme-hit").first
+    expect(first_hit.locator("td").first).to_have_text(
+        "How do I reset my password?", timeout=60_000
+    )
+    screenshot(page, f"{prefix}explorer-query.png")
+    # A second, different query replaces the first one's answer.
+    query.fill("")
+    query.type("profits and financial results", delay=20)
+    expect(first_hit.locator("td").first).to_have_text(
+        re.compile("quarterly revenue|Sales figures"), timeout=60_000
+    )
+    screenshot(widget, f"{prefix}explorer-widget.png")
+
+
 def screenshot(target: Page | Locator, name: str) -> Path:
     """Save a PNG of a page (full page) or an element under ``test-artifacts/``."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -3,12 +3,18 @@ builds the explorer, a typed query updates the top-k table with the expected nea
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from playwright.sync_api import Page, expect
 
-from .browser import LabServer, open_notebook, page_errors, requires_chromium, run_cell, screenshot
+from .browser import (
+    LabServer,
+    check_explorer_queries,
+    open_notebook,
+    page_errors,
+    requires_chromium,
+    run_cell,
+    screenshot,
+)
 
 pytest_plugins = ("tests.browser",)
 pytestmark = [requires_chromium, pytest.mark.slow]
@@ -36,23 +42,7 @@ explorer
 def test_typed_query_updates_the_top_k_table(lab: LabServer, lab_page: Page) -> None:
     panel = open_notebook(lab_page, lab, "explorer.ipynb")
     cell = run_cell(panel, CELL)
-    widget = cell.locator(".jp-OutputArea-output")
-    expect(widget.locator("canvas.jme-map")).to_be_visible(timeout=60_000)
-    query = widget.locator("input.jme-query")
-    query.click()
-    query.type("I forgot my login and cannot sign in", delay=20)
-    first_hit = widget.locator("table.jme-topk tr.jme-hit").first
-    expect(first_hit.locator("td").first).to_have_text(
-        "How do I reset my password?", timeout=60_000
-    )
-    screenshot(lab_page, "explorer-query.png")
-    # A second, different query replaces the first one's answer.
-    query.fill("")
-    query.type("profits and financial results", delay=20)
-    expect(first_hit.locator("td").first).to_have_text(
-        re.compile("quarterly revenue|Sales figures"), timeout=60_000
-    )
-    screenshot(widget, "explorer-widget.png")
+    check_explorer_queries(lab_page, cell.locator(".jp-OutputArea-output"))
 
 
 def test_status_bar_shows_the_loaded_model(lab_page: Page) -> None:

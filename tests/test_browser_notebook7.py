@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from .browser import (
     LabServer,
+    check_explorer_queries,
     open_app,
     open_notebook7,
     page_errors,
@@ -86,22 +87,7 @@ def test_magics_use_the_notebook_servers_worker(panel: Locator) -> None:
 def test_explorer_query_updates_the_top_k_table(panel: Locator) -> None:
     run_cell(panel, EXPLORER)
     cell = run_cell(panel, SHOW_EXPLORER)
-    widget = cell.locator(".jp-OutputArea-output")
-    expect(widget.locator("canvas.jme-map")).to_be_visible(timeout=60_000)
-    query = widget.locator("input.jme-query")
-    query.click()
-    query.type("I forgot my login and cannot sign in", delay=20)
-    first_hit = widget.locator("table.jme-topk tr.jme-hit").first
-    expect(first_hit.locator("td").first).to_have_text(
-        "How do I reset my password?", timeout=60_000
-    )
-    screenshot(panel.page, "notebook7-explorer-query.png")
-    query.fill("")
-    query.type("profits and financial results", delay=20)
-    expect(first_hit.locator("td").first).to_have_text(
-        re.compile("quarterly revenue|Sales figures"), timeout=60_000
-    )
-    screenshot(widget, "notebook7-explorer-widget.png")
+    check_explorer_queries(panel.page, cell.locator(".jp-OutputArea-output"), "notebook7-")
 
 
 def _check_plugin_without_status_bar(page: Page, server: LabServer, name: str) -> None:
