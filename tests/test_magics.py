@@ -87,17 +87,24 @@ def test_input_variable_pandas_series(shell) -> None:
     assert isinstance(result, Embeddings) and result.texts == ["one", "two"]
 
 
-def test_interrupt_stores_nothing_and_worker_keeps_serving(shell, capsys) -> None:
-    shell.user_ns["texts"] = [f"sentence {i} " + "word " * 60 for i in range(3000)]
-    shell.run_line_magic("config", "MLXEmbed.chunk_size = 50")
+def _interrupt_after(seconds: float, shell, line: str) -> None:
+    """Run ``%embed line`` and press Ctrl-C (SIGINT to the main thread) after ``seconds``."""
     main = threading.main_thread().ident
-    timer = threading.Timer(1.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            shell.run_line_magic("embed", "-i texts -o out")
+            shell.run_line_magic("embed", line)
     finally:
         timer.cancel()
+
+
+def test_interrupt_stores_nothing_and_worker_keeps_serving(shell, capsys) -> None:
+    shell.user_ns["texts"] = [f"sentence {i} " + "word " * 60 for i in range(3000)]
+    shell.run_line_magic("config", "MLXEmbed.chunk_size = 50")
+    try:
+        _interrupt_after(1.5, shell, "-i texts -o out")
+    finally:
         shell.run_line_magic("config", "MLXEmbed.chunk_size = 256")
     assert "out" not in shell.user_ns
     assert "nothing was stored" in capsys.readouterr().out
@@ -269,14 +276,7 @@ def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp
         shell.run_line_magic("embed", "warm")  # the worker restarts with the cache on
         worker = jme.get_worker()
         misses_before = worker.stats.cache_misses
-        main = threading.main_thread().ident
-        timer = threading.Timer(1.5, lambda: signal.pthread_kill(main, signal.SIGINT))
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                shell.run_line_magic("embed", "-i texts -o docs")
-        finally:
-            timer.cancel()
+        _interrupt_after(1.5, shell, "-i texts -o docs")
         assert "running the cell again resumes" in capsys.readouterr().out
         worker._cache.flush()
         started = worker.stats.cache_misses - misses_before  # chunks begun before Ctrl-C
