@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 	$(PY) -m jupyter_mlx_embed verify-model
 	# Build the fast-BLAS shim now so first use needs no compiler (Linux only).
 	$(PY) -m jupyter_mlx_embed build-blas
+	# And the native CPU kernels (C++); without them the MLX-op fast path runs instead.
+	$(PY) -m jupyter_mlx_embed build-kernels || true
 	touch $(STAMP)
 
 # JupyterLab runs on a working copy of notebooks/ in workspace/ (git-ignored), so running the

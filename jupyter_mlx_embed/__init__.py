@@ -30,19 +30,21 @@ from .errors import (
     PayloadTooLargeError,
     WorkerClosedError,
 )
+from .projection import project
 from .results import EmbedResult
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .widget import SimilarityExplorer
+    from .widget import SimilarityExplorer, explore
 
 
 def __getattr__(name: str) -> Any:
-    """``SimilarityExplorer`` is imported on first use: it needs anywidget and ipywidgets."""
-    if name == "SimilarityExplorer":
-        from .widget import SimilarityExplorer
+    """``SimilarityExplorer`` and ``explore`` are imported on first use: they need anywidget
+    and ipywidgets."""
+    if name in ("SimilarityExplorer", "explore"):
+        from . import widget
 
-        return SimilarityExplorer
+        return getattr(widget, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -88,10 +90,12 @@ __all__ = [
     "async_openai_client",
     "configure",
     "embed",
+    "explore",
     "get_transport",
     "get_worker",
     "info",
     "openai_client",
     "openai_endpoint",
+    "project",
     "set_transport",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``jupyter-mlx-embed serve | embed | info | models | verify-model | build-blas``."""
+"""Command line: ``jupyter-mlx-embed serve | embed | info | models | verify-model | build-blas |
+build-kernels``."""
 
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ def _build_blas(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"BLAS shim ready: {shim}")
+    return 0
+
+
+def _build_kernels(args: argparse.Namespace) -> int:
+    from .engine.native import build_kernels
+
+    built = build_kernels(force=True)
+    if built is None:
+        print(
+            "could not build the native CPU kernels (needs Linux x86-64, cmake, a C++ "
+            "compiler and nanobind; the log says which is missing); the MLX-op fast path "
+            "will be used",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"native CPU kernels ready: {built}")
     return 0
 
 
@@ -264,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("build-blas", help="build the fast-BLAS shim ahead of use").set_defaults(
         func=_build_blas
     )
+    sub.add_parser(
+        "build-kernels", help="build the native CPU kernels (C++, MLX extension) ahead of use"
+    ).set_defaults(func=_build_kernels)
     return parser
 
 

@@ -153,6 +153,15 @@ class EngineConfig(_Settings):
         "preload; unset picks the best one found.",
     )
 
+    def cache_folder(self) -> Path:
+        """The folder of the vector cache: ``cache_dir``, else the user's cache folder. Other
+        caches derived from vectors (2-D maps) keep their own sub-folders beside it."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("jupyter-mlx-embed"))
+
 
 @dataclass(frozen=True)
 class ServingConfig(_Settings):

@@ -1,21 +1,36 @@
 """The similarity explorer widget: map, live query, neighbours and heatmap (notebook layer).
 
 An ``anywidget`` whose front end (``static/explorer.js``, built from
-``labextension/src/explorer/``) draws the embeddings on a canvas. Python owns the data and
-the maths: the 2-D projection, query vectors (through the same transport as ``embed``),
-similarities, nearest neighbours and the heatmap. Large arrays travel as binary buffers
-(little-endian float32 / int32 ``Bytes`` traits), never as JSON lists.
+``labextension/src/explorer/``) draws the embeddings with WebGL (regl-scatterplot). Python
+owns the data and the maths: the 2-D map (:mod:`.projection`: PCA at once, UMAP from a
+background thread), clusters (:mod:`.clusters`), colours by a column, query vectors
+(through the same transport as ``embed``), similarities, neighbours and the heatmap
+(:mod:`.explorer_data`). Per-point data travel as binary buffers (``Bytes`` traits, one
+float32 pair or one byte per point); texts and column values never travel all at once.
 
-Protocol (every name is a synced trait):
+Protocol (synced traits):
 
-* Python to front end: ``coords`` (n x 2 float32), ``texts``, ``label_codes`` (n int32, empty
-  without labels), ``label_names``, ``projection``, ``embedding_model``, ``height``.
+* Python to front end: ``coords`` (n x 2 float32), ``projection`` (``pca``/``umap``) and
+  ``map_status``; the colouring: ``color_by`` (also set by the front end), ``color_options``,
+  ``color_kind`` (``none``/``categorical``/``numeric``), ``color_codes`` (n uint8),
+  ``color_names``, ``color_counts``, ``color_palette``, ``color_range``; ``clusters``
+  (``{label, x, y, size}``, largest first); ``tooltip_columns``, ``embedding_model``,
+  ``height``.
 * Front end to Python: ``query`` with ``query_seq`` (set together; each edit takes the next
   number), ``k``, ``clicked`` (a point index, -1 for none) and ``selection`` (indices).
-* Answers: ``result_seq`` (the query the answer belongs to), ``scores`` (n float32, empty
-  without a query), ``top_k`` and ``neighbors`` (lists of ``{index, text, score}``),
-  ``heatmap`` (m x m float32) with ``heatmap_indices`` and ``heatmap_note``, and ``status``
+* Answers: ``result_seq`` (the query the answer belongs to), ``scores`` (n uint8: 0..254 from
+  ``score_range[0]`` to ``score_range[1]``; empty without a query), ``top_k`` and
+  ``neighbors`` (``{index, text, score}``), ``heatmap`` (m x m float32, rows in seriated
+  order) with ``heatmap_indices``, ``heatmap_labels`` and ``heatmap_note``, and ``status``
   with ``status_level`` (``info``, ``busy`` or ``error``).
+
+Custom messages: the front end sends ``{"type": "rows", "id", "indices"}`` (hover, tables)
+and Python answers ``{"type": "rows", "id", "rows": [{index, text, fields}]}`` with each
+text clipped to ``TEXT_LIMIT`` and the ``tooltip_columns`` values as strings.
+
+Saved notebooks: the display bundle carries ``image/png`` (the map drawn in Python) beside
+the widget view; it is displayed with a display id and updated when the map or its colours
+change, so renderers without a kernel (GitHub, nbconvert) show the map.
 """
 
 from __future__ import annotations
@@ -26,7 +41,8 @@ import importlib.util
 import logging
 import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,12 +52,15 @@ import anywidget
 import numpy as np
 import traitlets
 
-from . import api
+from . import api, explorer_data
 from .embeddings import Embeddings, Hit, SearchResults
 from .errors import EmbedError
+from .explorer_data import Coloring
+from .results import EmbedResult
+from .validation import labels_of, to_texts
 
 if TYPE_CHECKING:
-    from .results import EmbedResult
+    from .clusters import Clusters
     from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -49,10 +68,16 @@ log = logging.getLogger(__name__)
 PROJECTIONS = ("auto", "pca", "umap")
 #: Most items the heatmap shows (a 200 x 200 matrix is 160 KB and still readable).
 HEATMAP_LIMIT = 200
-#: Characters of each text sent to the front end (hover and labels); the rest stays here.
+#: Characters of each text sent to the front end (hover, tables); the rest stays here.
 TEXT_LIMIT = 1000
-#: Below this many points UMAP's neighbour graph is meaningless: use PCA.
-UMAP_MIN_POINTS = 20
+#: Characters of a heatmap row label.
+LABEL_LIMIT = 60
+#: Most rows one ``rows`` request may ask for.
+ROWS_LIMIT = 500
+#: The choice of ``color_by`` that colours by ``labels=``.
+LABELS = "labels"
+#: Seconds of quiet after a colour change before the static PNG is redrawn.
+PNG_DELAY = 1.0
 
 _BUNDLE = Path(__file__).parent / "static" / "explorer.js"
 # Shown instead of the map when the front end was never built (a source checkout).
@@ -83,16 +108,25 @@ def _reports_errors(method: Callable[[Any, dict[str, Any]], None]) -> Callable[.
 class SimilarityExplorer(anywidget.AnyWidget):
     """An interactive map of embeddings with live semantic search.
 
-    Drag to pan, scroll to zoom, hover for the text, click a point for its nearest
-    neighbours, shift-drag (or the select mode) to select a box of points, and type in the
-    query box to colour the points by similarity to the query and list the best matches.
+    Drag to pan, ctrl-scroll (or click the map, then scroll) to zoom, hover for the text,
+    click a point for its nearest neighbours, shift-drag to lasso points (or pick the lasso
+    or box tool), double-click to reset the view, and type in the query box to colour the
+    points by similarity to the query and list the best matches.
 
     Args:
         embeddings: The texts and vectors to explore.
         labels: One label per text (strings, numbers, a pandas Series...): points are
-            coloured by label, with a legend.
+            coloured by label (categories), with a legend.
+        data: A table aligned with the embeddings (a pandas DataFrame, or a mapping of
+            column name to one value per text): its columns can colour the points and show
+            in tooltips.
+        color: A column of ``data`` to colour by, or one value per text. Numbers get a
+            continuous scale with a colour bar; anything else the 20 most frequent
+            categories and "other".
+        tooltip: Columns of ``data`` shown when hovering a point.
         projection: ``"pca"``, ``"umap"`` (needs ``umap-learn``) or ``"auto"`` (UMAP when
-            installed, else PCA).
+            installed). A UMAP map is computed in a background thread: the PCA map shows
+            at once and is replaced when UMAP is done.
         k: Rows in the query's top-k table and neighbours per clicked point.
         heatmap_limit: Most items in the similarity heatmap.
         query_prefix: Text put before every query when embedding it (e.g. ``"query: "``),
@@ -100,23 +134,34 @@ class SimilarityExplorer(anywidget.AnyWidget):
             ``query`` (``config_sentence_transformers.json``) gets it. The texts' vectors are
             used as they are.
         height: Height of the map in pixels.
+        seed: Seed of the projection and the clusters (the same seed, the same map).
         transport: Where queries are embedded; the process's transport
             (:func:`jupyter_mlx_embed.get_transport`) by default.
 
     Raises:
         TypeError: ``embeddings`` is not an :class:`Embeddings`.
-        ValueError: Unknown projection, ``k`` below 1, or labels of the wrong length.
+        ValueError: Unknown projection or column, ``k`` below 1, or labels, colours or
+            ``data`` of the wrong length.
         ImportError: ``projection="umap"`` without ``umap-learn``.
     """
 
     _esm = _BUNDLE if _BUNDLE.is_file() else _MISSING_BUNDLE
 
-    # Data, Python to front end.
+    # The map, Python to front end.
     coords = traitlets.Bytes(b"").tag(sync=True)
-    texts = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    label_codes = traitlets.Bytes(b"").tag(sync=True)
-    label_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     projection = traitlets.Unicode("pca").tag(sync=True)
+    map_status = traitlets.Unicode("").tag(sync=True)
+    clusters = traitlets.List(traitlets.Dict()).tag(sync=True)
+    # Colours: ``color_by`` is also set by the front end (the colour menu).
+    color_by = traitlets.Unicode("").tag(sync=True)
+    color_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    color_kind = traitlets.Unicode("none").tag(sync=True)
+    color_codes = traitlets.Bytes(b"").tag(sync=True)
+    color_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    color_counts = traitlets.List(traitlets.Int()).tag(sync=True)
+    color_palette = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    color_range = traitlets.List(traitlets.Float()).tag(sync=True)
+    tooltip_columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
     embedding_model = traitlets.Unicode("").tag(sync=True)
     height = traitlets.Int(440).tag(sync=True)
     # Requests, front end (or Python) to Python.
@@ -128,10 +173,12 @@ class SimilarityExplorer(anywidget.AnyWidget):
     # Answers.
     result_seq = traitlets.Int(0).tag(sync=True)
     scores = traitlets.Bytes(b"").tag(sync=True)
+    score_range = traitlets.List(traitlets.Float()).tag(sync=True)
     top_k = traitlets.List(traitlets.Dict()).tag(sync=True)
     neighbors = traitlets.List(traitlets.Dict()).tag(sync=True)
     heatmap = traitlets.Bytes(b"").tag(sync=True)
     heatmap_indices = traitlets.List(traitlets.Int()).tag(sync=True)
+    heatmap_labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
     heatmap_note = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     status_level = traitlets.Unicode("info").tag(sync=True)
@@ -141,11 +188,15 @@ class SimilarityExplorer(anywidget.AnyWidget):
         embeddings: Embeddings,
         labels: Iterable[Any] | None = None,
         *,
+        data: Any = None,
+        color: str | Iterable[Any] | None = None,
+        tooltip: Sequence[str] = (),
         projection: str = "auto",
         k: int = 5,
         heatmap_limit: int = HEATMAP_LIMIT,
         query_prefix: str = "",
         height: int = 440,
+        seed: int = 0,
         transport: Transport | None = None,
         **kwargs: Any,
     ) -> None:
@@ -157,35 +208,94 @@ class SimilarityExplorer(anywidget.AnyWidget):
         heatmap_limit = operator.index(heatmap_limit)
         if heatmap_limit < 1:
             raise ValueError(f"heatmap_limit must be at least 1, got {heatmap_limit}")
-        codes, names = encode_labels(labels, len(embeddings))
-        coords, used = project(embeddings.vectors, projection)
+        if projection not in PROJECTIONS:
+            raise ValueError(
+                f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}"
+            )
+        have_umap = importlib.util.find_spec("umap") is not None
+        if projection == "umap" and not have_umap:
+            raise ImportError("projection='umap' needs umap-learn: pip install umap-learn")
+        if labels is not None and color is not None:
+            raise ValueError("give labels or color, not both (labels is a categorical color)")
+        n = len(embeddings)
+        columns = _columns(data, n)
+        tooltip = _tooltip_columns(tooltip, columns)
+        options = list(columns)
+        colorings: dict[str, Coloring] = {}
+        chosen = ""
+        if labels is not None:
+            colorings[LABELS] = explorer_data.label_coloring(labels, n)
+            options.insert(0, LABELS)
+            chosen = LABELS
+        elif isinstance(color, str):
+            if color not in columns:
+                raise ValueError(f"color={color!r} is not a column of data; {_choices(columns)}")
+            chosen = color
+        elif color is not None:
+            colorings["color"] = explorer_data.color_by(color, n, name="color")
+            options.insert(0, "color")
+            chosen = "color"
+
+        from .projection import cached_projection, project
+
+        wants_umap = projection == "umap" or (projection == "auto" and have_umap)
+        umap = cached_projection(embeddings.vectors, "umap", seed=seed) if wants_umap else None
+        if umap is not None or not n:
+            xy, used = (umap if umap is not None else np.zeros((0, 2), np.float32)), "umap"
+            pending = False
+        else:
+            xy, used = project(embeddings.vectors, "pca", seed=seed, progress=False), "pca"
+            pending = wants_umap
 
         # Private state first: observers may run while the traits below are initialised.
         self._embeddings = embeddings
+        self._columns = columns
+        self._colorings = colorings
         self._heatmap_limit = heatmap_limit
         self._transport = transport
+        self._seed = seed
         self._query_options = self._query_prompt(query_prefix)
         self._lock = threading.RLock()
         self._quiet = False  # set while search_text() changes the query traits itself
         self._latest_seq = 0  # the newest query number sent (older answers are dropped)
         self._vector: np.ndarray | None = None  # vector of the query on show
-        # Completions arrive on a worker thread; in a kernel they are handed to its event
+        self._similarities: np.ndarray | None = None  # its float32 scores
+        self._map_version = 0  # bumped when the coordinates change
+        self._cluster_result: Clusters | None = None
+        self._display_id: str | None = None
+        self._png: tuple[tuple[int, str], bytes] | None = None  # ((map version, colour), PNG)
+        self._png_timer: threading.Timer | None = None
+        self._done = threading.Event()  # set when the background map work is over
+        # Completions arrive on other threads; in a kernel they are handed to its event
         # loop so that traits change (and comm messages go out) on the kernel's own thread.
         self._loop = _running_loop()
 
         super().__init__(
-            coords=coords.astype("<f4").tobytes(),
-            texts=[_clip(text, TEXT_LIMIT) for text in embeddings.texts],
-            label_codes=codes.tobytes(),
-            label_names=names,
+            coords=np.ascontiguousarray(xy, dtype="<f4").tobytes(),
             projection=used,
+            map_status=self._map_message(used, pending),
+            color_options=options,
+            tooltip_columns=tooltip,
             embedding_model=embeddings.model,
             height=height,
             k=k,
-            status=self._ready_message(used),
+            status=self._ready_message(),
             **self._heatmap_state([]),
             **kwargs,
         )
+        self.color_by = chosen  # the observer fills the colour traits
+        if not chosen:
+            self._apply_coloring(Coloring("none", codes=np.zeros(n, dtype=np.uint8)))
+        self.on_msg(self._on_message)
+        if n:
+            threading.Thread(
+                target=self._compute_map,
+                args=(pending,),
+                name="jupyter-mlx-embed-explorer-map",
+                daemon=True,
+            ).start()
+        else:
+            self._done.set()
 
     # Public API -------------------------------------------------------------------------
 
@@ -202,13 +312,27 @@ class SimilarityExplorer(anywidget.AnyWidget):
     @property
     def similarities(self) -> np.ndarray | None:
         """Cosine similarity of every text to the query on show, or ``None``."""
-        if not self.scores:
-            return None
-        return np.frombuffer(self.scores, dtype="<f4").astype(np.float32)
+        return None if self._similarities is None else self._similarities.copy()
+
+    @property
+    def cluster_codes(self) -> np.ndarray | None:
+        """Each point's cluster (int32, -1 for none) on the current map, once found."""
+        found = self._cluster_result
+        return None if found is None else found.codes.copy()
 
     def selected(self) -> Embeddings:
         """The selected points (``selection``) as an :class:`Embeddings`, in index order."""
         return self._embeddings[list(self.selection)]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background work (UMAP map, clusters) is done, e.g. in a script.
+
+        Not needed in a notebook: the map updates by itself when the work is done.
+
+        Returns:
+            Whether it is done (False when ``timeout`` seconds passed first).
+        """
+        return self._done.wait(timeout)
 
     def search_text(self, text: str, *, timeout: float | None = None) -> SearchResults:
         """Run a query now and wait for its answer, as typing it in the query box would.
@@ -248,11 +372,213 @@ class SimilarityExplorer(anywidget.AnyWidget):
                 self._show(seq, text, result.vectors[0])
         return self._hits(text)
 
+    def close(self) -> None:
+        """Close the widget (its views disappear); a pending PNG update is dropped."""
+        # getattr: ipywidgets also closes a widget whose __init__ failed before this was set.
+        timer = getattr(self, "_png_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._display_id = None
+        super().close()
+
     def __repr__(self) -> str:
         return (
             f"SimilarityExplorer({len(self._embeddings)} texts, "
             f"model={self._embeddings.model!r}, projection={self.projection!r})"
         )
+
+    # Display: the widget view plus a static PNG ------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        return {**data, "image/png": self._png_bytes()}, metadata
+
+    def _ipython_display_(self) -> None:
+        """Displayed with a display id, so that the PNG can follow the map."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        if bundle is None:
+            return
+        data, metadata = bundle
+        if self._display_id is None:
+            self._display_id = uuid.uuid4().hex
+        display(data, metadata=metadata, raw=True, display_id=self._display_id)
+
+    def _png_key(self) -> tuple[int, str]:
+        return self._map_version, self.color_by
+
+    def _png_bytes(self) -> bytes:
+        cached = self._png
+        if cached is not None and cached[0] == self._png_key():
+            return cached[1]
+        key, png = self._png_key(), self._render_png()
+        self._png = (key, png)
+        return png
+
+    def _render_png(self) -> bytes:
+        coloring = self._coloring_for(self.color_by)
+        found = self._cluster_result
+        labels = [(c.label, *c.center) for c in found.clusters] if found is not None else []
+        caption = f"{self.map_status} (jupyter-mlx-embed similarity explorer)"
+        return explorer_data.render_png(self.coordinates, coloring, labels=labels, caption=caption)
+
+    def _schedule_png(self, delay: float = PNG_DELAY) -> None:
+        """Redraw the PNG off the kernel's thread (it takes a while at a million points),
+        after ``delay`` seconds without another change, then update the display."""
+        if self._display_id is None:
+            return
+        if self._png_timer is not None:
+            self._png_timer.cancel()
+
+        def render() -> None:
+            try:
+                key, png = self._png_key(), self._render_png()
+            except Exception:  # the live map is unaffected: logged only
+                log.exception("similarity explorer: cannot draw the static map")
+                return
+            self._post(self._publish_png, key, png)
+
+        self._png_timer = threading.Timer(delay, render)
+        self._png_timer.daemon = True
+        self._png_timer.start()
+
+    def _publish_png(self, key: tuple[int, str], png: bytes) -> None:
+        if key != self._png_key() or self._display_id is None:
+            return  # the map changed again: a newer drawing is on its way
+        from IPython.display import update_display
+
+        self._png = (key, png)
+        bundle = self._repr_mimebundle_()
+        if bundle is not None:
+            data, metadata = bundle
+            update_display(data, metadata=metadata, raw=True, display_id=self._display_id)
+
+    # The map: PCA at once, UMAP and clusters from a background thread ---------------------
+
+    def _compute_map(self, umap: bool) -> None:
+        """Background thread: the UMAP map (when asked for), then clusters on the map."""
+        from .clusters import find_clusters
+        from .projection import project
+
+        # Only this thread changes the map, so the version its clusters belong to is known.
+        version, xy = self._map_version, self.coordinates
+        try:
+            if umap:
+                xy = project(self._embeddings.vectors, "umap", seed=self._seed)
+                version += 1
+                self._post(self._show_map, xy)
+            found = find_clusters(xy, self._embeddings.texts, seed=self._seed)
+            self._post(self._show_clusters, version, found)
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            self._post(self._map_failed, exc)
+        finally:
+            self._done.set()
+
+    def _show_map(self, xy: np.ndarray) -> None:
+        with self._lock, self.hold_sync():
+            self._map_version += 1
+            self._cluster_result = None
+            self.coords = np.ascontiguousarray(xy, dtype="<f4").tobytes()
+            self.projection = "umap"
+            self.clusters = []
+            self.map_status = self._map_message("umap", False) + " Finding clusters…"
+        self._schedule_png(0)
+
+    def _show_clusters(self, version: int, found: Clusters) -> None:
+        if version != self._map_version:
+            return  # found on a map no longer shown
+        with self._lock, self.hold_sync():
+            self._cluster_result = found
+            self.clusters = [
+                {"label": c.label, "x": float(c.center[0]), "y": float(c.center[1]), "size": c.size}
+                for c in found.clusters
+            ]
+            self.map_status = (
+                self._map_message(self.projection, False)
+                + f" {_count(len(found.clusters), 'cluster')} labelled."
+            )
+        self._schedule_png(0)
+
+    def _map_failed(self, exc: BaseException) -> None:
+        message = exc.message if isinstance(exc, EmbedError) else f"{type(exc).__name__}: {exc}"
+        log.debug("similarity explorer: map failed", exc_info=exc)
+        self.map_status = f"{self.projection.upper()} map; the background work failed: {message}"
+
+    def _map_message(self, used: str, pending: bool) -> str:
+        shown = f"{used.upper()} map of {_count(len(self._embeddings), 'text')}."
+        return shown + (" Computing UMAP in the background…" if pending else "")
+
+    def _post(self, function: Callable[..., None], *args: Any) -> None:
+        """Run ``function`` on the kernel's event loop when there is one, else here."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(function, *args)
+                return
+            except RuntimeError:  # the loop closed in the meantime
+                pass
+        function(*args)
+
+    # Colours ----------------------------------------------------------------------------
+
+    @traitlets.validate("color_by")
+    def _valid_color_by(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"])
+        if value and value not in self.color_options:
+            raise traitlets.TraitError(
+                f"color_by={value!r} is not a column to colour by; {_choices(self.color_options)}"
+            )
+        return value
+
+    @traitlets.observe("color_by")
+    @_reports_errors
+    def _on_color_by(self, change: dict[str, Any]) -> None:
+        self._apply_coloring(self._coloring_for(self.color_by))
+        self._schedule_png()
+
+    def _coloring_for(self, name: str) -> Coloring:
+        n = len(self._embeddings)
+        if not name:
+            return Coloring("none", codes=np.zeros(n, dtype=np.uint8))
+        if name not in self._colorings:
+            self._colorings[name] = explorer_data.color_by(
+                self._columns[name], n, name=f"data[{name!r}]", column=name
+            )
+        return self._colorings[name]
+
+    def _apply_coloring(self, coloring: Coloring) -> None:
+        with self.hold_sync():
+            self.color_kind = coloring.kind
+            self.color_codes = coloring.codes.tobytes()
+            self.color_names = coloring.names
+            self.color_counts = coloring.counts
+            self.color_palette = coloring.palette
+            self.color_range = [coloring.lo, coloring.hi] if coloring.kind == "numeric" else []
+
+    # Rows on demand ---------------------------------------------------------------------
+
+    def _on_message(self, widget: Any, content: Any, buffers: Sequence[bytes]) -> None:
+        try:
+            if not isinstance(content, dict) or content.get("type") != "rows":
+                return
+            n = len(self._embeddings)
+            indices = [int(i) for i in content.get("indices", [])[:ROWS_LIMIT]]
+            rows = [self._row(i) for i in indices if 0 <= i < n]
+            self.send({"type": "rows", "id": content.get("id"), "rows": rows})
+        except Exception as exc:  # noqa: BLE001 - a comm handler has nobody to raise to
+            self._fail(exc)
+
+    def _row(self, index: int) -> dict[str, Any]:
+        fields = {name: _cell(self._columns[name], index) for name in self.tooltip_columns}
+        return {
+            "index": index,
+            "text": _clip(self._embeddings.texts[index], TEXT_LIMIT),
+            "fields": fields,
+        }
 
     # Queries ----------------------------------------------------------------------------
 
@@ -287,23 +613,11 @@ class SimilarityExplorer(anywidget.AnyWidget):
             return
         loop = _running_loop() or self._loop
         self._loop = loop
-        future.add_done_callback(lambda done: self._deliver(seq, text, done, loop))
+        future.add_done_callback(lambda done: self._deliver(seq, text, done))
 
-    def _deliver(
-        self,
-        seq: int,
-        text: str,
-        future: Future[EmbedResult],
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> None:
+    def _deliver(self, seq: int, text: str, future: Future[EmbedResult]) -> None:
         """Done callback (any thread): finish on the kernel's loop when there is one."""
-        if loop is not None and loop.is_running():
-            try:
-                loop.call_soon_threadsafe(self._finish, seq, text, future)
-                return
-            except RuntimeError:  # the loop closed in the meantime
-                pass
-        self._finish(seq, text, future)
+        self._post(self._finish, seq, text, future)
 
     def _finish(self, seq: int, text: str, future: Future[EmbedResult]) -> None:
         try:
@@ -325,12 +639,17 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._vector = vector
         with self.hold_sync():
             if vector is None:
+                self._similarities = None
                 self.scores = b""
+                self.score_range = []
                 self.top_k = []
                 self._set_status("Empty query: type some text to search by meaning.", "info")
             else:
                 similarities = self._embeddings.similarity(vector)[:, 0] if n else np.zeros(0)
-                self.scores = similarities.astype("<f4").tobytes()
+                self._similarities = similarities.astype(np.float32)
+                codes, lo, hi = explorer_data.quantize_scores(self._similarities)
+                self.scores = codes
+                self.score_range = [lo, hi] if n else []
                 self.top_k = _rows(self._hits(text))
                 self._set_status(
                     f"{len(self.top_k)} nearest of {_count(n, 'text')} for {_quote(text)}", "info"
@@ -414,7 +733,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _valid_selection(self, proposal: dict[str, Any]) -> list[int]:
         # Sorted, unique and in range, whatever the front end sends.
         n = len(self._embeddings)
-        return sorted({int(i) for i in proposal["value"] if 0 <= int(i) < n})
+        values = np.unique(np.asarray(proposal["value"], dtype=np.int64))
+        return values[(values >= 0) & (values < n)].tolist()
 
     @traitlets.observe("selection")
     @_reports_errors
@@ -426,39 +746,39 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self._set_status(f"{count:,} selected" if count else "Selection cleared")
 
     def _heatmap_state(self, selection: list[int]) -> dict[str, Any]:
+        """The heatmap of the selection (else the first items), rows seriated so that
+        similar items sit together."""
         n, limit = len(self._embeddings), self._heatmap_limit
         pool = selection if selection else range(n)
-        indices = [int(i) for i in pool[:limit]]
+        first = [int(i) for i in pool[:limit]]
         if selection:
             note = (
-                f"Cosine similarity of the first {limit} of {len(selection):,} selected items"
+                f"the first {limit} of {len(selection):,} selected items"
                 if len(selection) > limit
-                else f"Cosine similarity of the {_count(len(selection), 'selected item')}"
+                else f"the {_count(len(selection), 'selected item')}"
             )
         elif n > limit:
-            note = (
-                f"Cosine similarity of the first {limit} of {n:,} items; select points on "
-                "the map to compare others"
-            )
+            note = f"the first {limit} of {n:,} items; select points on the map to compare others"
         else:
-            note = f"Cosine similarity of all {_count(n, 'item')}"
-        matrix = self._embeddings[indices].similarity() if indices else np.zeros((0, 0))
+            note = f"all {_count(n, 'item')}"
+        matrix = self._embeddings[first].similarity() if first else np.zeros((0, 0))
+        order = explorer_data.seriate(matrix)
+        indices = [first[i] for i in order]
+        matrix = matrix[np.ix_(order, order)]
+        texts = self._embeddings.texts
         return {
-            "heatmap": matrix.astype("<f4").tobytes(),
+            "heatmap": np.ascontiguousarray(matrix, dtype="<f4").tobytes(),
             "heatmap_indices": indices,
-            "heatmap_note": note,
+            "heatmap_labels": [_clip(" ".join(texts[i].split()), LABEL_LIMIT) for i in indices],
+            "heatmap_note": f"Cosine similarity of {note}, similar rows together",
         }
 
     # Status -----------------------------------------------------------------------------
 
-    def _ready_message(self, projection: str) -> str:
-        n = len(self._embeddings)
-        if not n:
+    def _ready_message(self) -> str:
+        if not len(self._embeddings):
             return "No texts to explore."
-        return (
-            f"{_count(n, 'text')} on a {projection.upper()} map. Type a query, click a "
-            "point for its neighbours, or shift-drag to select."
-        )
+        return "Type a query, click a point for its neighbours, or shift-drag to lasso points."
 
     def _set_status(self, message: str, level: str = "info") -> None:
         with self.hold_sync():
@@ -475,7 +795,9 @@ class SimilarityExplorer(anywidget.AnyWidget):
                     if seq != self._latest_seq:
                         return  # a stale query's failure says nothing about the newest one
                     self._vector = None
+                    self._similarities = None
                     self.scores = b""
+                    self.score_range = []
                     self.top_k = []
                     self.result_seq = seq
                     message = f"Query failed: {message}"
@@ -492,94 +814,121 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self._quiet = False
 
 
-def project(vectors: np.ndarray, projection: str = "auto") -> tuple[np.ndarray, str]:
-    """2-D positions for ``vectors`` and the method used (``"pca"`` or ``"umap"``).
+def explore(
+    data: Any,
+    text: str = "text",
+    *,
+    color: str | Iterable[Any] | None = None,
+    tooltip: Sequence[str] = (),
+    model: str | None = None,
+    dimensions: int | None = None,
+    skip_invalid: bool = False,
+    **options: Any,
+) -> SimilarityExplorer:
+    """Embed a table's text column and open the similarity explorer on it.
+
+    The texts follow the rules of ``%embed -i``: every row must hold a non-blank string, or
+    ``skip_invalid=True`` leaves the other rows out (of the map and of ``data``).
 
     Args:
-        vectors: Array (n x d).
-        projection: ``"pca"``, ``"umap"`` or ``"auto"`` (UMAP when ``umap-learn`` is
-            installed, else PCA). UMAP needs at least ``UMAP_MIN_POINTS`` points; fewer
-            get PCA.
+        data: A pandas DataFrame (or a mapping of column name to values).
+        text: The column holding the texts.
+        color: A column to colour the points by (numbers: a continuous scale; anything
+            else: categories), or one value per row.
+        tooltip: Columns shown when hovering a point.
+        model: Model name; the configured default when ``None``.
+        dimensions: Keep the first ``dimensions`` values of each vector.
+        skip_invalid: Leave out rows whose text is missing or blank instead of failing.
+        **options: More options of :class:`SimilarityExplorer` (``projection``, ``k``...).
+
+    Returns:
+        The widget; display it (or leave it last in a cell).
 
     Raises:
-        ValueError: Unknown projection.
-        ImportError: ``"umap"`` without ``umap-learn``.
+        ValueError: ``text`` is not a column of ``data``, or no row has a text.
+        EmbedError: Rows that are not texts (naming them), or the embedding failed.
     """
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
-    have_umap = importlib.util.find_spec("umap") is not None
-    if projection == "umap" and not have_umap:
-        raise ImportError("projection='umap' needs umap-learn: pip install umap-learn")
-    if projection != "pca" and have_umap and len(vectors) >= UMAP_MIN_POINTS:
-        return _umap(vectors), "umap"
-    return pca_2d(vectors), "pca"
-
-
-def pca_2d(vectors: np.ndarray) -> np.ndarray:
-    """The first two principal components of ``vectors`` (float32, n x 2).
-
-    Deterministic: each component's sign makes its largest-magnitude loading positive
-    (scikit-learn's ``svd_flip`` convention on the loadings), so the same vectors always
-    give the same map. Missing components (fewer than 2 points or dimensions) are zeros.
-    """
-    data = np.asarray(vectors, dtype=np.float64)
-    out = np.zeros((len(data), 2), dtype=np.float32)
-    if data.ndim != 2 or len(data) < 2 or data.shape[1] == 0:
-        return out
-    centered = data - data.mean(axis=0)
-    if len(data) > data.shape[1]:
-        # The d x d scatter matrix has the same right singular vectors as the n x d data and
-        # is far cheaper to decompose when there are many more points than dimensions.
-        _, _, vt = np.linalg.svd(centered.T @ centered, hermitian=True)
-    else:
-        _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    components = vt[:2]
-    largest = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(len(components)), largest])
-    components = components * np.where(signs == 0, 1, signs)[:, None]
-    projected = centered @ components.T
-    out[:, : projected.shape[1]] = projected
-    return out
-
-
-def _umap(vectors: np.ndarray) -> np.ndarray:
-    import umap
-
-    # A fixed random_state makes the map reproducible; n_jobs=1 says so explicitly (umap
-    # warns when random_state silently turns parallelism off).
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=min(15, len(vectors) - 1),
-        metric="cosine",
-        random_state=0,
-        n_jobs=1,
+    columns = _columns(data, None)
+    if text not in columns:
+        raise ValueError(f"text={text!r} is not a column of data; {_choices(columns)}")
+    values = columns[text]
+    texts, skipped = to_texts(values, name=f"data[{text!r}]", skip_invalid=skip_invalid)
+    if not texts:
+        raise ValueError(f"data[{text!r}] has no texts to embed")
+    labels = labels_of(values)
+    kept = np.setdiff1d(np.arange(len(texts) + len(skipped)), skipped)
+    parts = list(api.embed_chunks(texts, model=model, dimensions=dimensions))
+    result = EmbedResult.concatenate(parts)
+    embeddings = Embeddings(
+        texts,
+        result.vectors,
+        result.model,
+        index=None if labels is None else [labels[i] for i in kept],
+        skipped=[i if labels is None else labels[i] for i in skipped],
     )
-    return np.asarray(reducer.fit_transform(vectors), dtype=np.float32)
+    table = {name: _take(column, kept) for name, column in columns.items()} if skipped else columns
+    if color is not None and not isinstance(color, str):
+        color = _take(color, kept) if skipped else color
+    return SimilarityExplorer(embeddings, data=table, color=color, tooltip=tooltip, **options)
 
 
-def encode_labels(labels: Iterable[Any] | None, n: int) -> tuple[np.ndarray, list[str]]:
-    """Labels as int32 codes and names, in order of first appearance.
+def _columns(data: Any, n: int | None) -> dict[str, Any]:
+    """``data``'s columns by name (a DataFrame, or a mapping of name to values), each
+    checked to hold ``n`` values."""
+    if data is None:
+        return {}
+    names = getattr(data, "columns", None)
+    if names is not None:  # a DataFrame: its Series, which keep their dtypes
+        columns = {str(name): data[name] for name in names}
+    elif isinstance(data, Mapping):
+        columns = {str(name): values for name, values in data.items()}
+    else:
+        raise TypeError(
+            f"data must be a pandas DataFrame or a mapping of column name to values, "
+            f"got {type(data).__name__}"
+        )
+    for name, values in columns.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(f"data[{name!r}] must be a column of values, not {values!r}")
+        if n is not None and len(values) != n:
+            raise ValueError(f"data has {len(values)} rows but there are {n} texts")
+    return columns
 
-    Labels are compared by their text (``str``), which is what the legend shows.
 
-    Raises:
-        TypeError: ``labels`` is a single string.
-        ValueError: Not one label per text.
-    """
-    if labels is None:
-        return np.zeros(0, dtype="<i4"), []
-    if isinstance(labels, (str, bytes)):
-        raise TypeError("labels must be one label per text, not a single string")
-    values = list(labels)
-    if len(values) != n:
-        raise ValueError(f"{n} texts but {len(values)} labels")
-    names: dict[str, int] = {}
-    codes = np.array([names.setdefault(str(v), len(names)) for v in values], dtype="<i4")
-    return codes, list(names)
+def _tooltip_columns(tooltip: Sequence[str], columns: Mapping[str, Any]) -> list[str]:
+    if isinstance(tooltip, str):
+        tooltip = [tooltip]
+    missing = [name for name in tooltip if name not in columns]
+    if missing:
+        raise ValueError(
+            f"tooltip column {missing[0]!r} is not a column of data; {_choices(columns)}"
+        )
+    return list(tooltip)
+
+
+def _choices(names: Iterable[str]) -> str:
+    listed = ", ".join(repr(name) for name in names)
+    return f"choose one of {listed}" if listed else "data has no columns"
+
+
+def _take(values: Any, positions: np.ndarray) -> Any:
+    iloc = getattr(values, "iloc", None)
+    if iloc is not None:
+        return iloc[positions]
+    return [values[int(i)] for i in positions]
+
+
+def _cell(values: Any, index: int) -> str:
+    iloc = getattr(values, "iloc", None)
+    value = iloc[index] if iloc is not None else values[index]
+    return _clip(str(value), 200)
 
 
 def _rows(hits: Iterable[Hit]) -> list[dict[str, Any]]:
-    return [{"index": hit.index, "text": hit.text, "score": hit.score} for hit in hits]
+    return [
+        {"index": hit.index, "text": _clip(hit.text, TEXT_LIMIT), "score": hit.score}
+        for hit in hits
+    ]
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -13,6 +13,7 @@ them, and never stop the thread.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import queue
@@ -23,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -332,6 +332,7 @@ class Worker:
                     "fast": engine.blas.fast,
                     "detail": engine.blas.detail,
                 },
+                native_kernels=dataclasses.asdict(engine.native_kernels),
                 loaded_models=list(self._loaded_names),
                 models=[self.model_card(name) for name in self._loaded_names],
                 malloc_tuned=engine.malloc_tuned,
@@ -756,11 +757,8 @@ def _open_cache(config: EngineConfig) -> EmbeddingCache | None:
     """The vector cache the settings ask for, or None (off, or unusable: a warning)."""
     if not config.cache:
         return None
-    import platformdirs
-
-    folder = config.cache_dir or platformdirs.user_cache_dir("jupyter-mlx-embed")
     try:
-        return EmbeddingCache(Path(folder), config.cache_size_mb)
+        return EmbeddingCache(config.cache_folder(), config.cache_size_mb)
     except CacheUnavailableError as exc:
         log.warning("embedding cache off: %s", exc)
         return None

@@ -1,14 +1,19 @@
 """The similarity explorer in a real browser: JupyterLab started by the test, a notebook cell
-builds the explorer, a typed query updates the top-k table with the expected nearest text."""
+builds the explorer; the map draws (WebGL), pans, lassoes, recolours by a column, shows
+cluster labels, and a typed query updates the top-k table with the expected nearest text.
+Screenshots go to test-artifacts/ (explorer-*.png)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from .browser import (
     LabServer,
     check_explorer_queries,
+    execute_command,
     open_notebook,
     page_errors,
     requires_chromium,
@@ -21,7 +26,7 @@ pytestmark = [requires_chromium, pytest.mark.slow]
 
 CELL = """\
 import jupyter_mlx_embed as jme
-from jupyter_mlx_embed.embeddings import Embeddings
+import pandas as pd
 texts = [
     "How do I reset my password?",
     "The quarterly revenue grew by twelve percent.",
@@ -32,17 +37,148 @@ texts = [
     "My dog chased the ball into the lake.",
     "Knead the dough for ten minutes until it is smooth.",
 ]
-topics = ["account", "money", "pets", "baking", "travel", "money", "pets", "baking"]
-notes = Embeddings(texts, jme.embed(texts), "all-MiniLM-L6-v2")
-explorer = notes.explore(labels=topics)
+table = pd.DataFrame({
+    "text": texts,
+    "topic": ["account", "money", "pets", "baking", "travel", "money", "pets", "baking"],
+    "length": [len(t) / 10 for t in texts],
+})
+explorer = jme.explore(table, "text", color="topic", tooltip=["topic"], projection="pca")
 explorer
 """
+
+# 100,000 points in 12 clusters (random vectors: the map, not the meaning, is under test).
+BIG_CELL = """\
+import numpy as np
+from jupyter_mlx_embed.embeddings import Embeddings
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(12, 384))
+topic = rng.integers(0, 12, 100_000)
+vectors = (centres[topic] + 0.35 * rng.normal(size=(100_000, 384))).astype(np.float32)
+words = "apple river engine violin glacier pepper comet harbor falcon marble tulip lantern".split()
+big = Embeddings([f"{words[t]} {words[(t + 1) % 12]} note {i}" for i, t in enumerate(topic)],
+                 vectors, "all-MiniLM-L6-v2")
+big_explorer = big.explore(data={"topic": [f"topic {t}" for t in topic]}, color="topic",
+                           projection="pca")
+big_explorer
+"""
+
+# Long tasks (over 50 ms) on the page's main thread, recorded from now on.
+WATCH_LONG_TASKS = """() => {
+  window.jmeLongTasks = [];
+  new PerformanceObserver(list => {
+    for (const entry of list.getEntries()) window.jmeLongTasks.push(entry.duration);
+  }).observe({ type: 'longtask', buffered: false });
+}"""
+
+
+def drag(
+    page: Page,
+    canvas: Locator,
+    start: tuple[float, float],
+    moves: list[tuple[float, float]],
+    modifier: str | None = None,
+) -> None:
+    """Press at ``start`` (fractions of the canvas box), move through ``moves``, release."""
+    box = canvas.bounding_box()
+    assert box is not None
+    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # noqa: E731
+    if modifier:
+        page.keyboard.down(modifier)
+    page.mouse.move(*at(*start))
+    page.mouse.down()
+    x, y = start
+    for fx, fy in moves:
+        # Small steps with pauses, as a hand moves: the lasso samples the pointer over time.
+        for step in range(1, 9):
+            page.mouse.move(*at(x + (fx - x) * step / 8, y + (fy - y) * step / 8))
+            page.wait_for_timeout(15)
+        x, y = fx, fy
+    page.mouse.up()
+    if modifier:
+        page.keyboard.up(modifier)
 
 
 def test_typed_query_updates_the_top_k_table(lab: LabServer, lab_page: Page) -> None:
     panel = open_notebook(lab_page, lab, "explorer.ipynb")
     cell = run_cell(panel, CELL)
-    check_explorer_queries(lab_page, cell.locator(".jp-OutputArea-output"))
+    widget = cell.locator(".jp-OutputArea-output")
+    expect(widget.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
+    screenshot(widget, "explorer-2k-initial.png")
+    check_explorer_queries(lab_page, widget)
+    # The query's hits are ranked in the table and on the map (a key explains the marks).
+    expect(widget.locator("table.jme-topk .jme-rank").first).to_have_text("1")
+    expect(widget.locator(".jme-keys")).to_contain_text("query match")
+    # The marks and colours follow the theme (JupyterLab's CSS variables).
+    execute_command(lab_page, "apputils:change-theme", {"theme": "JupyterLab Dark"})
+    expect(lab_page.locator("body[data-jp-theme-light='false']")).to_have_count(1)
+    lab_page.wait_for_timeout(1500)
+    screenshot(widget, "explorer-2k-dark.png")
+    execute_command(lab_page, "apputils:change-theme", {"theme": "JupyterLab Light"})
+    expect(lab_page.locator("body[data-jp-theme-light='true']")).to_have_count(1)
+
+
+def test_map_pans_lassoes_and_recolours(lab_page: Page) -> None:
+    widget = lab_page.locator(".jp-OutputArea-output", has=lab_page.locator(".jme-explorer")).first
+    canvas = widget.locator("canvas.jme-map")
+    # Without a query the points show their column's colours again...
+    query = widget.locator("input.jme-query")
+    query.fill("")
+    query.press("Enter")
+    # ...categories, with a legend sorted by count.
+    legend = widget.locator(".jme-legend-item")
+    expect(legend).to_have_count(5)
+    expect(legend.first).to_contain_text(re.compile("money|pets|baking"))
+    # Pan (a plain drag), then lasso with the shift key: the selection reaches Python.
+    drag(lab_page, canvas, (0.5, 0.5), [(0.6, 0.55)])
+    drag(
+        lab_page,
+        canvas,
+        (0.02, 0.02),
+        [(0.98, 0.02), (0.98, 0.98), (0.02, 0.98), (0.02, 0.03)],
+        "Shift",
+    )
+    expect(widget.locator(".jme-selection-count")).to_contain_text("selected", timeout=30_000)
+    expect(widget.locator(".jme-status")).to_contain_text("selected")
+    screenshot(widget, "explorer-2k-lasso.png")
+    # Colour by a numeric column: a colour bar instead of the category buttons.
+    widget.locator("select.jme-color").select_option("length")
+    expect(widget.locator(".jme-legend .jme-ramp")).to_be_visible(timeout=30_000)
+    expect(legend).to_have_count(0)
+    # Clusters are looked for in the kernel's background thread (8 points make none).
+    expect(widget.locator(".jme-map-status")).to_contain_text("clusters labelled", timeout=120_000)
+    screenshot(widget, "explorer-2k-numeric.png")
+
+
+def test_wheel_scrolls_the_page_unless_ctrl_is_held(lab_page: Page) -> None:
+    widget = lab_page.locator(".jme-explorer").first
+    canvas = widget.locator("canvas.jme-map")
+    lab_page.mouse.move(0, 0)  # leaving the map forgets an earlier click into it
+    canvas.hover()
+    lab_page.mouse.wheel(0, 200)
+    # The map did not take the wheel: its hint says how to zoom.
+    expect(widget.locator(".jme-wheel-hint.jme-visible")).to_be_visible()
+
+
+def test_100k_points_draw_and_pan_without_long_tasks(lab: LabServer, lab_page: Page) -> None:
+    panel = open_notebook(lab_page, lab, "explorer-100k.ipynb")
+    cell = run_cell(panel, BIG_CELL, timeout=300_000)
+    widget = cell.locator(".jp-OutputArea-output")
+    expect(widget.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=120_000)
+    screenshot(widget, "explorer-100k.png")
+    lab_page.evaluate(WATCH_LONG_TASKS)
+    canvas = widget.locator("canvas.jme-map")
+    for _ in range(3):
+        drag(lab_page, canvas, (0.4, 0.5), [(0.6, 0.5)])
+    lab_page.wait_for_timeout(1000)
+    long_tasks = lab_page.evaluate("() => window.jmeLongTasks")
+    print(f"long tasks while panning 100k points (ms): {long_tasks}")
+    # Cluster labels (found in the kernel's background thread) are drawn on the map.
+    expect(widget.locator(".jme-cluster-toggle")).to_be_visible(timeout=300_000)
+    lab_page.wait_for_timeout(3000)
+    screenshot(widget, "explorer-100k-clusters.png")
+    # The static PNG was updated with the clusters (update_display): the re-rendered output
+    # shows one explorer, not the old one beside the new one.
+    expect(widget.locator(".jme-explorer:visible")).to_have_count(1)
 
 
 def test_status_bar_shows_the_loaded_model(lab_page: Page) -> None:

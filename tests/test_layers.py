@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "schema": (1, "core"),
     "engine.tokenization": (1, "core"),
     "engine.blas": (1, "core"),
+    "engine.native": (2, "core"),  # builds and loads the C++ kernels (imports engine.blas)
     "registry": (2, "core"),
     "cache": (2, "core"),
     "engine.cpu_kernels": (2, "core"),
@@ -43,8 +44,11 @@ LAYERS: dict[str, tuple[int, str]] = {
     "serverext": (8, "http"),
     "standalone": (8, "http"),
     # Notebook: results with search, then IPython magics and the widget.
+    "projection": (2, "notebook"),  # 2-D maps: numpy and the settings only (umap lazily)
+    "clusters": (3, "notebook"),  # named clusters of a map (hdbscan, scikit-learn lazily)
     "embeddings": (7, "notebook"),
     "magics": (8, "notebook"),
+    "explorer_data": (7, "notebook"),  # colours, scores, seriation, the static PNG
     "widget": (8, "notebook"),
     # Entry points.
     "cli": (9, "entry"),
@@ -149,7 +153,7 @@ def test_the_check_catches_an_upward_import(module: str, code: str) -> None:
 
 def test_only_engine_modules_import_mlx() -> None:
     users = {m for m, p in _modules().items() if MLX & imports(m, p.read_text())[1]}
-    assert users == {"engine.cpu_kernels", "engine.mlx_engine"}
+    assert users == {"engine.cpu_kernels", "engine.mlx_engine", "engine.native"}
 
 
 @pytest.mark.parametrize("module", [m for m, (rank, _) in LAYERS.items() if rank <= 6])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,12 +20,23 @@ from typing import Any
 import comm
 import numpy as np
 import pytest
+import traitlets
 from comm.base_comm import BaseComm
+from PIL import Image
 
 import jupyter_mlx_embed as jme
 from jupyter_mlx_embed import widget as widget_module
 from jupyter_mlx_embed.embeddings import Embeddings
-from jupyter_mlx_embed.widget import SimilarityExplorer, encode_labels, pca_2d, project
+from jupyter_mlx_embed.explorer_data import (
+    GREY,
+    MISSING,
+    categorical_palette,
+    color_by,
+    label_coloring,
+    render_png,
+)
+from jupyter_mlx_embed.projection import project
+from jupyter_mlx_embed.widget import SimilarityExplorer
 
 TEXTS = [
     "My cat sleeps on the sofa all afternoon.",
@@ -131,6 +143,9 @@ def make(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimilarityEx
         kwargs.setdefault("projection", "pca")
         widget = SimilarityExplorer(embeddings, *args, **kwargs)
         made.append(widget)
+        # The clusters come from a background thread: let it finish, so that tests see
+        # every message it sends.
+        assert widget.wait(120)
         return widget
 
     yield build
@@ -178,7 +193,7 @@ def assert_same_hits(actual: list[dict[str, Any]], expected: list[dict[str, Any]
     assert [h["score"] for h in actual] == pytest.approx([h["score"] for h in expected], abs=1e-6)
 
 
-# Initial state and projection -------------------------------------------------------------
+# Initial state ----------------------------------------------------------------------------
 
 
 def test_initial_state_goes_out_as_binary_buffers(make, notes) -> None:
@@ -187,64 +202,45 @@ def test_initial_state_goes_out_as_binary_buffers(make, notes) -> None:
     assert kind == "comm_open"
     state = with_buffers(data, buffers)
     paths = {tuple(path) for path in data["buffer_paths"]}
-    assert {("coords",), ("label_codes",), ("heatmap",)} <= paths
+    assert {("coords",), ("heatmap",)} <= paths
     n = len(TEXTS)
     assert len(state["coords"]) == n * 2 * 4
     np.testing.assert_array_equal(
-        np.frombuffer(state["coords"], dtype="<f4").reshape(n, 2), pca_2d(notes.vectors)
+        np.frombuffer(state["coords"], dtype="<f4").reshape(n, 2), project(notes.vectors, "pca")
     )
-    assert state["texts"] == TEXTS
-    assert state["label_names"] == ["pets", "finance", "cooking"]
-    assert np.frombuffer(state["label_codes"], dtype="<i4").tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    # No texts travel with the map: they are fetched on demand ("rows" messages); only the
+    # heatmap's (at most heatmap_limit) rows carry short labels.
+    assert "texts" not in state
+    assert [name for name in state if TEXTS[0] in str(state[name])] == ["heatmap_labels"]
     assert state["projection"] == "pca"
+    assert state["map_status"].startswith("PCA map of 8 texts.")
     assert state["embedding_model"] == "all-MiniLM-L6-v2"
     assert state["k"] == 5 and state["query_seq"] == 0 and state["selection"] == []
     assert state["scores"] == b"" and state["top_k"] == []
-    # Every item fits the heatmap: the full matrix, all indices.
-    assert state["heatmap_indices"] == list(range(n))
+    # Every item fits the heatmap: the full matrix, all indices (in seriated order).
+    assert sorted(state["heatmap_indices"]) == list(range(n))
+    order = state["heatmap_indices"]
     np.testing.assert_allclose(
-        np.frombuffer(state["heatmap"], dtype="<f4").reshape(n, n), notes.similarity(), atol=1e-6
+        np.frombuffer(state["heatmap"], dtype="<f4").reshape(n, n),
+        notes[order].similarity(),
+        atol=1e-6,
     )
-    assert state["status"].startswith("8 texts on a PCA map")
     # The front end is the bundled module (built by `npm run build:widget`).
     bundle = Path(widget_module.__file__).parent / "static" / "explorer.js"
     if bundle.is_file():
         assert state["_esm"] == bundle.read_text(encoding="utf-8")
 
 
-def test_pca_is_deterministic_with_a_fixed_sign(notes) -> None:
-    coords = pca_2d(notes.vectors)
-    assert coords.dtype == np.float32 and coords.shape == (len(TEXTS), 2)
-    np.testing.assert_array_equal(coords, pca_2d(notes.vectors.copy()))
-    # The same as the textbook SVD of the centred data, up to the sign convention: each
-    # component's largest loading is positive.
-    centered = notes.vectors.astype(np.float64) - notes.vectors.mean(axis=0)
-    _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    for row in vt[:2]:
-        row *= np.sign(row[np.argmax(np.abs(row))])
-    np.testing.assert_allclose(coords, centered @ vt[:2].T, atol=1e-5)
-    # Uncorrelated axes, the first with the most variance.
-    assert coords[:, 0].var() >= coords[:, 1].var()
-    assert abs(float(np.corrcoef(coords.T)[0, 1])) < 1e-4
-    # Row order does not change where a text lands.
-    order = np.random.default_rng(0).permutation(len(TEXTS))
-    np.testing.assert_allclose(pca_2d(notes.vectors[order]), coords[order], atol=1e-5)
-
-
-@pytest.mark.parametrize("n", [0, 1, 2, 3])
-def test_pca_of_tiny_inputs(n) -> None:
-    vectors = np.random.default_rng(n).normal(size=(n, 16)).astype(np.float32)
-    coords = pca_2d(vectors)
-    assert coords.shape == (n, 2) and np.isfinite(coords).all()
-    if n == 1:
-        np.testing.assert_array_equal(coords, 0)
-
-
-@pytest.mark.skipif(HAVE_UMAP, reason="umap-learn is installed")
-def test_auto_projection_is_pca_without_umap(notes) -> None:
-    assert project(notes.vectors, "auto")[1] == "pca"
-    with pytest.raises(ImportError, match="umap-learn"):
-        project(notes.vectors, "umap")
+def test_labels_colour_the_points_as_categories(make, notes) -> None:
+    widget = make(notes, LABELS)
+    assert widget.color_by == "labels" and widget.color_options == ["labels"]
+    assert widget.color_kind == "categorical"
+    # Most frequent first; ties in order of first appearance.
+    assert widget.color_names == ["pets", "finance", "cooking"]
+    assert widget.color_counts == [3, 3, 2]
+    codes = np.frombuffer(widget.color_codes, dtype=np.uint8)
+    assert codes.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert widget.color_palette == categorical_palette(3)
 
 
 def test_bad_arguments_raise(make, notes) -> None:
@@ -258,13 +254,17 @@ def test_bad_arguments_raise(make, notes) -> None:
         make(notes, k=0)
     with pytest.raises(TypeError, match="Embeddings"):
         SimilarityExplorer(notes.vectors)  # type: ignore[arg-type]
-
-
-def test_labels_are_coded_by_first_appearance() -> None:
-    codes, names = encode_labels([3, "x", 3, None, "x"], 5)
-    assert codes.dtype == np.dtype("<i4") and codes.tolist() == [0, 1, 0, 2, 1]
-    assert names == ["3", "x", "None"]
-    assert encode_labels(None, 4)[0].size == 0
+    table = {"topic": LABELS, "stars": list(range(8))}
+    with pytest.raises(ValueError, match="color='colour' is not a column of data; choose one of"):
+        make(notes, data=table, color="colour")
+    with pytest.raises(ValueError, match="tooltip column 'author' is not a column of data"):
+        make(notes, data=table, tooltip=["author"])
+    with pytest.raises(ValueError, match="data has 2 rows but there are 8 texts"):
+        make(notes, data={"topic": ["a", "b"]})
+    with pytest.raises(ValueError, match="color has 3 values but there are 8 texts"):
+        make(notes, color=[1, 2, 3])
+    with pytest.raises(ValueError, match="labels or color, not both"):
+        make(notes, LABELS, color=LABELS)
 
 
 def test_explore_method_builds_the_widget(monkeypatch, notes) -> None:
@@ -273,12 +273,152 @@ def test_explore_method_builds_the_widget(monkeypatch, notes) -> None:
     try:
         assert isinstance(widget, SimilarityExplorer)
         assert widget.embeddings is notes and widget.k == 3
-        assert widget.label_names == ["pets", "finance", "cooking"]
+        assert widget.color_names == ["pets", "finance", "cooking"]
         assert repr(widget) == (
             "SimilarityExplorer(8 texts, model='all-MiniLM-L6-v2', projection='pca')"
         )
     finally:
         widget.close()
+
+
+# Colours, rows on demand, the static PNG -----------------------------------------------------
+
+
+def test_categorical_colours_keep_the_top_20_and_other() -> None:
+    # 25 categories: c0 is the most frequent, c24 the least.
+    values = [f"c{i}" for i in range(25) for _ in range(30 - i)]
+    coloring = color_by(values, len(values), name="color")
+    assert coloring.kind == "categorical"
+    assert coloring.names == [f"c{i}" for i in range(20)] + ["other"]
+    assert coloring.counts == [30 - i for i in range(20)] + [sum(30 - i for i in range(20, 25))]
+    assert sum(coloring.counts) == len(values)
+    codes = coloring.codes
+    assert codes.dtype == np.uint8 and codes[0] == 0 and codes[-1] == 20
+    assert len(coloring.palette) == 21 and coloring.palette[-1] == GREY
+
+
+def test_numbers_get_a_continuous_scale() -> None:
+    coloring = color_by([0.5, 2.5, float("nan"), 1.5], 4, name="color")
+    assert coloring.kind == "numeric" and (coloring.lo, coloring.hi) == (0.5, 2.5)
+    assert coloring.codes.tolist() == [0, 254, MISSING, 127]
+    assert len(coloring.palette) == 256 and coloring.palette[MISSING] == GREY
+    # Integers with few distinct values are categories (star ratings), many are numbers.
+    assert color_by([1, 2, 2, 5], 4, name="stars").kind == "categorical"
+    assert color_by(list(range(50)), 50, name="year").kind == "numeric"
+
+
+def test_front_end_picks_the_column_to_colour_by(make, notes) -> None:
+    pandas = pytest.importorskip("pandas")
+    lengths = [len(t) / 10 for t in TEXTS]  # floats: a continuous scale
+    table = pandas.DataFrame({"topic": LABELS, "length": lengths})
+    widget = make(notes, data=table, color="topic", tooltip=["length"])
+    assert widget.color_options == ["topic", "length"] and widget.color_kind == "categorical"
+    widget.set_state({"color_by": "length"})
+    assert widget.color_kind == "numeric"
+    assert widget.color_range == [min(lengths), max(lengths)]
+    codes = np.frombuffer(widget.color_codes, dtype=np.uint8)
+    assert codes[int(np.argmin(lengths))] == 0 and codes[int(np.argmax(lengths))] == 254
+    widget.set_state({"color_by": ""})
+    assert widget.color_kind == "none" and widget.color_names == []
+    with pytest.raises(traitlets.TraitError, match="color_by='nonsense' is not a column"):
+        widget.color_by = "nonsense"
+    assert widget.color_by == "" and widget.color_kind == "none"
+
+
+def custom_messages(widget: SimilarityExplorer) -> list[dict[str, Any]]:
+    return [
+        data["content"]
+        for kind, data, _ in sent(widget)
+        if kind == "comm_msg" and data.get("method") == "custom"
+    ]
+
+
+def test_rows_are_sent_on_demand_with_tooltip_fields(make, notes) -> None:
+    table = {"topic": LABELS, "stars": [5, 4, 3, 2, 1, 5, 4, 3]}
+    widget = make(notes, data=table, tooltip=["topic", "stars"])
+    assert widget.tooltip_columns == ["topic", "stars"]
+    widget.comm.handle_msg(
+        {
+            "content": {
+                "comm_id": widget.comm.comm_id,
+                "data": {
+                    "method": "custom",
+                    "content": {"type": "rows", "id": 7, "indices": [3, 99, 0]},
+                },
+            },
+            "buffers": [],
+        }
+    )
+    assert custom_messages(widget) == [
+        {
+            "type": "rows",
+            "id": 7,
+            "rows": [
+                {"index": 3, "text": TEXTS[3], "fields": {"topic": "finance", "stars": "2"}},
+                {"index": 0, "text": TEXTS[0], "fields": {"topic": "pets", "stars": "5"}},
+            ],
+        }
+    ]
+
+
+def test_display_bundle_carries_a_png_of_the_map(make, notes) -> None:
+    widget = make(notes, LABELS)
+    data, _ = widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    png = data["image/png"]
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (640, 400)
+    assert (np.asarray(image.convert("RGB")) != 255).any()
+    # A different colouring draws a different picture.
+    widget.set_state({"color_by": ""})
+    assert widget._repr_mimebundle_()[0]["image/png"] != png
+
+
+def test_png_draws_each_point_in_its_colour() -> None:
+    coords = np.array([[0, 0], [1, 1], [2, 0.5], [2, 0.5]], dtype=np.float32)
+    coloring = label_coloring(["a", "b", "c", "c"], 4)
+    image = Image.open(io.BytesIO(render_png(coords, coloring, width=200, height=100)))
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in coloring.palette}
+    drawn = {tuple(p) for p in np.unique(pixels, axis=0)}
+    assert colours <= drawn
+
+
+def test_explore_embeds_a_table_and_honours_skip_invalid(monkeypatch, local_worker) -> None:
+    pandas = pytest.importorskip("pandas")
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    table = pandas.DataFrame(
+        {"text": [*TEXTS[:3], None, *TEXTS[3:]], "topic": [*LABELS[:3], "?", *LABELS[3:]]}
+    )
+    with pytest.raises(jme.InputTypeError, match=r"data\['text'\]\[3\] is NaN, a missing value"):
+        jme.explore(table, "text", projection="pca")
+    widget = jme.explore(table, "text", color="topic", skip_invalid=True, projection="pca")
+    try:
+        assert widget.embeddings.texts == TEXTS and widget.embeddings.skipped == [3]
+        np.testing.assert_allclose(widget.embeddings.vectors, jme.embed(TEXTS), atol=1e-6)
+        assert widget.color_names == ["pets", "finance", "cooking"]  # the "?" row left out
+    finally:
+        widget.close()
+    with pytest.raises(ValueError, match="text='body' is not a column of data"):
+        jme.explore(table, "body")
+
+
+def test_clusters_are_found_on_the_map(make, notes) -> None:
+    widget = make(notes, LABELS)
+    assert widget.wait(120)
+    codes = widget.cluster_codes
+    assert codes is not None and codes.shape == (len(TEXTS),)
+    for cluster in widget.clusters:
+        assert set(cluster) == {"label", "x", "y", "size"} and cluster["size"] > 0
+
+
+@pytest.mark.skipif(not HAVE_UMAP, reason="umap-learn is not installed")
+def test_umap_replaces_the_pca_map_from_a_background_thread(make, notes) -> None:
+    widget = make(notes, projection="umap")
+    assert widget.wait(300)
+    assert widget.projection == "umap"
+    np.testing.assert_array_equal(widget.coordinates, project(notes.vectors, "umap"))
+    assert any(state.get("projection") == "umap" for state, _ in updates(widget))
 
 
 # Queries ----------------------------------------------------------------------------------
@@ -292,13 +432,17 @@ def test_front_end_query_gives_search_top_k_and_scores(make, notes) -> None:
     assert_same_hits(widget.top_k, hits_of(expected))
     assert widget.status == "3 nearest of 8 texts for 'pets at home'"
     assert widget.status_level == "info"
-    # One float32 score per text, the same as a search over everything.
-    assert len(widget.scores) == len(TEXTS) * 4
+    # Exact similarities stay in Python, the same as a search over everything...
     everything = notes.search("pets at home", k=len(TEXTS))
     by_index = {hit.index: hit.score for hit in everything}
-    assert widget.similarities.tolist() == pytest.approx(
-        [by_index[i] for i in range(len(TEXTS))], abs=1e-6
-    )
+    exact = np.array([by_index[i] for i in range(len(TEXTS))])
+    assert widget.similarities.tolist() == pytest.approx(exact.tolist(), abs=1e-6)
+    # ...and go out as one byte per text spanning score_range (0: lowest, 254: highest).
+    codes = np.frombuffer(widget.scores, dtype=np.uint8)
+    lo, hi = widget.score_range
+    assert len(codes) == len(TEXTS) and (lo, hi) == pytest.approx((exact.min(), exact.max()))
+    assert codes[exact.argmin()] == 0 and codes[exact.argmax()] == 254
+    np.testing.assert_allclose(lo + codes / 254 * (hi - lo), exact, atol=(hi - lo) / 254)
     # The answer went out as one update with the scores as a binary buffer.
     answer = [(state, paths) for state, paths in updates(widget) if state.get("result_seq") == 1]
     assert len(answer) == 1
@@ -484,20 +628,38 @@ def test_selection_syncs_back_and_selected_returns_embeddings(make, notes) -> No
     # The cleaned selection went back to the front end, and the heatmap follows it.
     assert any(state.get("selection") == [3, 6] for state, _ in updates(widget))
     assert widget.heatmap_indices == [3, 6]
-    assert widget.heatmap_note == "Cosine similarity of the 2 selected items"
+    assert widget.heatmap_note.startswith("Cosine similarity of the 2 selected items")
     np.testing.assert_allclose(
         np.frombuffer(widget.heatmap, dtype="<f4").reshape(2, 2),
         notes[[3, 6]].similarity(),
         atol=1e-6,
     )
     widget.set_state({"selection": []})
-    assert len(widget.selected()) == 0 and widget.heatmap_indices == list(range(len(TEXTS)))
+    assert len(widget.selected()) == 0
+    assert sorted(widget.heatmap_indices) == list(range(len(TEXTS)))
 
 
 def test_heatmap_shows_at_most_the_limit(make, notes) -> None:
     widget = make(notes, heatmap_limit=3)
-    assert widget.heatmap_indices == [0, 1, 2] and len(widget.heatmap) == 3 * 3 * 4
+    assert sorted(widget.heatmap_indices) == [0, 1, 2] and len(widget.heatmap) == 3 * 3 * 4
     assert widget.heatmap_note.startswith("Cosine similarity of the first 3 of 8 items")
     widget.selection = [7, 1, 2, 5]
-    assert widget.heatmap_indices == [1, 2, 5]
-    assert widget.heatmap_note == "Cosine similarity of the first 3 of 4 selected items"
+    assert sorted(widget.heatmap_indices) == [1, 2, 5]
+    assert widget.heatmap_note.startswith("Cosine similarity of the first 3 of 4 selected items")
+
+
+def test_heatmap_rows_are_ordered_by_similarity(make, notes) -> None:
+    # Interleave the topics: seriation must bring each topic's texts back together.
+    order = [0, 3, 6, 1, 4, 7, 2, 5]
+    shuffled = notes[order]
+    widget = make(shuffled)
+    topics = [LABELS[order[i]] for i in widget.heatmap_indices]
+    runs = [topic for i, topic in enumerate(topics) if i == 0 or topics[i - 1] != topic]
+    assert sorted(runs) == ["cooking", "finance", "pets"], topics
+    n = len(TEXTS)
+    np.testing.assert_allclose(
+        np.frombuffer(widget.heatmap, dtype="<f4").reshape(n, n),
+        shuffled[widget.heatmap_indices].similarity(),
+        atol=1e-6,
+    )
+    assert widget.heatmap_labels == [shuffled.texts[i] for i in widget.heatmap_indices]

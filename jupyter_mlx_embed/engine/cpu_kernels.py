@@ -17,6 +17,13 @@ runs the same weights through the same post-LayerNorm BERT computation with:
 - each batch cut into parts of about equal work, run on separate CPU streams, which MLX runs
   on separate threads (its only way to use more than one core for non-BLAS work).
 
+Where the C++ kernels of :mod:`.native` load (Linux x86-64, built at install time), the same
+forward runs on them instead: fused bias + exact-erf GELU, residual add + LayerNorm, and
+attention reading the heads in place from one fused QKV product, all vectorised (AVX2 or
+AVX-512), with every part of a batch packed (its tokens only, no padding: only the attention
+needs to know where each sequence starts) and nothing compiled per shape. The MLX-op version
+above is the fallback when they are unavailable.
+
 Only the CPU device uses it; on Metal and CUDA the stock mlx-embeddings forward runs as is.
 """
 
@@ -25,12 +32,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
 
-from .partition import balanced_bounds, padded_length
+from .partition import balanced_bounds, packed_bounds, padded_length
 
 #: Architectures this forward reproduces (post-LN BERT encoders with erf-GELU).
 FAST_MODEL_TYPES = ("bert", "xlm_roberta")
@@ -173,6 +181,15 @@ def _prepare_layer(layer: Any, heads: int) -> _Layer:
     return prepared
 
 
+def _fuse_qkv(layer: _Layer) -> mx.array:
+    """The query, key and value projections as one (3 dim, dim) matrix (of the biases only
+    the query's remains: see :class:`_Layer`)."""
+    w_q, _, w_k, w_v, _ = layer.attention
+    fused = mx.concatenate([w_q, w_k, w_v])
+    mx.eval(fused)
+    return fused
+
+
 class FastEncoder:
     """Runs a loaded ``mlx_embeddings`` BERT or XLM-RoBERTa model with the CPU kernels above.
 
@@ -181,16 +198,23 @@ class FastEncoder:
             float: the engine dequantizes MLX-quantized checkpoints first).
         model_type: ``bert`` or ``xlm_roberta``.
         streams: CPU streams to split each batch over.
+        kernels: The C++ kernels module (:func:`.native.load_kernels`); None runs the
+            MLX-op version of the fast path (compiled per shape, JIT-built by g++).
     """
 
-    def __init__(self, model: Any, model_type: str, streams: int = 2) -> None:
+    def __init__(
+        self, model: Any, model_type: str, streams: int = 2, kernels: ModuleType | None = None
+    ) -> None:
         self._model = model
+        self._kernels = kernels
         self._xlmr = model_type == "xlm_roberta"
         config = model.config
         self._heads = config.num_attention_heads
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
         self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
+        # The native attention reads queries, keys and values from one fused projection.
+        self._qkv = [_fuse_qkv(layer) for layer in self._layers] if kernels else []
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
@@ -241,6 +265,61 @@ class FastEncoder:
         scale = mx.rsqrt(mx.square(centred) @ self._mean_weights + self._eps)
         return centred * scale * weight + bias
 
+    def _native_forward(self, ids: mx.array, positions: mx.array, offsets: mx.array) -> mx.array:
+        """Hidden states (tokens x dim) of a packed batch, on the C++ kernels (:mod:`.native`).
+
+        Every token is a row of one matrix (the sequences one after the other, no padding),
+        so only the attention needs to know where each sequence starts: ``offsets``. No
+        ``mx.compile``, hence no trace per shape and no JIT compiler at run time.
+        """
+        k = self._kernels
+        assert k is not None
+        emb = self._model.embeddings
+        h = (
+            emb.word_embeddings.weight[ids]
+            + emb.position_embeddings.weight[positions]
+            + emb.token_type_embeddings.weight[0]
+        )
+        x = k.add_layernorm(h, None, None, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
+        for layer, w_qkv in zip(self._layers, self._qkv, strict=True):
+            # The query bias is added as the attention reads the queries (not by an addmm,
+            # which would first copy it into every row of the product).
+            b_q = layer.attention[1]
+            context = k.attention(x @ w_qkv.T, offsets, self._heads, b_q)
+            h = context @ layer.attention[4].T
+            x = k.add_layernorm(h, x, layer.attention_bias, *layer.norm1, self._eps)
+            w_i, b_i, w_d = layer.feed_forward
+            h = k.bias_gelu(x @ w_i.T, b_i) @ w_d.T
+            x = k.add_layernorm(h, x, layer.feed_forward_bias, *layer.norm2, self._eps)
+        return x
+
+    def _native_call(
+        self, mask: np.ndarray, ids: np.ndarray, pool: Callable[[mx.array, mx.array], mx.array]
+    ) -> mx.array:
+        """:meth:`__call__` on the native kernels: rows in their order, cut into parts of about
+        equal work, each part packed (its tokens only, no padding) and run on its own stream;
+        the hidden states are gathered back into (rows, longest, dim) for pooling."""
+        lengths = mask.sum(axis=1).astype(np.int64)
+        bounds = packed_bounds(lengths, len(self._streams))
+        first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
+        outputs = []
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            part = lengths[lo:hi]
+            width = int(part.max())
+            valid = np.arange(width)[None, :] < part[:, None]
+            offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int32)
+            positions = np.broadcast_to(np.arange(width, dtype=np.int32), valid.shape)
+            gather = np.where(valid, offsets[:-1, None] + positions, 0).astype(np.int32)
+            with mx.stream(self._streams[i]):
+                hidden = self._native_forward(
+                    mx.array(ids[lo:hi, :width][valid].astype(np.int32)),
+                    mx.array(positions[valid] + first_position),
+                    mx.array(offsets),
+                )
+                outputs.append(pool(hidden[mx.array(gather)], mx.array(valid, dtype=mx.float32)))
+        mx.eval(*outputs)
+        return outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+
     def _forward(self, i: int, ids: mx.array, mask: mx.array) -> mx.array:
         h, key_mask = self._embed[i](ids, mask)
         norm = self._model.embeddings.LayerNorm
@@ -263,6 +342,8 @@ class FastEncoder:
         (:func:`~.partition.balanced_bounds`), one per stream; each part is padded to its own
         longest row, rounded up to a multiple of ``partition.LENGTH_BUCKET``.
         """
+        if self._kernels is not None:
+            return self._native_call(mask, ids, pool)
         lengths = mask.sum(axis=1).astype(int)
         order = np.argsort(lengths, kind="stable")
         bounds = balanced_bounds(lengths[order], len(self._streams))

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import EngineConfig
 from ..errors import EmbedError, ModelLoadError
 from ..modelspec import ModelSpec
-from . import blas
+from . import blas, native
 from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ class Engine:
         self.mlx_version = getattr(mx, "__version__", "unknown")
         self._cpu = mx.default_device() == mx.cpu
         self.malloc_tuned = self._cpu and _keep_freed_memory()
+        # The C++ kernels of the CPU fast path; None (logged once) runs its MLX-op version.
+        self._kernels = None
+        self.native_kernels = native.KernelsInfo(False, None, None, "not used on this device")
+        if self._cpu and config.cpu_fast_path:
+            self._kernels = native.load_kernels()
+            self.native_kernels = native.kernels_info()
+        elif self._cpu:
+            self.native_kernels = native.KernelsInfo(False, None, None, "cpu_fast_path is off")
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
 
     def _check_thread(self) -> None:
@@ -129,7 +137,9 @@ class Engine:
                     ", ".join(still_quantized[:3]),
                 )
             elif spec.model_type in FAST_MODEL_TYPES:
-                fast = FastEncoder(model, spec.model_type, streams=self._config.cpu_streams)
+                fast = FastEncoder(
+                    model, spec.model_type, self._config.cpu_streams, kernels=self._kernels
+                )
         return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:

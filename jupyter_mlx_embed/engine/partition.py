@@ -3,7 +3,8 @@
 The CPU fast path runs each part on its own MLX stream and pads it to its own longest row
 (rounded up to :data:`LENGTH_BUCKET`, which bounds the number of compiled shapes). Parts of
 equal row counts would give the part with the longest rows the most work while the others
-wait for it; :func:`balanced_bounds` evens out the work instead.
+wait for it; :func:`balanced_bounds` evens out the work instead. With the native kernels each
+part is packed (no padding, rows in any order), and :func:`packed_bounds` cuts it.
 """
 
 from __future__ import annotations
@@ -66,3 +67,23 @@ def balanced_bounds(lengths: Sequence[int] | np.ndarray, parts: int) -> list[int
             high, best = middle, found
     assert best is not None
     return best
+
+
+def packed_bounds(lengths: Sequence[int] | np.ndarray, parts: int) -> list[int]:
+    """Cut rows, in their given order, into at most ``parts`` contiguous parts of about equal
+    work when each part is packed (its tokens only, no padding), as bounds
+    ``[0, b1, ..., len(lengths)]``.
+
+    A row's work is :func:`part_cost` of the row alone; each cut goes where the running total
+    comes nearest to an equal share.
+    """
+    rows = len(lengths)
+    if rows == 0:
+        return [0]
+    totals = np.cumsum([part_cost(1, int(n)) for n in lengths])
+    cuts = {0, rows}
+    for share in totals[-1] * np.arange(1, parts) / parts:
+        after = int(np.searchsorted(totals, share))  # first row whose running total >= share
+        before = totals[after - 1] if after else 0.0
+        cuts.add(after + 1 if totals[after] - share < share - before else after)
+    return sorted(cuts)

@@ -1,32 +1,9 @@
-/** Colour scales of the explorer: label palette, similarity ramp, heatmap ramp. */
+/**
+ * Colour scales drawn in the browser: the similarity ramp and the heatmap's. The point
+ * palettes (categories, numeric columns) come from Python with the colour codes.
+ */
 
 export type RGB = [number, number, number];
-
-/** Tableau 10: distinct on light and dark backgrounds. */
-const CATEGORICAL: readonly string[] = [
-  '#4e79a7',
-  '#f28e2b',
-  '#e15759',
-  '#76b7b2',
-  '#59a14f',
-  '#edc948',
-  '#b07aa1',
-  '#ff9da7',
-  '#9c755f',
-  '#bab0ac'
-];
-
-/** Colour of label `code`; past the palette, hues spaced by the golden angle. */
-export function categorical(code: number): string {
-  if (code < CATEGORICAL.length) {
-    return CATEGORICAL[code];
-  }
-  const hue = Math.round((code * 137.508) % 360);
-  return `hsl(${hue}, 55%, 55%)`;
-}
-
-/** Colour of points when there are no labels. */
-export const DEFAULT_POINT = '#4e79a7';
 
 // Stops of matplotlib's viridis and plasma (perceptually uniform, colour-blind safe).
 const VIRIDIS: readonly RGB[] = [
@@ -77,11 +54,12 @@ export function css(c: RGB): string {
 
 /**
  * Similarity colour for `t` in [0, 1]: plasma, faded towards the background at the low end
- * so that the best matches stand out in either theme.
+ * so that the best matches stand out in either theme: on dark backgrounds they are bright
+ * (plasma's yellow end), on light ones dark (its blue-purple end; no yellow on white).
  */
 export function similarity(t: number, background: RGB): RGB {
-  // Plasma's darkest end vanishes on dark backgrounds: start at 15 %.
-  return mix(background, ramp(PLASMA, 0.15 + 0.85 * t), 0.35 + 0.65 * t);
+  const at = isDark(background) ? 0.15 + 0.85 * t : 0.8 - 0.8 * t;
+  return mix(background, ramp(PLASMA, at), 0.35 + 0.65 * t);
 }
 
 /** Parses `rgb(...)` / `rgba(...)` as the browser reports computed colours. */
@@ -99,4 +77,34 @@ export function parseColor(value: string, fallback: RGB): RGB {
 /** Whether a background is dark (for choosing outline colours). */
 export function isDark(c: RGB): boolean {
   return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 128;
+}
+
+/** Any CSS colour as [r, g, b, a] in 0..1 (what WebGL wants), via a canvas's parser. */
+export function toRgba(
+  color: string,
+  fallback: [number, number, number, number] = [0.3, 0.47, 0.65, 1]
+): [number, number, number, number] {
+  const ctx = document.createElement('canvas').getContext('2d');
+  if (!ctx) {
+    return fallback;
+  }
+  ctx.fillStyle = '#010203';
+  ctx.fillStyle = color;
+  const value = String(ctx.fillStyle);
+  if (value === '#010203' && color.trim().toLowerCase() !== '#010203') {
+    return fallback;
+  }
+  if (value.startsWith('#')) {
+    const n = parseInt(value.slice(1, 7), 16);
+    return [((n >> 16) & 255) / 255, ((n >> 8) & 255) / 255, (n & 255) / 255, 1];
+  }
+  const [r, g, b] = parseColor(value, [0, 0, 0]);
+  const alpha = /,\s*([\d.]+)\s*\)$/.exec(value);
+  return [r / 255, g / 255, b / 255, alpha ? parseFloat(alpha[1]) : 1];
+}
+
+/** `color` at opacity `alpha`, as an rgba() string. */
+export function withAlpha(color: string, alpha: number): string {
+  const [r, g, b, a] = toRgba(color);
+  return `rgba(${Math.round(r * 255)}, ${Math.round(g * 255)}, ${Math.round(b * 255)}, ${a * alpha})`;
 }

@@ -1,6 +1,8 @@
 /**
- * The similarity heatmap: an m x m matrix (m <= ~200) drawn from an m x m pixel image
- * scaled up without smoothing, rows and columns labelled by short text.
+ * The similarity heatmap: an m x m matrix (m <= ~200, rows in Python's seriated order)
+ * drawn from an m x m pixel image scaled up without smoothing, rows and columns labelled by
+ * short text. The colour scale is fixed (0.0 to 1.0), so two heatmaps compare at a glance;
+ * the whole view folds away (a <details> element).
  */
 
 import { css, viridis } from './colors';
@@ -21,7 +23,7 @@ export interface HeatmapEvents {
 }
 
 export class HeatmapView {
-  readonly element: HTMLDivElement;
+  readonly element: HTMLDetailsElement;
   private readonly note: HTMLDivElement;
   private readonly box: HTMLDivElement;
   private readonly canvas: HTMLCanvasElement;
@@ -35,8 +37,9 @@ export class HeatmapView {
   private values: Float32Array = new Float32Array(0);
   private indices: number[] = [];
   private texts: string[] = [];
-  private lo = 0;
-  private hi = 1;
+  // A fixed scale: cosine similarity 0 (or less) to 1.
+  private readonly lo = 0;
+  private readonly hi = 1;
   private cell = 4;
   private left = 0;
   private top = 0;
@@ -47,11 +50,16 @@ export class HeatmapView {
 
   constructor(events: HeatmapEvents) {
     this.events = events;
-    this.element = h('div', 'jme-heatmap');
-    const head = h('div', 'jme-heatmap-head');
+    this.element = h('details', 'jme-heatmap');
+    this.element.open = true;
+    const head = h('summary', 'jme-heatmap-head');
     head.append(h('span', 'jme-section', 'Similarity heatmap'));
     this.note = h('div', 'jme-heatmap-note');
-    head.append(this.note);
+    const key = h('div', 'jme-heatmap-key');
+    const bar = h('span', 'jme-ramp');
+    bar.style.background = `linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map(t => css(viridis(t))).join(', ')})`;
+    key.append(h('span', '', '0.0 unrelated'), bar, h('span', '', '1.0 identical'));
+    head.append(this.note, key);
     this.box = h('div', 'jme-heatmap-box');
     this.canvas = h('canvas', 'jme-heatmap-canvas');
     this.tip = h('div', 'jme-tip');
@@ -75,35 +83,16 @@ export class HeatmapView {
   /**
    * @param values m x m similarities (row-major float32)
    * @param indices the item of each row / column
-   * @param texts every item's text (labels and tooltips)
+   * @param labels each row's short text
    * @param note what the matrix shows
    */
-  setData(values: Float32Array, indices: readonly number[], texts: readonly string[], note: string): void {
+  setData(values: Float32Array, indices: readonly number[], labels: readonly string[], note: string): void {
     const m = Math.min(indices.length, Math.floor(Math.sqrt(values.length)));
     this.m = m;
     this.values = values;
     this.indices = indices.slice(0, m);
-    this.texts = this.indices.map(i => texts[i] ?? `#${i}`);
+    this.texts = this.indices.map((index, row) => labels[row] ?? `#${index}`);
     this.note.textContent = note;
-    // Colour range from the off-diagonal values: the diagonal (always 1) would wash out
-    // the contrast between different items.
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (let r = 0; r < m; r++) {
-      for (let c = 0; c < m; c++) {
-        if (r !== c || m === 1) {
-          const v = values[r * m + c];
-          lo = Math.min(lo, v);
-          hi = Math.max(hi, v);
-        }
-      }
-    }
-    if (!(hi > lo)) {
-      lo = Math.min(lo, 0);
-      hi = Math.max(lo + 1e-6, 1);
-    }
-    this.lo = lo;
-    this.hi = hi;
     this.paintImage();
     this.layout();
   }

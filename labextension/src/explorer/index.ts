@@ -1,24 +1,27 @@
 /**
  * Front end of the similarity explorer widget (anywidget ESM, bundled by esbuild into
- * jupyter_mlx_embed/static/explorer.js).
+ * jupyter_mlx_embed/static/explorer.js). Uses only anywidget's model API (get, set,
+ * save_changes, on/off, send and "msg:custom"), so it runs wherever anywidget does:
+ * JupyterLab, Notebook 7, VS Code.
  *
- * Python owns the data and the maths; this module draws and reports gestures. Protocol:
- * binary traits `coords` (n x 2 float32), `label_codes` (n int32), `scores` (n float32) and
- * `heatmap` (m x m float32); the front end sets `query` + `query_seq` (each debounced edit
- * takes the next number), `k`, `clicked` and `selection`; Python answers with `result_seq`,
- * `scores`, `top_k`, `neighbors`, the heatmap traits and `status` / `status_level`.
+ * Python owns the data and the maths; this module draws and reports gestures. Protocol (see
+ * jupyter_mlx_embed/widget.py): binary traits `coords` (n x 2 float32), `color_codes` and
+ * `scores` (n uint8) and `heatmap` (m x m float32); texts arrive on demand as answers to
+ * `{type: "rows", id, indices}` custom messages.
  *
  * Stable hooks for browser tests: input.jme-query, table.jme-topk > tr.jme-hit (first cell:
  * the text), table.jme-neighbors > tr.jme-neighbor, canvas.jme-map, .jme-heatmap,
- * .jme-status.
+ * .jme-status, .jme-map-status, select.jme-color, .jme-legend-item, .jme-cluster-toggle.
+ * Performance marks: "jme-first-draw" (first map drawn) and "jme-recolor" (each redraw after
+ * a query answer or a colour change).
  */
 
-import type { RenderProps } from '@anywidget/types';
+import type { AnyModel, RenderProps } from '@anywidget/types';
 
-import { DEFAULT_POINT, categorical, css, similarity } from './colors';
-import { float32s, h, int32s, score, shorten } from './dom';
+import { css, parseColor, similarity } from './colors';
+import { float32s, h, placeTooltip, score, shorten } from './dom';
 import { HeatmapView } from './heatmap';
-import { Mode, ScatterMap } from './map';
+import { ClusterLabel, Mode, ScatterMap, cssVar } from './scatter';
 import { injectStyle } from './style';
 
 interface Hit {
@@ -27,13 +30,27 @@ interface Hit {
   score: number;
 }
 
+interface Row {
+  index: number;
+  text: string;
+  fields: Record<string, string>;
+}
+
 /** The synced traits (see jupyter_mlx_embed/widget.py). */
 type State = {
   coords: DataView;
-  texts: string[];
-  label_codes: DataView;
-  label_names: string[];
   projection: string;
+  map_status: string;
+  clusters: ClusterLabel[];
+  color_by: string;
+  color_options: string[];
+  color_kind: string;
+  color_codes: DataView;
+  color_names: string[];
+  color_counts: number[];
+  color_palette: string[];
+  color_range: number[];
+  tooltip_columns: string[];
   embedding_model: string;
   height: number;
   query: string;
@@ -43,19 +60,25 @@ type State = {
   selection: number[];
   result_seq: number;
   scores: DataView;
+  score_range: number[];
   top_k: Hit[];
   neighbors: Hit[];
   heatmap: DataView;
   heatmap_indices: number[];
+  heatmap_labels: string[];
   heatmap_note: string;
   status: string;
   status_level: string;
 };
 
 const DEBOUNCE_MS = 250;
-const SCORE_BUCKETS = 48;
+const SCORE_LEVELS = 256;
 const K_CHOICES = [3, 5, 10, 20, 50];
 const NARROW_PX = 640;
+
+/** Live views per model: a re-displayed output (e.g. update_display of the static PNG)
+ * renders a new view into the same output; the older one there is retired. */
+const VIEWS = new WeakMap<object, Set<{ el: HTMLElement; retire: () => void }>>();
 
 function render({ model, el }: RenderProps<State>): () => void {
   injectStyle(el);
@@ -78,23 +101,50 @@ function render({ model, el }: RenderProps<State>): () => void {
   const meta = h('span', 'jme-meta');
   title.append(meta);
   const toolbar = h('div', 'jme-toolbar');
-  const panButton = button('Pan', 'jme-mode-pan', 'Drag to pan (shift-drag selects)');
-  const selectButton = button('Select', 'jme-mode-select', 'Drag to select a box of points');
+  const panButton = button('Pan', 'jme-mode-pan', 'Drag to pan; shift-drag to lasso');
+  const lassoButton = button('Lasso', 'jme-mode-lasso', 'Drag to draw a lasso around points');
+  const boxButton = button('Box', 'jme-mode-box', 'Drag to select a box of points');
   const resetButton = button('Reset view', 'jme-reset', 'Fit all points (or double-click the map)');
-  toolbar.append(panButton, selectButton, resetButton);
+  const clusterToggle = h('label', 'jme-cluster-toggle');
+  const clusterBox = h('input');
+  clusterBox.type = 'checkbox';
+  clusterBox.checked = true;
+  clusterToggle.append(clusterBox, document.createTextNode(' cluster labels'));
+  const colorSelect = h('select', 'jme-color');
+  colorSelect.title = 'Colour the points by a column';
+  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, clusterToggle);
   header.append(title, toolbar);
 
   const body = h('div', 'jme-body');
   const left = h('div', 'jme-left');
+  const tip = h('div', 'jme-tip');
   const map = new ScatterMap({
     click: index => save({ clicked: index }),
-    select: indices => save({ selection: indices })
+    select: indices => save({ selection: indices }),
+    hover: (index, x, y) => hover(index, x, y),
+    drawn: first => {
+      performance.mark(first ? 'jme-first-draw' : 'jme-recolor');
+      root.dataset.drawn = String(Number(root.dataset.drawn || 0) + 1);
+    }
   });
+  map.element.append(tip);
+  const mapStatus = h('div', 'jme-map-status');
   const under = h('div', 'jme-under-map');
   const legend = h('div', 'jme-legend');
-  const hint = h('span', 'jme-hint', 'Drag: pan · wheel: zoom · shift-drag: select · double-click: reset');
-  under.append(legend, hint);
-  left.append(map.element, under);
+  const keys = h('div', 'jme-keys');
+  keys.append(
+    key('jme-key-hit', 'query match (rank)'),
+    key('jme-key-neighbor', 'neighbour'),
+    key('jme-key-clicked', 'clicked point'),
+    key('jme-key-selected', 'selected')
+  );
+  under.append(legend, keys);
+  const hint = h(
+    'div',
+    'jme-hint',
+    'Drag: pan · ctrl-scroll (or click, then scroll): zoom · shift-drag: lasso · double-click: reset'
+  );
+  left.append(map.element, mapStatus, under, hint);
 
   const side = h('div', 'jme-side');
   const search = h('div', 'jme-search');
@@ -121,7 +171,7 @@ function render({ model, el }: RenderProps<State>): () => void {
   body.append(left, side);
 
   const heatmap = new HeatmapView({
-    hover: (row, col) => map.setEmphasis({ pointed: row < 0 ? [] : row === col ? [row] : [row, col] }),
+    hover: (row, col) => map.setMarks({ pointed: row < 0 ? [] : row === col ? [row] : [row, col] }),
     click: index => save({ clicked: index })
   });
   const status = h('div', 'jme-status');
@@ -130,34 +180,85 @@ function render({ model, el }: RenderProps<State>): () => void {
   root.append(header, body, heatmap.element, status);
   el.replaceChildren(root);
 
+  // Rows (texts and tooltip fields) on demand ---------------------------------------------
+  const rows = new Map<number, Row>();
+  const waiting = new Map<number, (rows: Row[]) => void>();
+  let nextRequest = 1;
+  function fetchRows(indices: number[]): Promise<Row[]> {
+    const missing = indices.filter(i => !rows.has(i));
+    if (!missing.length) {
+      return Promise.resolve(indices.map(i => rows.get(i)!));
+    }
+    const id = nextRequest++;
+    return new Promise(resolve => {
+      waiting.set(id, () => resolve(indices.filter(i => rows.has(i)).map(i => rows.get(i)!)));
+      model.send({ type: 'rows', id, indices: missing });
+    });
+  }
+  const onMessage = (message: unknown): void => {
+    const content = message as { type?: string; id?: number; rows?: Row[] };
+    if (content?.type !== 'rows' || content.id === undefined) {
+      return;
+    }
+    for (const row of content.rows ?? []) {
+      rows.set(row.index, row);
+    }
+    waiting.get(content.id)?.(content.rows ?? []);
+    waiting.delete(content.id);
+  };
+  model.on('msg:custom', onMessage);
+  cleanups.push(() => model.off('msg:custom', onMessage));
+
   // State -------------------------------------------------------------------------------
   let n = 0;
-  let codes: Int32Array = new Int32Array(0);
-  let scores: Float32Array | null = null;
+  let codes: Uint8Array = new Uint8Array(0);
+  let filtered = -1; // the legend category shown alone, or -1
+  let hovered = -1;
   let seq = model.get('query_seq') || 0;
   let lastSent = model.get('query') || '';
   let timer: number | undefined;
 
-  const texts = (): string[] => model.get('texts') || [];
-  const names = (): string[] => model.get('label_names') || [];
-  const hasLabels = (): boolean => codes.length === n && names().length > 0;
-
-  map.describe = index => ({
-    text: texts()[index] ?? '',
-    label: hasLabels() ? names()[codes[index]] : undefined,
-    color: hasLabels() ? categorical(codes[index]) : undefined,
-    score: scores ? scores[index] : undefined
-  });
+  function hover(index: number, x: number, y: number): void {
+    hovered = index;
+    if (index < 0) {
+      tip.style.display = 'none';
+      return;
+    }
+    void fetchRows([index]).then(([row]) => {
+      if (hovered !== index || !row) {
+        return;
+      }
+      const parts: HTMLElement[] = [h('div', 'jme-tip-text', shorten(row.text, 300))];
+      for (const [name, value] of Object.entries(row.fields)) {
+        const field = h('div', 'jme-tip-field');
+        field.append(h('span', 'jme-tip-name', `${name}: `), document.createTextNode(shorten(value, 80)));
+        parts.push(field);
+      }
+      const extra: string[] = [`#${index}`];
+      const names = model.get('color_names') || [];
+      if (model.get('color_kind') === 'categorical' && codes.length === n && names[codes[index]] !== undefined) {
+        extra.push(`${model.get('color_by')}: ${names[codes[index]]}`);
+      }
+      const scores = uint8s(model.get('scores'));
+      const range = model.get('score_range') || [];
+      if (scores.length === n && range.length === 2) {
+        extra.push(`similarity ≈ ${score(range[0] + (scores[index] / 254) * (range[1] - range[0]))}`);
+      }
+      parts.push(h('div', 'jme-tip-meta', extra.join(' · ')));
+      tip.replaceChildren(...parts);
+      placeTooltip(tip, map.element, x, y);
+    });
+  }
 
   function setMode(mode: Mode): void {
     map.setMode(mode);
     panButton.setAttribute('aria-pressed', String(mode === 'pan'));
-    selectButton.setAttribute('aria-pressed', String(mode === 'select'));
+    lassoButton.setAttribute('aria-pressed', String(mode === 'lasso'));
+    boxButton.setAttribute('aria-pressed', String(mode === 'box'));
   }
 
   function updateMeta(): void {
-    const count = texts().length;
-    meta.textContent = `${count.toLocaleString()} texts · ${model.get('embedding_model')} · ${(
+    meta.textContent = `${n.toLocaleString()} texts · ${model.get('embedding_model')} · ${(
       model.get('projection') || ''
     ).toUpperCase()}`;
   }
@@ -165,93 +266,128 @@ function render({ model, el }: RenderProps<State>): () => void {
   function updateCoords(): void {
     const xy = float32s(model.get('coords'));
     n = Math.floor(xy.length / 2);
-    map.setData(xy);
-    codes = int32s(model.get('label_codes'));
+    codes = uint8s(model.get('color_codes'));
+    map.setPoints(xy);
+    updateColors();
     updateScores();
+    updateClusters();
     map.setSelection(model.get('selection') || []);
-    updateEmphasis();
+    updateMarks();
+    updateMeta();
   }
 
-  /** Colours: similarity to the query when there is one, else labels. */
-  function recolor(): void {
-    legend.replaceChildren();
-    if (scores) {
-      let lo = Infinity;
-      let hi = -Infinity;
-      for (const s of scores) {
-        lo = Math.min(lo, s);
-        hi = Math.max(hi, s);
-      }
-      const span = hi - lo || 1;
-      const background = map.background();
-      const group = new Uint8Array(n);
-      for (let i = 0; i < n; i++) {
-        group[i] = Math.min(SCORE_BUCKETS - 1, Math.floor(((scores[i] - lo) / span) * SCORE_BUCKETS));
-      }
-      const palette: string[] = [];
-      for (let b = 0; b < SCORE_BUCKETS; b++) {
-        palette.push(css(similarity((b + 0.5) / SCORE_BUCKETS, background)));
-      }
-      map.setGroups(group, palette);
-      const ramp = h('span', 'jme-ramp');
-      const stops = [0, 0.25, 0.5, 0.75, 1].map(t => css(similarity(t, background)));
-      ramp.style.background = `linear-gradient(to right, ${stops.join(', ')})`;
-      legend.append(
-        h('span', '', 'Similarity to the query'),
-        h('span', 'jme-legend-value', score(lo)),
-        ramp,
-        h('span', 'jme-legend-value', score(hi))
-      );
-    } else if (hasLabels()) {
-      const labelNames = names();
-      map.setGroups(
-        codes,
-        labelNames.map((_, i) => categorical(i))
-      );
-      const counts = new Array<number>(labelNames.length).fill(0);
-      for (const c of codes) {
-        if (c >= 0 && c < counts.length) {
-          counts[c]++;
-        }
-      }
-      labelNames.forEach((name, code) => {
-        const item = h('button', 'jme-legend-item');
-        item.type = 'button';
-        item.title = `Select the ${counts[code]} points labelled “${name}”`;
-        const swatch = h('span', 'jme-swatch');
-        swatch.style.background = categorical(code);
-        item.append(swatch, h('span', '', shorten(name, 40)), h('span', 'jme-legend-count', String(counts[code])));
-        item.addEventListener('click', () => {
-          const picked: number[] = [];
-          codes.forEach((c, i) => {
-            if (c === code) {
-              picked.push(i);
-            }
-          });
-          save({ selection: picked });
-        });
-        legend.append(item);
-      });
-    } else {
-      map.setGroups(new Uint8Array(n), [DEFAULT_POINT]);
-    }
+  function updateColors(): void {
+    codes = uint8s(model.get('color_codes'));
+    filtered = -1;
+    map.setFilter(null);
+    map.setColors({ codes: codes.length === n ? codes : new Uint8Array(n), palette: model.get('color_palette') || [] });
+    updateLegend();
+    updateColorSelect();
+  }
+
+  /** The similarity ramp: faded into the background at the low end, in either theme. */
+  function scoreRamp(): string[] {
+    const background = parseColor(cssVar(root, '--jme-bg', '#ffffff'), [255, 255, 255]);
+    return Array.from({ length: SCORE_LEVELS }, (_, i) => css(similarity(Math.min(i, 254) / 254, background)));
   }
 
   function updateScores(): void {
-    const values = float32s(model.get('scores'));
-    scores = values.length === n && n > 0 ? values : null;
-    recolor();
+    const values = uint8s(model.get('scores'));
+    map.setScores(values.length === n && n > 0 ? { codes: values, palette: scoreRamp() } : null);
+    updateLegend();
   }
 
-  function updateEmphasis(): void {
-    map.setEmphasis({
+  function updateLegend(): void {
+    legend.replaceChildren();
+    const scores = uint8s(model.get('scores'));
+    const range = model.get('score_range') || [];
+    if (scores.length === n && n > 0 && range.length === 2) {
+      const background = parseColor(cssVar(root, '--jme-bg', '#ffffff'), [255, 255, 255]);
+      legend.append(
+        h('span', '', 'Similarity to the query'),
+        h('span', 'jme-legend-value', score(range[0])),
+        ramp([0, 0.25, 0.5, 0.75, 1].map(t => css(similarity(t, background)))),
+        h('span', 'jme-legend-value', score(range[1]))
+      );
+      return;
+    }
+    const kind = model.get('color_kind');
+    const palette = model.get('color_palette') || [];
+    if (kind === 'numeric') {
+      const [lo, hi] = model.get('color_range') || [0, 0];
+      const stops = [0, 0.25, 0.5, 0.75, 1].map(t => palette[Math.round(t * 254)] ?? '#888');
+      legend.append(
+        h('span', '', model.get('color_by')),
+        h('span', 'jme-legend-value', formatNumber(lo)),
+        ramp(stops),
+        h('span', 'jme-legend-value', formatNumber(hi))
+      );
+    } else if (kind === 'categorical') {
+      const names = model.get('color_names') || [];
+      const counts = model.get('color_counts') || [];
+      legend.append(h('span', 'jme-legend-title', `${model.get('color_by')}:`));
+      names.forEach((name, code) => {
+        const item = h('button', 'jme-legend-item');
+        item.type = 'button';
+        item.dataset.code = String(code);
+        item.title = `Show only “${name}” (${counts[code] ?? 0} points); click again to show all`;
+        item.setAttribute('aria-pressed', String(filtered === code));
+        const swatch = h('span', 'jme-swatch');
+        swatch.style.background = palette[code] ?? '#888';
+        item.append(
+          swatch,
+          h('span', '', shorten(name, 32)),
+          h('span', 'jme-legend-count', (counts[code] ?? 0).toLocaleString())
+        );
+        item.addEventListener('click', () => {
+          filtered = filtered === code ? -1 : code;
+          if (filtered < 0) {
+            map.setFilter(null);
+          } else {
+            const picked: number[] = [];
+            for (let i = 0; i < codes.length; i++) {
+              if (codes[i] === code) {
+                picked.push(i);
+              }
+            }
+            map.setFilter(picked);
+          }
+          updateLegend();
+        });
+        legend.append(item);
+      });
+    }
+  }
+
+  function updateColorSelect(): void {
+    const options = model.get('color_options') || [];
+    const chosen = model.get('color_by') || '';
+    colorSelect.style.display = options.length ? '' : 'none';
+    colorSelect.replaceChildren(
+      ...['', ...options].map(name => {
+        const option = h('option', '', name ? `colour: ${name}` : 'colour: none');
+        option.value = name;
+        option.selected = name === chosen;
+        return option;
+      })
+    );
+  }
+
+  function updateClusters(): void {
+    const clusters = model.get('clusters') || [];
+    map.setClusters(clusters);
+    clusterToggle.style.display = clusters.length ? '' : 'none';
+  }
+
+  function updateMarks(): void {
+    map.setMarks({
       clicked: model.get('clicked'),
       neighbors: (model.get('neighbors') || []).map(hit => hit.index),
       topk: (model.get('top_k') || []).map(hit => hit.index)
     });
   }
 
-  function fillTable(table: HTMLTableElement, hits: Hit[], rowClass: string, empty: string): void {
+  function fillTable(table: HTMLTableElement, hits: Hit[], rowClass: string, empty: string, ranked: boolean): void {
     const tbody = h('tbody');
     if (!hits.length) {
       const row = h('tr', 'jme-empty');
@@ -260,24 +396,28 @@ function render({ model, el }: RenderProps<State>): () => void {
       row.append(cell);
       tbody.append(row);
     }
-    for (const hit of hits) {
+    hits.forEach((hit, rank) => {
       const row = h('tr', rowClass);
       row.dataset.index = String(hit.index);
       row.title = `#${hit.index}: ${hit.text}`;
       const textCell = h('td', 'jme-text');
       textCell.append(h('div', 'jme-clamp', hit.text));
-      const scoreCell = h('td', 'jme-score', score(hit.score));
+      const scoreCell = h('td', 'jme-score');
+      if (ranked) {
+        scoreCell.append(h('span', 'jme-rank', String(rank + 1)));
+      }
+      scoreCell.append(document.createTextNode(score(hit.score)));
       const bar = h('div', 'jme-bar');
       const fill = h('span');
       fill.style.width = `${Math.round(Math.max(0, Math.min(1, hit.score)) * 100)}%`;
       bar.append(fill);
       scoreCell.append(bar);
       row.append(textCell, scoreCell);
-      row.addEventListener('mouseenter', () => map.setEmphasis({ pointed: [hit.index] }));
-      row.addEventListener('mouseleave', () => map.setEmphasis({ pointed: [] }));
+      row.addEventListener('mouseenter', () => map.setMarks({ pointed: [hit.index] }));
+      row.addEventListener('mouseleave', () => map.setMarks({ pointed: [] }));
       row.addEventListener('click', () => save({ clicked: hit.index }));
       tbody.append(row);
-    }
+    });
     table.replaceChildren(tbody);
   }
 
@@ -287,18 +427,32 @@ function render({ model, el }: RenderProps<State>): () => void {
       topkTable,
       model.get('top_k') || [],
       'jme-hit',
-      hasQuery ? 'No matches yet.' : 'Type a query to rank the texts by meaning.'
+      hasQuery ? 'No matches yet.' : 'Type a query to rank the texts by meaning.',
+      true
     );
-    updateEmphasis();
+    updateMarks();
   }
 
   function updateNeighbors(): void {
     const clicked = model.get('clicked');
     const valid = clicked >= 0 && clicked < n;
-    neighborCaption.textContent = valid ? `of #${clicked}: ${shorten(texts()[clicked] ?? '', 80)}` : '';
-    neighborCaption.title = valid ? (texts()[clicked] ?? '') : '';
-    fillTable(neighborTable, model.get('neighbors') || [], 'jme-neighbor', 'Click a point to list its neighbours.');
-    updateEmphasis();
+    neighborCaption.textContent = valid ? `of #${clicked}` : '';
+    if (valid) {
+      void fetchRows([clicked]).then(([row]) => {
+        if (row && model.get('clicked') === clicked) {
+          neighborCaption.textContent = `of #${clicked}: ${shorten(row.text, 80)}`;
+          neighborCaption.title = row.text;
+        }
+      });
+    }
+    fillTable(
+      neighborTable,
+      model.get('neighbors') || [],
+      'jme-neighbor',
+      'Click a point to list its neighbours.',
+      false
+    );
+    updateMarks();
   }
 
   function updateSelection(): void {
@@ -306,7 +460,7 @@ function render({ model, el }: RenderProps<State>): () => void {
     map.setSelection(selection);
     selectionText.textContent = selection.length
       ? `${selection.length.toLocaleString()} selected · explorer.selected()`
-      : 'Shift-drag on the map to select points';
+      : 'Shift-drag on the map to lasso points';
     clearButton.disabled = !selection.length;
   }
 
@@ -314,7 +468,7 @@ function render({ model, el }: RenderProps<State>): () => void {
     heatmap.setData(
       float32s(model.get('heatmap')),
       model.get('heatmap_indices') || [],
-      texts(),
+      model.get('heatmap_labels') || [],
       model.get('heatmap_note') || ''
     );
   }
@@ -322,6 +476,7 @@ function render({ model, el }: RenderProps<State>): () => void {
   function updateStatus(): void {
     status.textContent = model.get('status') || '';
     status.dataset.level = model.get('status_level') || 'info';
+    mapStatus.textContent = model.get('map_status') || '';
   }
 
   function updateBusy(): void {
@@ -380,23 +535,24 @@ function render({ model, el }: RenderProps<State>): () => void {
     e.stopPropagation();
   });
   kSelect.addEventListener('change', () => save({ k: Number(kSelect.value) }));
+  colorSelect.addEventListener('change', () => save({ color_by: colorSelect.value }));
+  clusterBox.addEventListener('change', () => map.setClustersVisible(clusterBox.checked));
   panButton.addEventListener('click', () => setMode('pan'));
-  selectButton.addEventListener('click', () => setMode('select'));
+  lassoButton.addEventListener('click', () => setMode('lasso'));
+  boxButton.addEventListener('click', () => setMode('box'));
   resetButton.addEventListener('click', () => map.resetView());
   clearButton.addEventListener('click', () => save({ selection: [] }));
 
-  on('change:coords', () => {
-    updateCoords();
-    updateMeta();
-  });
-  on('change:label_codes', updateCoords);
-  on('change:label_names', recolor);
-  on('change:texts', () => {
-    updateMeta();
-    updateHeatmap();
-  });
+  on('change:coords', updateCoords);
+  on('change:color_codes', updateColors);
+  on('change:color_palette', updateColors);
+  on('change:color_names', updateLegend);
+  on('change:color_by', updateColorSelect);
+  on('change:color_options', updateColorSelect);
+  on('change:clusters', updateClusters);
   on('change:projection', updateMeta);
   on('change:embedding_model', updateMeta);
+  on('change:map_status', updateStatus);
   on('change:height', () => map.setHeight(model.get('height')));
   on('change:scores', updateScores);
   on('change:top_k', updateTopk);
@@ -405,6 +561,7 @@ function render({ model, el }: RenderProps<State>): () => void {
   on('change:selection', updateSelection);
   on('change:heatmap', updateHeatmap);
   on('change:heatmap_indices', updateHeatmap);
+  on('change:heatmap_labels', updateHeatmap);
   on('change:heatmap_note', updateHeatmap);
   on('change:status', updateStatus);
   on('change:status_level', updateStatus);
@@ -423,14 +580,13 @@ function render({ model, el }: RenderProps<State>): () => void {
   sizeObserver.observe(root);
   // Theme switches change the background the similarity colours fade into.
   const themeObserver = new MutationObserver(() => {
-    recolor();
+    updateScores();
     heatmap.refresh();
   });
   themeObserver.observe(document.body, { attributes: true, attributeFilter: ['data-jp-theme-light', 'class'] });
 
   setMode('pan');
   map.setHeight(model.get('height'));
-  updateMeta();
   updateCoords();
   updateTopk();
   updateNeighbors();
@@ -440,7 +596,12 @@ function render({ model, el }: RenderProps<State>): () => void {
   updateBusy();
   updateK();
 
-  return () => {
+  let retired = false;
+  const retire = (): void => {
+    if (retired) {
+      return;
+    }
+    retired = true;
     window.clearTimeout(timer);
     for (const cleanup of cleanups) {
       cleanup();
@@ -449,7 +610,47 @@ function render({ model, el }: RenderProps<State>): () => void {
     themeObserver.disconnect();
     map.destroy();
     heatmap.destroy();
+    views.delete(view);
   };
+  const views = viewsOf(model);
+  const view = { el, retire };
+  views.add(view);
+  retireOlderViews(view, views);
+  return retire;
+}
+
+function viewsOf(model: AnyModel<State>): Set<{ el: HTMLElement; retire: () => void }> {
+  let views = VIEWS.get(model);
+  if (!views) {
+    views = new Set();
+    VIEWS.set(model, views);
+  }
+  return views;
+}
+
+/** Once this view is in the page, retire (and hide) older views of the same model in the
+ * same output: they are what an updated display (a new static PNG) replaced. */
+function retireOlderViews(
+  view: { el: HTMLElement; retire: () => void },
+  views: Set<{ el: HTMLElement; retire: () => void }>
+): void {
+  let tries = 0;
+  const check = (): void => {
+    const parent = view.el.parentElement;
+    if (!parent) {
+      if (tries++ < 120 && views.has(view)) {
+        requestAnimationFrame(check);
+      }
+      return;
+    }
+    for (const other of [...views]) {
+      if (other !== view && parent.contains(other.el)) {
+        other.retire();
+        other.el.style.display = 'none';
+      }
+    }
+  };
+  requestAnimationFrame(check);
 }
 
 function button(label: string, className: string, title: string): HTMLButtonElement {
@@ -457,6 +658,36 @@ function button(label: string, className: string, title: string): HTMLButtonElem
   node.type = 'button';
   node.title = title;
   return node;
+}
+
+function key(className: string, label: string): HTMLSpanElement {
+  const item = h('span', 'jme-key');
+  item.append(h('span', `jme-key-mark ${className}`), document.createTextNode(label));
+  return item;
+}
+
+function ramp(stops: string[]): HTMLSpanElement {
+  const bar = h('span', 'jme-ramp');
+  bar.style.background = `linear-gradient(to right, ${stops.join(', ')})`;
+  return bar;
+}
+
+function formatNumber(value: number): string {
+  return Math.abs(value) >= 1e5 || (value !== 0 && Math.abs(value) < 1e-3)
+    ? value.toExponential(2)
+    : String(Math.round(value * 1000) / 1000);
+}
+
+/** A uint8 binary trait as a Uint8Array (no copy). */
+function uint8s(value: unknown): Uint8Array {
+  if (value instanceof DataView || ArrayBuffer.isView(value)) {
+    const view = value as ArrayBufferView;
+    return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  }
+  if (value instanceof ArrayBuffer) {
+    return new Uint8Array(value);
+  }
+  return new Uint8Array(0);
 }
 
 export default { render };

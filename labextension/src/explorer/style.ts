@@ -15,6 +15,11 @@ const CSS = `
   --jme-accent: var(--jp-brand-color1, var(--vscode-focusBorder, #1976d2));
   --jme-error: var(--jp-error-color1, var(--vscode-errorForeground, #d32f2f));
   --jme-warn: var(--jp-warn-color1, var(--vscode-editorWarning-foreground, #f57c00));
+  /* Marks on the map: distinct from each other and from the point palettes, readable on
+     light and dark backgrounds (no yellow). */
+  --jme-hit: #d81b60;
+  --jme-neighbor: #00897b;
+  --jme-selected: var(--jme-fg);
   font-family: var(--jp-ui-font-family, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif);
   font-size: var(--jp-ui-font-size1, 13px);
   line-height: 1.4;
@@ -53,12 +58,38 @@ const CSS = `
 .jme-side { display: flex; flex-direction: column; gap: 8px; }
 .jme-map-box {
   position: relative; overflow: hidden; border: 1px solid var(--jme-border); border-radius: 6px;
-  background: var(--jme-bg); color: var(--jme-fg);
+  background: var(--jme-bg); color: var(--jme-fg); height: 440px;
 }
-canvas.jme-map { display: block; width: 100%; cursor: grab; touch-action: none; outline: none; }
-canvas.jme-map:focus-visible { box-shadow: inset 0 0 0 2px var(--jme-accent); }
-canvas.jme-map.jme-select-mode { cursor: crosshair; }
-canvas.jme-map.jme-panning { cursor: grabbing; }
+canvas.jme-map { position: absolute; inset: 0; display: block; width: 100%; height: 100%; cursor: grab; touch-action: none; outline: none; }
+.jme-map-box[data-mode="lasso"] canvas.jme-map, .jme-map-box[data-mode="box"] canvas.jme-map { cursor: crosshair; }
+canvas.jme-overlay { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+.jme-wheel-hint {
+  position: absolute; left: 50%; top: 50%; transform: translate(-50%, -50%); z-index: 4;
+  padding: 6px 12px; border-radius: 4px; background: rgba(0, 0, 0, 0.7); color: #fff;
+  font-size: 12px; pointer-events: none; opacity: 0; transition: opacity 0.2s;
+}
+.jme-wheel-hint.jme-visible { opacity: 1; }
+.jme-map-status { margin-top: 4px; font-size: 11px; color: var(--jme-fg2); }
+.jme-keys { display: flex; flex-wrap: wrap; gap: 2px 10px; }
+.jme-key { display: inline-flex; align-items: center; gap: 4px; }
+.jme-key-mark { width: 12px; height: 12px; display: inline-block; flex: none; box-sizing: border-box; }
+.jme-key-hit { border: 2px solid var(--jme-hit); border-radius: 50%; }
+.jme-key-neighbor { border: 2px solid var(--jme-neighbor); transform: rotate(45deg) scale(0.8); }
+.jme-key-clicked { border: 2.5px solid var(--jme-fg); border-radius: 50%; box-shadow: 0 0 0 2px var(--jme-bg); }
+.jme-key-selected { background: var(--jme-selected); border-radius: 50%; transform: scale(0.7); }
+.jme-tip-field { color: var(--jme-fg); font-size: 11px; }
+.jme-tip-name { color: var(--jme-fg2); }
+.jme-legend-title { color: var(--jme-fg2); }
+.jme-legend-item[aria-pressed="true"] { background: var(--jme-bg2); outline: 1px solid var(--jme-accent); }
+.jme-rank {
+  display: inline-block; min-width: 16px; margin-right: 6px; padding: 0 3px; border-radius: 3px;
+  background: var(--jme-hit); color: #fff; text-align: center; font-weight: 600;
+}
+select.jme-color {
+  font: inherit; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); max-width: 160px;
+  background: var(--jme-bg2); border: 1px solid var(--jme-border); border-radius: 4px; padding: 2px;
+}
+.jme-cluster-toggle { display: inline-flex; align-items: center; gap: 2px; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); }
 .jme-tip {
   position: absolute; display: none; pointer-events: none; z-index: 5; max-width: 320px;
   padding: 6px 8px; border-radius: 4px; font-size: 12px; line-height: 1.35;
@@ -70,7 +101,7 @@ canvas.jme-map.jme-panning { cursor: grabbing; }
 .jme-tip-meta { display: flex; gap: 6px; align-items: center; margin-top: 4px; color: var(--jme-fg2); font-size: 11px; }
 .jme-tip-vs { color: var(--jme-fg2); text-align: center; font-size: 11px; }
 .jme-tip-score { font-variant-numeric: tabular-nums; }
-.jme-under-map { display: flex; justify-content: space-between; align-items: center; gap: 4px 12px; flex-wrap: wrap; margin-top: 6px; font-size: 11px; color: var(--jme-fg2); }
+.jme-under-map { display: flex; justify-content: space-between; align-items: flex-start; gap: 4px 12px; flex-wrap: wrap; margin-top: 6px; font-size: 11px; color: var(--jme-fg2); }
 .jme-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 2px 6px; min-width: 0; }
 .jme-legend-item {
   display: inline-flex; align-items: center; gap: 5px; padding: 1px 5px; border-radius: 3px;
@@ -81,7 +112,7 @@ canvas.jme-map.jme-panning { cursor: grabbing; }
 .jme-swatch { width: 10px; height: 10px; border-radius: 50%; display: inline-block; flex: none; }
 .jme-ramp { display: inline-block; width: 110px; height: 8px; border-radius: 4px; margin: 0 4px; vertical-align: middle; }
 .jme-legend-value { font-variant-numeric: tabular-nums; color: var(--jme-fg); }
-.jme-hint { opacity: 0.85; }
+.jme-hint { opacity: 0.85; font-size: 11px; color: var(--jme-fg2); margin-top: 2px; }
 .jme-search { display: flex; gap: 6px; align-items: center; }
 .jme-query-wrap { position: relative; flex: 1; min-width: 0; display: flex; }
 input.jme-query {
@@ -121,7 +152,11 @@ td.jme-score { width: 72px; text-align: right; font-variant-numeric: tabular-num
 tr.jme-empty td { color: var(--jme-fg2); font-style: italic; padding: 6px; }
 .jme-selection { display: flex; align-items: center; justify-content: space-between; gap: 8px; font-size: 12px; color: var(--jme-fg2); min-height: 26px; }
 .jme-heatmap { border-top: 1px solid var(--jme-border); padding-top: 8px; }
-.jme-heatmap-head { display: flex; align-items: baseline; gap: 4px 12px; flex-wrap: wrap; }
+.jme-heatmap-head { display: flex; align-items: baseline; gap: 4px 12px; flex-wrap: wrap; cursor: pointer; list-style: none; }
+.jme-heatmap-head::-webkit-details-marker { display: none; }
+.jme-heatmap-head::before { content: "▸"; color: var(--jme-fg2); font-size: 10px; }
+.jme-heatmap[open] > .jme-heatmap-head::before { content: "▾"; }
+.jme-heatmap-key { display: inline-flex; align-items: center; gap: 4px; font-size: 11px; color: var(--jme-fg2); }
 .jme-heatmap-note { font-size: 11px; color: var(--jme-fg2); }
 .jme-heatmap-box { position: relative; overflow-x: auto; margin-top: 6px; color: var(--jme-fg); }
 canvas.jme-heatmap-canvas { display: block; cursor: crosshair; }

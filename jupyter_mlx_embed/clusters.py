@@ -1,0 +1,231 @@
+"""Named regions of a 2-D map: density clusters labelled by their distinctive words
+(notebook layer; no MLX).
+
+As BERTopic does, :func:`find_clusters` runs HDBSCAN on the map positions (dense regions
+become clusters, sparse points noise) and names each cluster by class-based TF-IDF: a word
+scores high when it is frequent in the cluster's texts and rare in the others'. Large maps
+are clustered on a sample of :data:`CLUSTER_SAMPLE` points; every other point joins the
+cluster of its nearest sampled point.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .projection import sample_rows
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+#: Most points HDBSCAN clusters (it took 0.5 s for 20,000 points here, 9 s for 200,000).
+CLUSTER_SAMPLE = 50_000
+#: Default ``min_cluster_size``: this share of the points clustered, with a floor of
+#: :data:`MIN_CLUSTER_FLOOR` (aims at about 5-40 clusters on maps of embeddings).
+CLUSTER_SHARE = 0.01
+MIN_CLUSTER_FLOOR = 10
+#: HDBSCAN's ``min_samples``: how conservative the density estimate is. A fixed small value
+#: keeps the core-distance search cheap, where the default (``min_cluster_size``) grows
+#: with n.
+MIN_SAMPLES = 10
+#: Words in each cluster's label.
+LABEL_WORDS = 3
+#: Texts read per cluster for its label, and characters read per text.
+LABEL_TEXTS = 1_000
+LABEL_CHARS = 2_000
+#: Points of a cluster its centre is chosen among (the medoid costs their square).
+CENTER_SAMPLE = 1_000
+#: Between the words of a label.
+SEPARATOR = " · "
+# Words of two or more characters with at least one letter (no bare numbers).
+_TOKEN = r"(?u)\b(?=\w*[^\W\d_])\w\w+\b"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster of the map.
+
+    Attributes:
+        label: Its most distinctive words joined by ``" · "`` (``"cluster N"`` when its
+            texts have no words).
+        words: Those words, most distinctive first.
+        size: Points in it.
+        center: A point of the cluster central to it (the medoid of a sample of its map
+            positions): inside the cluster even when its shape is a crescent, where the mean
+            may not be.
+    """
+
+    label: str
+    words: tuple[str, ...]
+    size: int
+    center: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """The clusters of a map.
+
+    Attributes:
+        codes: Int32 array (n): each point's cluster, an index into ``clusters``; -1 for
+            noise (points in no dense region).
+        clusters: The clusters, largest first.
+    """
+
+    codes: np.ndarray
+    clusters: list[Cluster]
+
+
+def find_clusters(
+    coords: ArrayLike,
+    texts: Sequence[str],
+    *,
+    seed: int = 0,
+    min_cluster_size: int | None = None,
+) -> Clusters:
+    """Clusters of map positions, each named by the distinctive words of its texts.
+
+    Args:
+        coords: Map positions (n x 2), e.g. from :func:`jupyter_mlx_embed.project`.
+        texts: The n texts the points stand for.
+        seed: Seed of the samples taken from large maps (clustering, labels, centres).
+        min_cluster_size: Fewest points a cluster may have; by default 1% of the points
+            clustered (at least 10). Larger values give fewer, broader clusters.
+
+    Returns:
+        The clusters, with a code per point.
+
+    Raises:
+        TypeError: ``coords`` is not numeric, or ``texts`` holds a non-string (its index
+            is named).
+        ValueError: ``coords`` is not n x 2 or holds NaN or infinite values, ``texts`` has
+            another length, or ``min_cluster_size`` is below 2.
+    """
+    points = _checked_coords(coords)
+    _check_texts(texts, len(points))
+    seed = operator.index(seed)
+    sample = sample_rows(len(points), CLUSTER_SAMPLE, seed)
+    if min_cluster_size is None:
+        min_cluster_size = max(MIN_CLUSTER_FLOOR, round(CLUSTER_SHARE * len(sample)))
+    min_cluster_size = operator.index(min_cluster_size)
+    if min_cluster_size < 2:
+        raise ValueError(f"min_cluster_size must be at least 2, got {min_cluster_size}")
+
+    codes = _cluster(points, sample, min_cluster_size)
+    count = int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(codes == c) for c in range(count)]
+    words = _distinctive_words(texts, codes, count, rng)
+    clusters = [
+        Cluster(
+            label=SEPARATOR.join(words[c]) or f"cluster {c + 1}",
+            words=words[c],
+            size=len(members[c]),
+            center=_center(points, members[c], rng),
+        )
+        for c in range(count)
+    ]
+    return Clusters(codes=codes, clusters=clusters)
+
+
+def _checked_coords(coords: ArrayLike) -> np.ndarray:
+    array = np.asarray(coords)
+    if array.dtype == object or array.dtype.kind not in "iuf":
+        raise TypeError(f"coords must be an array of numbers, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"coords must be n x 2 map positions, got shape {array.shape}")
+    points = np.asarray(array, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if len(bad):
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"coords hold NaN or infinite values in {len(bad)} row(s): {shown}")
+    return points
+
+
+def _check_texts(texts: Sequence[str], n: int) -> None:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be one text per point, not a single string")
+    if len(texts) != n:
+        raise ValueError(f"coords has {n} points but texts has {len(texts)} texts")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
+
+
+def _cluster(points: np.ndarray, sample: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """Cluster codes (int32, -1 noise), numbered by size, largest first."""
+    codes = np.full(len(points), -1, dtype=np.int32)
+    if len(sample) <= min_cluster_size:
+        return codes  # too few points for even one cluster besides noise
+    import hdbscan  # imports scikit-learn: about a second, so only when used
+
+    # core_dist_n_jobs=1: its default starts a pool of worker processes on first use (about
+    # 6 s here), far longer than the clustering of 50,000 points on one core.
+    found = hdbscan.HDBSCAN(
+        min_cluster_size=min_cluster_size,
+        min_samples=min(MIN_SAMPLES, min_cluster_size),
+        core_dist_n_jobs=1,
+    ).fit_predict(points[sample])
+    codes[sample] = found
+    if len(sample) < len(points):
+        from scipy.spatial import cKDTree
+
+        rest = np.ones(len(points), dtype=bool)
+        rest[sample] = False
+        _, nearest = cKDTree(points[sample]).query(points[rest], k=1, workers=-1)
+        codes[rest] = found[nearest]
+    # Renumber by size: code 0 is the largest cluster.
+    sizes = np.bincount(codes[codes >= 0], minlength=int(codes.max()) + 1)
+    order = np.argsort(-sizes, kind="stable")
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return np.where(codes >= 0, renumber[codes], -1).astype(np.int32)
+
+
+def _distinctive_words(
+    texts: Sequence[str], codes: np.ndarray, count: int, rng: np.random.Generator
+) -> list[tuple[str, ...]]:
+    """The top words of each cluster by class-based TF-IDF (noise is a class too: its
+    words count as common ones)."""
+    if count == 0:
+        return []
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    documents = []
+    for code in [*range(count), -1]:
+        rows = np.flatnonzero(codes == code)
+        if len(rows) > LABEL_TEXTS:
+            rows = np.sort(rng.choice(rows, LABEL_TEXTS, replace=False))
+        documents.append(" ".join(texts[i][:LABEL_CHARS] for i in rows.tolist()))
+    vectorizer = CountVectorizer(stop_words="english", token_pattern=_TOKEN)
+    try:
+        counts = vectorizer.fit_transform(documents).toarray().astype(np.float64)
+    except ValueError:  # no words at all (empty texts, or only stop words)
+        return [() for _ in range(count)]
+    vocabulary = vectorizer.get_feature_names_out()
+    present = counts.sum(axis=0) > 0
+    # c-TF-IDF (Grootendorst 2022): term frequency within the class, times
+    # log(1 + average words per class / the term's frequency over all classes).
+    frequency = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    weight = np.log1p(counts.sum() / len(counts) / np.where(present, counts.sum(axis=0), 1))
+    scores = frequency * weight
+    top = []
+    for code in range(count):
+        best = np.argsort(-scores[code], kind="stable")[:LABEL_WORDS]
+        top.append(tuple(str(vocabulary[j]) for j in best if scores[code, j] > 0))
+    return top
+
+
+def _center(
+    points: np.ndarray, members: np.ndarray, rng: np.random.Generator
+) -> tuple[float, float]:
+    """The medoid of (a sample of) the cluster's points."""
+    if len(members) > CENTER_SAMPLE:
+        members = rng.choice(members, CENTER_SAMPLE, replace=False)
+    chosen = points[members]
+    distances = np.linalg.norm(chosen[:, None, :] - chosen[None, :, :], axis=2).sum(axis=1)
+    x, y = chosen[int(np.argmin(distances))]
+    return float(x), float(y)

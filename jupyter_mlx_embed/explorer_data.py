@@ -1,0 +1,372 @@
+"""The similarity explorer's data, computed in Python (notebook layer): point colours by a
+column, compact similarity scores, the heatmap's row order and the static PNG of the map.
+
+Everything here is plain numpy (plus scipy for seriation and Pillow for the PNG), so that the
+widget module only moves data between Python and its front end.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Most categories coloured on their own; the rest share the "other" colour.
+TOP_CATEGORIES = 20
+#: Name of the category that gathers all but the top ``TOP_CATEGORIES``.
+OTHER = "other"
+#: Colour of "other", of missing numeric values and of points without a colouring.
+GREY = "#9aa0a6"
+#: Default point colour (no colouring): the first categorical colour.
+DEFAULT_COLOR = "#4e79a7"
+#: Numeric values and similarity scores are sent as one byte per point: 0..254 spans the
+#: range, 255 marks a missing value.
+MISSING = 255
+LEVELS = 255
+
+# Tableau 20 (distinct on light and dark backgrounds), strong shades first.
+_CATEGORICAL = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#499894", "#86bcb6", "#d37295", "#fabfd2", "#b6992d", "#f1ce63", "#a0cbe8",
+    "#ffbe7d", "#8cd17d", "#d4a6c8", "#d7b5a6",
+)  # fmt: skip
+
+# Stops of matplotlib's viridis (perceptually uniform, colour-blind safe).
+_VIRIDIS = (
+    (68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142),
+    (31, 158, 137), (53, 183, 121), (110, 206, 88), (181, 222, 43), (253, 231, 37),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Coloring:
+    """How points are coloured: one byte per point and what the bytes mean.
+
+    Attributes:
+        kind: ``"none"``, ``"categorical"`` or ``"numeric"``.
+        column: What the colours show (a column name), for the legend.
+        codes: uint8 per point: a category's position in ``names`` (categorical) or the
+            value scaled to 0..254 between ``lo`` and ``hi`` (numeric; 255 = missing).
+        names: Categories, most frequent first (``"other"`` last when there are more than
+            ``TOP_CATEGORIES``).
+        counts: Points in each category.
+        palette: One ``#rrggbb`` colour per code: per category, or per numeric level plus
+            grey for missing values (code ``MISSING``), or the default colour alone.
+        lo: Smallest numeric value.
+        hi: Largest numeric value.
+    """
+
+    kind: str
+    column: str = ""
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
+    names: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    palette: list[str] = field(default_factory=lambda: [DEFAULT_COLOR])
+    lo: float = 0.0
+    hi: float = 0.0
+
+    def point_colors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, rgb)``: each point's palette index and the palette as uint8 RGB rows."""
+        return self.codes.astype(np.intp), _rgb(self.palette)
+
+
+def categorical_palette(count: int, *, other: bool = False) -> list[str]:
+    """``count`` distinct colours; the last one grey when it stands for "other"."""
+    colours = [_CATEGORICAL[i % len(_CATEGORICAL)] for i in range(count)]
+    if other and count:
+        colours[-1] = GREY
+    return colours
+
+
+def numeric_palette(levels: int = LEVELS) -> list[str]:
+    """Viridis sampled at ``levels`` evenly spaced points, as ``#rrggbb``."""
+    stops = np.asarray(_VIRIDIS, dtype=np.float64)
+    at = np.linspace(0, len(stops) - 1, levels)
+    low = np.minimum(at.astype(int), len(stops) - 2)
+    frac = (at - low)[:, None]
+    rgb = np.rint(stops[low] * (1 - frac) + stops[low + 1] * frac).astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]
+
+
+def color_by(values: Iterable[Any] | None, n: int, *, name: str, column: str = "") -> Coloring:
+    """Colour ``n`` points by ``values``: numbers on a continuous scale, anything else (and
+    integers with at most ``TOP_CATEGORIES`` distinct values) as categories.
+
+    Args:
+        values: One value per point (a list, array or pandas Series), or None.
+        n: Number of points.
+        name: What the caller calls ``values``, for messages.
+        column: What the colours show, for the legend (``name`` by default).
+
+    Raises:
+        TypeError: ``values`` is a single string.
+        ValueError: Not one value per point.
+    """
+    if values is None:
+        return Coloring("none", codes=np.zeros(n, dtype=np.uint8))
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be one value per text, not a single string")
+    array = _as_array(values)
+    if len(array) != n:
+        raise ValueError(f"{name} has {len(array)} values but there are {n} texts")
+    label = column or name
+    if array.dtype.kind in "iuf" and array.ndim == 1:
+        finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+        distinct = np.unique(finite[:100_000]) if len(finite) else finite
+        if array.dtype.kind == "f" or len(distinct) > TOP_CATEGORIES:
+            return _numeric(array.astype(np.float64), label)
+    return _categorical(array, label)
+
+
+def label_coloring(labels: Iterable[Any] | None, n: int) -> Coloring:
+    """``labels=``: always categories, compared by their text (what the legend shows).
+
+    Raises:
+        TypeError: ``labels`` is a single string.
+        ValueError: Not one label per text.
+    """
+    if labels is None:
+        return Coloring("none", codes=np.zeros(n, dtype=np.uint8))
+    if isinstance(labels, (str, bytes)):
+        raise TypeError("labels must be one label per text, not a single string")
+    values = list(labels)
+    if len(values) != n:
+        raise ValueError(f"{n} texts but {len(values)} labels")
+    return _categorical(np.asarray([str(v) for v in values], dtype=object), "labels")
+
+
+def _as_array(values: Iterable[Any]) -> np.ndarray:
+    to_numpy = getattr(values, "to_numpy", None)
+    if callable(to_numpy):  # a pandas Series (keeps its dtype; nullable ints become floats)
+        array = np.asarray(to_numpy())
+    else:
+        array = np.asarray(values if isinstance(values, Sequence | np.ndarray) else list(values))
+    if array.dtype.kind == "b":
+        return array.astype(str).astype(object)
+    return array
+
+
+def _numeric(values: np.ndarray, column: str) -> Coloring:
+    finite = np.isfinite(values)
+    lo = float(values[finite].min()) if finite.any() else 0.0
+    hi = float(values[finite].max()) if finite.any() else 0.0
+    span = hi - lo if hi > lo else 1.0
+    scaled = np.zeros(len(values), dtype=np.float64)
+    scaled[finite] = (values[finite] - lo) / span
+    codes = np.where(finite, np.rint(scaled * (LEVELS - 1)), MISSING).astype(np.uint8)
+    palette = [*numeric_palette(), GREY]  # code MISSING (255) is the last colour
+    return Coloring("numeric", column, codes, palette=palette, lo=lo, hi=hi)
+
+
+def _categorical(values: np.ndarray, column: str) -> Coloring:
+    # Dictionary coding in one pass (faster than sorting a million strings with np.unique).
+    seen: dict[str, int] = {}
+    raw = np.fromiter(
+        (seen.setdefault(_category(v), len(seen)) for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+    names = list(seen)
+    counts = np.bincount(raw, minlength=len(names))
+    # Most frequent first; ties keep the order of first appearance (a stable sort).
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    codes = rank[raw]
+    shown = [names[i] for i in order[:TOP_CATEGORIES]]
+    shown_counts = [int(counts[i]) for i in order[:TOP_CATEGORIES]]
+    if len(names) > TOP_CATEGORIES:
+        codes = np.minimum(codes, TOP_CATEGORIES)
+        shown.append(OTHER)
+        shown_counts.append(int(counts[order[TOP_CATEGORIES:]].sum()))
+    palette = categorical_palette(len(shown), other=len(names) > TOP_CATEGORIES)
+    return Coloring("categorical", column, codes.astype(np.uint8), shown, shown_counts, palette)
+
+
+def _category(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    return str(value)
+
+
+def quantize_scores(scores: np.ndarray) -> tuple[bytes, float, float]:
+    """Similarity scores as one byte per point, 0..254 from the lowest to the highest.
+
+    Returns:
+        The bytes and the range ``(lo, hi)`` they span.
+    """
+    if not len(scores):
+        return b"", 0.0, 0.0
+    lo, hi = float(scores.min()), float(scores.max())
+    span = hi - lo if hi > lo else 1.0
+    codes = np.rint((scores - lo) / span * (LEVELS - 1)).astype(np.uint8)
+    return codes.tobytes(), lo, hi
+
+
+def seriate(similarity: np.ndarray) -> np.ndarray:
+    """An order of the rows of a similarity matrix that puts similar rows next to each
+    other: average-linkage clustering of ``1 - similarity`` with the optimal leaf ordering
+    (Bar-Joseph et al., 2001), which minimises the distance between neighbouring leaves.
+
+    Returns:
+        Row positions (int), a permutation of ``range(len(similarity))``.
+    """
+    m = len(similarity)
+    if m < 3:
+        return np.arange(m)
+    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
+    from scipy.spatial.distance import squareform
+
+    distance = np.clip(1.0 - np.asarray(similarity, dtype=np.float64), 0.0, 2.0)
+    distance = (distance + distance.T) / 2
+    np.fill_diagonal(distance, 0.0)
+    condensed = squareform(distance, checks=False)
+    tree = optimal_leaf_ordering(linkage(condensed, method="average"), condensed)
+    return np.asarray(leaves_list(tree), dtype=np.intp)
+
+
+def render_png(
+    coords: np.ndarray,
+    coloring: Coloring,
+    *,
+    width: int = 640,
+    height: int = 400,
+    labels: Sequence[tuple[str, float, float]] = (),
+    caption: str = "",
+) -> bytes:
+    """A static picture of the map (for saved notebooks), drawn with numpy and Pillow.
+
+    Points are splatted onto a pixel grid (discs for small maps, single pixels for large
+    ones); a pixel's colour is the mean colour of its points, its opacity grows with their
+    number (translucent points on large maps), so dense regions stand out as on the live
+    map.
+
+    Args:
+        coords: Map positions (n x 2).
+        coloring: The points' colours.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        labels: ``(text, x, y)`` in map coordinates, drawn where they do not collide.
+        caption: A line of text at the bottom left (what the map shows).
+
+    Returns:
+        PNG bytes.
+    """
+    from PIL import Image, ImageDraw
+
+    pad = 12
+    xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    n = len(xy)
+    # The caption gets a line of its own below the points.
+    px, py, to_px = _fit(xy, width, height - (14 if caption else 0), pad)
+    codes, palette = coloring.point_colors()
+    radius = 4 if n <= 1_000 else 2 if n <= 20_000 else 1 if n <= 200_000 else 0
+    sums = np.zeros((height * width, 3))
+    counts = np.zeros(height * width)
+    colours = palette[codes].astype(np.float64) if n else np.zeros((0, 3))
+    for dx in range(-radius, radius + 1):
+        for dy in range(-radius, radius + 1):
+            if dx * dx + dy * dy > radius * radius + 1:
+                continue
+            x, y = px + dx, py + dy
+            inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+            cell = y[inside] * width + x[inside]
+            counts += np.bincount(cell, minlength=height * width)
+            for channel in range(3):
+                sums[:, channel] += np.bincount(
+                    cell, weights=colours[inside, channel], minlength=height * width
+                )
+    filled = counts > 0
+    # As if each point were painted with opacity `opacity`: solid dots on small maps,
+    # translucent ones on large maps, where the density then shows.
+    opacity = 1.0 if n <= 20_000 else 0.6 if n <= 200_000 else 0.3
+    alpha = 1.0 - (1.0 - opacity) ** counts
+    mean = np.zeros_like(sums)
+    mean[filled] = sums[filled] / counts[filled, None]
+    white = np.full(3, 255.0)
+    pixels = white * (1 - alpha[:, None]) + mean * alpha[:, None]
+    image = Image.fromarray(np.rint(pixels).astype(np.uint8).reshape(height, width, 3), "RGB")
+    draw = ImageDraw.Draw(image)
+    if labels:
+        _draw_labels(draw, labels, to_px, width, height)
+    _draw_legend(draw, coloring)
+    if caption:
+        draw.text((pad, height - pad), caption, fill=(110, 110, 110), anchor="ld")
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _fit(xy: np.ndarray, width: int, height: int, pad: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Pixel positions of ``xy`` fitted into the image with the aspect ratio kept."""
+    if len(xy):
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+    else:
+        lo, hi = np.zeros(2), np.ones(2)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    scale = min((width - 2 * pad) / span[0], (height - 2 * pad) / span[1])
+    offset = np.array([width, height]) / 2 - (lo + hi) / 2 * scale * np.array([1, -1])
+
+    def to_px(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.rint(points[:, 0] * scale + offset[0]).astype(np.int64)
+        y = np.rint(-points[:, 1] * scale + offset[1]).astype(np.int64)
+        return x, y
+
+    px, py = to_px(xy)
+    return px, py, to_px
+
+
+def _draw_labels(
+    draw: Any, labels: Sequence[tuple[str, float, float]], to_px: Any, width: int, height: int
+) -> None:
+    """Cluster labels at their centres, the first ones first, skipping any that would
+    overlap one already drawn (the same rule as the live map's overlay)."""
+    taken: list[tuple[float, float, float, float]] = []
+    points = np.array([[x, y] for _, x, y in labels], dtype=np.float64)
+    xs, ys = to_px(points)
+    for (text, _, _), x, y in zip(labels, xs, ys, strict=True):
+        left, top, right, bottom = draw.textbbox((0, 0), text)
+        w, h = right - left + 6, bottom - top + 4
+        box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+        if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+            continue
+        if any(_overlap(box, other) for other in taken):
+            continue
+        taken.append(box)
+        draw.rectangle(box, fill=(255, 255, 255), outline=(200, 200, 200))
+        draw.text((box[0] + 3 - left, box[1] + 2 - top), text, fill=(30, 30, 30))
+
+
+def _draw_legend(draw: Any, coloring: Coloring, most: int = 10) -> None:
+    """The colour key in the top left corner: categories (the most frequent ``most``) or
+    the numeric range."""
+    x, y, line = 8, 8, 14
+    if coloring.kind == "categorical":
+        draw.text((x, y), f"{coloring.column}:", fill=(90, 90, 90))
+        shown = list(zip(coloring.names, coloring.palette, strict=True))
+        for i, (name, colour) in enumerate(shown[:most], start=1):
+            top = y + i * line
+            draw.ellipse((x, top + 3, x + 8, top + 11), fill=colour)
+            draw.text((x + 12, top), name[:30], fill=(40, 40, 40))
+        if len(shown) > most:
+            draw.text((x, y + (most + 1) * line), f"… {len(shown) - most} more", fill=(90, 90, 90))
+    elif coloring.kind == "numeric":
+        draw.text((x, y), f"{coloring.column}: {coloring.lo:.4g}", fill=(40, 40, 40))
+        left = x + draw.textlength(f"{coloring.column}: {coloring.lo:.4g}") + 6
+        levels = coloring.palette[:LEVELS]
+        for i in range(100):
+            colour = levels[round(i / 99 * (len(levels) - 1))]
+            draw.line((left + i, y + 2, left + i, y + 10), fill=colour)
+        draw.text((left + 106, y), f"{coloring.hi:.4g}", fill=(40, 40, 40))
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _rgb(colours: Sequence[str]) -> np.ndarray:
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.uint8)

@@ -1,0 +1,31 @@
+/** Greedy placement of text labels on the map: earlier labels win, later ones that would
+ * overlap a placed one try other spots and are hidden when none is free. */
+
+export interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+export function overlaps(a: Box, b: Box): boolean {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/**
+ * The first of `candidates` that stays inside `width` x `height` and overlaps nothing in
+ * `taken` (which it joins), or null.
+ */
+export function place(candidates: readonly Box[], taken: Box[], width: number, height: number): Box | null {
+  for (const box of candidates) {
+    if (box.x < 0 || box.y < 0 || box.x + box.w > width || box.y + box.h > height) {
+      continue;
+    }
+    if (taken.some(other => overlaps(box, other))) {
+      continue;
+    }
+    taken.push(box);
+    return box;
+  }
+  return null;
+}

@@ -1,0 +1,196 @@
+"""The C++ kernels of the CPU fast path (engine/native.py): each op against MLX's own ops,
+the bundled model's vectors with and without them, and the fallback when they cannot be
+built."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jupyter_mlx_embed import Worker
+from jupyter_mlx_embed.engine import native
+
+pytestmark = pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+    reason="the native kernels are built for Linux x86-64 only",
+)
+
+# Odd sizes on purpose: not multiples of the 8- and 16-float vectors, and a row of 1 token.
+LENGTHS = [1, 7, 17, 33, 2, 64]
+
+
+def on_worker(worker: Worker, fn: Callable[[Any, Any], Any]) -> Any:
+    """Run ``fn(kernels, mx)`` on the worker's MLX thread, once per instruction set."""
+
+    def run(engine: Any) -> Any:
+        import mlx.core as mx
+
+        kernels = engine._kernels
+        assert kernels is not None, engine.native_kernels.detail
+        results = {}
+        for isa in kernels.supported_isas():
+            kernels.set_isa(isa)
+            results[isa] = fn(kernels, mx)
+        kernels.set_isa(kernels.supported_isas()[0])
+        return results
+
+    return worker.call(run).result()
+
+
+def test_kernels_are_loaded_and_reported(worker: Worker) -> None:
+    info = worker.info()["native_kernels"]
+    assert info["loaded"], info["detail"]
+    assert info["isa"] in ("avx2", "avx512")
+
+
+def test_bias_gelu_matches_exact_gelu(worker: Worker) -> None:
+    def check(k: Any, mx: Any) -> float:
+        import mlx.nn as nn
+
+        x, bias = mx.random.normal((3, 5, 37)) * 4, mx.random.normal((37,))
+        return float(mx.abs(k.bias_gelu(x, bias) - nn.gelu(x + bias)).max())
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 5e-6, isa
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_add_layernorm_matches_layer_norm(worker: Worker, residual: bool) -> None:
+    def check(k: Any, mx: Any) -> float:
+        h, r = mx.random.normal((4, 9, 45)) * 3, mx.random.normal((4, 9, 45))
+        bias, weight, beta = (mx.random.normal((45,)) for _ in range(3))
+        expected = mx.fast.layer_norm(h + r + bias if residual else h, weight, beta, 1e-12)
+        got = k.add_layernorm(
+            h, r if residual else None, bias if residual else None, weight, beta, 1e-12
+        )
+        return float(mx.abs(got - expected).max())
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-5, isa
+
+
+@pytest.mark.parametrize("width", [32, 20])
+def test_attention_matches_masked_softmax_per_sequence(worker: Worker, width: int) -> None:
+    heads = 3
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(np.int32)
+
+    def check(k: Any, mx: Any) -> float:
+        qkv = mx.random.normal((int(offsets[-1]), 3 * heads * width))
+        query_bias = mx.random.normal((heads * width,))
+        got = k.attention(qkv, mx.array(offsets), heads, query_bias)
+        # Reference: the packed sequences padded into one batch, padding masked out.
+        longest = max(LENGTHS)
+        index = np.zeros((len(LENGTHS), longest), dtype=np.int32)
+        valid = np.arange(longest)[None, :] < np.array(LENGTHS)[:, None]
+        index[valid] = np.arange(offsets[-1])
+        padded = qkv[mx.array(index)].reshape(len(LENGTHS), longest, 3, heads, width)
+        q, key, v = (padded[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        q = q + query_bias.reshape(heads, 1, width)
+        mask = mx.where(mx.array(valid), 0.0, -mx.inf)[:, None, None, :]
+        weights = mx.softmax(q @ key.transpose(0, 1, 3, 2) + mask, axis=-1)
+        expected = (weights @ v).transpose(0, 2, 1, 3).reshape(len(LENGTHS), longest, -1)
+        rows = np.flatnonzero(valid)  # padded positions of the packed tokens, in order
+        expected = expected.reshape(-1, heads * width)[mx.array(rows.astype(np.int32))]
+        return float(mx.abs(got - expected).max())
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-5, isa
+
+
+def test_bad_arguments_are_named(worker: Worker) -> None:
+    def check(k: Any, mx: Any) -> list[str]:
+        messages = []
+        for call in (
+            lambda: k.bias_gelu(mx.zeros((2, 8)), mx.zeros((7,))),
+            lambda: k.add_layernorm(
+                mx.zeros((2, 8)), mx.zeros((2, 9)), None, *[mx.ones(8)] * 2, 1e-5
+            ),
+            lambda: k.attention(mx.zeros((4, 10)), mx.array([0, 4]), 2),
+            lambda: k.bias_gelu(mx.zeros((2, 8), dtype=mx.float16), mx.zeros((8,))),
+        ):
+            with pytest.raises(ValueError) as caught:
+                call()
+            messages.append(str(caught.value))
+        return messages
+
+    for messages in on_worker(worker, check).values():
+        assert messages[0].startswith("bias must have shape (8,)")
+        assert messages[1].startswith("residual must have the shape of h")
+        assert "3 * heads" in messages[2]
+        assert messages[3].startswith("x must be float32")
+
+
+def test_model_vectors_with_and_without_native_kernels(worker: Worker, corpus) -> None:
+    from jupyter_mlx_embed.engine.cpu_kernels import FastEncoder
+
+    def both(engine: Any) -> tuple[np.ndarray, np.ndarray]:
+        loaded = engine.load(worker.registry.resolve(None))
+        rows = loaded.tokenizer.encode_texts(corpus)
+        assert loaded.fast._kernels is not None
+        with_native = engine.embed(loaded, rows)
+        native_fast = loaded.fast
+        loaded.fast = FastEncoder(loaded.model, loaded.spec.model_type, 4, kernels=None)
+        try:
+            return with_native, engine.embed(loaded, rows)
+        finally:
+            loaded.fast = native_fast
+
+    with_native, without = worker.call(both).result()
+    assert with_native.shape == without.shape == (len(corpus), 384)
+    assert float(np.min(np.sum(with_native * without, axis=1))) >= 0.99999
+
+
+def _child_info(tmp_path: Path, **env: str) -> dict[str, Any]:
+    """info()["native_kernels"] and one vector from a fresh process with ``env`` set."""
+    code = (
+        "import json\n"
+        "from jupyter_mlx_embed import EngineConfig, Worker\n"
+        "with Worker(EngineConfig(cache=False)) as w:\n"
+        "    vector = w.submit(['native kernels fall back']).result().vectors[0]\n"
+        "    print(json.dumps({'info': w.info()['native_kernels'], 'vector': vector.tolist()}))\n"
+    )
+    child_env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=child_env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def test_failed_build_falls_back_to_the_mlx_op_path(worker: Worker, tmp_path: Path) -> None:
+    failed = _child_info(tmp_path, CXX=str(tmp_path / "no-such-compiler"))
+    assert not failed["info"]["loaded"]
+    assert "not built" in failed["info"]["detail"]
+    expected = worker.submit(["native kernels fall back"]).result().vectors[0]
+    assert float(np.dot(failed["vector"], expected)) >= 0.99999
+
+
+def test_environment_variable_disables_the_kernels(tmp_path: Path) -> None:
+    child = _child_info(tmp_path, **{native.ENV_VAR: "off"})
+    assert not child["info"]["loaded"]
+    assert child["info"]["detail"] == f"disabled ({native.ENV_VAR}=off)"
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("parts", [1, 2, 4, 7])
+def test_packed_parts_keep_order_and_even_out_work(seed: int, parts: int) -> None:
+    from jupyter_mlx_embed.engine.partition import packed_bounds, part_cost
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, rng.choice([40, 256]), size=rng.integers(1, 100))
+    bounds = packed_bounds(lengths, parts)
+    assert bounds[0] == 0 and bounds[-1] == len(lengths)
+    assert all(lo < hi for lo, hi in itertools.pairwise(bounds))
+    assert len(bounds) - 1 <= parts
+    costs = part_cost(1, lengths.astype(float))
+    largest = max(costs[lo:hi].sum() for lo, hi in itertools.pairwise(bounds))
+    assert largest <= costs.sum() / parts + costs.max() + 1e-9
