@@ -229,6 +229,10 @@ def seriate(similarity: np.ndarray) -> np.ndarray:
     return np.asarray(leaves_list(tree), dtype=np.intp)
 
 
+#: From this many points the static map's frame leaves out the outermost 0.1% on each side.
+OUTLIER_MIN_POINTS = 1_000
+
+
 def render_png(
     coords: np.ndarray,
     coloring: Coloring,
@@ -291,9 +295,9 @@ def render_png(
     pixels = white * (1 - alpha[:, None]) + mean * alpha[:, None]
     image = Image.fromarray(np.rint(pixels).astype(np.uint8).reshape(height, width, 3), "RGB")
     draw = ImageDraw.Draw(image)
+    legend = _draw_legend(draw, coloring)
     if labels:
-        _draw_labels(draw, labels, to_px, width, height)
-    _draw_legend(draw, coloring)
+        _draw_labels(draw, labels, to_px, width, height, taken=[legend])
     if caption:
         draw.text((pad, height - pad), caption, fill=(110, 110, 110), anchor="ld")
     out = io.BytesIO()
@@ -303,7 +307,13 @@ def render_png(
 
 def _fit(xy: np.ndarray, width: int, height: int, pad: int) -> tuple[np.ndarray, np.ndarray, Any]:
     """Pixel positions of ``xy`` fitted into the image with the aspect ratio kept."""
-    if len(xy):
+    if len(xy) > OUTLIER_MIN_POINTS:
+        # A few stray points (UMAP leaves some far out) would shrink everything else into a
+        # corner: the frame holds all but the outermost 0.1% on each side.
+        lo, hi = np.percentile(xy, [0.1, 99.9], axis=0)
+        margin = 0.02 * (hi - lo)
+        lo, hi = lo - margin, hi + margin
+    elif len(xy):
         lo, hi = xy.min(axis=0), xy.max(axis=0)
     else:
         lo, hi = np.zeros(2), np.ones(2)
@@ -321,11 +331,15 @@ def _fit(xy: np.ndarray, width: int, height: int, pad: int) -> tuple[np.ndarray,
 
 
 def _draw_labels(
-    draw: Any, labels: Sequence[tuple[str, float, float]], to_px: Any, width: int, height: int
+    draw: Any,
+    labels: Sequence[tuple[str, float, float]],
+    to_px: Any,
+    width: int,
+    height: int,
+    taken: list[tuple[float, float, float, float]],
 ) -> None:
     """Cluster labels at their centres, the first ones first, skipping any that would
-    overlap one already drawn (the same rule as the live map's overlay)."""
-    taken: list[tuple[float, float, float, float]] = []
+    overlap one already drawn or a box in ``taken`` (the same rule as the live map's)."""
     points = np.array([[x, y] for _, x, y in labels], dtype=np.float64)
     xs, ys = to_px(points)
     for (text, _, _), x, y in zip(labels, xs, ys, strict=True):
@@ -341,20 +355,28 @@ def _draw_labels(
         draw.text((box[0] + 3 - left, box[1] + 2 - top), text, fill=(30, 30, 30))
 
 
-def _draw_legend(draw: Any, coloring: Coloring, most: int = 10) -> None:
+def _draw_legend(
+    draw: Any, coloring: Coloring, most: int = 10
+) -> tuple[float, float, float, float]:
     """The colour key in the top left corner: categories (the most frequent ``most``) or
-    the numeric range."""
+    the numeric range. Returns the box it covers (labels keep out of it)."""
     x, y, line = 8, 8, 14
     if coloring.kind == "categorical":
         draw.text((x, y), f"{coloring.column}:", fill=(90, 90, 90))
         shown = list(zip(coloring.names, coloring.palette, strict=True))
+        right = x + draw.textlength(f"{coloring.column}:")
         for i, (name, colour) in enumerate(shown[:most], start=1):
             top = y + i * line
             draw.ellipse((x, top + 3, x + 8, top + 11), fill=colour)
             draw.text((x + 12, top), name[:30], fill=(40, 40, 40))
+            right = max(right, x + 12 + draw.textlength(name[:30]))
+        rows = min(len(shown), most) + 1
         if len(shown) > most:
-            draw.text((x, y + (most + 1) * line), f"… {len(shown) - most} more", fill=(90, 90, 90))
-    elif coloring.kind == "numeric":
+            more = f"… {len(shown) - most} more"
+            draw.text((x, y + rows * line), more, fill=(90, 90, 90))
+            right, rows = max(right, x + draw.textlength(more)), rows + 1
+        return (0, 0, right + 4, y + rows * line + 2)
+    if coloring.kind == "numeric":
         draw.text((x, y), f"{coloring.column}: {coloring.lo:.4g}", fill=(40, 40, 40))
         left = x + draw.textlength(f"{coloring.column}: {coloring.lo:.4g}") + 6
         levels = coloring.palette[:LEVELS]
@@ -362,6 +384,8 @@ def _draw_legend(draw: Any, coloring: Coloring, most: int = 10) -> None:
             colour = levels[round(i / 99 * (len(levels) - 1))]
             draw.line((left + i, y + 2, left + i, y + 10), fill=colour)
         draw.text((left + 106, y), f"{coloring.hi:.4g}", fill=(40, 40, 40))
+        return (0, 0, left + 106 + draw.textlength(f"{coloring.hi:.4g}") + 4, y + line + 2)
+    return (0, 0, 0, 0)
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

@@ -36,6 +36,7 @@ change, so renderers without a kernel (GitHub, nbconvert) show the map.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import importlib.util
 import logging
@@ -263,12 +264,17 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._map_version = 0  # bumped when the coordinates change
         self._cluster_result: Clusters | None = None
         self._display_id: str | None = None
-        self._png: tuple[tuple[int, str], bytes] | None = None  # ((map version, colour), PNG)
+        # The last PNG drawn and what it shows: (map version, colour, clusters drawn).
+        self._png: tuple[tuple[int, str, bool], bytes] | None = None
         self._png_timer: threading.Timer | None = None
         self._done = threading.Event()  # set when the background map work is over
         # Completions arrive on other threads; in a kernel they are handed to its event
         # loop so that traits change (and comm messages go out) on the kernel's own thread.
         self._loop = _running_loop()
+        self._loop_thread = threading.get_ident()
+        self._posted: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
 
         super().__init__(
             coords=np.ascontiguousarray(xy, dtype="<f4").tobytes(),
@@ -327,12 +333,20 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the background work (UMAP map, clusters) is done, e.g. in a script.
 
-        Not needed in a notebook: the map updates by itself when the work is done.
+        Not needed in a live notebook: the map updates by itself when the work is done. In a
+        notebook run headless (nbconvert, papermill, nbval), it also brings the static PNG up
+        to date before the cell ends, since updates sent after a cell has ended are dropped
+        there.
 
         Returns:
             Whether it is done (False when ``timeout`` seconds passed first).
         """
-        return self._done.wait(timeout)
+        done = self._done.wait(timeout)
+        if threading.get_ident() == self._loop_thread:
+            self._run_posted()  # the map and clusters the background work has posted
+            if done:
+                self._flush_png()
+        return done
 
     def search_text(self, text: str, *, timeout: float | None = None) -> SearchResults:
         """Run a query now and wait for its answer, as typing it in the query box would.
@@ -408,8 +422,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self._display_id = uuid.uuid4().hex
         display(data, metadata=metadata, raw=True, display_id=self._display_id)
 
-    def _png_key(self) -> tuple[int, str]:
-        return self._map_version, self.color_by
+    def _png_key(self) -> tuple[int, str, bool]:
+        return self._map_version, self.color_by, self._cluster_result is not None
 
     def _png_bytes(self) -> bytes:
         cached = self._png
@@ -446,7 +460,15 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._png_timer.daemon = True
         self._png_timer.start()
 
-    def _publish_png(self, key: tuple[int, str], png: bytes) -> None:
+    def _flush_png(self) -> None:
+        """Publish the PNG now if the one on show is out of date (instead of the timer)."""
+        if self._display_id is None or (self._png is not None and self._png[0] == self._png_key()):
+            return
+        if self._png_timer is not None:
+            self._png_timer.cancel()
+        self._publish_png(self._png_key(), self._render_png())
+
+    def _publish_png(self, key: tuple[int, str, bool], png: bytes) -> None:
         if key != self._png_key() or self._display_id is None:
             return  # the map changed again: a newer drawing is on its way
         from IPython.display import update_display
@@ -513,15 +535,33 @@ class SimilarityExplorer(anywidget.AnyWidget):
         return shown + (" Computing UMAP in the background…" if pending else "")
 
     def _post(self, function: Callable[..., None], *args: Any) -> None:
-        """Run ``function`` on the kernel's event loop when there is one, else here."""
+        """Run ``function`` on the kernel's event loop when there is one, else here.
+
+        Posted calls queue up in order; :meth:`wait` runs them itself when it is called on
+        the loop's thread (a cell blocks the loop, so they would run only after it)."""
         loop = self._loop
         if loop is not None and loop.is_running():
+            self._posted.append((function, args))
             try:
-                loop.call_soon_threadsafe(function, *args)
+                loop.call_soon_threadsafe(self._run_posted)
                 return
             except RuntimeError:  # the loop closed in the meantime
                 pass
+            self._run_posted()
+            return
         function(*args)
+
+    def _run_posted(self) -> None:
+        """Run the queued calls of :meth:`_post` (on the loop's thread)."""
+        while self._posted:
+            try:
+                function, args = self._posted.popleft()
+            except IndexError:  # another drain took the last one
+                return
+            try:
+                function(*args)
+            except Exception:  # one failed update must not drop the others
+                log.exception("similarity explorer: an update failed")
 
     # Colours ----------------------------------------------------------------------------
 

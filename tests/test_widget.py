@@ -421,6 +421,21 @@ def test_umap_replaces_the_pca_map_from_a_background_thread(make, notes) -> None
     assert any(state.get("projection") == "umap" for state, _ in updates(widget))
 
 
+@pytest.mark.skipif(not HAVE_UMAP, reason="umap-learn is not installed")
+def test_wait_in_a_cell_shows_the_map_before_it_returns(make, notes) -> None:
+    # A cell blocks the kernel's event loop, where the background work posts its results:
+    # wait() (called by make) must apply them itself.
+    async def cell() -> tuple[str, bool, str]:
+        widget = make(notes, projection="umap")
+        # Read before returning: once the cell ends, the loop runs what was posted anyway.
+        return widget.projection, widget.cluster_codes is not None, widget.map_status
+
+    projection, clustered, status = asyncio.run(cell())
+    assert projection == "umap"
+    assert clustered
+    assert status.startswith("UMAP map of 8 texts.")
+
+
 # Queries ----------------------------------------------------------------------------------
 
 
