@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile labextension/package.json
 		$(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
-	$(PIP) install -qq -e '.[test,lab]'
+	$(PIP) install -qq -e '.[cpu,test,lab]'
 	# Point JupyterLab at the front end built into this checkout (editable install).
 	$(VENV)/bin/jupyter-builder develop --overwrite .
 	# The bundled default model; --no-deps because its metadata pulls in torch.

@@ -152,6 +152,13 @@ class EngineConfig(_Settings):
         "Linux: path of a BLAS library exporting cblas_* for MLX; 'none' disables the "
         "preload; unset picks the best one found.",
     )
+    blas_core: str = setting(
+        "auto",
+        "Linux: kernels of the OpenBLAS the engine loads: 'auto' (the best this CPU runs: "
+        "AVX-512 where it has it, even if OPENBLAS_CORETYPE names an older core, which then "
+        "still applies to numpy's copy), 'inherit' (OPENBLAS_CORETYPE, else OpenBLAS's own "
+        "choice) or an OpenBLAS core name (e.g. Haswell).",
+    )
 
     def cache_folder(self) -> Path:
         """The folder of the vector cache: ``cache_dir``, else the user's cache folder. Other

@@ -331,6 +331,7 @@ class Worker:
                     "path": engine.blas.path,
                     "fast": engine.blas.fast,
                     "detail": engine.blas.detail,
+                    "core": engine.blas_core,
                 },
                 native_kernels=dataclasses.asdict(engine.native_kernels),
                 loaded_models=list(self._loaded_names),

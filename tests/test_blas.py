@@ -232,3 +232,46 @@ def test_detect_without_mlx_does_not_import_it() -> None:
     )
     assert out["info"]["name"] == "unknown" and "not imported" in out["info"]["detail"]
     assert out["mlx"] is False
+
+
+_AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+
+
+def _cpu_has_avx512() -> bool:
+    with open("/proc/cpuinfo") as f:
+        flags = next((line for line in f if line.startswith("flags")), "")
+    return _AVX512.issubset(flags.split(":", 1)[-1].split())
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("auto", "SkylakeX" if _cpu_has_avx512() else "Haswell"), ("inherit", "Haswell")],
+)
+def test_blas_core_setting_picks_the_kernels_of_the_engines_openblas(
+    tmp_path: Path, setting: str, expected: str
+) -> None:
+    # The environment pins OpenBLAS to its AVX2 kernels, as some machines do: "auto" still
+    # runs the CPU's best ones in the engine's copy, "inherit" keeps the pin; either way the
+    # variable is left as it was for the process's other libraries.
+    env = _env(tmp_path, OPENBLAS_CORETYPE="Haswell")
+    result, _ = _run(
+        f"""
+        import os
+        info = blas.preload_fast_blas(core={setting!r})
+        print(json.dumps({{"core": blas.openblas_core(), "fast": info.fast,
+                           "variable": os.environ.get("OPENBLAS_CORETYPE")}}))
+        """,
+        env,
+    )
+    assert result == {"core": expected, "fast": True, "variable": "Haswell"}
+
+
+def test_blas_core_setting_names_a_core(tmp_path: Path) -> None:
+    result, _ = _run(
+        """
+        blas.preload_fast_blas(core="Haswell")
+        print(json.dumps({"core": blas.openblas_core()}))
+        """,
+        _env(tmp_path),
+    )
+    assert result == {"core": "Haswell"}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +350,27 @@ def test_cpu_kernels_match_exact_functions(worker) -> None:
     assert found["gelu"] < 2e-6
     assert found["exp"] < 3e-5
     assert found["estrin"] < 1e-5
+
+
+def test_mlx_without_a_backend_names_the_extras(tmp_path: Path) -> None:
+    # On Linux the mlx package is only the bindings; without mlx-cpu or mlx-cuda-12 its
+    # import fails for want of libmlx.so. A stand-in package fails the same way.
+    fake = tmp_path / "mlx"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "core.py").write_text(
+        'raise ImportError("libmlx.so: cannot open shared object file: No such file")\n'
+    )
+    code = (
+        "import jupyter_mlx_embed as jme\n"
+        "try:\n"
+        "    jme.embed(['hello'])\n"
+        "except jme.EmbedError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "JUPYTER_MLX_EMBED_CACHE": "false"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "install jupyter-mlx-embed[cpu] (CPU) or jupyter-mlx-embed[cuda]" in done.stdout
+    assert "libmlx.so" in done.stdout

@@ -17,13 +17,23 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..envvars import setting_variable
 
-__all__ = ["ENV_VAR", "BlasInfo", "build_shim", "detect_bound_blas", "main", "preload_fast_blas"]
+__all__ = [
+    "ENV_VAR",
+    "BlasInfo",
+    "build_shim",
+    "detect_bound_blas",
+    "main",
+    "openblas_core",
+    "preload_fast_blas",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +342,68 @@ def _system_openblas_candidates() -> list[str]:
     ]
 
 
-def _preload(configured: str | None, cache_dir: Path | None) -> BlasInfo:
+#: OpenBLAS's name for the kernels of CPUs with AVX-512 F, BW, DQ and VL (Skylake-X and
+#: later, AMD Zen 4 and 5). On such CPUs an environment may pin OpenBLAS to its AVX2
+#: ("Haswell") kernels with OPENBLAS_CORETYPE, which halves sgemm (110 against 213 GFLOP per
+#: CPU-second at the model's shapes, BENCHMARKS.md): the engine's own copy ignores it.
+_AVX512_CORE = "SkylakeX"
+_AVX512_FLAGS = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+_CORE_VARIABLE = "OPENBLAS_CORETYPE"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _wanted_core(core: str) -> str | None:
+    """The OPENBLAS_CORETYPE to load OpenBLAS with for the ``blas_core`` setting ``core``;
+    None leaves the environment as it is."""
+    if core == "inherit":
+        return None
+    if core == "auto":
+        return _AVX512_CORE if _AVX512_FLAGS.issubset(_cpu_flags()) else None
+    return core
+
+
+@contextmanager
+def _openblas_core(core: str | None) -> Iterator[None]:
+    """OPENBLAS_CORETYPE set to ``core`` while an OpenBLAS loads (it reads the variable in
+    its constructor), then restored, so other libraries see the environment unchanged."""
+    if core is None:
+        yield
+        return
+    before = os.environ.get(_CORE_VARIABLE)
+    os.environ[_CORE_VARIABLE] = core
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_CORE_VARIABLE, None)
+        else:
+            os.environ[_CORE_VARIABLE] = before
+
+
+def openblas_core() -> str | None:
+    """The kernels the preloaded OpenBLAS runs (e.g. ``"SkylakeX"``), or None when the BLAS
+    is not an OpenBLAS this module loaded."""
+    for handle in reversed(_handles):
+        for name in ("scipy_openblas_get_corename", "openblas_get_corename"):
+            function = getattr(handle, name, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                value = function()
+                return value.decode("ascii", "replace").strip() if value else None
+    return None
+
+
+def _preload(configured: str | None, cache_dir: Path | None, core: str = "auto") -> BlasInfo:
     failures: list[str] = []
 
     already = _global_cblas_provider()
@@ -357,6 +428,12 @@ def _preload(configured: str | None, cache_dir: Path | None) -> BlasInfo:
             failures[-1],
         )
 
+    with _openblas_core(_wanted_core(core)):
+        return _preload_openblas(cache_dir, failures)
+
+
+def _preload_openblas(cache_dir: Path | None, failures: list[str]) -> BlasInfo:
+    """scipy-openblas32 through the shim, else a system OpenBLAS."""
     shim = build_shim(cache_dir)
     if shim is not None:
         info = _try_load(str(shim), "scipy-openblas (shim)", "preloaded", failures)
@@ -389,7 +466,7 @@ def _preload(configured: str | None, cache_dir: Path | None) -> BlasInfo:
 
 
 def preload_fast_blas(
-    configured: str | None = None, *, cache_dir: Path | None = None
+    configured: str | None = None, *, cache_dir: Path | None = None, core: str = "auto"
 ) -> BlasInfo | None:
     """Load a fast library exporting ``cblas_*`` RTLD_GLOBAL so that libmlx binds to it.
 
@@ -401,6 +478,8 @@ def preload_fast_blas(
     Args:
         configured: Path of a library exporting ``cblas_sgemm``, or ``"none"``.
         cache_dir: Shim build/cache directory (default ``$XDG_CACHE_HOME/jupyter-mlx-embed``).
+        core: Kernels of the OpenBLAS loaded: ``"auto"`` (AVX-512 ones where the CPU has
+            it, whatever ``OPENBLAS_CORETYPE`` says), ``"inherit"`` or an OpenBLAS core name.
 
     Returns:
         What was loaded (``source`` is ``configured``, ``preloaded``, ``disabled``,
@@ -435,7 +514,7 @@ def preload_fast_blas(
             )
             logger.info(_result.detail)
             return _result
-        _result = _preload(choice, cache_dir)
+        _result = _preload(choice, cache_dir, core)
         logger.info("BLAS preload: %s (%s) %s", _result.name, _result.source, _result.path or "")
         return _result
 

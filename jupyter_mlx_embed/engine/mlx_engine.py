@@ -39,6 +39,14 @@ class LoadedModel:
     fast: Any = None  # a cpu_kernels.FastEncoder on the CPU device, else None
 
 
+# On Linux the mlx package holds only the Python bindings; libmlx comes from mlx-cpu or
+# mlx-cuda-12 (which install the same files, so only one of them).
+_NO_BACKEND = (
+    "MLX is installed without a backend: install jupyter-mlx-embed[cpu] (CPU) or "
+    "jupyter-mlx-embed[cuda] (NVIDIA GPU), e.g. pip install 'jupyter-mlx-embed[cpu]'"
+)
+
+
 class Engine:
     """Loads models into an LRU and turns token ids into pooled, L2-normalised vectors.
 
@@ -53,16 +61,21 @@ class Engine:
             # Several streams each call BLAS: one BLAS thread per stream, not two (which
             # oversubscribes the cores). OpenBLAS reads this once, when it is loaded.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        blas.preload_fast_blas(config.blas)
-        import mlx.core as mx
+        blas.preload_fast_blas(config.blas, core=config.blas_core)
+        try:
+            import mlx.core as mx
+        except ImportError as exc:
+            raise ImportError(f"{_NO_BACKEND} ({exc})") from exc
 
         self._mx = mx
         self.blas = blas.detect_bound_blas()
-        if not self.blas.fast:
-            log.warning("MLX uses a slow BLAS: %s", self.blas.detail or self.blas.name)
+        #: OpenBLAS's kernels ("SkylakeX", "Haswell"...), when the BLAS is an OpenBLAS.
+        self.blas_core = blas.openblas_core()
         self.device = str(mx.default_device())
         self.mlx_version = getattr(mx, "__version__", "unknown")
         self._cpu = mx.default_device() == mx.cpu
+        if self._cpu and not self.blas.fast:  # on a GPU the matrix products run there
+            log.warning("MLX uses a slow BLAS: %s", self.blas.detail or self.blas.name)
         self.malloc_tuned = self._cpu and _keep_freed_memory()
         # The C++ kernels of the CPU fast path; None (logged once) runs its MLX-op version.
         self._kernels = None
