@@ -3,7 +3,8 @@
 :func:`project` turns n vectors into n map positions. ``"pca"`` is a linear map, fast enough
 to show a million points at once; ``"umap"`` keeps neighbourhoods (what the eye looks for on
 a map) but costs seconds to minutes, so a front end shows the PCA map first and swaps in the
-UMAP one, computed on a plain background thread.
+UMAP one, computed on a plain background thread (the fit itself runs in a helper process:
+:mod:`jupyter_mlx_embed._umap_process`).
 
 Large collections are mapped by "project a sample and place the rest": UMAP is fitted on
 :data:`UMAP_SAMPLE` points, and every other point goes beside its nearest sampled point,
@@ -22,7 +23,6 @@ import logging
 import operator
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +68,6 @@ _SUBFOLDER = "projections"
 _CHUNK = 65_536
 #: Rows placed at once (small enough for their gathered neighbours to stay in cache).
 _PLACE_CHUNK = 8_192
-# Numba's default threading layer aborts the process when two threads run parallel code at
-# once: one UMAP at a time per process (a widget may fit one in the background while the
-# user starts another).
-_UMAP_LOCK = threading.Lock()
 
 
 def project(
@@ -229,21 +225,10 @@ def _umap_map(data: np.ndarray, seed: int, progress: bool) -> np.ndarray:
 
 
 def _umap_fit(data: np.ndarray, seed: int) -> np.ndarray:
-    import umap  # numba compiles on first use: seconds, hence imported here
+    # In a helper process: on a thread, numba's loops would hold this process's GIL.
+    from . import _umap_process
 
-    # A fixed random_state makes the layout reproducible and runs it on one thread; saying
-    # n_jobs=1 keeps umap from warning that it overrides the default. The PCA start is
-    # deterministic and, unlike the spectral one, needs no connected graph.
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=UMAP_NEIGHBORS,
-        metric="cosine",
-        init="pca",
-        random_state=seed,
-        n_jobs=1,
-    )
-    with _UMAP_LOCK:
-        return np.asarray(reducer.fit_transform(data), dtype=np.float32)
+    return _umap_process.fit(data, seed, UMAP_NEIGHBORS)
 
 
 def _place(

@@ -46,6 +46,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # Notebook: results with search, then IPython magics and the widget.
     "projection": (2, "notebook"),  # 2-D maps: numpy and the settings only (umap lazily)
     "clusters": (3, "notebook"),  # named clusters of a map (hdbscan, scikit-learn lazily)
+    "_umap_process": (0, "notebook"),  # UMAP fits in a helper process
     "embeddings": (7, "notebook"),
     "magics": (8, "notebook"),
     "explorer_data": (7, "notebook"),  # colours, scores, seriation, the static PNG

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jupyter_mlx_embed
-from jupyter_mlx_embed import projection
+from jupyter_mlx_embed import _umap_process, projection
 from jupyter_mlx_embed.projection import UMAP_MIN_POINTS, cached_projection, project
 
 
@@ -102,6 +102,23 @@ def test_umap_runs_on_background_threads_one_at_a_time(
         maps = [f.result(timeout=120) for f in futures]
     for coords in maps:
         np.testing.assert_array_equal(coords, umap_map)
+
+
+def test_a_killed_umap_helper_is_started_again(
+    data: tuple[np.ndarray, np.ndarray], umap_map: np.ndarray
+) -> None:
+    helper = _umap_process._helper
+    assert helper is not None, "the UMAP fit ran in no helper process"
+    helper[0].kill()
+    helper[0].wait()
+    np.testing.assert_array_equal(project(data[0], "umap", progress=False), umap_map)
+    assert _umap_process._helper is not None and _umap_process._helper[0].pid != helper[0].pid
+
+
+def test_an_error_in_the_umap_helper_is_raised_here(umap_map: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        _umap_process.fit(np.zeros((5, 4), dtype=np.float32), seed=0, neighbors=0)
+    assert _umap_process._helper is not None and _umap_process._helper[0].poll() is None
 
 
 def test_too_few_points_for_umap_get_the_pca_map() -> None:
