@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    # Maps stored by an earlier run would make the UMAP figure a file read.
+    os.environ["JUPYTER_MLX_EMBED_CACHE"] = "false"
     rows = []
     with (
         tempfile.TemporaryDirectory() as tmp,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+_Values = TypeVar("_Values", list[Any], np.ndarray)
 
 #: Most categories coloured on their own; the rest share the "other" colour.
 TOP_CATEGORIES = 20
@@ -108,11 +110,7 @@ def color_by(values: Iterable[Any] | None, n: int, *, name: str, column: str = "
     """
     if values is None:
         return Coloring("none", codes=np.zeros(n, dtype=np.uint8))
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be one value per text, not a single string")
-    array = _as_array(values)
-    if len(array) != n:
-        raise ValueError(f"{name} has {len(array)} values but there are {n} texts")
+    array = _one_per_text(values, n, name, _as_array)
     label = column or name
     if array.dtype.kind in "iuf" and array.ndim == 1:
         finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
@@ -131,12 +129,20 @@ def label_coloring(labels: Iterable[Any] | None, n: int) -> Coloring:
     """
     if labels is None:
         return Coloring("none", codes=np.zeros(n, dtype=np.uint8))
-    if isinstance(labels, (str, bytes)):
-        raise TypeError("labels must be one label per text, not a single string")
-    values = list(labels)
-    if len(values) != n:
-        raise ValueError(f"{n} texts but {len(values)} labels")
+    values = _one_per_text(labels, n, "labels", list)
     return _categorical(np.asarray([str(v) for v in values], dtype=object), "labels")
+
+
+def _one_per_text(
+    values: Iterable[Any], n: int, name: str, convert: Callable[[Iterable[Any]], _Values]
+) -> _Values:
+    """``convert(values)``, checked to hold one value per text."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be one value per text, not a single string")
+    converted = convert(values)
+    if len(converted) != n:
+        raise ValueError(f"{name} has {len(converted)} values but there are {n} texts")
+    return converted
 
 
 def _as_array(values: Iterable[Any]) -> np.ndarray:

@@ -490,7 +490,9 @@ class SimilarityExplorer(anywidget.AnyWidget):
         version, xy = self._map_version, self.coordinates
         try:
             if umap:
-                xy = project(self._embeddings.vectors, "umap", seed=self._seed)
+                # No progress bar: from this thread it would print into whichever cell
+                # runs meanwhile; the map's status line says UMAP is being computed.
+                xy = project(self._embeddings.vectors, "umap", seed=self._seed, progress=False)
                 version += 1
                 self._post(self._show_map, xy)
             found = find_clusters(xy, self._embeddings.texts, seed=self._seed)

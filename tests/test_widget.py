@@ -246,7 +246,7 @@ def test_labels_colour_the_points_as_categories(make, notes) -> None:
 def test_bad_arguments_raise(make, notes) -> None:
     with pytest.raises(ValueError, match="projection"):
         make(notes, projection="tsne")
-    with pytest.raises(ValueError, match="8 texts but 2 labels"):
+    with pytest.raises(ValueError, match="labels has 2 values but there are 8 texts"):
         make(notes, ["a", "b"])
     with pytest.raises(TypeError, match="single string"):
         make(notes, "pets")
