@@ -8,13 +8,40 @@
  * touches the few marked points and labels, never all points.
  */
 
-import createScatterplot from 'regl-scatterplot';
+import createScatterplot, { createRenderer } from 'regl-scatterplot';
 
 import { toRgba, withAlpha } from './colors';
 import { h } from './dom';
 import { Box, place } from './labels';
 
 type Scatterplot = ReturnType<typeof createScatterplot>;
+type Renderer = ReturnType<typeof createRenderer>;
+
+/**
+ * One WebGL renderer for every map on the page (browsers allow few WebGL contexts), with a
+ * drawing buffer only as large as the largest map. regl-scatterplot's default renderer is as
+ * large as the window, and every frame passes over all of it twice (a float framebuffer,
+ * then the copy onto the map's canvas), however small the map.
+ */
+const liveMaps = new Set<HTMLElement>();
+let sharedRenderer: Renderer | undefined;
+
+function renderer(): Renderer {
+  if (!sharedRenderer || sharedRenderer.isDestroyed) {
+    sharedRenderer = createRenderer({ canvas: document.createElement('canvas') });
+  }
+  return sharedRenderer;
+}
+
+function fitRenderer(): void {
+  let width = 1;
+  let height = 1;
+  for (const element of liveMaps) {
+    width = Math.max(width, element.clientWidth);
+    height = Math.max(height, element.clientHeight);
+  }
+  renderer().resize(width, height);
+}
 
 export type Mode = 'pan' | 'lasso' | 'box';
 
@@ -113,7 +140,9 @@ export class ScatterMap {
       throw new Error('no 2D canvas context');
     }
     this.ctx = ctx;
+    liveMaps.add(this.element);
     this.plot = createScatterplot({
+      renderer: renderer(),
       canvas: this.canvas,
       width: 'auto',
       height: 'auto',
@@ -132,7 +161,11 @@ export class ScatterMap {
     });
     this.plot.get('camera').setScaleBounds([MIN_SCALE, MAX_SCALE]);
     this.listen();
-    this.resizeObserver = new ResizeObserver(() => this.requestOverlay());
+    this.resizeObserver = new ResizeObserver(() => {
+      fitRenderer();
+      this.plot.redraw();
+      this.requestOverlay();
+    });
     this.resizeObserver.observe(this.element);
   }
 
@@ -262,6 +295,13 @@ export class ScatterMap {
       cleanup();
     }
     this.plot.destroy();
+    liveMaps.delete(this.element);
+    if (liveMaps.size) {
+      fitRenderer();
+    } else {
+      sharedRenderer?.destroy();
+      sharedRenderer = undefined;
+    }
   }
 
   // Drawing ------------------------------------------------------------------------------
