@@ -15,6 +15,39 @@ import { h } from './dom';
 import { Box, place } from './labels';
 
 type Scatterplot = ReturnType<typeof createScatterplot>;
+type Rect = { x: number; y: number; width: number; height: number };
+
+/** Points sampled to find the frame, and the share of them left out on each side. */
+const FRAME_SAMPLE = 20_000;
+const FRAME_OUTSIDE = 0.002;
+
+/**
+ * The area (normalised coordinates) the view starts on and resets to: all but the outermost
+ * 0.2% of the points on each axis, with a margin. UMAP leaves a few points far from the rest,
+ * and framing them would shrink everything else into a corner; zooming out still shows them.
+ */
+function frame(xs: Float32Array, ys: Float32Array): Rect | null {
+  const n = xs.length;
+  if (n < 1_000) {
+    return null; // small maps: every point, regl-scatterplot's own fit
+  }
+  const step = Math.max(1, Math.floor(n / FRAME_SAMPLE));
+  const sx: number[] = [];
+  const sy: number[] = [];
+  for (let i = 0; i < n; i += step) {
+    sx.push(xs[i]);
+    sy.push(ys[i]);
+  }
+  const cut = (values: number[]): [number, number] => {
+    values.sort((a, b) => a - b);
+    const k = Math.floor(values.length * FRAME_OUTSIDE);
+    return [values[k], values[values.length - 1 - k]];
+  };
+  const [x0, x1] = cut(sx);
+  const [y0, y1] = cut(sy);
+  const margin = 0.05 * Math.max(x1 - x0, y1 - y0, 1e-6);
+  return { x: x0 - margin, y: y0 - margin, width: x1 - x0 + 2 * margin, height: y1 - y0 + 2 * margin };
+}
 type Renderer = ReturnType<typeof createRenderer>;
 
 /**
@@ -125,6 +158,7 @@ export class ScatterMap {
   private drawing: Promise<void> = Promise.resolve();
   private drawnOnce = false;
   private destroyed = false;
+  private home: Rect | null = null;
 
   constructor(events: ScatterEvents) {
     this.events = events;
@@ -199,6 +233,7 @@ export class ScatterMap {
       rows[i] = [x, y, 0, 0];
     }
     this.rows = rows;
+    this.home = frame(this.xs, this.ys);
     this.spatialIndex = undefined;
     // Fewer points, bigger dots.
     const size = n < 2_000 ? 10 : n < 20_000 ? 6 : n < 200_000 ? 3 : 2;
@@ -277,7 +312,15 @@ export class ScatterMap {
   }
 
   resetView(): void {
-    void this.plot.reset();
+    void this.goHome();
+  }
+
+  /** The view that frames the points, leaving out stray ones (see `frame`). */
+  private async goHome(): Promise<void> {
+    await this.plot.reset();
+    if (this.home) {
+      await this.plot.zoomToArea(this.home, { transition: false });
+    }
   }
 
   /** Where point `index` is in the map box (CSS px), from the current view. */
@@ -352,6 +395,7 @@ export class ScatterMap {
       this.drawnOnce = true;
       if (newPoints) {
         this.setSelection(this.selected);
+        await this.goHome();
       }
       this.requestOverlay();
       this.events.drawn(first);
