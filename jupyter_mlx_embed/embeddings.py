@@ -139,22 +139,40 @@ class Embeddings:
             ValueError: ``k`` is below 1, or the vector has the wrong shape or is zero.
             EmbedError: The string could not be embedded.
         """
-        k = operator.index(k)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        k = _checked_k(k)  # before embedding the query
         if isinstance(query, str):
             vector = api.embed(query, model=self.model, dimensions=self.dimensions)
             text: str | None = query
         else:
             vector = self._query_vector(query)
             text = None
-        scores = _unit_rows(self.vectors) @ _unit_rows(vector[None, :])[0]
+        return self.rank(self.similarity(vector)[:, 0], k, query=text)
+
+    def rank(self, scores: np.ndarray, k: int = 5, *, query: str | None = None) -> SearchResults:
+        """The ``k`` texts with the highest ``scores``, ranked as :meth:`search` ranks them.
+
+        For scores computed once and used again, e.g. ``similarity(vector)[:, 0]``.
+
+        Args:
+            scores: One score per text.
+            k: Number of hits; at most ``len(self)`` are returned.
+            query: The query the scores answer, kept on the results.
+
+        Raises:
+            ValueError: ``k`` is below 1, or not one score per text.
+        """
+        k = _checked_k(k)
+        scores = np.asarray(scores)
+        if scores.shape != (len(self),):
+            raise ValueError(
+                f"scores must hold one score per text ({len(self)}), got shape {scores.shape}"
+            )
         order = _top_k(scores, min(k, len(self)))
         hits = [
             Hit(rank=rank, index=int(i), score=float(scores[i]), text=self.texts[i])
             for rank, i in enumerate(order, start=1)
         ]
-        return SearchResults(hits, query=text, model=self.model)
+        return SearchResults(hits, query=query, model=self.model)
 
     def _query_vector(self, query: Any) -> np.ndarray:
         vector = np.asarray(query, dtype=np.float32)
@@ -451,6 +469,13 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     if np.all(np.abs(norms - 1) <= _UNIT_TOLERANCE):
         return matrix
     return (matrix / np.where(norms > 0, norms, 1)).astype(np.float32, copy=False)
+
+
+def _checked_k(k: int) -> int:
+    k = operator.index(k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return k
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -259,8 +259,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._lock = threading.RLock()
         self._quiet = False  # set while search_text() changes the query traits itself
         self._latest_seq = 0  # the newest query number sent (older answers are dropped)
-        self._vector: np.ndarray | None = None  # vector of the query on show
-        self._similarities: np.ndarray | None = None  # its float32 scores
+        self._similarities: np.ndarray | None = None  # float32 scores of the query on show
         self._map_version = 0  # bumped when the coordinates change
         self._cluster_result: Clusters | None = None
         self._display_id: str | None = None
@@ -678,7 +677,6 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _show(self, seq: int, text: str, vector: np.ndarray | None) -> None:
         """Publish the answer to query ``seq`` (``vector`` None: an empty query)."""
         n = len(self._embeddings)
-        self._vector = vector
         with self.hold_sync():
             if vector is None:
                 self._similarities = None
@@ -700,11 +698,10 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     def _hits(self, text: str | None) -> SearchResults:
         """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them."""
-        model = self._embeddings.model
-        if self._vector is None or not len(self._embeddings):
-            return SearchResults([], query=text, model=model)
-        found = self._embeddings.search(self._vector, min(self.k, len(self._embeddings)))
-        return SearchResults(list(found), query=text, model=model)
+        if self._similarities is None or not len(self._embeddings):
+            return SearchResults([], query=text, model=self._embeddings.model)
+        # The scores on show, not a second pass over every vector (0.2 s at a million).
+        return self._embeddings.rank(self._similarities, self.k, query=text)
 
     def _get_transport(self) -> Transport:
         return self._transport if self._transport is not None else api.get_transport()
@@ -739,7 +736,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
     @_reports_errors
     def _on_k(self, change: dict[str, Any]) -> None:
         with self._lock, self.hold_sync():
-            if self._vector is not None:
+            if self._similarities is not None:
                 self.top_k = _rows(self._hits(self.query))
             self._update_neighbors()
 
@@ -836,7 +833,6 @@ class SimilarityExplorer(anywidget.AnyWidget):
                 if seq is not None:
                     if seq != self._latest_seq:
                         return  # a stale query's failure says nothing about the newest one
-                    self._vector = None
                     self._similarities = None
                     self.scores = b""
                     self.score_range = []

@@ -373,3 +373,15 @@ def test_to_pandas_without_pandas_says_how_to_install_it(
         emb.to_pandas()
     with pytest.raises(ImportError, match="pip install pandas"):
         emb.search(PASSWORD_QUERY, k=1).to_pandas()
+
+
+def test_rank_of_scores_computed_once_matches_search(emb: Embeddings) -> None:
+    vector = emb.vectors[3]
+    ranked = emb.rank(emb.similarity(vector)[:, 0], 4, query="q")
+    searched = emb.search(vector, 4)
+    assert ranked.indices.tolist() == searched.indices.tolist() and ranked.query == "q"
+    np.testing.assert_array_equal(ranked.scores, searched.scores)
+    with pytest.raises(ValueError, match="one score per text"):
+        emb.rank(np.zeros(len(emb) + 1), 2)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        emb.rank(np.zeros(len(emb)), 0)
