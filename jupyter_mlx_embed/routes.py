@@ -173,12 +173,9 @@ def _decode_array(text: str, index: int) -> tuple[list[Any], int]:
                 continue
         item, index = _decode_value(text, index)
         items.append(item)
-        index = _skip(text, index)
-        if text.startswith("]", index):
-            return items, index + 1
-        if not text.startswith(",", index):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-        index = _skip(text, index + 1)
+        closed, index = _after_item(text, index, "]")
+        if closed:
+            return items, index
 
 
 def _decode_object(text: str, index: int) -> tuple[dict[str, Any], int]:
@@ -197,12 +194,20 @@ def _decode_object(text: str, index: int) -> tuple[dict[str, Any], int]:
             raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
         value, index = _decode_value(text, _skip(text, index + 1))
         members[key] = value
-        index = _skip(text, index)
-        if text.startswith("}", index):
-            return members, index + 1
-        if not text.startswith(",", index):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-        index = _skip(text, index + 1)
+        closed, index = _after_item(text, index, "}")
+        if closed:
+            return members, index
+
+
+def _after_item(text: str, index: int, close: str) -> tuple[bool, int]:
+    """After an array item or object member: whether ``close`` ends the container, and the
+    index past it or past the comma before the next item."""
+    index = _skip(text, index)
+    if text.startswith(close, index):
+        return True, index + 1
+    if not text.startswith(",", index):
+        raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+    return False, _skip(text, index + 1)
 
 
 def parse_large_json_body(body: bytes) -> Any:
