@@ -166,6 +166,15 @@ def pan(page: Page, box: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def _map_box(widget: Any) -> dict[str, float]:
+    """The map's box on the page, scrolled into view (the widget is taller than the page)."""
+    canvas = widget.locator("canvas.jme-map")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None, "the map is not on the page"
+    return dict(box)
+
+
 def measure(page: Page, panel: Any, n: int) -> dict[str, Any]:
     """One size in its own notebook ``panel``; returns the figures."""
     first = page.evaluate(_MARKS, "jme-first-draw")
@@ -181,9 +190,7 @@ def measure(page: Page, panel: Any, n: int) -> dict[str, Any]:
         "cell_end_to_map_s": None if drawn is None else drawn - kernel["ended"],
         "state_mb": kernel["bytes"] / 1e6,
     }
-    widget.scroll_into_view_if_needed()
-    box = widget.locator("canvas.jme-map").bounding_box()
-    assert box is not None, "the map is not on the page"
+    _map_box(widget)
     page.wait_for_timeout(1000)
     screenshot(page, f"bench-explorer-{n}.png")
 
@@ -202,11 +209,7 @@ def measure(page: Page, panel: Any, n: int) -> dict[str, Any]:
     page.wait_for_timeout(2000)
     screenshot(page, f"bench-explorer-{n}-umap.png")
     # Panning is measured on the finished map, the CPU no longer busy with UMAP.
-    canvas = widget.locator("canvas.jme-map")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    assert box is not None, "the map is not on the page"
-    result.update(pan(page, box))
+    result.update(pan(page, _map_box(widget)))
     screenshot(page, f"bench-explorer-{n}-panned.png")
     return result
 
