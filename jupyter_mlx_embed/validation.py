@@ -169,7 +169,14 @@ def check_inputs(
     if isinstance(inputs[0], str):
         check_texts(inputs, name=name, first_index=first_index)
         return False
-    if not allow_token_ids and isinstance(inputs[0], Sequence):
+    if isinstance(inputs[0], bytes) or not isinstance(inputs[0], Sequence):
+        # The first item decides what the others must be: name what it should have been.
+        raise InputTypeError(
+            f"{name}[{first_index}] must be a string or a list of token ids, got "
+            f"{type(inputs[0]).__name__}",
+            param="input",
+        )
+    if not allow_token_ids:
         raise InvalidRequestError(
             f"{name} holds token ids, which this server does not accept: ids from another "
             "tokenizer (such as the tiktoken ids that LangChain's OpenAIEmbeddings sends by "

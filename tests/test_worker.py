@@ -166,6 +166,7 @@ def test_engine_refuses_calls_from_other_threads(make_worker) -> None:
         ([[1, "x"]], "integer token ids"),
         ([[1, 2], "text"], "list of token ids"),
         ([[True]], "integer token ids"),
+        ([1.5, {"a": 1}], r"input\[0\] must be a string or a list of token ids, got float"),
     ],
 )
 def test_malformed_inputs_are_rejected_at_submit(make_worker, inputs, message) -> None:
