@@ -7,10 +7,12 @@ Run it directly (no extra dependencies)::
 Two parts, each taking turns between the variants round by round (the machine drifts, so only
 the ratios measured here mean anything; >1: the native kernels are faster):
 
-- per op, ns per element of its output, at the model's shapes for one stream's share of 32
-  rows of 24 and of 200 tokens (all-MiniLM-L6-v2: 384 wide, 12 heads, 1536 in the
-  feed-forward; with 4 streams, 8 rows): bias + GELU
-  (native / the MLX-op rational-erf GELU compiled / ``nn.gelu``), residual add + LayerNorm
+- per op, ns per element of its output, at the model's shapes for one sentence of 23 tokens
+  and one stream's share of 32 rows of 24 and of 200 tokens (all-MiniLM-L6-v2: 384 wide, 12
+  heads, 1536 in the feed-forward; with 4 streams, 8 rows), each on one thread: the fused
+  QKV product (native on packed weights / MLX's matmul on the bound BLAS), the feed-forward's
+  up product + bias + GELU (native, fused / BLAS then the MLX-op rational-erf GELU compiled /
+  BLAS then ``nn.gelu``), residual add + LayerNorm
   (native / the op-by-op LayerNorm of ``cpu_kernels`` / ``mx.fast.layer_norm``), attention
   from the fused projection of unpadded rows, head split included (native /
   ``cpu_kernels.attention`` compiled);
@@ -44,6 +46,7 @@ from jupyter_mlx_embed.registry import ModelRegistry
 
 DIM, HEADS, HIDDEN = 384, 12, 1536
 SHAPES = ((32, 24), (32, 200))
+OP_SHAPES = ((1, 23), *SHAPES)  # the ops also at one sentence's rows
 
 
 def best_time(fn: Callable[[], Any], mx: Any, repeats: int) -> float:
@@ -64,7 +67,13 @@ def op_cases(mx: Any, kernels: Any, batch: int, length: int) -> dict[str, dict[s
     from jupyter_mlx_embed.engine import cpu_kernels
 
     rows = batch * length
-    up, bias = mx.random.normal((rows, HIDDEN)), mx.random.normal((HIDDEN,))
+    x, w_i, bias = (
+        mx.random.normal((rows, DIM)),
+        mx.random.normal((HIDDEN, DIM)),
+        mx.random.normal((HIDDEN,)),
+    )
+    w_qkv = mx.random.normal((3 * DIM, DIM))
+    packed_i, packed_qkv_w = kernels.pack_linear(w_i), kernels.pack_linear(w_qkv)
     h, res = mx.random.normal((rows, DIM)), mx.random.normal((rows, DIM))
     b, g, beta = (mx.random.normal((DIM,)) for _ in range(3))
     # Attention on rows without padding (what packing gains is the end-to-end part's).
@@ -73,7 +82,7 @@ def op_cases(mx: Any, kernels: Any, batch: int, length: int) -> dict[str, dict[s
     offsets = mx.arange(0, rows + 1, length, dtype=mx.int32)
     key_mask = mx.zeros((batch, 1, length, 1))
     mean_weights = mx.full((DIM, 1), 1.0 / DIM)
-    gelu_ops = mx.compile(lambda x, bb: cpu_kernels.gelu(x + bb))
+    gelu_ops = mx.compile(lambda y, bb: cpu_kernels.gelu(y + bb))
     attend_ops = mx.compile(
         lambda t, m: cpu_kernels.attention(
             *(
@@ -93,11 +102,16 @@ def op_cases(mx: Any, kernels: Any, batch: int, length: int) -> dict[str, dict[s
         return centred * scale * g + beta
 
     return {
-        "bias+GELU": {
+        "QKV product": {
+            "elements": rows * 3 * DIM,
+            "native": lambda: kernels.linear(x, packed_qkv_w, 3 * DIM),
+            "BLAS matmul": lambda: x @ w_qkv.T,
+        },
+        "up product+bias+GELU": {
             "elements": rows * HIDDEN,
-            "native": lambda: kernels.bias_gelu(up, bias),
-            "MLX ops (compiled)": lambda: gelu_ops(up, bias),
-            "nn.gelu": lambda: nn.gelu(up + bias),
+            "native": lambda: kernels.linear(x, packed_i, HIDDEN, bias, gelu=True),
+            "BLAS + MLX ops (compiled)": lambda: gelu_ops(x @ w_i.T, bias),
+            "BLAS + nn.gelu": lambda: nn.gelu(x @ w_i.T + bias),
         },
         "add+LayerNorm": {
             "elements": rows * DIM,
@@ -115,7 +129,7 @@ def op_cases(mx: Any, kernels: Any, batch: int, length: int) -> dict[str, dict[s
 
 def bench_ops(mx: Any, kernels: Any, rounds: int, streams: int) -> list[dict[str, Any]]:
     results = []
-    for rows, length in SHAPES:
+    for rows, length in OP_SHAPES:
         batch = max(1, rows // streams)  # one stream's share, as the forward runs them
         for op, case in op_cases(mx, kernels, batch, length).items():
             elements = case.pop("elements")

@@ -52,15 +52,27 @@ def test_kernels_are_loaded_and_reported(worker: Worker) -> None:
     assert info["isa"] in ("avx2", "avx512")
 
 
-def test_bias_gelu_matches_exact_gelu(worker: Worker) -> None:
+def test_linear_with_bias_and_gelu_matches_exact_gelu(worker: Worker) -> None:
     def check(k: Any, mx: Any) -> float:
         import mlx.nn as nn
 
-        x, bias = mx.random.normal((3, 5, 37)) * 4, mx.random.normal((37,))
-        return float(mx.abs(k.bias_gelu(x, bias) - nn.gelu(x + bias)).max())
+        x, w, bias = (
+            mx.random.normal((3, 5, 37)),
+            mx.random.normal((75, 37)),
+            mx.random.normal((75,)),
+        )
+        expected = nn.gelu(x @ w.T + bias)
+        return max(
+            float(
+                mx.abs(
+                    k.linear(x, k.pack_linear(w), 75, bias, gelu=True, threads=t) - expected
+                ).max()
+            )
+            for t in (1, 2)
+        )
 
     for isa, error in on_worker(worker, check).items():
-        assert error < 5e-6, isa
+        assert error < 2e-5, isa
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -86,7 +98,7 @@ def test_attention_matches_masked_softmax_per_sequence(worker: Worker, width: in
     def check(k: Any, mx: Any) -> float:
         qkv = mx.random.normal((int(offsets[-1]), 3 * heads * width))
         query_bias = mx.random.normal((heads * width,))
-        got = k.attention(qkv, mx.array(offsets), heads, query_bias)
+        got = [k.attention(qkv, mx.array(offsets), heads, query_bias, threads=t) for t in (1, 2, 3)]
         # Reference: the packed sequences padded into one batch, padding masked out.
         longest = max(LENGTHS)
         index = np.zeros((len(LENGTHS), longest), dtype=np.int32)
@@ -100,22 +112,96 @@ def test_attention_matches_masked_softmax_per_sequence(worker: Worker, width: in
         expected = (weights @ v).transpose(0, 2, 1, 3).reshape(len(LENGTHS), longest, -1)
         rows = np.flatnonzero(valid)  # padded positions of the packed tokens, in order
         expected = expected.reshape(-1, heads * width)[mx.array(rows.astype(np.int32))]
-        return float(mx.abs(got - expected).max())
+        return max(float(mx.abs(g - expected).max()) for g in got)
 
     for isa, error in on_worker(worker, check).items():
         assert error < 1e-5, isa
+
+
+@pytest.mark.parametrize("rows", [1, 7, 13, 25, 100])
+def test_linear_matches_matmul(worker: Worker, rows: int) -> None:
+    """Packed products against MLX's matmul: columns that are no multiple of a panel, rows
+    that are no multiple of a tile, and the columns split over one to three threads."""
+
+    def check(k: Any, mx: Any) -> float:
+        worst = 0.0
+        for cols, depth in ((37, 5), (33, 17), (1152, 384), (384, 1536)):
+            w, x = mx.random.normal((cols, depth)), mx.random.normal((rows, depth))
+            packed = k.pack_linear(w)
+            expected = x @ w.T
+            scale = float(mx.abs(expected).max())
+            for threads in (1, 2, 3):
+                got = k.linear(x, packed, cols, threads=threads)
+                worst = max(worst, float(mx.abs(got - expected).max()) / scale)
+        return worst
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-5, isa
+
+
+def test_linear_on_two_streams_at_once(worker: Worker) -> None:
+    """Two streams asking for the helper threads together: one gets them, the other runs
+    alone, and both get their own product."""
+
+    def check(k: Any, mx: Any) -> float:
+        streams = [mx.new_stream(mx.cpu) for _ in range(2)]
+        w = mx.random.normal((1536, 384))
+        packed = k.pack_linear(w)
+        xs = [mx.random.normal((40, 384)) for _ in streams]
+        outs = []
+        for _ in range(20):
+            for s, x in zip(streams, xs, strict=True):
+                with mx.stream(s):
+                    outs.append(k.linear(x, packed, 1536, threads=2))
+        mx.eval(outs)
+        return max(float(mx.abs(out - xs[i % 2] @ w.T).max()) for i, out in enumerate(outs))
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-3, isa
+
+
+def test_linear_helpers_work_in_a_forked_child(tmp_path: Path) -> None:
+    """A fork keeps none of the parent's helper threads: the child starts its own instead of
+    waiting for threads that do not exist."""
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os\n"
+        "from jupyter_mlx_embed.engine import blas, native\n"
+        "blas.preload_fast_blas()\n"
+        "import mlx.core as mx\n"
+        "k = native.load_kernels()\n"
+        "w = mx.random.normal((384, 384))\n"
+        "p = k.pack_linear(w)\n"
+        "x = mx.random.normal((9, 384))\n"
+        "mx.eval(k.linear(x, p, 384, threads=2))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    s = mx.new_stream(mx.cpu)\n"
+        "    with mx.stream(s):\n"
+        "        err = float(mx.abs(k.linear(x, p, 384, threads=2) - x @ w.T).max())\n"
+        "    os._exit(0 if err < 1e-3 else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([sys.executable, str(script)], timeout=120, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
 def test_bad_arguments_are_named(worker: Worker) -> None:
     def check(k: Any, mx: Any) -> list[str]:
         messages = []
         for call in (
-            lambda: k.bias_gelu(mx.zeros((2, 8)), mx.zeros((7,))),
+            lambda: k.linear(mx.zeros((2, 8)), k.pack_linear(mx.zeros((5, 8))), 5, mx.zeros((7,))),
             lambda: k.add_layernorm(
                 mx.zeros((2, 8)), mx.zeros((2, 9)), None, *[mx.ones(8)] * 2, 1e-5
             ),
             lambda: k.attention(mx.zeros((4, 10)), mx.array([0, 4]), 2),
-            lambda: k.bias_gelu(mx.zeros((2, 8), dtype=mx.float16), mx.zeros((8,))),
+            lambda: k.add_layernorm(
+                mx.zeros((2, 8), dtype=mx.float16), None, None, *[mx.ones(8)] * 2, 1e-5
+            ),
+            lambda: k.linear(mx.zeros((2, 8)), k.pack_linear(mx.zeros((5, 9))), 5),
+            lambda: k.linear(mx.zeros((2, 8)), k.pack_linear(mx.zeros((5, 8))), 50),
         ):
             with pytest.raises(ValueError) as caught:
                 call()
@@ -123,10 +209,12 @@ def test_bad_arguments_are_named(worker: Worker) -> None:
         return messages
 
     for messages in on_worker(worker, check).values():
-        assert messages[0].startswith("bias must have shape (8,)")
+        assert messages[0].startswith("bias must have shape (5,)")
         assert messages[1].startswith("residual must have the shape of h")
         assert "3 * heads" in messages[2]
-        assert messages[3].startswith("x must be float32")
+        assert messages[3].startswith("h must be float32")
+        assert messages[4].startswith("packed must come from pack_linear")
+        assert messages[5].startswith("cols must be the packed weight's output features")
 
 
 def test_model_vectors_with_and_without_native_kernels(worker: Worker, corpus) -> None:

@@ -18,10 +18,12 @@ runs the same weights through the same post-LayerNorm BERT computation with:
   on separate threads (its only way to use more than one core for non-BLAS work).
 
 Where the C++ kernels of :mod:`.native` load (Linux x86-64, built at install time), the same
-forward runs on them instead: fused bias + exact-erf GELU, residual add + LayerNorm, and
-attention reading the heads in place from one fused QKV product, all vectorised (AVX2 or
-AVX-512), with every part of a batch packed (its tokens only, no padding: only the attention
-needs to know where each sequence starts) and nothing compiled per shape. The MLX-op version
+forward runs on them instead: matrix products on weights packed once (the feed-forward's
+bias and exact-erf GELU fused in), residual add + LayerNorm, and attention reading the heads
+in place from one fused QKV product, all vectorised (AVX2 or AVX-512), with every part of a
+batch packed (its tokens only, no padding: only the attention needs to know where each
+sequence starts) and nothing compiled per shape. A batch of one part (one text, say) splits
+its products and attention over the cores. The MLX-op version
 above is the fallback when they are unavailable.
 
 Only the CPU device uses it; on Metal and CUDA the stock mlx-embeddings forward runs as is.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -139,6 +142,13 @@ def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array) -> mx.a
     return summed[..., :width] / summed[..., width:]
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class _Layer(NamedTuple):
     """One encoder layer's weights, rearranged for :class:`FastEncoder`.
 
@@ -181,13 +191,26 @@ def _prepare_layer(layer: Any, heads: int) -> _Layer:
     return prepared
 
 
-def _fuse_qkv(layer: _Layer) -> mx.array:
-    """The query, key and value projections as one (3 dim, dim) matrix (of the biases only
-    the query's remains: see :class:`_Layer`)."""
-    w_q, _, w_k, w_v, _ = layer.attention
-    fused = mx.concatenate([w_q, w_k, w_v])
-    mx.eval(fused)
-    return fused
+class _Packed(NamedTuple):
+    """One layer's four matrix products as weights packed for the native ``linear`` op, with
+    their output widths. The query, key and value projections are one (3 dim, dim) product
+    (of their biases only the query's remains: see :class:`_Layer`)."""
+
+    qkv: mx.array
+    output: mx.array
+    up: mx.array
+    down: mx.array
+    widths: tuple[int, int, int, int]
+
+
+def _pack(kernels: ModuleType, layer: _Layer) -> _Packed:
+    w_q, _, w_k, w_v, w_o = layer.attention
+    w_i, _, w_d = layer.feed_forward
+    weights = (mx.concatenate([w_q, w_k, w_v]), w_o, w_i, w_d)
+    packed = [kernels.pack_linear(w) for w in weights]
+    mx.eval(packed)
+    widths = tuple(int(w.shape[0]) for w in weights)
+    return _Packed(*packed, widths=widths)  # type: ignore[arg-type]
 
 
 class FastEncoder:
@@ -213,8 +236,8 @@ class FastEncoder:
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
         self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
-        # The native attention reads queries, keys and values from one fused projection.
-        self._qkv = [_fuse_qkv(layer) for layer in self._layers] if kernels else []
+        # The native matrix products take their weights packed once, here.
+        self._packed = [_pack(kernels, layer) for layer in self._layers] if kernels else []
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
@@ -265,12 +288,15 @@ class FastEncoder:
         scale = mx.rsqrt(mx.square(centred) @ self._mean_weights + self._eps)
         return centred * scale * weight + bias
 
-    def _native_forward(self, ids: mx.array, positions: mx.array, offsets: mx.array) -> mx.array:
+    def _native_forward(
+        self, ids: mx.array, positions: mx.array, offsets: mx.array, threads: int
+    ) -> mx.array:
         """Hidden states (tokens x dim) of a packed batch, on the C++ kernels (:mod:`.native`).
 
         Every token is a row of one matrix (the sequences one after the other, no padding),
         so only the attention needs to know where each sequence starts: ``offsets``. No
-        ``mx.compile``, hence no trace per shape and no JIT compiler at run time.
+        ``mx.compile``, hence no trace per shape and no JIT compiler at run time. The matrix
+        products and the attention split their work over ``threads`` threads.
         """
         k = self._kernels
         assert k is not None
@@ -281,15 +307,18 @@ class FastEncoder:
             + emb.token_type_embeddings.weight[0]
         )
         x = k.add_layernorm(h, None, None, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
-        for layer, w_qkv in zip(self._layers, self._qkv, strict=True):
+        for layer, packed in zip(self._layers, self._packed, strict=True):
+            qkv, out, up, down = packed.widths
             # The query bias is added as the attention reads the queries (not by an addmm,
             # which would first copy it into every row of the product).
             b_q = layer.attention[1]
-            context = k.attention(x @ w_qkv.T, offsets, self._heads, b_q)
-            h = context @ layer.attention[4].T
+            q_k_v = k.linear(x, packed.qkv, qkv, threads=threads)
+            context = k.attention(q_k_v, offsets, self._heads, b_q, threads=threads)
+            h = k.linear(context, packed.output, out, threads=threads)
             x = k.add_layernorm(h, x, layer.attention_bias, *layer.norm1, self._eps)
-            w_i, b_i, w_d = layer.feed_forward
-            h = k.bias_gelu(x @ w_i.T, b_i) @ w_d.T
+            b_i = layer.feed_forward[1]
+            h = k.linear(x, packed.up, up, b_i, gelu=True, threads=threads)
+            h = k.linear(h, packed.down, down, threads=threads)
             x = k.add_layernorm(h, x, layer.feed_forward_bias, *layer.norm2, self._eps)
         return x
 
@@ -301,6 +330,8 @@ class FastEncoder:
         the hidden states are gathered back into (rows, longest, dim) for pooling."""
         lengths = mask.sum(axis=1).astype(np.int64)
         bounds = packed_bounds(lengths, len(self._streams))
+        # One part (a single text, say) runs on one stream: its products use every core.
+        threads = min(len(self._streams), _cores()) if len(bounds) == 2 else 1
         first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
         outputs = []
         for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
@@ -315,6 +346,7 @@ class FastEncoder:
                     mx.array(ids[lo:hi, :width][valid].astype(np.int32)),
                     mx.array(positions[valid] + first_position),
                     mx.array(offsets),
+                    threads,
                 )
                 outputs.append(pool(hidden[mx.array(gather)], mx.array(valid, dtype=mx.float32)))
         mx.eval(*outputs)

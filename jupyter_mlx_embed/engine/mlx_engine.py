@@ -162,12 +162,11 @@ class Engine:
         ids, mask = _pad(rows, loaded.spec.pad_token_id)
         mode = loaded.spec.pooling
         if loaded.fast is not None:
-            pooled = loaded.fast(ids, mask, lambda h, m: _pool(mx, mode, h, m))
+            # Normalised on each part's own stream: no hand-over to another stream's thread.
+            vectors = loaded.fast(ids, mask, lambda h, m: _normalize(mx, _pool(mx, mode, h, m)))
         else:
             hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
-            pooled = _pool(mx, mode, hidden, mx.array(mask))
-        norm = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
-        vectors = pooled / mx.maximum(norm, 1e-12)
+            vectors = _normalize(mx, _pool(mx, mode, hidden, mx.array(mask)))
         mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 
@@ -330,6 +329,12 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.nda
         ids[i, : len(row)] = row
         mask[i, : len(row)] = 1.0
     return ids, mask
+
+
+def _normalize(mx: Any, pooled: Any) -> Any:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norm = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
+    return pooled / mx.maximum(norm, 1e-12)
 
 
 def _pool(mx: Any, mode: str, hidden: Any, mask: Any) -> Any:

@@ -1,8 +1,9 @@
 """Build, cache and load the CPU fast path's C++ kernels (an MLX extension; engine-private).
 
-``native_kernels.cpp`` defines MLX primitives (fused bias + GELU, residual add + LayerNorm,
-attention over a fused QKV projection) and ``native_simd.cpp`` their vectorised loops, built
-once for AVX2+FMA and once for AVX-512 and picked at run time. They are compiled with the
+``native_kernels.cpp`` defines MLX primitives (matrix products on packed weights with fused
+bias + GELU, residual add + LayerNorm, attention over a fused QKV projection) and
+``native_simd.cpp`` their vectorised loops, built once for AVX2+FMA and once for AVX-512 and
+picked at run time. They are compiled with the
 system C++ compiler and CMake against the installed mlx wheel's headers, with nanobind in
 MLX's nanobind domain so that ``mlx.core.array`` objects pass straight through. The build is
 cached like the BLAS shim (key: sources, mlx, nanobind, Python and compiler versions);
@@ -265,7 +266,7 @@ def _self_test(module: ModuleType) -> None:
     with mx.stream(mx.cpu):
         x = mx.ones((4, 6))
         outputs = (
-            module.bias_gelu(x, mx.zeros((6,))),
+            module.linear(x, module.pack_linear(x), 4, mx.zeros((4,)), True, 2),
             module.add_layernorm(x, x, None, mx.ones((6,)), mx.zeros((6,)), 1e-5),
             module.attention(x, mx.array([0, 3, 4]), 1),
         )

@@ -1,17 +1,25 @@
-// MLX primitives for the CPU fast path (engine-private): fused bias + GELU, residual add +
-// LayerNorm, and multi-head attention over a fused QKV projection, each one pass of
-// vectorised code where MLX's x86 CPU backend runs several scalar ones.
+// MLX primitives for the CPU fast path (engine-private): matrix products with weights packed
+// once (bias and GELU fused in), residual add + LayerNorm, and multi-head attention over a
+// fused QKV projection, each one pass of vectorised code where MLX's x86 CPU backend runs
+// several scalar ones (or OpenBLAS, slow on a few rows, the products).
 //
 // Built at install time (jupyter_mlx_embed/engine/native.py) with nanobind in MLX's nanobind
 // domain, so mlx.core.array objects pass in and out as they are and the ops join MLX's lazy
 // graph like any other: they run on the stream that is current when they are called.
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <thread>
+#include <mutex>
 #include <vector>
+
+#include <unistd.h>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
@@ -31,28 +39,31 @@ namespace jme_native {
 
 #define JME_DECLARE_KERNELS(isa)                                                             \
   namespace isa {                                                                            \
-  void bias_gelu(const float*, const float*, float*, int64_t, int64_t);                      \
   void add_layernorm(const float*, const float*, const float*, const float*, const float*,   \
                      float*, int64_t, int64_t, float);                                       \
   int64_t attention_scratch(int64_t, int64_t);                                               \
   void attention(const float*, const float*, const int32_t*, float*, float*, int64_t,       \
                  int64_t, int64_t, int64_t);                                                 \
+  int64_t panel_width();                                                                     \
+  void packed_product(const float*, const float*, const float*, bool, float*, int64_t,        \
+                      int64_t, int64_t, int64_t, int64_t);                                   \
   }
 JME_DECLARE_KERNELS(avx2)
 JME_DECLARE_KERNELS(avx512)
 
 struct Kernels {
   const char* name;
-  decltype(&avx2::bias_gelu) bias_gelu;
   decltype(&avx2::add_layernorm) add_layernorm;
   decltype(&avx2::attention_scratch) attention_scratch;
   decltype(&avx2::attention) attention;
+  decltype(&avx2::panel_width) panel_width;
+  decltype(&avx2::packed_product) packed_product;
 };
 
-const Kernels kAvx2{"avx2", avx2::bias_gelu, avx2::add_layernorm, avx2::attention_scratch,
-                    avx2::attention};
-const Kernels kAvx512{"avx512", avx512::bias_gelu, avx512::add_layernorm,
-                      avx512::attention_scratch, avx512::attention};
+const Kernels kAvx2{"avx2",          avx2::add_layernorm, avx2::attention_scratch,
+                    avx2::attention, avx2::panel_width,  avx2::packed_product};
+const Kernels kAvx512{"avx512",          avx512::add_layernorm, avx512::attention_scratch,
+                      avx512::attention, avx512::panel_width,  avx512::packed_product};
 
 bool supports(const Kernels& k) {
   __builtin_cpu_init();
@@ -89,6 +100,94 @@ void set_isa(const std::string& name) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Helper threads: one batch's matrix product split over the cores
+// ------------------------------------------------------------------------------------------
+
+// A batch of one part runs on one MLX stream, hence one thread. Its matrix products can use
+// the other cores through these helpers: the caller takes the first share of the panels and
+// each helper one of the rest. Between jobs a helper spins briefly (the next product of the
+// same forward pass follows within microseconds), then sleeps on an atomic wait.
+class Helpers {
+ public:
+  using Task = void (*)(const void* job, int64_t first, int64_t last);
+
+  // Runs task over [0, count) in `shares` contiguous shares, the first on this thread.
+  // Falls back to this thread alone while another caller holds the helpers.
+  void run(Task task, const void* job, int64_t count, int shares) {
+    shares = static_cast<int>(std::min<int64_t>({shares, count, kMaxShares}));
+    std::unique_lock<std::mutex> hold(busy_, std::try_to_lock);
+    if (shares < 2 || !hold.owns_lock() || !start(shares - 1)) {
+      task(job, 0, count);
+      return;
+    }
+    task_ = task;
+    job_ = job;
+    count_ = count;
+    shares_ = shares;
+    pending_.store(shares - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    task(job, 0, count / shares);
+    while (pending_.load(std::memory_order_acquire) != 0) __builtin_ia32_pause();
+  }
+
+ private:
+  static constexpr int kMaxShares = 64;
+  static constexpr std::chrono::microseconds kSpin{100};
+
+  // Makes sure `wanted` helpers run in this process (a fork leaves the child none).
+  bool start(int wanted) {
+    if (owner_ != getpid()) {
+      threads_ = 0;
+      owner_ = getpid();
+    }
+    try {
+      for (; threads_ < wanted; ++threads_)
+        std::thread(&Helpers::serve, this, threads_ + 1, generation_.load()).detach();
+    } catch (const std::system_error&) {
+      return threads_ >= wanted;
+    }
+    return true;
+  }
+
+  void serve(int index, uint64_t seen) {
+    for (;;) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      uint64_t now = generation_.load(std::memory_order_acquire);
+      while (now == seen && std::chrono::steady_clock::now() < until) {
+        __builtin_ia32_pause();
+        now = generation_.load(std::memory_order_acquire);
+      }
+      if (now == seen) {
+        generation_.wait(seen, std::memory_order_acquire);
+        continue;
+      }
+      seen = now;
+      if (index < shares_) {
+        task_(job_, count_ * index / shares_, count_ * (index + 1) / shares_);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::mutex busy_;
+  pid_t owner_ = getpid();
+  int threads_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  Task task_ = nullptr;
+  const void* job_ = nullptr;
+  int64_t count_ = 0;
+  int shares_ = 0;
+};
+
+// Never destroyed: detached helpers may still be waiting on it at exit.
+Helpers& helpers() {
+  static Helpers* shared = new Helpers();
+  return *shared;
+}
+
+// ------------------------------------------------------------------------------------------
 // Primitives
 // ------------------------------------------------------------------------------------------
 
@@ -101,31 +200,6 @@ class CpuOnly : public mx::Primitive {
 };
 
 void allocate(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
-
-class BiasGelu : public CpuOnly {
- public:
-  using CpuOnly::CpuOnly;
-  const char* name() const override { return "JmeBiasGelu"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return dynamic_cast<const BiasGelu*>(&other) != nullptr;
-  }
-
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const mx::array& x = inputs[0];
-    mx::array& out = outputs[0];
-    allocate(out);
-    const int64_t cols = x.shape(-1);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(inputs[1]);
-    encoder.set_output_array(out);
-    encoder.dispatch([kernel = kernels().bias_gelu, x = x.data<float>(),
-                      bias = inputs[1].data<float>(), o = out.data<float>(),
-                      rows = static_cast<int64_t>(x.size()) / cols, cols]() {
-      kernel(x, bias, o, rows, cols);
-    });
-  }
-};
 
 class AddLayerNorm : public CpuOnly {
  public:
@@ -165,11 +239,31 @@ class AddLayerNorm : public CpuOnly {
 
 class Attention : public CpuOnly {
  public:
-  Attention(mx::Stream stream, int heads) : CpuOnly(stream), heads_(heads) {}
+  Attention(mx::Stream stream, int heads, int threads)
+      : CpuOnly(stream), heads_(heads), threads_(threads) {}
   const char* name() const override { return "JmeAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const Attention*>(&other);
-    return o && o->heads_ == heads_;
+    return o && o->heads_ == heads_ && o->threads_ == threads_;
+  }
+
+  struct Job {
+    const Kernels* k;
+    const float* qkv;
+    const float* query_bias;
+    const int32_t* bounds;
+    float* out;
+    int64_t heads, width, scratch;
+  };
+
+  // The (sequence, head) pairs [first, last), with this thread's scratch buffer (grown as
+  // needed and kept).
+  static void share(const void* job, int64_t first, int64_t last) {
+    const auto* j = static_cast<const Job*>(job);
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < static_cast<size_t>(j->scratch)) scratch.resize(j->scratch);
+    j->k->attention(j->qkv, j->query_bias, j->bounds, j->out, scratch.data(), first, last,
+                    j->heads, j->width);
   }
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
@@ -183,10 +277,10 @@ class Attention : public CpuOnly {
     for (const auto& in : inputs) encoder.set_input_array(in);
     encoder.set_output_array(out);
     encoder.dispatch([k = &kernels(), qkv = qkv.data<float>(), query_bias,
-                      offsets = offsets.data<int32_t>(),
-                      o = out.data<float>(), sequences = static_cast<int64_t>(offsets.size()) - 1,
+                      offsets = offsets.data<int32_t>(), o = out.data<float>(),
+                      sequences = static_cast<int64_t>(offsets.size()) - 1,
                       tokens = static_cast<int64_t>(qkv.shape(0)),
-                      heads = static_cast<int64_t>(heads_), width]() {
+                      heads = static_cast<int64_t>(heads_), width, threads = threads_]() {
       // The offsets are read here, on the stream, where their values are known. A task
       // cannot report an error, so offsets out of order or range are clamped (the Python
       // side never makes such), and rows outside every sequence are zeroed.
@@ -201,17 +295,72 @@ class Attention : public CpuOnly {
       const int64_t dim = heads * width;
       std::fill(o, o + bounds[0] * dim, 0.0f);
       std::fill(o + bounds[sequences] * dim, o + tokens * dim, 0.0f);
-      // One scratch buffer per stream thread, grown as needed and kept.
-      thread_local std::vector<float> scratch;
-      const auto need = static_cast<size_t>(k->attention_scratch(longest, width));
-      if (scratch.size() < need) scratch.resize(need);
-      k->attention(qkv, query_bias, bounds.data(), o, scratch.data(), 0, sequences, heads,
-                   width);
+      const Job job{k,     qkv,   query_bias, bounds.data(), o,
+                    heads, width, k->attention_scratch(longest, width)};
+      helpers().run(&Attention::share, &job, sequences * heads, threads);
     });
   }
 
  private:
   int heads_;
+  int threads_;
+};
+
+class PackedLinear : public CpuOnly {
+ public:
+  PackedLinear(mx::Stream stream, int64_t cols, bool bias, bool gelu, int threads)
+      : CpuOnly(stream), cols_(cols), bias_(bias), gelu_(gelu), threads_(threads) {}
+  const char* name() const override { return "JmePackedLinear"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const PackedLinear*>(&other);
+    return o && o->cols_ == cols_ && o->bias_ == bias_ && o->gelu_ == gelu_ &&
+           o->threads_ == threads_;
+  }
+
+  struct Job {
+    decltype(&avx2::packed_product) kernel;
+    const float* x;
+    const float* packed;
+    const float* bias;
+    bool gelu;
+    float* out;
+    int64_t rows, depth, cols;
+  };
+
+  static void share(const void* job, int64_t first, int64_t last) {
+    const auto* j = static_cast<const Job*>(job);
+    j->kernel(j->x, j->packed, j->bias, j->gelu, j->out, j->rows, j->depth, j->cols, first,
+              last);
+  }
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const mx::array& x = inputs[0];
+    const mx::array& packed = inputs[1];
+    mx::array& out = outputs[0];
+    allocate(out);
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (const auto& in : inputs) encoder.set_input_array(in);
+    encoder.set_output_array(out);
+    const int64_t depth = x.shape(-1);
+    const Job job{kernels().packed_product,
+                  x.data<float>(),
+                  packed.data<float>(),
+                  bias_ ? inputs[2].data<float>() : nullptr,
+                  gelu_,
+                  out.data<float>(),
+                  static_cast<int64_t>(x.size()) / depth,
+                  depth,
+                  cols_};
+    encoder.dispatch([job, panels = static_cast<int64_t>(packed.shape(0)), threads = threads_]() {
+      helpers().run(&PackedLinear::share, &job, panels, threads);
+    });
+  }
+
+ private:
+  int64_t cols_;
+  bool bias_;
+  bool gelu_;
+  int threads_;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -228,14 +377,6 @@ void check_vector(const mx::array& v, int64_t size, const char* what) {
   if (v.ndim() != 1 || v.shape(0) != size)
     throw std::invalid_argument(std::string(what) + " must have shape (" +
                                 std::to_string(size) + ",)");
-}
-
-mx::array bias_gelu(const mx::array& x, const mx::array& bias) {
-  if (x.ndim() < 1) throw std::invalid_argument("x must have at least one dimension");
-  check_vector(bias, x.shape(-1), "bias");
-  mx::Stream s = mx::default_stream(mx::default_device());
-  return mx::array(x.shape(), mx::float32, std::make_shared<BiasGelu>(s),
-                   {float_input(x, "x"), float_input(bias, "bias")});
 }
 
 mx::array add_layernorm(const mx::array& h, const std::optional<mx::array>& residual,
@@ -264,7 +405,7 @@ mx::array add_layernorm(const mx::array& h, const std::optional<mx::array>& resi
 }
 
 mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
-                    const std::optional<mx::array>& query_bias) {
+                    const std::optional<mx::array>& query_bias, int threads) {
   if (qkv.ndim() != 2) throw std::invalid_argument("qkv must be (tokens, 3 * dim)");
   if (heads < 1 || qkv.shape(1) % (3 * heads) != 0)
     throw std::invalid_argument("qkv's last dimension must be 3 * heads * head width");
@@ -278,7 +419,42 @@ mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
   }
   mx::Stream s = mx::default_stream(mx::default_device());
   mx::Shape shape{qkv.shape(0), qkv.shape(1) / 3};
-  return mx::array(std::move(shape), mx::float32, std::make_shared<Attention>(s, heads),
+  if (threads < 1) throw std::invalid_argument("threads must be at least 1");
+  return mx::array(std::move(shape), mx::float32,
+                   std::make_shared<Attention>(s, heads, threads), std::move(inputs));
+}
+
+mx::array pack_linear(const mx::array& weight) {
+  if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
+  const int64_t panel = kernels().panel_width();
+  const int64_t cols = weight.shape(0), depth = weight.shape(1);
+  const int64_t panels = (cols + panel - 1) / panel;
+  mx::array padded = mx::pad(float_input(weight, "weight"), {{0, panels * panel - cols}, {0, 0}});
+  mx::array packed = mx::reshape(padded, {static_cast<int>(panels), static_cast<int>(panel),
+                                          static_cast<int>(depth)});
+  return mx::contiguous(mx::transpose(packed, {0, 2, 1}));
+}
+
+mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
+                 const std::optional<mx::array>& bias, bool gelu, int threads) {
+  const int64_t panel = kernels().panel_width();
+  if (x.ndim() < 1) throw std::invalid_argument("x must have at least one dimension");
+  if (packed.ndim() != 3 || packed.shape(2) != panel || packed.shape(1) != x.shape(-1))
+    throw std::invalid_argument(
+        "packed must come from pack_linear with the kernels in use and x's last dimension");
+  if (cols < 1 || cols > packed.shape(0) * panel || cols <= (packed.shape(0) - 1) * panel)
+    throw std::invalid_argument("cols must be the packed weight's output features");
+  if (threads < 1) throw std::invalid_argument("threads must be at least 1");
+  std::vector<mx::array> inputs{float_input(x, "x"), float_input(packed, "packed")};
+  if (bias) {
+    check_vector(*bias, cols, "bias");
+    inputs.push_back(float_input(*bias, "bias"));
+  }
+  mx::Shape shape = x.shape();
+  shape.back() = static_cast<int>(cols);
+  mx::Stream s = mx::default_stream(mx::default_device());
+  return mx::array(std::move(shape), mx::float32,
+                   std::make_shared<PackedLinear>(s, cols, bias.has_value(), gelu, threads),
                    std::move(inputs));
 }
 
@@ -286,16 +462,21 @@ mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
 
 NB_MODULE(_jme_native, m) {
   m.doc() = "Fused CPU kernels for jupyter_mlx_embed's BERT fast path (MLX primitives).";
-  m.def("bias_gelu", &jme_native::bias_gelu, "x"_a, "bias"_a,
-        "gelu(x + bias) with the exact (erf) GELU, bias along the last axis.");
   m.def("add_layernorm", &jme_native::add_layernorm, "h"_a, "residual"_a.none(),
         "bias"_a.none(), "weight"_a, "norm_bias"_a, "eps"_a,
         "LayerNorm(h + residual + bias) * weight + norm_bias over the last axis.");
   m.def("attention", &jme_native::attention, "qkv"_a, "offsets"_a, "heads"_a,
-        "query_bias"_a.none() = nb::none(),
+        "query_bias"_a.none() = nb::none(), "threads"_a = 1,
         "Softmax attention per head and sequence over a packed (tokens, 3 * dim) fused "
         "projection with scaled queries (plus query_bias); sequence b is rows offsets[b] to "
-        "offsets[b + 1].");
+        "offsets[b + 1]; the (sequence, head) pairs are split over `threads` threads.");
+  m.def("pack_linear", &jme_native::pack_linear, "weight"_a,
+        "A linear layer's (out, in) weight packed for linear() with the kernels in use.");
+  m.def("linear", &jme_native::linear, "x"_a, "packed"_a, "cols"_a,
+        "bias"_a.none() = nb::none(), "gelu"_a = false, "threads"_a = 1,
+        "x @ weight.T (+ bias, then the exact (erf) GELU if gelu) for a weight packed by "
+        "pack_linear (cols: its output features), its columns split over `threads` threads "
+        "(the stream's own and helpers).");
   m.def("isa", [] { return std::string(jme_native::kernels().name); },
         "The instruction set of the kernels in use.");
   m.def("set_isa", &jme_native::set_isa, "name"_a, "Use the 'avx2' or 'avx512' kernels.");
