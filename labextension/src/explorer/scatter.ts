@@ -50,30 +50,73 @@ function frame(xs: Float32Array, ys: Float32Array): Rect | null {
 }
 type Renderer = ReturnType<typeof createRenderer>;
 
-/**
- * One WebGL renderer for every map on the page (browsers allow few WebGL contexts), with a
- * drawing buffer only as large as the largest map. regl-scatterplot's default renderer is as
- * large as the window, and every frame passes over all of it twice (a float framebuffer,
- * then the copy onto the map's canvas), however small the map.
- */
-const liveMaps = new Set<HTMLElement>();
-let sharedRenderer: Renderer | undefined;
+/** Stands in for the 2-D canvas regl-scatterplot's renderer copies each frame onto: no copy. */
+const NO_COPY = {
+  width: 0,
+  height: 0,
+  getContext: () => ({ clearRect: () => undefined, drawImage: () => undefined })
+} as unknown as HTMLCanvasElement;
 
-function renderer(): Renderer {
-  if (!sharedRenderer || sharedRenderer.isDestroyed) {
-    sharedRenderer = createRenderer({ canvas: document.createElement('canvas') });
-  }
-  return sharedRenderer;
+/** A map's renderer, and how many points it draws (a cap while the view moves). */
+interface PointsRenderer {
+  readonly renderer: Renderer;
+  /** Most points drawn a frame (Infinity: all); see ScatterMap.move. */
+  budget: number;
 }
 
-function fitRenderer(): void {
-  let width = 1;
-  let height = 1;
-  for (const element of liveMaps) {
-    width = Math.max(width, element.clientWidth);
-    height = Math.max(height, element.clientHeight);
+/**
+ * A renderer drawing into `canvas`, shown as the map itself. regl-scatterplot's renderer
+ * draws into its own (offscreen) canvas and copies every frame onto the map's 2-D canvas
+ * with `drawImage`, a read-back that makes the main thread wait until the GPU (software
+ * WebGL: the rasteriser) has drawn every point; without it the browser composites the
+ * WebGL canvas itself. One WebGL context a map (released by `ScatterMap.destroy`).
+ *
+ * `budget` caps the point bodies, the first points regl-scatterplot draws in a frame (the
+ * hovered and selected points come after them and are drawn in full).
+ */
+function directRenderer(canvas: HTMLCanvasElement): PointsRenderer {
+  const base = createRenderer({ canvas });
+  const gl = base.regl._gl;
+  const drawArrays = gl.drawArrays.bind(gl);
+  let bodies = false;
+  const points: PointsRenderer = {
+    renderer: Object.create(base, {
+      render: {
+        value: (draw: () => void) => {
+          bodies = true;
+          base.render(draw, NO_COPY);
+          bodies = false;
+        }
+      }
+    }) as Renderer,
+    budget: Infinity
+  };
+  gl.drawArrays = (mode: GLenum, first: GLint, count: GLsizei): void => {
+    if (bodies && mode === gl.POINTS) {
+      bodies = false;
+      count = Math.min(count, points.budget);
+    }
+    drawArrays(mode, first, count);
+  };
+  return points;
+}
+
+/**
+ * A fixed random order of `n` points (seeded: the same map looks the same each time).
+ * Points are drawn in this order, so any first part of it is an even sample of the map.
+ */
+function shuffled(n: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let state = 0x9e3779b9;
+  for (let i = n - 1; i > 0; i--) {
+    // xorshift32
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    const j = (state >>> 0) % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
   }
-  renderer().resize(width, height);
+  return order;
 }
 
 export type Mode = 'pan' | 'lasso' | 'box';
@@ -115,6 +158,16 @@ export interface Colors {
 const CLICK_SLOP = 4;
 /** A single click waits this long for a second one (a double-click resets the view). */
 const DOUBLE_CLICK_MS = 260;
+/**
+ * Points drawn while the view moves (a drag, the wheel, a lasso being drawn): a random
+ * sample, more opaque to keep the map's look; all of them again once it rests for SETTLE_MS.
+ * A frame's cost grows with the points drawn: a software rasteriser (no GPU) takes about
+ * 0.3 ms per thousand points, and the page waits for it, 70-100 ms a frame at 200,000.
+ */
+const MOVING_POINTS = 50_000;
+const SETTLE_MS = 150;
+/** regl-scatterplot's opacity by density: the share of the view the points would fill. */
+const DENSITY_FILL = 0.15;
 /** Zoom range relative to the whole map (no zooming the data out of sight). */
 const MIN_SCALE = 0.5;
 const MAX_SCALE = 5000;
@@ -123,7 +176,11 @@ const RANK_FONT = '600 10px system-ui, -apple-system, "Segoe UI", Roboto, sans-s
 
 export class ScatterMap {
   readonly element: HTMLDivElement;
+  /** Takes the pointer (regl-scatterplot's canvas); never drawn on, the points are under it. */
   private readonly canvas: HTMLCanvasElement;
+  /** The points (WebGL), drawn by `points`. */
+  private readonly glCanvas: HTMLCanvasElement;
+  private readonly points: PointsRenderer;
   private readonly overlay: HTMLCanvasElement;
   private readonly ctx: CanvasRenderingContext2D;
   private readonly hint: HTMLDivElement;
@@ -159,24 +216,40 @@ export class ScatterMap {
   private drawnOnce = false;
   private destroyed = false;
   private home: Rect | null = null;
+  /** Points shown (all, or those the legend filter keeps). */
+  private shown = 0;
+  private moving = false;
+  /** A press on the map (pan or lasso) is held: the view moves until it is released. */
+  private held = false;
+  private settleTimer: number | undefined;
+  /** The number of points the shuffled drawing order was set for. */
+  private ordered = 0;
 
   constructor(events: ScatterEvents) {
     this.events = events;
     this.element = h('div', 'jme-map-box');
+    this.glCanvas = h('canvas', 'jme-points');
     this.canvas = h('canvas', 'jme-map');
     this.canvas.setAttribute('role', 'img');
     this.canvas.setAttribute('aria-label', 'Map of the embeddings');
     this.overlay = h('canvas', 'jme-overlay');
     this.hint = h('div', 'jme-wheel-hint', 'Ctrl + scroll to zoom (or click the map first)');
-    this.element.append(this.canvas, this.overlay, this.hint);
+    this.element.append(this.glCanvas, this.canvas, this.overlay, this.hint);
     const ctx = this.overlay.getContext('2d');
     if (!ctx) {
       throw new Error('no 2D canvas context');
     }
     this.ctx = ctx;
-    liveMaps.add(this.element);
+    this.points = directRenderer(this.glCanvas);
+    this.glCanvas.addEventListener('webglcontextlost', () => {
+      if (!this.destroyed) {
+        // The browser took the context back (too many WebGL maps on the page).
+        this.hint.textContent = 'Too many maps are open: run the cell again to redraw this one';
+        this.hint.classList.add('jme-visible');
+      }
+    });
     this.plot = createScatterplot({
-      renderer: renderer(),
+      renderer: this.points.renderer,
       canvas: this.canvas,
       width: 'auto',
       height: 'auto',
@@ -184,6 +257,7 @@ export class ScatterMap {
       pointSizeSelected: 2,
       pointOutlineWidth: 2,
       opacityBy: 'density' as never,
+      opacityByDensityFill: DENSITY_FILL,
       lassoMinDelay: 10,
       lassoMinDist: 2,
       lassoClearEvent: 'lassoEnd',
@@ -196,7 +270,9 @@ export class ScatterMap {
     this.plot.get('camera').setScaleBounds([MIN_SCALE, MAX_SCALE]);
     this.listen();
     this.resizeObserver = new ResizeObserver(() => {
-      fitRenderer();
+      // The same size as regl-scatterplot gives its canvas: no scaling between the two.
+      const { width, height } = this.canvas.getBoundingClientRect();
+      this.points.renderer.resize(Math.max(1, width), Math.max(1, height));
       this.plot.redraw();
       this.requestOverlay();
     });
@@ -222,6 +298,7 @@ export class ScatterMap {
     this.center = n ? [(x0 + x1) / 2, (y0 + y1) / 2] : [0, 0];
     this.scale = 1.9 / span;
     this.n = n;
+    this.shown = n;
     this.xs = new Float32Array(n);
     this.ys = new Float32Array(n);
     const rows: number[][] = new Array(n);
@@ -298,6 +375,7 @@ export class ScatterMap {
     if (!this.drawnOnce) {
       return;
     }
+    this.shown = indices ? indices.length : this.n;
     void (indices ? this.plot.filter(indices, { preventEvent: true }) : this.plot.unfilter({ preventEvent: true }));
   }
 
@@ -332,19 +410,17 @@ export class ScatterMap {
     this.destroyed = true;
     window.clearTimeout(this.clickTimer);
     window.clearTimeout(this.hintTimer);
+    window.clearTimeout(this.settleTimer);
     cancelAnimationFrame(this.frame);
     this.resizeObserver.disconnect();
     for (const cleanup of this.cleanups) {
       cleanup();
     }
     this.plot.destroy();
-    liveMaps.delete(this.element);
-    if (liveMaps.size) {
-      fitRenderer();
-    } else {
-      sharedRenderer?.destroy();
-      sharedRenderer = undefined;
-    }
+    // regl leaves the context alive; the browser allows only a few per page.
+    const gl = this.points.renderer.regl._gl;
+    this.points.renderer.destroy();
+    gl.getExtension('WEBGL_lose_context')?.loseContext();
   }
 
   // Drawing ------------------------------------------------------------------------------
@@ -390,6 +466,14 @@ export class ScatterMap {
       }
       if (newPoints) {
         this.spatialIndex = this.plot.get('spatialIndex');
+        // Only maps sampled while moving need the shuffled order; regl-scatterplot keeps it
+        // for new points of the same number, and drops it for any other number.
+        if (this.n !== this.ordered) {
+          this.ordered = this.n > MOVING_POINTS ? this.n : 0;
+          if (this.ordered) {
+            await this.plot.set({ pointOrder: shuffled(this.n) });
+          }
+        }
       }
       const first = !this.drawnOnce;
       this.drawnOnce = true;
@@ -400,6 +484,36 @@ export class ScatterMap {
       this.requestOverlay();
       this.events.drawn(first);
     });
+  }
+
+  /**
+   * The view moves: draw a sample of the points (MOVING_POINTS) until it rests. `held`:
+   * a press on the map starts (true) or ends (false); it rests SETTLE_MS after both.
+   */
+  private move(held?: boolean): void {
+    if (held !== undefined) {
+      this.held = held;
+    }
+    window.clearTimeout(this.settleTimer);
+    if (!this.held) {
+      this.settleTimer = window.setTimeout(() => this.settle(), SETTLE_MS);
+    }
+    if (this.moving || this.shown <= MOVING_POINTS) {
+      return;
+    }
+    this.moving = true;
+    this.points.budget = MOVING_POINTS;
+    void this.plot.set({ opacityByDensityFill: (DENSITY_FILL * this.shown) / MOVING_POINTS });
+  }
+
+  /** The view rests: every point again. */
+  private settle(): void {
+    if (!this.moving || this.destroyed) {
+      return;
+    }
+    this.moving = false;
+    this.points.budget = Infinity;
+    void this.plot.set({ opacityByDensityFill: DENSITY_FILL });
   }
 
   private requestOverlay(): void {
@@ -568,6 +682,7 @@ export class ScatterMap {
     const plot = this.plot;
     plot.subscribe('view', ({ view }) => {
       this.view = view;
+      this.move();
       this.requestOverlay();
     });
     plot.subscribe('lassoStart', () => {
@@ -626,6 +741,9 @@ export class ScatterMap {
     );
     on(this.element, 'mousedown', e => {
       this.active = true;
+      if (e.button === 0 && this.mode !== 'box') {
+        this.move(true);
+      }
       // The notebook must not see presses on the map: it would take a shift-drag for
       // extending the cell selection (and swallow the lasso's pointer moves).
       e.stopPropagation();
@@ -659,6 +777,9 @@ export class ScatterMap {
       }
     });
     on(window, 'mouseup', e => {
+      if (this.held) {
+        this.move(false);
+      }
       const box = this.box;
       if (!box) {
         return;

@@ -62,7 +62,7 @@ const CSS = `
 }
 canvas.jme-map { position: absolute; inset: 0; display: block; width: 100%; height: 100%; cursor: grab; touch-action: none; outline: none; }
 .jme-map-box[data-mode="lasso"] canvas.jme-map, .jme-map-box[data-mode="box"] canvas.jme-map { cursor: crosshair; }
-canvas.jme-overlay { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+canvas.jme-overlay, canvas.jme-points { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
 .jme-wheel-hint {
   position: absolute; left: 50%; top: 50%; transform: translate(-50%, -50%); z-index: 4;
   padding: 6px 12px; border-radius: 4px; background: rgba(0, 0, 0, 0.7); color: #fff;
