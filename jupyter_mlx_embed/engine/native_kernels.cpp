@@ -103,37 +103,56 @@ void set_isa(const std::string& name) {
 // Helper threads: one batch's matrix product split over the cores
 // ------------------------------------------------------------------------------------------
 
-// A batch of one part runs on one MLX stream, hence one thread. Its matrix products can use
-// the other cores through these helpers: the caller takes the first share of the panels and
-// each helper one of the rest. Between jobs a helper spins briefly (the next product of the
-// same forward pass follows within microseconds), then sleeps on an atomic wait.
+// A batch of one part runs on one MLX stream, hence one thread. Its matrix products and
+// attention can use the other cores through these helpers. A job is cut into chunks that the
+// calling thread and the helpers claim one by one, so a helper that wakes late (it sleeps
+// between requests) costs nothing: the caller has claimed the chunks meanwhile, and it waits
+// only for chunks a helper has started. Between jobs a helper spins briefly (the next product
+// of the same forward pass follows within microseconds), then sleeps on an atomic wait.
 class Helpers {
  public:
   using Task = void (*)(const void* job, int64_t first, int64_t last);
 
-  // Runs task over [0, count) in `shares` contiguous shares, the first on this thread.
-  // Falls back to this thread alone while another caller holds the helpers.
-  void run(Task task, const void* job, int64_t count, int shares) {
-    shares = static_cast<int>(std::min<int64_t>({shares, count, kMaxShares}));
+  // Runs task over [0, count) on this thread and up to `threads - 1` helpers. Falls back to
+  // this thread alone while another caller holds the helpers.
+  void run(Task task, const void* job, int64_t count, int threads) {
+    threads = static_cast<int>(std::min<int64_t>({threads, count, kMaxThreads}));
     std::unique_lock<std::mutex> hold(busy_, std::try_to_lock);
-    if (shares < 2 || !hold.owns_lock() || !start(shares - 1)) {
+    if (threads < 2 || !hold.owns_lock() || !start(threads - 1)) {
       task(job, 0, count);
       return;
     }
     task_ = task;
     job_ = job;
     count_ = count;
-    shares_ = shares;
-    pending_.store(shares - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    chunks_ = std::min<int64_t>(count, threads * kChunksPerThread);
+    helpers_ = threads - 1;
+    const uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+    generation_.store(generation, std::memory_order_seq_cst);
     generation_.notify_all();
-    task(job, 0, count / shares);
-    while (pending_.load(std::memory_order_acquire) != 0) __builtin_ia32_pause();
+    work(generation);
+    while (started_.load(std::memory_order_seq_cst) != 0) __builtin_ia32_pause();
   }
 
  private:
-  static constexpr int kMaxShares = 64;
+  static constexpr int kMaxThreads = 64;
+  static constexpr int64_t kChunksPerThread = 4;
   static constexpr std::chrono::microseconds kSpin{100};
+
+  // Claims and runs chunks of job `generation` until none is left. claimed_[c] holds the
+  // last generation whose chunk c was claimed; a chunk is claimed by raising it to this one.
+  // A helper counts itself in started_ before it tries, so that the caller, once every chunk
+  // is claimed, sees the helpers still running theirs.
+  void work(uint64_t generation, bool helper = false) {
+    for (int64_t c = 0; c < chunks_; ++c) {
+      uint64_t seen = claimed_[c].load(std::memory_order_relaxed);
+      if (seen >= generation) continue;
+      if (helper) started_.fetch_add(1, std::memory_order_seq_cst);
+      if (claimed_[c].compare_exchange_strong(seen, generation, std::memory_order_seq_cst))
+        task_(job_, count_ * c / chunks_, count_ * (c + 1) / chunks_);
+      if (helper) started_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
 
   // Makes sure `wanted` helpers run in this process (a fork leaves the child none).
   bool start(int wanted) {
@@ -153,20 +172,19 @@ class Helpers {
   void serve(int index, uint64_t seen) {
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
-      uint64_t now = generation_.load(std::memory_order_acquire);
+      uint64_t now = generation_.load(std::memory_order_seq_cst);
       while (now == seen && std::chrono::steady_clock::now() < until) {
         __builtin_ia32_pause();
-        now = generation_.load(std::memory_order_acquire);
+        now = generation_.load(std::memory_order_seq_cst);
       }
       if (now == seen) {
-        generation_.wait(seen, std::memory_order_acquire);
+        generation_.wait(seen, std::memory_order_seq_cst);
         continue;
       }
       seen = now;
-      if (index < shares_) {
-        task_(job_, count_ * index / shares_, count_ * (index + 1) / shares_);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
-      }
+      // A late helper may see a later job's fields here, but then every chunk of its own
+      // job is claimed already, and each chunk it claims is the current job's.
+      if (index <= helpers_) work(now, true);
     }
   }
 
@@ -174,11 +192,13 @@ class Helpers {
   pid_t owner_ = getpid();
   int threads_ = 0;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int> started_{0};
+  std::atomic<uint64_t> claimed_[kMaxThreads * kChunksPerThread] = {};
   Task task_ = nullptr;
   const void* job_ = nullptr;
   int64_t count_ = 0;
-  int shares_ = 0;
+  int64_t chunks_ = 0;
+  int helpers_ = 0;
 };
 
 // Never destroyed: detached helpers may still be waiting on it at exit.
