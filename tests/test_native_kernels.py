@@ -188,6 +188,27 @@ def test_linear_helpers_work_in_a_forked_child(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
+def test_encoder_gives_the_same_hidden_states_on_one_thread_and_on_three(worker: Worker) -> None:
+    """The whole-encoder op over several packed sequences: the helpers' split of every step
+    (products, attention, LayerNorm rows) changes nothing but float rounding."""
+
+    def run(engine: Any) -> float:
+        import mlx.core as mx
+
+        fast = engine.load(worker.registry.resolve(None)).fast
+        offsets = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(np.int32)
+        ids = mx.array(np.arange(1000, 1000 + offsets[-1], dtype=np.int32))
+        positions = mx.array(np.concatenate([np.arange(n) for n in LENGTHS]).astype(np.int32))
+        with mx.stream(fast._streams[0]):
+            one, three = (
+                fast._native_forward(ids, positions, mx.array(offsets), threads)
+                for threads in (1, 3)
+            )
+            return float(mx.abs(one - three).max())
+
+    assert worker.call(run).result() < 1e-4
+
+
 def test_bad_arguments_are_named(worker: Worker) -> None:
     def check(k: Any, mx: Any) -> list[str]:
         messages = []
@@ -202,6 +223,7 @@ def test_bad_arguments_are_named(worker: Worker) -> None:
             ),
             lambda: k.linear(mx.zeros((2, 8)), k.pack_linear(mx.zeros((5, 9))), 5),
             lambda: k.linear(mx.zeros((2, 8)), k.pack_linear(mx.zeros((5, 8))), 50),
+            lambda: k.encoder(mx.zeros((3, 8)), mx.array([0, 3]), [mx.zeros((8,))] * 5, 2, 1e-5),
         ):
             with pytest.raises(ValueError) as caught:
                 call()
@@ -215,6 +237,7 @@ def test_bad_arguments_are_named(worker: Worker) -> None:
         assert messages[3].startswith("h must be float32")
         assert messages[4].startswith("packed must come from pack_linear")
         assert messages[5].startswith("cols must be the packed weight's output features")
+        assert messages[6].startswith("layers must hold 12 arrays per layer")
 
 
 def test_model_vectors_with_and_without_native_kernels(worker: Worker, corpus) -> None:

@@ -191,26 +191,28 @@ def _prepare_layer(layer: Any, heads: int) -> _Layer:
     return prepared
 
 
-class _Packed(NamedTuple):
-    """One layer's four matrix products as weights packed for the native ``linear`` op, with
-    their output widths. The query, key and value projections are one (3 dim, dim) product
-    (of their biases only the query's remains: see :class:`_Layer`)."""
-
-    qkv: mx.array
-    output: mx.array
-    up: mx.array
-    down: mx.array
-    widths: tuple[int, int, int, int]
-
-
-def _pack(kernels: ModuleType, layer: _Layer) -> _Packed:
-    w_q, _, w_k, w_v, w_o = layer.attention
-    w_i, _, w_d = layer.feed_forward
-    weights = (mx.concatenate([w_q, w_k, w_v]), w_o, w_i, w_d)
-    packed = [kernels.pack_linear(w) for w in weights]
-    mx.eval(packed)
-    widths = tuple(int(w.shape[0]) for w in weights)
-    return _Packed(*packed, widths=widths)  # type: ignore[arg-type]
+def _native_layer(kernels: ModuleType, layer: _Layer) -> list[mx.array]:
+    """One layer's inputs to the native ``encoder`` op, in its order: the weights packed once
+    for its matrix products (the query, key and value projections as one (3 dim, dim)
+    product, of whose biases only the query's remains: see :class:`_Layer`), the biases and
+    the LayerNorms."""
+    w_q, b_q, w_k, w_v, w_o = layer.attention
+    w_i, b_i, w_d = layer.feed_forward
+    pack = kernels.pack_linear
+    inputs = [
+        pack(mx.concatenate([w_q, w_k, w_v])),
+        b_q,
+        pack(w_o),
+        layer.attention_bias,
+        *layer.norm1,
+        pack(w_i),
+        b_i,
+        pack(w_d),
+        layer.feed_forward_bias,
+        *layer.norm2,
+    ]
+    mx.eval(inputs)
+    return inputs
 
 
 class FastEncoder:
@@ -236,8 +238,10 @@ class FastEncoder:
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
         self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
-        # The native matrix products take their weights packed once, here.
-        self._packed = [_pack(kernels, layer) for layer in self._layers] if kernels else []
+        # The native encoder's inputs, its matrix products' weights packed once, here.
+        self._native_layers = (
+            [a for layer in self._layers for a in _native_layer(kernels, layer)] if kernels else []
+        )
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
@@ -295,8 +299,8 @@ class FastEncoder:
 
         Every token is a row of one matrix (the sequences one after the other, no padding),
         so only the attention needs to know where each sequence starts: ``offsets``. No
-        ``mx.compile``, hence no trace per shape and no JIT compiler at run time. The matrix
-        products and the attention split their work over ``threads`` threads.
+        ``mx.compile``, hence no trace per shape and no JIT compiler at run time. All layers
+        run as one op, on ``threads`` threads.
         """
         k = self._kernels
         assert k is not None
@@ -307,20 +311,7 @@ class FastEncoder:
             + emb.token_type_embeddings.weight[0]
         )
         x = k.add_layernorm(h, None, None, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
-        for layer, packed in zip(self._layers, self._packed, strict=True):
-            qkv, out, up, down = packed.widths
-            # The query bias is added as the attention reads the queries (not by an addmm,
-            # which would first copy it into every row of the product).
-            b_q = layer.attention[1]
-            q_k_v = k.linear(x, packed.qkv, qkv, threads=threads)
-            context = k.attention(q_k_v, offsets, self._heads, b_q, threads=threads)
-            h = k.linear(context, packed.output, out, threads=threads)
-            x = k.add_layernorm(h, x, layer.attention_bias, *layer.norm1, self._eps)
-            b_i = layer.feed_forward[1]
-            h = k.linear(x, packed.up, up, b_i, gelu=True, threads=threads)
-            h = k.linear(h, packed.down, down, threads=threads)
-            x = k.add_layernorm(h, x, layer.feed_forward_bias, *layer.norm2, self._eps)
-        return x
+        return k.encoder(x, offsets, self._native_layers, self._heads, self._eps, threads)
 
     def _native_call(
         self, mask: np.ndarray, ids: np.ndarray, pool: Callable[[mx.array, mx.array], mx.array]
