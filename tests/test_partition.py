@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from jupyter_mlx_embed.engine.partition import balanced_bounds, padded_length, part_cost
+from jupyter_mlx_embed.engine.partition import (
+    MIN_PART_TOKENS,
+    balanced_bounds,
+    packed_parts,
+    padded_length,
+    part_cost,
+)
 
 
 def _costs(lengths: list[int], bounds: list[int]) -> list[float]:
@@ -43,3 +49,10 @@ def test_small_inputs() -> None:
     assert balanced_bounds([7], 4) == [0, 1]
     assert balanced_bounds([7, 9], 4) == [0, 1, 2]
     assert padded_length(1) == 8 and padded_length(8) == 8 and padded_length(9) == 16
+
+
+def test_small_batches_get_fewer_packed_parts() -> None:
+    assert packed_parts(1, 4) == 1  # one short text: one part, spread over the cores
+    assert packed_parts(MIN_PART_TOKENS * 2 + 1, 4) == 2
+    assert packed_parts(MIN_PART_TOKENS * 100, 4) == 4  # never more parts than streams
+    assert packed_parts(MIN_PART_TOKENS * 100, 1) == 1

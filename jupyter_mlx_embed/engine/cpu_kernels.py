@@ -22,8 +22,8 @@ forward runs on them instead: matrix products on weights packed once (the feed-f
 bias and exact-erf GELU fused in), residual add + LayerNorm, and attention reading the heads
 in place from one fused QKV product, all vectorised (AVX2 or AVX-512), with every part of a
 batch packed (its tokens only, no padding: only the attention needs to know where each
-sequence starts) and nothing compiled per shape. A batch of one part (one text, say) splits
-its products and attention over the cores. The MLX-op version
+sequence starts) and nothing compiled per shape. A small batch is cut into fewer parts than
+streams (one text: one part), and each part's steps use the spare cores. The MLX-op version
 above is the fallback when they are unavailable.
 
 Only the CPU device uses it; on Metal and CUDA the stock mlx-embeddings forward runs as is.
@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 import numpy as np
 
-from .partition import balanced_bounds, packed_bounds, padded_length
+from .partition import balanced_bounds, packed_bounds, packed_parts, padded_length
 
 #: Architectures this forward reproduces (post-LN BERT encoders with erf-GELU).
 FAST_MODEL_TYPES = ("bert", "xlm_roberta")
@@ -317,12 +317,13 @@ class FastEncoder:
         self, mask: np.ndarray, ids: np.ndarray, pool: Callable[[mx.array, mx.array], mx.array]
     ) -> mx.array:
         """:meth:`__call__` on the native kernels: rows in their order, cut into parts of about
-        equal work, each part packed (its tokens only, no padding) and run on its own stream;
-        the hidden states are gathered back into (rows, longest, dim) for pooling."""
+        equal work (fewer for small batches: :func:`~.partition.packed_parts`), each part
+        packed (its tokens only, no padding) and run on its own stream; the hidden states are
+        gathered back into (rows, longest, dim) for pooling."""
         lengths = mask.sum(axis=1).astype(np.int64)
-        bounds = packed_bounds(lengths, len(self._streams))
-        # One part (a single text, say) runs on one stream: its products use every core.
-        threads = min(len(self._streams), _cores()) if len(bounds) == 2 else 1
+        bounds = packed_bounds(lengths, packed_parts(int(lengths.sum()), len(self._streams)))
+        # Fewer parts than cores (one text, say): each part's steps use the spare cores too.
+        threads = max(1, _cores() // (len(bounds) - 1))
         first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
         outputs = []
         for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):

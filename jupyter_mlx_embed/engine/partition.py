@@ -15,6 +15,12 @@ import numpy as np
 
 #: Padded lengths are multiples of this.
 LENGTH_BUCKET = 8
+#: Tokens per packed part below which a batch is cut into fewer parts than there are streams.
+#: Every part reads all the weights, and a small part's matrix products stream them from
+#: memory; a single part instead splits each product over the cores. Measured with the native
+#: kernels on all-MiniLM-L6-v2 (2 cores): 4 sentences (90 tokens) took 7.1 ms as one part
+#: against 9.4 ms as four, 32 sentences (748 tokens) 41 ms as two against 51 ms as one.
+MIN_PART_TOKENS = 300
 #: Attention's work per token (scores, softmax) grows with the padded length; :func:`part_cost`
 #: counts a token at this length as twice one at length 0. A rough weight, not a measured one.
 ATTENTION_LENGTH = 384
@@ -23,6 +29,12 @@ ATTENTION_LENGTH = 384
 def padded_length(length: int) -> int:
     """``length`` rounded up to a multiple of :data:`LENGTH_BUCKET`."""
     return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+def packed_parts(tokens: int, streams: int) -> int:
+    """How many packed parts a batch of ``tokens`` tokens is cut into, with ``streams``
+    streams to run them (see :data:`MIN_PART_TOKENS`)."""
+    return max(1, min(streams, tokens // MIN_PART_TOKENS))
 
 
 def part_cost(rows: int, width: int) -> float:
