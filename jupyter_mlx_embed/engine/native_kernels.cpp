@@ -144,7 +144,10 @@ class Helpers {
   // A helper counts itself in started_ before it tries, so that the caller, once every chunk
   // is claimed, sees the helpers still running theirs.
   void work(uint64_t generation, bool helper = false) {
-    for (int64_t c = 0; c < chunks_; ++c) {
+    for (int64_t i = 0; i < chunks_; ++i) {
+      // The caller claims from the front, helpers from the back: each thread reads a run of
+      // adjacent panels, which the prefetchers follow from one chunk into the next.
+      const int64_t c = helper ? chunks_ - 1 - i : i;
       uint64_t seen = claimed_[c].load(std::memory_order_relaxed);
       if (seen >= generation) continue;
       if (helper) started_.fetch_add(1, std::memory_order_seq_cst);
