@@ -1,13 +1,17 @@
 """The similarity explorer in a real browser: JupyterLab started by the test, a notebook cell
 builds the explorer; the map draws (WebGL), pans, lassoes, recolours by a column, shows
-cluster labels, and a typed query updates the top-k table with the expected nearest text.
-Screenshots go to test-artifacts/ (explorer-*.png)."""
+cluster labels, and a typed query updates the top-k table with the expected nearest text;
+maps give their WebGL context back when disposed, and draw a sample of 100k points while the
+view moves. Screenshots go to test-artifacts/ (explorer-*.png)."""
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
 from .browser import (
@@ -62,6 +66,17 @@ big_explorer = big.explore(data={"topic": [f"topic {t}" for t in topic]}, color=
 big_explorer
 """
 
+# Two explorers of 300 random points; `older` is shown (`newer` is shown by the test).
+SMALL_CELL = """\
+import numpy as np
+from jupyter_mlx_embed.embeddings import Embeddings
+rng = np.random.default_rng(1)
+notes = Embeddings([f"note {i}" for i in range(300)],
+                   rng.normal(size=(300, 8)).astype(np.float32), "all-MiniLM-L6-v2")
+older, newer = notes.explore(projection="pca"), notes.explore(projection="pca")
+older
+"""
+
 # Long tasks (over 50 ms) on the page's main thread, recorded from now on.
 WATCH_LONG_TASKS = """() => {
   window.jmeLongTasks = [];
@@ -69,6 +84,86 @@ WATCH_LONG_TASKS = """() => {
     for (const entry of list.getEntries()) window.jmeLongTasks.push(entry.duration);
   }).observe({ type: 'longtask', buffered: false });
 }"""
+
+
+# Counts the points each map's WebGL canvas draws: the most drawn in one call
+# (`canvas.jmePointsDrawn`) since the test last set it to 0. It wraps WebGL itself, below the
+# map's own point cap, so it sees what the browser is asked to draw; maps made before it ran
+# are not counted (a map's renderer keeps the drawArrays it found when it was made).
+COUNT_DRAWN_POINTS = """() => {
+  if (window.jmeCountingPoints) return;
+  window.jmeCountingPoints = true;
+  for (const type of [WebGLRenderingContext, WebGL2RenderingContext]) {
+    const drawArrays = type.prototype.drawArrays;
+    type.prototype.drawArrays = function (mode, first, count) {
+      if (mode === this.POINTS) {
+        this.canvas.jmePointsDrawn = Math.max(this.canvas.jmePointsDrawn || 0, count);
+      }
+      return drawArrays.call(this, mode, first, count);
+    };
+  }
+}"""
+
+# Keeps every canvas given a WebGL context from now on in `window.jmeGlCanvases` (until the
+# test sets it to null): a context that is only let go is freed whenever the page's garbage is
+# collected, which may be too late; a map must give its context back itself.
+KEEP_GL_CANVASES = """() => {
+  window.jmeGlCanvases = [];
+  if (window.jmeKeepingCanvases) return;
+  window.jmeKeepingCanvases = true;
+  const getContext = HTMLCanvasElement.prototype.getContext;
+  HTMLCanvasElement.prototype.getContext = function (type, options) {
+    const context = getContext.call(this, type, options);
+    const kept = window.jmeGlCanvases;
+    if (kept && context && type.includes('webgl') && !kept.includes(this)) kept.push(this);
+    return context;
+  };
+}"""
+
+# Runs cell `index` of the notebook whose panel has this id again (it stays the active cell).
+RERUN_CELL = """([id, index]) => {
+  const app = window.jupyterapp;
+  const panel = Array.from(app.shell.widgets('main')).find(w => w.id === id);
+  app.shell.activateById(id);
+  panel.content.activeCellIndex = index;
+  void app.commands.execute('notebook:run-cell');
+}"""
+
+# The points of a map in the sampling tests (BIG_CELL), and how many it draws while moving
+# (MOVING_POINTS in labextension/src/explorer/scatter.ts).
+BIG_POINTS = 100_000
+MOVING_POINTS = 50_000
+
+
+def activate_notebook(page: Page, name: str) -> Locator:
+    """Bring the open notebook ``name`` to the front; returns its panel (for :func:`run_cell`).
+
+    Notebook commands act on the notebook that has the focus, which moves a moment after the
+    activation: this waits for it."""
+    widget_id = page.evaluate(
+        "path => window.jupyterapp.commands.execute('docmanager:open', {path}).then(w => w.id)",
+        name,
+    )
+    page.wait_for_function("id => window.jupyterapp.shell.currentWidget?.id === id", arg=widget_id)
+    return page.locator(f'[id="{widget_id}"]')
+
+
+def rerun_cell(panel: Locator, cell: Locator, index: int) -> None:
+    """Run cell ``index`` of ``panel`` (``cell``) again and wait until it has run."""
+    prompt = cell.locator(".jp-InputArea-prompt")
+    count = int(re.findall(r"\d+", prompt.inner_text())[0])
+    panel.page.evaluate(RERUN_CELL, [panel.get_attribute("id"), index])
+    expect(prompt).to_have_text(f"[{count + 1}]:")
+
+
+def drawn_pixels(map_box: Locator) -> int:
+    """How many pixels of the map's box the points (WebGL) cover: those far from the box's
+    most common colour, with the marks and labels drawn over the points hidden."""
+    png = map_box.screenshot(style=".jme-overlay, .jme-wheel-hint, .jme-tip { display: none; }")
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    background = colours[counts.argmax()]
+    return int((np.abs(pixels - background).max(axis=1) > 40).sum())
 
 
 def drag(
@@ -179,6 +274,77 @@ def test_100k_points_draw_and_pan_without_long_tasks(lab: LabServer, lab_page: P
     # The static PNG was updated with the clusters (update_display): the re-rendered output
     # shows one explorer, not the old one beside the new one.
     expect(widget.locator(".jme-explorer:visible")).to_have_count(1)
+
+
+def test_disposed_maps_give_their_webgl_context_back(lab_page: Page) -> None:
+    # Chromium keeps 16 WebGL contexts a page and takes the oldest back beyond that: maps
+    # that kept theirs after a re-run would cost the maps still shown (here `older`) theirs.
+    panel = activate_notebook(lab_page, "explorer.ipynb")
+    older = run_cell(panel, SMALL_CELL)
+    expect(older.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
+    cell = run_cell(panel, "newer")
+    index = panel.locator(".jp-Cell").count() - 1
+    lab_page.evaluate(KEEP_GL_CANVASES)
+    for _ in range(20):
+        rerun_cell(panel, cell, index)
+        expect(cell.locator(".jme-explorer[data-drawn]")).to_be_visible()
+    # The maps of the re-runs that are gone again (all but the last) let their context go...
+    gone = lab_page.evaluate(
+        "() => window.jmeGlCanvases.filter(c => !c.isConnected)"
+        ".map(c => c.getContext('webgl').isContextLost())"
+    )
+    lab_page.evaluate("() => { window.jmeGlCanvases = null; }")
+    assert len(gone) >= 19
+    assert all(gone)
+    # ...and no map shown lost its own.
+    expect(lab_page.get_by_text("Too many maps are open")).to_have_count(0)
+    maps = lab_page.locator("canvas.jme-points")
+    lost = maps.evaluate_all("cs => cs.filter(c => c.getContext('webgl').isContextLost()).length")
+    assert lost == 0
+    # The newest map and `older` draw their points (300 points of 6 px).
+    assert drawn_pixels(cell.locator(".jme-map-box")) > 1000
+    assert drawn_pixels(older.locator(".jme-map-box")) > 1000
+
+
+def test_map_draws_a_sample_while_moving(lab_page: Page) -> None:
+    # The 100k-point explorer shown again, with a selection, after the counter is in place.
+    lab_page.evaluate(COUNT_DRAWN_POINTS)
+    panel = activate_notebook(lab_page, "explorer-100k.ipynb")
+    cell = run_cell(panel, "big_explorer.selection = list(range(0, 100_000, 50))\nbig_explorer")
+    widget = cell.locator(".jp-OutputArea-output")
+    expect(widget.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
+    selection = widget.locator(".jme-selection-count")
+    expect(selection).to_contain_text("2,000 selected")
+    points = widget.locator("canvas.jme-points").element_handle()
+    drawn = lambda: points.evaluate("c => c.jmePointsDrawn || 0")  # noqa: E731
+    reset = lambda: points.evaluate("c => { c.jmePointsDrawn = 0; }")  # noqa: E731
+    all_drawn = "([c, n]) => c.jmePointsDrawn === n"
+    lab_page.wait_for_function(all_drawn, arg=[points, BIG_POINTS])
+    # Press on the map, keep it pressed and pan: each frame draws the sample.
+    canvas = widget.locator("canvas.jme-map")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    lab_page.mouse.move(x, y)
+    lab_page.mouse.down()
+    for step in range(1, 6):
+        reset()
+        lab_page.mouse.move(x + 10 * step, y)
+        lab_page.wait_for_function("c => c.jmePointsDrawn > 0", arg=points)
+        assert drawn() == MOVING_POINTS
+    # Still pressed, for longer than the map waits to settle, then moving on: still the sample.
+    reset()
+    lab_page.wait_for_timeout(400)
+    lab_page.mouse.move(x + 60, y)
+    lab_page.wait_for_function("c => c.jmePointsDrawn > 0", arg=points)
+    assert drawn() == MOVING_POINTS
+    # Released: all points once the view rests, the selection as it was.
+    reset()
+    lab_page.mouse.up()
+    lab_page.wait_for_function(all_drawn, arg=[points, BIG_POINTS], timeout=5_000)
+    expect(selection).to_contain_text("2,000 selected")
+    screenshot(widget, "explorer-100k-settled.png")
 
 
 def test_status_bar_shows_the_loaded_model(lab_page: Page) -> None:
