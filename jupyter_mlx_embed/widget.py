@@ -183,6 +183,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
     heatmap_note = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     status_level = traitlets.Unicode("info").tag(sync=True)
+    # Which views show this explorer (the front end gives each view its own model object).
+    view_key = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -285,6 +287,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             height=height,
             k=k,
             status=self._ready_message(),
+            view_key=uuid.uuid4().hex,
             **self._heatmap_state([]),
             **kwargs,
         )

@@ -306,6 +306,29 @@ def test_disposed_maps_give_their_webgl_context_back(lab_page: Page) -> None:
     assert drawn_pixels(older.locator(".jme-map-box")) > 1000
 
 
+def test_a_model_shown_again_keeps_one_live_map_per_output(lab_page: Page) -> None:
+    # The same explorer in two cells shares one display id: showing it again renders the
+    # first cell's output anew, in the same output node, and the view taken out of it must be
+    # retired (its WebGL context given back), not left listening on a detached canvas.
+    panel = activate_notebook(lab_page, "explorer.ipynb")
+    first = run_cell(panel, SMALL_CELL)
+    expect(first.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
+    cell = run_cell(panel, "older")
+    index = panel.locator(".jp-Cell").count() - 1
+    lab_page.evaluate(KEEP_GL_CANVASES)
+    for _ in range(20):
+        rerun_cell(panel, cell, index)
+        expect(cell.locator(".jme-explorer[data-drawn]")).to_be_visible()
+    live = lab_page.evaluate(
+        "() => window.jmeGlCanvases.filter(c => !c.getContext('webgl').isContextLost()).length"
+    )
+    lab_page.evaluate("() => { window.jmeGlCanvases = null; }")
+    assert live <= 2  # the maps now in the two outputs
+    expect(lab_page.get_by_text("Too many maps are open")).to_have_count(0)
+    assert drawn_pixels(first.locator(".jme-map-box:visible")) > 1000
+    assert drawn_pixels(cell.locator(".jme-map-box:visible")) > 1000
+
+
 def test_map_draws_a_sample_while_moving(lab_page: Page) -> None:
     # The 100k-point explorer shown again, with a selection, after the counter is in place.
     lab_page.evaluate(COUNT_DRAWN_POINTS)

@@ -69,6 +69,7 @@ type State = {
   heatmap_note: string;
   status: string;
   status_level: string;
+  view_key: string;
 };
 
 const DEBOUNCE_MS = 250;
@@ -76,9 +77,9 @@ const SCORE_LEVELS = 256;
 const K_CHOICES = [3, 5, 10, 20, 50];
 const NARROW_PX = 640;
 
-/** Live views per model: a re-displayed output (e.g. update_display of the static PNG)
- * renders a new view into the same output; the older one there is retired. */
-const VIEWS = new WeakMap<object, Set<{ el: HTMLElement; retire: () => void }>>();
+/** Live views per explorer (its `view_key`: anywidget hands each view its own model object),
+ * so that a view can retire the ones it replaces (see retireOlderViews). */
+const VIEWS = new Map<string, Set<View>>();
 
 function render({ model, el }: RenderProps<State>): () => void {
   injectStyle(el);
@@ -611,29 +612,45 @@ function render({ model, el }: RenderProps<State>): () => void {
     map.destroy();
     heatmap.destroy();
     views.delete(view);
+    if (!views.size) {
+      VIEWS.delete(model.get('view_key'));
+    }
   };
   const views = viewsOf(model);
-  const view = { el, retire };
+  const view: View = { el, retire };
   views.add(view);
   retireOlderViews(view, views);
   return retire;
 }
 
-function viewsOf(model: AnyModel<State>): Set<{ el: HTMLElement; retire: () => void }> {
-  let views = VIEWS.get(model);
+/** A view of a model on the page. */
+interface View {
+  el: HTMLElement;
+  retire: () => void;
+}
+
+function viewsOf(model: AnyModel<State>): Set<View> {
+  const key = model.get('view_key');
+  let views = VIEWS.get(key);
   if (!views) {
     views = new Set();
-    VIEWS.set(model, views);
+    VIEWS.set(key, views);
   }
   return views;
 }
 
-/** Once this view is in the page, retire (and hide) older views of the same model in the
- * same output: they are what an updated display (a new static PNG) replaced. */
-function retireOlderViews(
-  view: { el: HTMLElement; retire: () => void },
-  views: Set<{ el: HTMLElement; retire: () => void }>
-): void {
+/** The output-area node a view is shown in (JupyterLab, Notebook 7), if any. */
+const OUTPUT = '.jp-OutputArea-output';
+
+/**
+ * Once this view is in the page, retire (and hide) the older views it replaces: those of the
+ * same model in the same output (an updated display: a new static PNG), and, in JupyterLab
+ * and Notebook 7, those taken out of their output. Showing a display again renders every
+ * output of its id anew, and the view removed from an output is not disposed: it would keep
+ * its WebGL context and its model listeners. A view merely detached with its cell (a
+ * notebook's windowing) is still inside its output node and is kept.
+ */
+function retireOlderViews(view: View, views: Set<View>): void {
   let tries = 0;
   const check = (): void => {
     const parent = view.el.parentElement;
@@ -643,8 +660,13 @@ function retireOlderViews(
       }
       return;
     }
+    const inOutputs = view.el.closest(OUTPUT) !== null;
     for (const other of [...views]) {
-      if (other !== view && parent.contains(other.el)) {
+      if (other === view) {
+        continue;
+      }
+      const removed = inOutputs && !other.el.isConnected && other.el.closest(OUTPUT) === null;
+      if (removed || parent.contains(other.el)) {
         other.retire();
         other.el.style.display = 'none';
       }
