@@ -156,6 +156,22 @@ def rerun_cell(panel: Locator, cell: Locator, index: int) -> None:
     expect(prompt).to_have_text(f"[{count + 1}]:")
 
 
+def show_and_rerun(lab_page: Page, shown: str, reruns: int = 20) -> tuple[Locator, Locator]:
+    """Run SMALL_CELL (showing `older`), then a cell showing ``shown`` and run that one again
+    ``reruns`` times, keeping every WebGL canvas made meanwhile (KEEP_GL_CANVASES): returns
+    the two cells."""
+    panel = activate_notebook(lab_page, "explorer.ipynb")
+    first = run_cell(panel, SMALL_CELL)
+    expect(first.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
+    cell = run_cell(panel, shown)
+    index = panel.locator(".jp-Cell").count() - 1
+    lab_page.evaluate(KEEP_GL_CANVASES)
+    for _ in range(reruns):
+        rerun_cell(panel, cell, index)
+        expect(cell.locator(".jme-explorer[data-drawn]")).to_be_visible()
+    return first, cell
+
+
 def drawn_pixels(map_box: Locator) -> int:
     """How many pixels of the map's box the points (WebGL) cover: those far from the box's
     most common colour, with the marks and labels drawn over the points hidden."""
@@ -234,6 +250,8 @@ def test_map_pans_lassoes_and_recolours(lab_page: Page) -> None:
     )
     expect(widget.locator(".jme-selection-count")).to_contain_text("selected", timeout=30_000)
     expect(widget.locator(".jme-status")).to_contain_text("selected")
+    # The shift-drag selected points, not the page's text.
+    assert lab_page.evaluate("() => String(window.getSelection())") == ""
     screenshot(widget, "explorer-2k-lasso.png")
     # Colour by a numeric column: a colour bar instead of the category buttons.
     widget.locator("select.jme-color").select_option("length")
@@ -279,15 +297,7 @@ def test_100k_points_draw_and_pan_without_long_tasks(lab: LabServer, lab_page: P
 def test_disposed_maps_give_their_webgl_context_back(lab_page: Page) -> None:
     # Chromium keeps 16 WebGL contexts a page and takes the oldest back beyond that: maps
     # that kept theirs after a re-run would cost the maps still shown (here `older`) theirs.
-    panel = activate_notebook(lab_page, "explorer.ipynb")
-    older = run_cell(panel, SMALL_CELL)
-    expect(older.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
-    cell = run_cell(panel, "newer")
-    index = panel.locator(".jp-Cell").count() - 1
-    lab_page.evaluate(KEEP_GL_CANVASES)
-    for _ in range(20):
-        rerun_cell(panel, cell, index)
-        expect(cell.locator(".jme-explorer[data-drawn]")).to_be_visible()
+    older, cell = show_and_rerun(lab_page, "newer")
     # The maps of the re-runs that are gone again (all but the last) let their context go...
     gone = lab_page.evaluate(
         "() => window.jmeGlCanvases.filter(c => !c.isConnected)"
@@ -310,15 +320,7 @@ def test_a_model_shown_again_keeps_one_live_map_per_output(lab_page: Page) -> No
     # The same explorer in two cells shares one display id: showing it again renders the
     # first cell's output anew, in the same output node, and the view taken out of it must be
     # retired (its WebGL context given back), not left listening on a detached canvas.
-    panel = activate_notebook(lab_page, "explorer.ipynb")
-    first = run_cell(panel, SMALL_CELL)
-    expect(first.locator(".jme-explorer[data-drawn]")).to_be_visible(timeout=60_000)
-    cell = run_cell(panel, "older")
-    index = panel.locator(".jp-Cell").count() - 1
-    lab_page.evaluate(KEEP_GL_CANVASES)
-    for _ in range(20):
-        rerun_cell(panel, cell, index)
-        expect(cell.locator(".jme-explorer[data-drawn]")).to_be_visible()
+    first, cell = show_and_rerun(lab_page, "older")
     live = lab_page.evaluate(
         "() => window.jmeGlCanvases.filter(c => !c.getContext('webgl').isContextLost()).length"
     )

@@ -115,6 +115,14 @@ def test_command_line_configuration_reaches_the_worker(server) -> None:
     assert status["token_budget"] == 4096
 
 
+def _batches(server: str) -> int:
+    """Forward passes the server's worker has run so far."""
+    request = urllib.request.Request(
+        server + "mlx-embed/status", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return int(json.loads(urllib.request.urlopen(request).read())["batches"])
+
+
 def _post(server: str, text: str) -> np.ndarray:
     request = urllib.request.Request(
         server + "v1/embeddings",
@@ -145,18 +153,27 @@ def test_48_concurrent_clients_get_their_own_vectors_faster_than_in_sequence(
             return time.perf_counter() - start, out
 
     # Best of three, alternating, to damp this machine's drift.
-    seq_times, conc_times = [], []
+    seq_times, conc_times, conc_batches = [], [], []
     for _ in range(3):
         t_seq, got_seq = sequential()
+        before = _batches(server)
         t_conc, got_conc = concurrent()
+        conc_batches.append(_batches(server) - before)
         seq_times.append(t_seq)
         conc_times.append(t_conc)
         for got in (got_seq, got_conc):
             cos = np.sum(np.stack(got) * expected, axis=1)
             assert cos.min() >= 0.9999, "a client received a vector that is not its own"
     speedup = min(seq_times) / min(conc_times)
-    print(f"sequential {min(seq_times):.3f}s, concurrent {min(conc_times):.3f}s, x{speedup:.1f}")
-    assert speedup >= 2.0
+    print(
+        f"sequential {min(seq_times):.3f}s, concurrent {min(conc_times):.3f}s, x{speedup:.1f}; "
+        f"forward passes for 48 concurrent requests: {conc_batches}"
+    )
+    # The worker batches concurrent requests (one forward pass each would be 48), and they
+    # finish sooner than one after the other. (One sentence's forward pass is about 2 ms, so
+    # the sequential time is mostly each request's HTTP and JSON, which batching cannot save.)
+    assert min(conc_batches) <= 24
+    assert speedup >= 1.4
 
 
 def test_token_in_urls_never_reaches_the_server_log(served, client) -> None:

@@ -291,6 +291,16 @@ def test_environment_variable_disables_the_kernels(tmp_path: Path) -> None:
     assert child["info"]["detail"] == f"disabled ({native.ENV_VAR}=off)"
 
 
+def test_avx2_kernels_give_the_same_vectors(worker: Worker, tmp_path: Path) -> None:
+    """An AVX2-only CPU runs other tiles and panel widths; forced here (where the CPU has
+    AVX-512 too), in a child process sharing the built extension through the usual cache."""
+    cache = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    child = _child_info(tmp_path, XDG_CACHE_HOME=cache, **{native.ENV_VAR: "avx2"})
+    assert child["info"]["isa"] == "avx2"
+    expected = worker.submit(["native kernels fall back"]).result().vectors[0]
+    assert float(np.dot(child["vector"], expected)) >= 0.99999
+
+
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("parts", [1, 2, 4, 7])
 def test_packed_parts_keep_order_and_even_out_work(seed: int, parts: int) -> None:

@@ -322,8 +322,9 @@ class FastEncoder:
         gathered back into (rows, longest, dim) for pooling."""
         lengths = mask.sum(axis=1).astype(np.int64)
         bounds = packed_bounds(lengths, packed_parts(int(lengths.sum()), len(self._streams)))
-        # Fewer parts than cores (one text, say): each part's steps use the spare cores too.
-        threads = max(1, _cores() // (len(bounds) - 1))
+        # Fewer parts than streams (one text, say): each part's steps use the spare cores too,
+        # as many threads in all as streams, and no more than the cores.
+        threads = max(1, min(len(self._streams), _cores()) // (len(bounds) - 1))
         first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
         outputs = []
         for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):

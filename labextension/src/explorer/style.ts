@@ -59,6 +59,7 @@ const CSS = `
 .jme-map-box {
   position: relative; overflow: hidden; border: 1px solid var(--jme-border); border-radius: 6px;
   background: var(--jme-bg); color: var(--jme-fg); height: 440px;
+  user-select: none; -webkit-user-select: none; /* a drag on the map selects points, not text */
 }
 canvas.jme-map { position: absolute; inset: 0; display: block; width: 100%; height: 100%; cursor: grab; touch-action: none; outline: none; }
 .jme-map-box[data-mode="lasso"] canvas.jme-map, .jme-map-box[data-mode="box"] canvas.jme-map { cursor: crosshair; }
