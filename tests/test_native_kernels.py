@@ -160,6 +160,27 @@ def test_linear_on_two_streams_at_once(worker: Worker) -> None:
         assert error < 1e-3, isa
 
 
+def test_linear_jobs_of_changing_sizes_back_to_back(worker: Worker) -> None:
+    """Many small jobs one after the other, their chunk counts changing from job to job, each
+    evaluated alone: helpers wake at every point of a job (or after it), and every product
+    must still be its own."""
+
+    def check(k: Any, mx: Any) -> float:
+        shapes = [(5, 16), (33, 16), (200, 16), (64, 16)]
+        weights = [mx.random.normal((cols, depth)) for cols, depth in shapes]
+        packed = [k.pack_linear(w) for w in weights]
+        worst = 0.0
+        for i in range(300):
+            j = i % len(shapes)
+            x = mx.random.normal((1 + i % 7, shapes[j][1]))
+            got = k.linear(x, packed[j], shapes[j][0], threads=2)
+            worst = max(worst, float(mx.abs(got - x @ weights[j].T).max()))
+        return worst
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-4, isa
+
+
 def test_linear_helpers_work_in_a_forked_child(tmp_path: Path) -> None:
     """A fork keeps none of the parent's helper threads: the child starts its own instead of
     waiting for threads that do not exist."""

@@ -125,34 +125,40 @@ class Helpers {
     task_ = task;
     job_ = job;
     count_ = count;
-    chunks_ = std::min<int64_t>(count, threads * kChunksPerThread);
     helpers_ = threads - 1;
-    const uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
-    generation_.store(generation, std::memory_order_seq_cst);
-    generation_.notify_all();
-    work(generation);
+    const uint64_t chunks = std::min<int64_t>(count, threads * kChunksPerThread);
+    const uint64_t generation = (word_.load(std::memory_order_relaxed) >> kChunkBits) + 1;
+    const uint64_t word = generation << kChunkBits | chunks;
+    word_.store(word, std::memory_order_seq_cst);
+    word_.notify_all();
+    work(word);
     while (started_.load(std::memory_order_seq_cst) != 0) __builtin_ia32_pause();
   }
 
  private:
   static constexpr int kMaxThreads = 64;
   static constexpr int64_t kChunksPerThread = 4;
+  static constexpr int kChunkBits = 16;  // a job's word: generation << kChunkBits | chunks
   static constexpr std::chrono::microseconds kSpin{100};
 
-  // Claims and runs chunks of job `generation` until none is left. claimed_[c] holds the
+  // Claims and runs chunks of the job `word` names until none is left. claimed_[c] holds the
   // last generation whose chunk c was claimed; a chunk is claimed by raising it to this one.
   // A helper counts itself in started_ before it tries, so that the caller, once every chunk
-  // is claimed, sees the helpers still running theirs.
-  void work(uint64_t generation, bool helper = false) {
-    for (int64_t i = 0; i < chunks_; ++i) {
+  // is claimed, waits for the helpers still running theirs. A helper that claims a chunk
+  // therefore finds its job unfinished and the job's fields still its own, even when it
+  // woke so late that a later job is being published: the chunk count comes from the word.
+  void work(uint64_t word, bool helper = false) {
+    const uint64_t generation = word >> kChunkBits;
+    const auto chunks = static_cast<int64_t>(word & ((uint64_t{1} << kChunkBits) - 1));
+    for (int64_t i = 0; i < chunks; ++i) {
       // The caller claims from the front, helpers from the back: each thread reads a run of
       // adjacent panels, which the prefetchers follow from one chunk into the next.
-      const int64_t c = helper ? chunks_ - 1 - i : i;
+      const int64_t c = helper ? chunks - 1 - i : i;
       uint64_t seen = claimed_[c].load(std::memory_order_relaxed);
       if (seen >= generation) continue;
       if (helper) started_.fetch_add(1, std::memory_order_seq_cst);
       if (claimed_[c].compare_exchange_strong(seen, generation, std::memory_order_seq_cst))
-        task_(job_, count_ * c / chunks_, count_ * (c + 1) / chunks_);
+        task_(job_, count_ * c / chunks, count_ * (c + 1) / chunks);
       if (helper) started_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
@@ -165,7 +171,7 @@ class Helpers {
     }
     try {
       for (; threads_ < wanted; ++threads_)
-        std::thread(&Helpers::serve, this, threads_ + 1, generation_.load()).detach();
+        std::thread(&Helpers::serve, this, threads_ + 1, word_.load()).detach();
     } catch (const std::system_error&) {
       return threads_ >= wanted;
     }
@@ -175,18 +181,16 @@ class Helpers {
   void serve(int index, uint64_t seen) {
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
-      uint64_t now = generation_.load(std::memory_order_seq_cst);
+      uint64_t now = word_.load(std::memory_order_seq_cst);
       while (now == seen && std::chrono::steady_clock::now() < until) {
         __builtin_ia32_pause();
-        now = generation_.load(std::memory_order_seq_cst);
+        now = word_.load(std::memory_order_seq_cst);
       }
       if (now == seen) {
-        generation_.wait(seen, std::memory_order_seq_cst);
+        word_.wait(seen, std::memory_order_seq_cst);
         continue;
       }
       seen = now;
-      // A late helper may see a later job's fields here, but then every chunk of its own
-      // job is claimed already, and each chunk it claims is the current job's.
       if (index <= helpers_) work(now, true);
     }
   }
@@ -194,13 +198,12 @@ class Helpers {
   std::mutex busy_;
   pid_t owner_ = getpid();
   int threads_ = 0;
-  std::atomic<uint64_t> generation_{0};
+  std::atomic<uint64_t> word_{0};
   std::atomic<int> started_{0};
   std::atomic<uint64_t> claimed_[kMaxThreads * kChunksPerThread] = {};
   Task task_ = nullptr;
   const void* job_ = nullptr;
   int64_t count_ = 0;
-  int64_t chunks_ = 0;
   int helpers_ = 0;
 };
 
