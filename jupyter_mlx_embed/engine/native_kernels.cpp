@@ -16,6 +16,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -444,13 +445,12 @@ class Encoder : public CpuOnly {
                       tokens = static_cast<int64_t>(inputs[0].shape(0)), dim, hidden,
                       weights = std::move(weights), heads = static_cast<int64_t>(heads_),
                       eps = eps_, threads = threads_]() {
-      // Scratch of this stream's thread, grown as needed and kept.
-      thread_local std::vector<float> qkv, context, h, up;
+      // Scratch for this pass only (uninitialised; every step writes before it reads): kept
+      // per thread, a large batch's buffers would stay allocated for good.
+      auto scratch = [](int64_t floats) { return std::unique_ptr<float[]>(new float[floats]); };
+      const auto qkv = scratch(tokens * 3 * dim), up = scratch(tokens * hidden);
+      const auto context = scratch(tokens * dim), h = scratch(tokens * dim);
       thread_local std::vector<int32_t> bounds;
-      for (auto* buffer : {&qkv, &up})
-        buffer->resize(std::max(buffer->size(), static_cast<size_t>(tokens * (buffer == &qkv ? 3 * dim : hidden))));
-      for (auto* buffer : {&context, &h})
-        buffer->resize(std::max(buffer->size(), static_cast<size_t>(tokens * dim)));
       std::copy(x_in, x_in + tokens * dim, x);
       const int64_t panel = k->panel_width();
       auto product = [&](const float* in, const float* packed, const float* bias, bool gelu,
@@ -460,18 +460,18 @@ class Encoder : public CpuOnly {
         helpers().run(&PackedLinear::share, &job, (cols + panel - 1) / panel, threads);
       };
       auto norm = [&](const float* bias, const float* gamma, const float* beta) {
-        const NormJob job{k->add_layernorm, h.data(), bias, gamma, beta, x, dim, eps};
+        const NormJob job{k->add_layernorm, h.get(), bias, gamma, beta, x, dim, eps};
         helpers().run(&Encoder::norm_rows, &job, tokens, threads);
       };
       for (size_t at = 0; at + kSlots <= weights.size(); at += kSlots) {
         const float* const* w = weights.data() + at;
-        product(x, w[kQkv], nullptr, false, qkv.data(), dim, 3 * dim);
-        Attention::run(k, qkv.data(), w[kQueryBias], offsets, sequences, tokens,
-                       context.data(), heads, dim / heads, threads, bounds);
-        product(context.data(), w[kOutput], nullptr, false, h.data(), dim, dim);
+        product(x, w[kQkv], nullptr, false, qkv.get(), dim, 3 * dim);
+        Attention::run(k, qkv.get(), w[kQueryBias], offsets, sequences, tokens, context.get(),
+                       heads, dim / heads, threads, bounds);
+        product(context.get(), w[kOutput], nullptr, false, h.get(), dim, dim);
         norm(w[kOutputBias], w[kNorm1], w[kNorm1Bias]);
-        product(x, w[kUp], w[kUpBias], true, up.data(), dim, hidden);
-        product(up.data(), w[kDown], nullptr, false, h.data(), hidden, dim);
+        product(x, w[kUp], w[kUpBias], true, up.get(), dim, hidden);
+        product(up.get(), w[kDown], nullptr, false, h.get(), hidden, dim);
         norm(w[kDownBias], w[kNorm2], w[kNorm2Bias]);
       }
     });
