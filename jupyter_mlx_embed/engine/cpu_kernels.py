@@ -245,6 +245,8 @@ class FastEncoder:
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
+        # Threads a native batch uses in all (its parts' streams and their helpers).
+        self._threads = min(len(self._streams), _cores())
         # Compiled functions are traced per stream (a traced graph is tied to its stream).
         # They take the weights as arguments, so one trace per batch shape serves every layer.
         self._embed = [mx.compile(self._embeddings) for _ in self._streams]
@@ -322,9 +324,8 @@ class FastEncoder:
         gathered back into (rows, longest, dim) for pooling."""
         lengths = mask.sum(axis=1).astype(np.int64)
         bounds = packed_bounds(lengths, packed_parts(int(lengths.sum()), len(self._streams)))
-        # Fewer parts than streams (one text, say): each part's steps use the spare cores too,
-        # as many threads in all as streams, and no more than the cores.
-        threads = max(1, min(len(self._streams), _cores()) // (len(bounds) - 1))
+        # Fewer parts than streams (one text, say): each part's steps use the spare threads.
+        threads = max(1, self._threads // (len(bounds) - 1))
         first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
         outputs = []
         for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):

@@ -3,11 +3,11 @@
 ``native_kernels.cpp`` defines MLX primitives (matrix products on packed weights with fused
 bias + GELU, residual add + LayerNorm, attention over a fused QKV projection) and
 ``native_simd.cpp`` their vectorised loops, built once for AVX2+FMA and once for AVX-512 and
-picked at run time. They are compiled with the
-system C++ compiler and CMake against the installed mlx wheel's headers, with nanobind in
-MLX's nanobind domain so that ``mlx.core.array`` objects pass straight through. The build is
-cached like the BLAS shim (key: sources, mlx, nanobind, Python and compiler versions);
-``make install`` runs it so that first use needs no compiler.
+picked at run time. They are compiled with the system C++ compiler and CMake against the
+installed mlx wheel's headers, with nanobind in MLX's nanobind domain so that
+``mlx.core.array`` objects pass straight through. The build is cached like the BLAS shim
+(key: sources, mlx, nanobind, Python and compiler versions); ``make install`` runs it so that
+first use needs no compiler.
 
 Anything that goes wrong (no compiler, no CMake, no nanobind, an ABI mismatch with mlx, a CPU
 without AVX2) is logged once and makes :func:`load_kernels` return None: the caller then runs

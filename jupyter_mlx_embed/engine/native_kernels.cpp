@@ -14,10 +14,10 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <memory>
 #include <mutex>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -62,9 +62,9 @@ struct Kernels {
 };
 
 const Kernels kAvx2{"avx2",          avx2::add_layernorm, avx2::attention_scratch,
-                    avx2::attention, avx2::panel_width,  avx2::packed_product};
+                    avx2::attention, avx2::panel_width,   avx2::packed_product};
 const Kernels kAvx512{"avx512",          avx512::add_layernorm, avx512::attention_scratch,
-                      avx512::attention, avx512::panel_width,  avx512::packed_product};
+                      avx512::attention, avx512::panel_width,   avx512::packed_product};
 
 bool supports(const Kernels& k) {
   __builtin_cpu_init();
@@ -212,6 +212,16 @@ class Helpers {
 Helpers& helpers() {
   static Helpers* shared = new Helpers();
   return *shared;
+}
+
+// pack_linear's layout: a weight of `cols` output features and `depth` inputs becomes
+// (panels(cols, panel), depth, panel), panel being the width of the kernels in use.
+int64_t panels(int64_t cols, int64_t panel) { return (cols + panel - 1) / panel; }
+
+// Whether `packed` has that layout for `depth` inputs (its panel count aside).
+bool packed_for(const mx::array& packed, int64_t depth) {
+  return packed.ndim() == 3 && packed.shape(2) == kernels().panel_width() &&
+         packed.shape(1) == depth;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -457,7 +467,7 @@ class Encoder : public CpuOnly {
                          float* result, int64_t depth, int64_t cols) {
         const PackedLinear::Job job{k->packed_product, in, packed, bias, gelu, result,
                                     tokens, depth, cols};
-        helpers().run(&PackedLinear::share, &job, (cols + panel - 1) / panel, threads);
+        helpers().run(&PackedLinear::share, &job, panels(cols, panel), threads);
       };
       auto norm = [&](const float* bias, const float* gamma, const float* beta) {
         const NormJob job{k->add_layernorm, h.get(), bias, gamma, beta, x, dim, eps};
@@ -548,21 +558,20 @@ mx::array pack_linear(const mx::array& weight) {
   if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
   const int64_t panel = kernels().panel_width();
   const int64_t cols = weight.shape(0), depth = weight.shape(1);
-  const int64_t panels = (cols + panel - 1) / panel;
-  mx::array padded = mx::pad(float_input(weight, "weight"), {{0, panels * panel - cols}, {0, 0}});
-  mx::array packed = mx::reshape(padded, {static_cast<int>(panels), static_cast<int>(panel),
+  const int64_t count = panels(cols, panel);
+  mx::array padded = mx::pad(float_input(weight, "weight"), {{0, count * panel - cols}, {0, 0}});
+  mx::array packed = mx::reshape(padded, {static_cast<int>(count), static_cast<int>(panel),
                                           static_cast<int>(depth)});
   return mx::contiguous(mx::transpose(packed, {0, 2, 1}));
 }
 
 mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
                  const std::optional<mx::array>& bias, bool gelu, int threads) {
-  const int64_t panel = kernels().panel_width();
   if (x.ndim() < 1) throw std::invalid_argument("x must have at least one dimension");
-  if (packed.ndim() != 3 || packed.shape(2) != panel || packed.shape(1) != x.shape(-1))
+  if (!packed_for(packed, x.shape(-1)))
     throw std::invalid_argument(
         "packed must come from pack_linear with the kernels in use and x's last dimension");
-  if (cols < 1 || cols > packed.shape(0) * panel || cols <= (packed.shape(0) - 1) * panel)
+  if (cols < 1 || packed.shape(0) != panels(cols, kernels().panel_width()))
     throw std::invalid_argument("cols must be the packed weight's output features");
   if (threads < 1) throw std::invalid_argument("threads must be at least 1");
   std::vector<mx::array> inputs{float_input(x, "x"), float_input(packed, "packed")};
@@ -593,8 +602,7 @@ mx::array encoder(const mx::array& x, const mx::array& offsets,
   const int64_t panel = kernels().panel_width();
   const int64_t hidden = layers[Encoder::kUpBias].ndim() == 1 ? layers[Encoder::kUpBias].shape(0) : 0;
   auto packed_shape = [&](const mx::array& p, int64_t depth, int64_t cols, size_t index) {
-    if (p.ndim() != 3 || p.shape(2) != panel || p.shape(1) != depth ||
-        p.shape(0) != (cols + panel - 1) / panel)
+    if (!packed_for(p, depth) || p.shape(0) != panels(cols, panel))
       throw std::invalid_argument("layers[" + std::to_string(index) +
                                   "] must be a weight packed by pack_linear with the kernels "
                                   "in use, (" + std::to_string(cols) + ", " +
