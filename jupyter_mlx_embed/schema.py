@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, elide
 
 ENCODING_FORMATS = ("float", "base64")
 
@@ -93,7 +93,7 @@ def parse_embeddings_request(data: object) -> EmbeddingsRequest:
     encoding = "float" if encoding is None else encoding
     if encoding not in ENCODING_FORMATS:
         raise InvalidRequestError(
-            f"'encoding_format' must be one of {', '.join(ENCODING_FORMATS)}; got {encoding!r}",
+            f"'encoding_format' must be one of {', '.join(ENCODING_FORMATS)}; got {elide(encoding)}",
             param="encoding_format",
         )
     dimensions = data.get("dimensions")

@@ -2,37 +2,42 @@
 
 Used by ``jupyter-mlx-embed serve`` and by the kernel-side server (``%embed_serve``). It
 listens on loopback by default, always requires ``Authorization: Bearer <token>`` (checked
-before any byte of a body is read), caps open connections, and stops gracefully: while
-stopping, new requests get 503 and every response closes its connection.
+before any byte of a body is read), caps open connections (those that have not authenticated
+apart, so that they cannot lock out those that have), and stops gracefully: while stopping,
+new requests get 503 and every response closes its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 import hmac
-import json
 import logging
 import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from tornado import iostream, web
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado import httputil, iostream, web
+from tornado.http1connection import (
+    HTTP1Connection,
+    HTTP1ConnectionParameters,
+    HTTP1ServerConnection,
+)
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .config import DEFAULT_PORT, ServingConfig
-from .errors import WorkerClosedError
+from .errors import PayloadTooLargeError, WorkerClosedError
 from .routes import (
     BODY_TIMEOUT_KEY,
     MAX_BODY_KEY,
     WORKER_KEY,
     EmbeddingsMixin,
-    error_body,
     unauthenticated,
 )
 from .worker import Worker
@@ -42,9 +47,76 @@ log = logging.getLogger(__name__)
 METRICS_AUTH_KEY = "mlx_embed_metrics_auth"
 TOKEN_KEY = "mlx_embed_token"
 STATE_KEY = "mlx_embed_state"
+CONNECTIONS_KEY = "mlx_embed_connections"
 
 #: Seconds :meth:`EmbeddingsServer.stop` waits for requests in flight.
 STOP_TIMEOUT = 30.0
+#: Seconds a connection that has not authenticated yet has to send complete request headers
+#: (from its opening, or from its previous response); then it is closed. Clients send their
+#: headers at once; until they do, the connection holds a place that others need. Capped by
+#: ``body_timeout``, which stays the idle timeout of authenticated connections.
+HEADER_TIMEOUT = 5.0
+
+
+class _Connections:
+    """The open connections, in two pools of at most ``max_connections`` each.
+
+    A connection joins the authenticated pool with its first request that needs the token
+    and presents it; beyond the maximum, that request gets 503 and its connection is closed.
+    Every other connection (half-sent request lines, idle sockets, health probes) is in the
+    unauthenticated pool, where a new connection closes the oldest one when the pool is full:
+    clients that never authenticate only push each other out and cannot lock out those that
+    do. Both pools log once when they fill up, and again only after they have drained to half.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._unauthenticated: OrderedDict[iostream.IOStream, None] = OrderedDict()
+        self._authenticated: set[iostream.IOStream] = set()
+        self._evicting = False
+        self._refusing = False
+
+    def open(self, stream: iostream.IOStream) -> None:
+        """Count a new connection as unauthenticated, closing the oldest such ones if full."""
+        while len(self._unauthenticated) >= self.max_connections:
+            oldest, _ = self._unauthenticated.popitem(last=False)
+            if not self._evicting:
+                log.warning(
+                    "%d connections have not authenticated (max_connections); closing the "
+                    "oldest of them to make room for new ones",
+                    self.max_connections,
+                )
+                self._evicting = True
+            oldest.close()
+        self._unauthenticated[stream] = None
+
+    def authenticated(self, stream: iostream.IOStream) -> bool:
+        """Whether the connection has authenticated."""
+        return stream in self._authenticated
+
+    def admit(self, stream: iostream.IOStream) -> bool:
+        """Move an authenticated connection to its pool; False when that pool is full."""
+        if stream in self._authenticated or stream.closed():
+            return True  # counted already, or gone (closed as the oldest unauthenticated)
+        if len(self._authenticated) >= self.max_connections:
+            if not self._refusing:
+                log.warning(
+                    "%d authenticated connections open (max_connections); refusing more",
+                    len(self._authenticated),
+                )
+                self._refusing = True
+            return False
+        self._unauthenticated.pop(stream, None)
+        self._authenticated.add(stream)
+        return True
+
+    def close(self, stream: iostream.IOStream) -> None:
+        """Forget a closed connection."""
+        self._authenticated.discard(stream)
+        self._unauthenticated.pop(stream, None)
+        half = self.max_connections // 2
+        self._refusing = self._refusing and len(self._authenticated) > half
+        self._evicting = self._evicting and len(self._unauthenticated) > half
 
 
 @dataclass
@@ -71,9 +143,13 @@ class _ServerState:
 
 @web.stream_request_body
 class _Handler(EmbeddingsMixin, web.RequestHandler):
-    """Bearer-token authentication, then the body; 503 while the server stops."""
+    """Bearer-token authentication (routes without it take no body), a place among the
+    authenticated connections, then the body; 503 while the server stops or when no place is
+    left."""
 
     _entered = False
+    #: Whether the response refuses the connection (too many): it is closed after it.
+    _refused = False
     #: Whether the route needs the token (the health check does not; /metrics by setting).
     needs_token = True
 
@@ -85,36 +161,57 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
     def prepare(self) -> None:
         self._state.enter()
         self._entered = True
-        expected: str = self.settings[TOKEN_KEY]
-        scheme, _, supplied = self.request.headers.get("Authorization", "").partition(" ")
-        if self.needs_token and (
-            scheme.lower() not in ("bearer", "token")
-            or not hmac.compare_digest(supplied.strip().encode(), expected.encode())
-        ):
-            raise unauthenticated()
+        headers = self.request.headers
+        if self.needs_token:
+            expected: str = self.settings[TOKEN_KEY]
+            scheme, _, supplied = headers.get("Authorization", "").partition(" ")
+            if scheme.lower() not in ("bearer", "token") or not hmac.compare_digest(
+                supplied.strip().encode(), expected.encode()
+            ):
+                raise unauthenticated()
+        elif "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
+            # Anyone may call these routes: they must not make the server keep a body.
+            raise PayloadTooLargeError("This route takes no request body")
         if self._state.stopping:
             raise WorkerClosedError(
                 "The server is shutting down; retry with another server",
                 code="server_shutting_down",
+            )
+        connections: _Connections = self.settings[CONNECTIONS_KEY]
+        connection = self.request.connection
+        if (
+            self.needs_token
+            and isinstance(connection, HTTP1Connection)
+            and not connections.admit(connection.stream)
+        ):
+            self._refused = True
+            raise WorkerClosedError(
+                "Too many open connections; retry shortly", code="too_many_connections"
             )
         self.begin_body()
 
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies, so no XSRF check."""
 
+    @property
+    def _last_response(self) -> bool:
+        return self._state.stopping or self._refused
+
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
-        if self._state.stopping:  # this is the connection's last response
+        if self._last_response:
             self.set_header("Connection", "close")
+        if self._refused:
+            self.set_header("Retry-After", "1")
         flushed = super().finish(chunk)
         flushed.add_done_callback(self._flushed)
         return flushed
 
     def _flushed(self, written: asyncio.Future[None]) -> None:
-        """The response is written out: only now may shutdown close the connection."""
+        """The response is written out: only now may the connection be closed."""
         if not written.cancelled():
             written.exception()  # retrieved: a client that left already is no error
         connection = self.request.connection
-        if self._state.stopping and isinstance(connection, HTTP1Connection):
+        if self._last_response and isinstance(connection, HTTP1Connection):
             connection.close()
         self._leave()
 
@@ -205,6 +302,7 @@ def make_app(
         BODY_TIMEOUT_KEY: config.body_timeout,
         METRICS_AUTH_KEY: config.metrics_auth,
         STATE_KEY: _ServerState(),
+        CONNECTIONS_KEY: _Connections(config.max_connections),
         "log_function": functools.partial(_log_request, logging.getLogger(access_log)),
     }
     routes = [
@@ -219,48 +317,30 @@ def make_app(
     return web.Application(routes, **settings)
 
 
-def _refusal(status: int, message: str, code: str) -> bytes:
-    """A complete HTTP response in the OpenAI error shape, for a connection that is closed
-    without reading a request."""
-    _, body = error_body(web.HTTPError(status, message), status)
-    body["error"]["code"] = code
-    payload = json.dumps(body).encode()
-    head = (
-        f"HTTP/1.1 {status} Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-    )
-    return head.encode() + payload
-
-
-def _close(stream: iostream.IOStream, written: asyncio.Future[None]) -> None:
-    if not written.cancelled():
-        written.exception()  # retrieved: a client that left already is no error
-    stream.close()
-
-
 class _CappedHTTPServer(HTTPServer):
-    """Tornado's HTTP server, answering 503 and closing connections beyond a maximum."""
+    """Tornado's HTTP server, keeping its connections in :class:`_Connections` and giving
+    those that have not authenticated :data:`HEADER_TIMEOUT` to send each request's headers
+    (the connection parameters given to it are those of authenticated connections)."""
 
-    max_connections = ServingConfig.max_connections
-    _open = 0
-    _refusing = False
+    connections: _Connections
+    unauthenticated_params: HTTP1ConnectionParameters  # with the short header_timeout
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
-        if self._open >= self.max_connections:
-            if not self._refusing:
-                log.warning("%d connections open (max_connections); refusing new ones", self._open)
-                self._refusing = True
-            refusal = _refusal(
-                503, "Too many open connections; retry shortly", "too_many_connections"
-            )
-            stream.write(refusal).add_done_callback(lambda written: _close(stream, written))
-            return
-        self._open += 1
+        self.connections.open(stream)
         super().handle_stream(stream, address)
 
-    def on_close(self, server_conn: HTTP1ServerConnection) -> None:  # type: ignore[override]
-        self._open -= 1
-        self._refusing = False
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        # Called before each request's headers are read, with the deadline of its connection.
+        if isinstance(request_conn, HTTP1Connection) and not self.connections.authenticated(
+            request_conn.stream
+        ):
+            request_conn.params = self.unauthenticated_params
+        return super().start_request(server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.connections.close(cast(HTTP1ServerConnection, server_conn).stream)
         super().on_close(server_conn)
 
 
@@ -308,9 +388,13 @@ class EmbeddingsServer:
             # bare 400) must lie above any length they refuse.
             max_body_size=1 << 62,
             body_timeout=self.config.body_timeout,
-            idle_connection_timeout=self.config.body_timeout,  # also bounds header reading
+            # Authenticated connections: also the deadline of each request's headers.
+            idle_connection_timeout=self.config.body_timeout,
         )
-        self._http.max_connections = self.config.max_connections
+        self._http.connections = self.app.settings[CONNECTIONS_KEY]
+        unauthenticated_params = copy.copy(self._http.conn_params)
+        unauthenticated_params.header_timeout = min(HEADER_TIMEOUT, self.config.body_timeout)
+        self._http.unauthenticated_params = unauthenticated_params
         sockets = bind_sockets(self.port, address=self.host)
         self.port = sockets[0].getsockname()[1]
         self._http.add_sockets(sockets)

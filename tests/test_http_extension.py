@@ -288,6 +288,21 @@ async def test_models_list_and_retrieve(jp_fetch) -> None:
     assert _error(missing)["code"] == "model_not_found"
 
 
+async def test_a_huge_model_name_is_not_echoed_into_the_answer_or_the_log(post, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = await post({"input": "x", "model": "m" * (1 << 20)})
+    assert response.code == 404 and _error(response)["code"] == "model_not_found"
+    assert len(response.body) < 2048
+    assert "(1048576 characters)" in _error(response)["message"]
+    assert caplog.records and max(len(r.getMessage()) for r in caplog.records) < 2048
+
+
+async def test_a_huge_model_id_in_the_path_is_not_echoed_into_the_answer(jp_fetch) -> None:
+    response = await jp_fetch("v1", "models", "m" * 60_000, raise_error=False)
+    assert response.code == 404 and _error(response)["code"] == "model_not_found"
+    assert len(response.body) < 2048
+
+
 async def test_status_route_reports_worker_state(jp_fetch, post) -> None:
     await post(GOOD)
     status = json.loads((await jp_fetch("mlx-embed", "status")).body)

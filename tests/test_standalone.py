@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ import numpy as np
 import openai
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_mlx_embed.standalone import HEADER_TIMEOUT
 
 from .servers import closed_by_server, free_port, read_response, running, send
 
@@ -69,6 +70,10 @@ def _request(url: str, token: str | None, body: dict | None = None) -> tuple[int
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 @pytest.mark.parametrize("token", [None, "wrong"])
@@ -136,7 +141,7 @@ def _rss(pid: int) -> int:
 
 def test_unauthenticated_half_sent_bodies_are_never_buffered(served) -> None:
     url, proc, _ = served
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = _port(url)
     _request(url + "/models", TOKEN)  # warm
     before = _rss(proc.pid)
     head = _head("/v1/embeddings", None, Content_Length=str(32 << 20))
@@ -176,18 +181,26 @@ def test_stalled_body_is_cut_off_after_body_timeout(limited) -> None:
     assert 1.5 < time.monotonic() - started < 6
 
 
-def test_connections_beyond_max_connections_get_503(limited) -> None:
-    idle = [socket.create_connection(("127.0.0.1", limited)) for _ in range(8)]
+def _get_keep_alive(conn: http.client.HTTPConnection, path: str) -> int:
+    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_authenticated_connections_beyond_max_connections_get_503(limited) -> None:
+    kept = [http.client.HTTPConnection("127.0.0.1", limited, timeout=30) for _ in range(8)]
     try:
-        time.sleep(0.2)  # the server has accepted them all
-        extra = socket.create_connection(("127.0.0.1", limited))
+        assert [_get_keep_alive(conn, "/v1/models") for conn in kept] == [200] * 8
+        extra = send(limited, _head("/v1/models", TOKEN).replace("POST", "GET", 1))
         status, headers, body = read_response(extra)
         error = json.loads(body)["error"]
         assert status == 503 and error["code"] == "too_many_connections"
-        assert headers["connection"] == "close" and closed_by_server(extra, 5)
+        assert headers["connection"] == "close" and headers["retry-after"] == "1"
+        assert closed_by_server(extra, 5)
     finally:
-        for sock in idle:
-            sock.close()
+        for conn in kept:
+            conn.close()
     deadline = time.monotonic() + 5
     while True:  # the closed ones free their places
         status, _ = _request(f"http://127.0.0.1:{limited}/v1/models", TOKEN)
@@ -195,6 +208,76 @@ def test_connections_beyond_max_connections_get_503(limited) -> None:
             break
         time.sleep(0.1)
     assert status == 200
+
+
+def test_half_sent_request_lines_never_lock_out_authenticated_clients(served) -> None:
+    url, _, _ = served
+    port = _port(url)
+    assert _request(url + "/embeddings", TOKEN, {"input": "warm up"})[0] == 200
+    # 200 half-sent request lines, more than max_connections (128), held open; before each
+    # round below, 50 more arrive (an attacker reconnecting). None has sent its headers.
+    half_open = [send(port, "POST /v1/emb") for _ in range(200)]
+    try:
+        for _ in range(5):
+            half_open += [send(port, "POST /v1/emb") for _ in range(50)]
+            started = time.monotonic()
+            status, body = _request(url + "/embeddings", TOKEN, {"input": "still served"})
+            assert status == 200 and len(body["data"]) == 1
+            with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5) as health:
+                assert health.status == 200
+            assert time.monotonic() - started < 1.0
+    finally:
+        for sock in half_open:
+            sock.close()
+
+
+def test_header_deadline_closes_connections_that_never_authenticate(served) -> None:
+    url, _, _ = served
+    port = _port(url)
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    assert _get_keep_alive(kept, "/v1/models") == 200
+    authenticated = kept.sock
+    half_open = send(port, "POST /v1/emb")
+    started = time.monotonic()
+    assert closed_by_server(half_open, HEADER_TIMEOUT + 5)
+    assert HEADER_TIMEOUT - 0.5 < time.monotonic() - started < HEADER_TIMEOUT + 3
+    time.sleep(1.0)  # an authenticated connection may stay idle for longer (body_timeout)
+    assert _get_keep_alive(kept, "/v1/models") == 200 and kept.sock is authenticated
+    kept.close()
+
+
+def test_routes_without_a_token_take_no_body(served) -> None:
+    url, _, _ = served
+    sock = send(_port(url), _head("/health", None, Content_Length=str(1 << 20)), b"x" * 1000)
+    status, _, body = read_response(sock, timeout=5)
+    assert status == 413 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert closed_by_server(sock, 5)
+
+
+HUGE = "m" * (1 << 20)
+ECHOED = {
+    "model name": ("/embeddings", {"input": "x", "model": HUGE}, 404),
+    "model path": ("/models/" + HUGE[:60000], None, 404),
+    "unknown route": ("/" + HUGE[:60000], None, 404),
+    "dimensions": ("/embeddings", {"input": "x", "dimensions": HUGE}, 400),
+    "prompt name": ("/embeddings", {"input": "x", "prompt_name": HUGE}, 400),
+}
+
+
+@pytest.mark.parametrize(("path", "body", "status"), ECHOED.values(), ids=ECHOED.keys())
+def test_huge_client_strings_are_not_echoed_into_answers_or_logs(
+    served, path, body, status
+) -> None:
+    url, _, log = served
+    logged = log.stat().st_size
+    answered, error = _request(url + path, TOKEN, body)
+    assert answered == status
+    assert len(json.dumps(error)) < 2048, error["error"]["message"][:300]
+    time.sleep(0.5)  # the log is line-buffered; let the lines arrive
+    with log.open("rb") as out:
+        out.seek(logged)
+        lines = out.read().decode(errors="replace").splitlines()
+    assert lines and max(len(line) for line in lines) < 2048
 
 
 def test_token_never_appears_in_the_log(served) -> None:
