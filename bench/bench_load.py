@@ -6,8 +6,14 @@ threads on keep-alive connections until the time is up. Each client sends, at ra
 
 - one text (most requests; their latency is the "small request" figure),
 - a batch of 4 to 32 texts,
-- a hostile request (invalid Unicode, token ids, not JSON, wrong types, absurd values),
+- a hostile request (invalid Unicode, token ids, not JSON, wrong types, absurd values, a
+  prompt put before 2,048 inputs: too long in characters, or filling the model's context),
 - a large batch of long paragraphs that it abandons after 0.1 s (closes the socket).
+
+Beside them, an attacker keeps 200 sockets open that each send half a request line (and
+reconnects those the server closes). Then, on the same server, a one-text client measures its
+latency alone and behind large requests in flight (one of 2,048 passages of 128-256 tokens;
+three of 512), in forward-pass times (the server's /metrics counts the passes).
 
 Every text comes from a fixed pool whose vectors are fetched first, so each answer is checked
 for cross-talk: each row must be the vector of its own text (best match in the pool). Server
@@ -48,7 +54,15 @@ HOSTILE = [
     b'{"input": ""}',
     b'{"input": "x", "model": "../../etc/passwd"}',
     b"[" * 50_000 + b"]" * 50_000,
+    # Prompt amplification: a prompt is paid once per input.
+    json.dumps({"input": ["a short text"] * 2048, "prompt": "word " * 2000}).encode(),
+    json.dumps({"input": ["a short text"] * 2048, "prompt": "word " * 400}).encode(),
+    json.dumps({"input": ["fine"], "prompt": "query\ud800: "}).encode(),
 ]
+#: Room for the 2,048 passages of the run behind large requests.
+LARGE_LIMIT = ["--max-request-tokens", "600000"]
+#: Sockets the attacker keeps half-open.
+HALF_OPEN = 200
 
 
 class Client(threading.Thread):
@@ -143,6 +157,47 @@ class Client(threading.Thread):
             state.counts["abandoned"] += 1
 
 
+class HalfOpen(threading.Thread):
+    """An attacker: keeps ``HALF_OPEN`` sockets that send half a request line, reopening
+    each one the server closes, until the run's deadline."""
+
+    def __init__(self, run: LoadRun) -> None:
+        super().__init__(daemon=True)
+        self.run_state = run
+        self.opened = 0
+
+    def _open(self) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(self.run_state.address, timeout=5)
+            sock.sendall(b"POST /v1/emb")
+            sock.setblocking(False)
+            self.opened += 1
+            return sock
+        except OSError:
+            return None
+
+    def run(self) -> None:
+        socks: list[socket.socket | None] = [self._open() for _ in range(HALF_OPEN)]
+        while time.monotonic() < self.run_state.deadline:
+            for k, sock in enumerate(socks):
+                closed = sock is None
+                if sock is not None:
+                    try:
+                        closed = sock.recv(1) == b""
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed = True
+                if closed:
+                    if sock is not None:
+                        sock.close()
+                    socks[k] = self._open()
+            time.sleep(0.2)
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+
 class LoadRun:
     """Shared state of one load run."""
 
@@ -203,11 +258,14 @@ def run_load(
 
     if server_pid is not None:
         threading.Thread(target=sample, daemon=True).start()
+    attacker = HalfOpen(state)
+    attacker.start()
     threads = [Client(state, seed) for seed in range(1, clients + 1)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    attacker.join()
     sampling.set()
     warm = min(20.0, seconds / 4)
     small = [t * 1000 for at, t in state.latencies if at - start >= warm]
@@ -224,6 +282,7 @@ def run_load(
         "crosstalk_rows": state.crosstalk,
         "hostile_unexpected": len(state.unexpected),
         "hostile_examples": state.unexpected[:5],
+        "half_open_sockets_opened": attacker.opened,
         "small_latency_ms": {
             "p50": _percentile(small, 50),
             "p95": _percentile(small, 95),
@@ -239,6 +298,79 @@ def run_load(
             "every_10s": [round(m) for m in after_warmup[::10]],
         },
     }
+
+
+def _batches(state: LoadRun) -> float:
+    """Forward passes the server has run (its /metrics)."""
+    conn = http.client.HTTPConnection(*state.address, timeout=30)
+    path = state.path.rsplit("/", 2)[0] + "/metrics" if state.path.count("/") > 1 else "/metrics"
+    conn.request("GET", path, headers={"Authorization": f"Bearer {state.token}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith("jupyter_mlx_embed_batch_rows_count"):
+            return float(line.split()[-1])
+    raise RuntimeError("no batch count in /metrics")
+
+
+def run_behind(url: str, token: str) -> dict[str, Any]:
+    """One-text latency alone, then behind large requests in flight (see the docstring)."""
+    tok = corpus.load_tokenizer(bundled_model_path())
+    passages = corpus.paragraphs(tok, 200, seed=3)
+    state = LoadRun(url, token, 0, corpus.sentences(tok, POOL, seed=11), [])
+    probe = Client(state, 0)
+
+    def one(i: int) -> float:
+        body = json.dumps({"input": [f"{i} {state.texts[i % POOL]}"]}).encode()
+        started = time.monotonic()
+        status, data = probe._post(body)
+        if status != 200:
+            raise RuntimeError(f"one-text request failed: HTTP {status} {data[:200]!r}")
+        return (time.monotonic() - started) * 1000
+
+    idle = [one(i) for i in range(60)]
+    report: dict[str, Any] = {
+        "idle_ms": {"p50": _percentile(idle, 50), "p99": _percentile(idle, 99)}
+    }
+    for name, sizes in (("one 2048-input request", [2048]), ("three 512-input", [512] * 3)):
+        bodies = [
+            json.dumps(
+                {
+                    "input": [f"{k} {j} {passages[j % len(passages)]}" for j in range(n)],
+                    "encoding_format": "base64",
+                }
+            ).encode()
+            for k, n in enumerate(sizes)
+        ]
+        statuses: list[int] = []
+        bigs = [
+            threading.Thread(
+                target=lambda b=b, out=statuses: out.append(Client(state, 1)._post(b)[0])
+            )
+            for b in bodies
+        ]
+        before, started = _batches(state), time.monotonic()
+        for big in bigs:
+            big.start()
+        time.sleep(0.5)  # the large ones are under way
+        latencies, i = [], 1000
+        while any(big.is_alive() for big in bigs):
+            latencies.append(one(i))
+            i += 1
+        for big in bigs:
+            big.join()
+        if statuses != [200] * len(sizes):
+            raise RuntimeError(f"large requests failed: {statuses}")
+        batch_ms = (time.monotonic() - started) * 1000 / max(1.0, _batches(state) - before)
+        report[name] = {
+            "requests_behind": len(latencies),
+            "p50_ms": _percentile(latencies, 50),
+            "p99_ms": _percentile(latencies, 99),
+            "max_ms": max(latencies, default=float("nan")),
+            "mean_batch_ms": batch_ms,
+            "p99_in_batches": _percentile(latencies, 99) / batch_ms,
+        }
+    return report
 
 
 def _free_port() -> int:
@@ -261,11 +393,15 @@ def main() -> int:
         port = _free_port()
         command = Path(sys.executable).parent / "jupyter-mlx-embed"
         server = subprocess.Popen(
-            [str(command), "serve", "--port", str(port), "--preload"],
+            [str(command), "serve", "--port", str(port), "--preload", *LARGE_LIMIT],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "JUPYTER_MLX_EMBED_TOKEN": args.token},
+            env={
+                **os.environ,
+                "JUPYTER_MLX_EMBED_TOKEN": args.token,
+                "JUPYTER_MLX_EMBED_CACHE": "false",
+            },
         )
         assert server.stdout is not None
         server.stdout.readline()  # "Serving ..." once the model is loaded
@@ -274,6 +410,7 @@ def main() -> int:
         report = run_load(
             url, args.token, clients=args.clients, seconds=args.seconds, server_pid=pid
         )
+        report["behind_large"] = run_behind(url, args.token)
     finally:
         if server is not None:
             server.terminate()
@@ -290,6 +427,13 @@ def main() -> int:
         f"server RSS after warm-up, max of each half: {report['rss_mib']['first_half_max']:.0f} "
         f"-> {report['rss_mib']['second_half_max']:.0f} MiB"
     )
+    for name, row in report["behind_large"].items():
+        if name != "idle_ms":
+            print(
+                f"one text behind {name}: p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms "
+                f"({row['p99_in_batches']:.1f} forward passes of {row['mean_batch_ms']:.0f} ms; "
+                f"idle p50 {report['behind_large']['idle_ms']['p50']:.0f} ms)"
+            )
     bad = report["valid_failures"] or report["crosstalk_rows"] or report["hostile_unexpected"]
     return 1 if bad else 0
 

@@ -93,7 +93,8 @@ def parse_embeddings_request(data: object) -> EmbeddingsRequest:
     encoding = "float" if encoding is None else encoding
     if encoding not in ENCODING_FORMATS:
         raise InvalidRequestError(
-            f"'encoding_format' must be one of {', '.join(ENCODING_FORMATS)}; got {elide(encoding)}",
+            f"'encoding_format' must be one of {', '.join(ENCODING_FORMATS)}; "
+            f"got {elide(encoding)}",
             param="encoding_format",
         )
     dimensions = data.get("dimensions")

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import InputTypeError, InvalidRequestError
+from .errors import InputTypeError, InvalidRequestError, elide
 from .modelspec import ModelSpec
+
+#: Characters a caller's own ``prompt`` may have: it is put before every input, so its cost
+#: is paid once per input; real instructions (e5, bge, Qwen3-Embedding) are a few hundred.
+MAX_PROMPT_CHARS = 2048
 
 
 def _is_int(value: object) -> bool:
@@ -110,9 +114,14 @@ def text_problem(item: object) -> str | None:
         return "is an empty string"
     if item.isspace():
         return "is only whitespace"
-    if not item.isascii():
+    return unicode_problem(item)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate), or None when it is."""
+    if not text.isascii():
         try:
-            item.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError as exc:
             return f"is not valid Unicode: {exc.reason} at character {exc.start}"
     return None
@@ -197,7 +206,7 @@ def check_inputs(
             if not _is_int(token) or token < 0:
                 raise InvalidRequestError(
                     f"{name}[{i}] must contain only non-negative integer token ids; item {j} "
-                    f"is {token!r}",
+                    f"is {elide(token)}",
                     param="input",
                 )
     return True
@@ -213,7 +222,7 @@ def check_dimensions(dimensions: object, maximum: int | None = None, *, model: s
         return
     if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
         raise InvalidRequestError(
-            f"dimensions must be a positive integer, got {dimensions!r}", param="dimensions"
+            f"dimensions must be a positive integer, got {elide(dimensions)}", param="dimensions"
         )
     if maximum is not None and dimensions > maximum:
         raise InvalidRequestError(
@@ -227,11 +236,24 @@ def check_prompt(prompt_name: object, prompt: object, *, tokens: bool = False) -
     prompts once it is known: :func:`model_prompt`).
 
     Raises:
-        InvalidRequestError: Not strings, both given, or given with token-id inputs.
+        InvalidRequestError: Not strings, not valid Unicode, a prompt over
+            :data:`MAX_PROMPT_CHARS`, both given, or given with token-id inputs.
     """
     for field, value in (("prompt_name", prompt_name), ("prompt", prompt)):
         if value is not None and not isinstance(value, str):
-            raise InvalidRequestError(f"{field} must be a string, got {value!r}", param=field)
+            raise InvalidRequestError(
+                f"{field} must be a string, got {type(value).__name__}", param=field
+            )
+        problem = None if value is None else unicode_problem(value)
+        if problem is not None:
+            raise InvalidRequestError(f"{field} {problem}", param=field)
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            f"prompt has {len(prompt)} characters, more than the maximum of {MAX_PROMPT_CHARS} "
+            "(it is put before every input)",
+            param="prompt",
+            code="prompt_too_long",
+        )
     if prompt_name is not None and prompt is not None:
         raise InvalidRequestError("give prompt_name or prompt, not both", param="prompt")
     if tokens and (prompt_name is not None or prompt is not None):
@@ -255,7 +277,7 @@ def model_prompt(spec: ModelSpec, prompt_name: str | None, prompt: str | None) -
     if name not in spec.prompts:
         known = ", ".join(repr(p) for p in spec.prompts) or "none"
         raise InvalidRequestError(
-            f"Model '{spec.name}' has no prompt named {name!r}; its prompts: {known}",
+            f"Model '{spec.name}' has no prompt named {elide(name)}; its prompts: {known}",
             param="prompt_name",
             code="unknown_prompt",
         )

@@ -1,13 +1,13 @@
 """The worker: one thread that owns MLX, a bounded request queue and fair dynamic batching.
 
-Requests from any thread are queued; the worker thread tokenizes them and serves all active
-requests in rounds. Each round takes up to one token budget of rows from every active request
-(so a small request never waits behind all of a large one), sorts the rows by length, cuts them
-into forward passes bounded by the token budget (rows x longest row) and scatters the vectors
-back; a request is answered as soon as its last row is done. Model names are resolved in
-background threads, so a slow or hung model folder never stalls the forward passes. Each
-request has its own future; errors travel through it, fail only the request that caused
-them, and never stop the thread.
+Requests from any thread are queued; the worker thread loads their model, hands them to the
+preparing thread (:mod:`.preparation`: cache lookup and tokenizing, off the MLX thread) and
+serves the prepared ones one forward pass at a time, each pass chosen afresh by
+:func:`.scheduling.pick_rows` (so a new request joins the next pass, whatever else runs); a
+request is answered as soon as its last row is done. Model names are resolved in background
+threads, so a slow or hung model folder never stalls the forward passes. Each request has its
+own future; errors travel through it, fail only the request that caused them, and never stop
+the thread.
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ import numpy as np
 from . import metrics
 from .cache import CacheUnavailableError, EmbeddingCache
 from .config import EngineConfig
-from .errors import (
-    EmbedError,
-    InvalidRequestError,
-    ModelLoadError,
-    OverloadedError,
-    WorkerClosedError,
-)
+from .errors import EmbedError, ModelLoadError, OverloadedError, WorkerClosedError
 from .modelspec import ModelSpec
+from .preparation import Preparer, Request, RequestFuture
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
+from .scheduling import fresh_lanes, pick_rows
 from .schema import model_object
 from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
 
@@ -51,46 +47,6 @@ _STOP = object()
 #: Seconds a model lookup (reading its folder) may take before its requests fail; a folder
 #: on a hung mount or a FIFO in a model root must not hold requests forever.
 RESOLVE_TIMEOUT = 30.0
-
-
-class RequestFuture(Future[EmbedResult]):
-    """The future of one request. ``cancel()`` of a request that is already being served
-    returns False, as for any future, but drops the request at its next batch boundary: the
-    rest of its work is not done and it fails with ``CancelledError``."""
-
-    abandoned = False
-
-    def cancel(self) -> bool:
-        if super().cancel():
-            return True
-        self.abandoned = True
-        return False
-
-
-@dataclass
-class _Request:
-    inputs: Sequence[str] | Sequence[Sequence[int]]
-    tokens: bool
-    model: str | None
-    dimensions: int | None
-    truncate: bool
-    future: RequestFuture
-    first_index: int = 0
-    prompt_name: str | None = None
-    prompt: str | None = None
-    rows: list[list[int]] = field(default_factory=list)
-    out: np.ndarray | None = None
-    spec: ModelSpec | None = None
-    loaded: Any = None
-    #: Row indices to compute (cache misses), shortest first, and how many of them were
-    #: handed to a round.
-    order: list[int] = field(default_factory=list)
-    taken: int = 0
-    remaining: int = 0
-    #: Tokens of each input (from the cache for hits); the model's cache identity.
-    token_counts: list[int] = field(default_factory=list)
-    identity: str | None = None
-    submitted: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -106,6 +62,13 @@ class _Resolved:
     name: str
     spec: ModelSpec | None
     error: BaseException | None
+
+
+@dataclass
+class _Prepared:
+    """The preparing thread is done with a request (prepared, or failed)."""
+
+    request: Request
 
 
 @dataclass
@@ -149,8 +112,11 @@ class Worker:
         self._engine_error: BaseException | None = None
         self._cache: EmbeddingCache | None = None
         # Worker-thread state.
-        self._active: list[_Request] = []
-        self._parked: dict[str, list[_Request]] = {}
+        self._active: list[Request] = []
+        self._parked: dict[str, list[Request]] = {}
+        self._preparer: Preparer | None = None
+        self._preparing = 0  # requests handed to the preparer and not yet back
+        self._after_fresh = False  # the last forward pass was new requests' alone
         self._resolving: dict[str, float] = {}
         self._busy = False
         self._under_load = False
@@ -211,7 +177,7 @@ class Worker:
         )
         check_dimensions(dimensions)
         check_prompt(prompt_name, prompt, tokens=tokens)
-        request = _Request(
+        request = Request(
             inputs=inputs,
             tokens=tokens,
             model=model,
@@ -261,13 +227,13 @@ class Worker:
             return "loading"
         return "ready"
 
-    def _put(self, item: _Request | _Call) -> None:
+    def _put(self, item: Request | _Call) -> None:
         if self._closing.is_set():
             item.future.cancel()
             raise WorkerClosedError("The embedding worker is shut down")
         self._queue.put(item)
 
-    def _request_done(self, request: _Request) -> None:
+    def _request_done(self, request: Request) -> None:
         """Every request's future calls this once, from whichever thread completed it."""
         future = request.future
         error = None if future.cancelled() else future.exception()
@@ -413,8 +379,9 @@ class Worker:
         finally:
             self._ready.set()
         self._cache = _open_cache(self.config)
+        self._preparer = Preparer(self._cache, self.config.max_request_tokens, self._prepared)
         stopping = False
-        while not (stopping and not self._active and not self._parked):
+        while not (stopping and not self._active and not self._parked and not self._preparing):
             items, stop = self._take(block=not self._active)
             stopping = stopping or stop
             for item in items:
@@ -422,7 +389,7 @@ class Worker:
             self._expire_parked()
             if self._active:
                 try:
-                    self._round()
+                    self._step()
                 except Exception as exc:  # a bug, not a request's fault: fail what is active
                     log.exception("unexpected failure in the worker")
                     for request in self._active:
@@ -430,6 +397,7 @@ class Worker:
                     self._active = []
         # The stop marker may overtake requests put while closing; fail those.
         self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
+        self._preparer.close()
         if self._cache is not None:
             self._cache.close()
 
@@ -463,16 +431,28 @@ class Worker:
         return items, False
 
     def _fail_queued(self, error: EmbedError) -> None:
+        """Fail the queued requests and calls; the worker's own messages (lookups done,
+        requests prepared) stay queued for it."""
+        kept = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if isinstance(item, (_Request, _Call)) and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(error)
+                break
+            if isinstance(item, (Request, _Call)):
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(error)
+            else:
+                kept.append(item)
+        for item in kept:
+            self._queue.put(item)
 
-    def _accept(self, item: _Request | _Call | _Resolved) -> None:
+    def _accept(self, item: Request | _Call | _Resolved | _Prepared) -> None:
         """Take one queued item on the worker thread."""
+        if isinstance(item, _Prepared):
+            self._preparing -= 1
+            self._activate(item.request)
+            return
         if isinstance(item, _Resolved):
             self._resolving.pop(item.name, None)
             for request in self._parked.pop(item.name, []):
@@ -537,44 +517,15 @@ class Worker:
                 for request in self._parked.pop(name):
                     _fail(request.future, _lookup_timeout(name))
 
-    def _start(self, request: _Request, spec: ModelSpec) -> None:
-        """Load the model, tokenize and check one request, and make it active; any error
-        fails this request alone."""
+    def _start(self, request: Request, spec: ModelSpec) -> None:
+        """Load the model and check what needs it, then hand the request to the preparing
+        thread; any error fails this request alone."""
         try:
             loaded = self._load(spec)
             check_dimensions(request.dimensions, spec.dimension, model=spec.name)
-            prefix = (
-                "" if request.tokens else model_prompt(spec, request.prompt_name, request.prompt)
-            )
-            if prefix:
-                request.inputs = [prefix + text for text in request.inputs]  # type: ignore[operator]
-            n = len(request.inputs)
-            out = np.empty((n, spec.dimension), dtype=np.float32)
-            counts = [0] * n
-            identity = None if request.tokens else self._identity(spec)
-            hits = {}
-            if identity is not None and self._cache is not None:
-                hits = self._cache.lookup(identity, request.inputs, spec.dimension)  # type: ignore[arg-type]
-                for i, (vector, tokens) in hits.items():
-                    out[i], counts[i] = vector, tokens
-            misses = [i for i in range(n) if i not in hits]
-            tokenizer = loaded.tokenizer
-            encode = tokenizer.wrap_token_ids if request.tokens else tokenizer.encode_texts
-            rows = encode(
-                [request.inputs[i] for i in misses],
-                truncate=request.truncate,
-                positions=[request.first_index + i for i in misses],
-            )
-            for i, row in zip(misses, rows, strict=True):
-                counts[i] = len(row)
-            total = sum(counts)
-            if total > self.config.max_request_tokens:
-                raise InvalidRequestError(
-                    f"This request has {total} tokens, more than the maximum of "
-                    f"{self.config.max_request_tokens} tokens per request",
-                    param="input",
-                    code="max_tokens_per_request",
-                )
+            if not request.tokens:
+                request.prefix = model_prompt(spec, request.prompt_name, request.prompt)
+                request.identity = self._identity(spec)
         except Exception as exc:
             if not isinstance(exc, EmbedError):
                 log.exception("unexpected failure preparing a request for %s", spec.name)
@@ -582,21 +533,35 @@ class Worker:
             return
         finally:
             self._loaded_names = tuple(self._engine.loaded_models)
-        request.spec, request.loaded, request.out = spec, loaded, out
-        request.rows = [[] for _ in range(n)]
-        for i, row in zip(misses, rows, strict=True):
-            request.rows[i] = row
-        request.token_counts, request.identity = counts, identity
-        request.order = sorted(misses, key=lambda i: len(request.rows[i]))
-        request.remaining = len(misses)
-        self.stats.inputs += n
+        request.spec, request.loaded = spec, loaded
+        assert self._preparer is not None
+        self._preparing += 1
+        self._preparer.add(request)
+
+    def _prepared(self, request: Request) -> None:
+        """The preparer is done with a request: serve it now when this is the worker's
+        thread (a small request, prepared at once), else through the queue."""
+        if threading.get_ident() == self._thread.ident:
+            self._preparing -= 1
+            self._activate(request)
+        else:
+            self._queue.put(_Prepared(request))
+
+    def _activate(self, request: Request) -> None:
+        """Serve a prepared request (answer it at once when the cache had every vector)."""
+        if request.future.done():
+            return  # failed while preparing
+        spec = request.spec
+        assert spec is not None
+        total = sum(request.token_counts)
+        self.stats.inputs += len(request.inputs)
         self.stats.tokens += total
-        self.stats.cache_hits += len(hits)
-        self.stats.cache_misses += len(misses) if identity is not None else 0
         metrics.TOKENS.labels(spec.name).inc(total)
-        if identity is not None:
-            metrics.CACHE_HITS.labels(spec.name).inc(len(hits))
-            metrics.CACHE_MISSES.labels(spec.name).inc(len(misses))
+        if request.identity is not None:
+            self.stats.cache_hits += request.hits
+            self.stats.cache_misses += len(request.order)
+            metrics.CACHE_HITS.labels(spec.name).inc(request.hits)
+            metrics.CACHE_MISSES.labels(spec.name).inc(len(request.order))
         if request.remaining:
             self._active.append(request)
         else:
@@ -623,36 +588,37 @@ class Worker:
         self._busy = busy
         metrics.BUSY.set(1 if busy else 0)
 
-    def _round(self) -> None:
-        """One round: up to a token budget of rows from every active request, in forward
-        passes of length-sorted rows; requests are answered as soon as they are complete,
-        and abandoned ones are dropped between forward passes."""
-        groups: dict[int, list[tuple[int, _Request, int]]] = {}
+    def _step(self) -> None:
+        """One forward pass, of the rows :func:`pick_rows` chooses among the active requests
+        of one model (the least served request's), shortest rows first; requests are answered
+        as soon as they are complete, and abandoned ones are dropped first."""
         for request in self._active:
-            spent = 0
-            while request.taken < len(request.order):
-                i = request.order[request.taken]
-                length = len(request.rows[i])
-                if spent and spent + length > self.config.token_budget:
-                    break
-                groups.setdefault(id(request.loaded), []).append((length, request, i))
-                request.taken += 1
-                spent += length
-        for rows in groups.values():
-            rows.sort(key=lambda item: item[0])
-            for batch in _cut_batches(rows, self.config.token_budget, self.config.max_batch_size):
-                self._drop_abandoned()
-                live = [item for item in batch if not item[1].future.done()]
-                if live:
-                    self._forward(live)
+            if request.future.abandoned:
+                _fail(request.future, CancelledError())
+        self._active = [r for r in self._active if not r.future.done()]
+        if not self._active:
+            return
+        lanes = sorted(self._active, key=lambda r: r.served)  # stable: arrival order on ties
+        lanes = [r for r in lanes if r.loaded is lanes[0].loaded]
+        fresh = fresh_lanes([r.taken > 0 for r in lanes], self._after_fresh)
+        self._after_fresh = fresh is not None
+        if fresh is not None:
+            lanes = [lanes[k] for k in fresh]
+        counts = pick_rows(
+            [(r.lengths, r.taken) for r in lanes],
+            self.config.token_budget,
+            self.config.max_batch_size,
+        )
+        batch: list[tuple[int, Request, int]] = []
+        for request, count in zip(lanes, counts, strict=True):
+            for k in range(request.taken, request.taken + count):
+                batch.append((request.lengths[k], request, request.order[k]))
+            request.taken += count
+        batch.sort(key=lambda item: item[0])
+        self._forward(batch)
         self._active = [r for r in self._active if not r.future.done()]
 
-    def _drop_abandoned(self) -> None:
-        for request in self._active:
-            if request.future.abandoned and not request.future.done():
-                request.future.set_exception(CancelledError())
-
-    def _forward(self, batch: list[tuple[int, _Request, int]]) -> None:
+    def _forward(self, batch: list[tuple[int, Request, int]]) -> None:
         owners = {id(r): r for _, r, _ in batch}
         loaded = batch[0][1].loaded
         self._set_busy(True)
@@ -665,10 +631,11 @@ class Worker:
             return
         finally:
             self._set_busy(False)
-        for (_, request, i), vector in zip(batch, vectors, strict=True):
+        for (length, request, i), vector in zip(batch, vectors, strict=True):
             assert request.out is not None
             request.out[i] = vector
             request.remaining -= 1
+            request.served += length
         for request in owners.values():
             if request.remaining == 0 and not request.future.done():
                 assert request.spec is not None and request.out is not None
@@ -676,7 +643,7 @@ class Worker:
                     computed = sorted(request.order)
                     self._cache.store(
                         request.identity,
-                        [request.inputs[i] for i in computed],  # type: ignore[misc]
+                        [request.text(i) for i in computed],
                         request.out[computed],
                         [request.token_counts[i] for i in computed],
                     )
@@ -688,28 +655,7 @@ class Worker:
         metrics.BATCH_PADDED_TOKENS.observe(len(batch) * batch[-1][0])
 
 
-def _cut_batches(
-    rows: list[tuple[int, _Request, int]], budget: int, max_rows: int
-) -> list[list[tuple[int, _Request, int]]]:
-    """Split length-sorted rows into batches whose padded size stays within ``budget``.
-
-    A row longer than the budget forms a batch of its own.
-    """
-    batches: list[list[tuple[int, _Request, int]]] = []
-    current: list[tuple[int, _Request, int]] = []
-    for item in rows:
-        length = item[0]
-        # Rows are sorted, so the newest row is the longest: padded = rows x its length.
-        if current and ((len(current) + 1) * length > budget or len(current) >= max_rows):
-            batches.append(current)
-            current = []
-        current.append(item)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _finish(request: _Request, spec: ModelSpec) -> EmbedResult:
+def _finish(request: Request, spec: ModelSpec) -> EmbedResult:
     vectors = request.out
     assert vectors is not None
     if request.dimensions is not None and request.dimensions < spec.dimension:

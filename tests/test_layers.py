@@ -31,30 +31,32 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.blas": (1, "core"),
     "engine.native": (2, "core"),  # builds and loads the C++ kernels (imports engine.blas)
     "registry": (2, "core"),
-    "cache": (2, "core"),
+    "cache": (3, "core"),
     "engine.cpu_kernels": (2, "core"),
     "engine.mlx_engine": (3, "core"),
-    "worker": (4, "core"),
-    "transport": (5, "core"),
-    "api": (6, "core"),
-    "settings": (6, "core"),  # traitlets, for the front ends
-    "distributed": (6, "core"),  # Ray Data actors and file jobs; ray imported lazily
+    "scheduling": (0, "core"),  # the worker's batching policy, pure
+    "preparation": (4, "core"),  # cache lookup and tokenizing, off the MLX thread
+    "worker": (5, "core"),
+    "transport": (6, "core"),
+    "api": (7, "core"),
+    "settings": (7, "core"),  # traitlets, for the front ends
+    "distributed": (7, "core"),  # Ray Data actors and file jobs; ray imported lazily
     # HTTP: Tornado routes, then the two servers that mount them.
-    "routes": (7, "http"),
-    "serverext": (8, "http"),
-    "standalone": (8, "http"),
+    "routes": (8, "http"),
+    "serverext": (9, "http"),
+    "standalone": (9, "http"),
     # Notebook: results with search, then IPython magics and the widget.
     "projection": (2, "notebook"),  # 2-D maps: numpy and the settings only (umap lazily)
     "clusters": (3, "notebook"),  # named clusters of a map (hdbscan, scikit-learn lazily)
     "_umap_process": (0, "notebook"),  # UMAP fits in a helper process
-    "embeddings": (7, "notebook"),
-    "magics": (8, "notebook"),
-    "explorer_data": (7, "notebook"),  # colours, scores, seriation, the static PNG
-    "widget": (8, "notebook"),
+    "embeddings": (8, "notebook"),
+    "magics": (9, "notebook"),
+    "explorer_data": (8, "notebook"),  # colours, scores, seriation, the static PNG
+    "widget": (9, "notebook"),
     # Entry points.
-    "cli": (9, "entry"),
-    "__main__": (10, "entry"),
-    "__init__": (10, "entry"),
+    "cli": (10, "entry"),
+    "__main__": (11, "entry"),
+    "__init__": (11, "entry"),
 }
 
 #: (importer, imported) pairs allowed against the map, each with its reason.

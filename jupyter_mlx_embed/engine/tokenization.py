@@ -4,10 +4,14 @@ Texts are encoded with the model's special tokens and truncated to its maximum l
 Raw token-id inputs (the OpenAI API's ``input: [[ids]]``) are taken as the ids of the text
 *without* special tokens, so they receive the same special tokens and give the same vector
 as the text they came from.
+
+A text's tokenizing cost is bounded by the model's context, not by the text's length: only
+its head is tokenized (:meth:`TextTokenizer.head`), since the rest is truncated away anyway.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +21,16 @@ from ..errors import InvalidRequestError
 #: so a whole request at once (thousands of long texts) would stall every other thread, e.g.
 #: the Jupyter server's event loop, for a tenth of a second.
 _PIECE = 128
+
+#: The start of a whitespace-separated word with a letter or digit. Every tokenizer gives such
+#: a word at least one token of its own (WordPiece, byte-level BPE and SentencePiece split at
+#: whitespace and keep letters and digits), so a text's words bound its tokens from below.
+#: The lookbehind makes each word start one attempt, so a scan is linear in the text.
+_WORD = re.compile(r"(?<!\S)[^\s\w]*[^\W_]")
+#: Texts shorter than this many characters per token of context are tokenized whole.
+_HEAD_CHARS_PER_TOKEN = 8
+#: Words kept beyond the context's length, for the tokens at a word's edge.
+_HEAD_MARGIN = 16
 
 
 class TextTokenizer:
@@ -31,6 +45,25 @@ class TextTokenizer:
         self._tok.no_padding()
         self._tok.no_truncation()
         self._prefix, self._suffix = self._special_tokens()
+        self.specials = len(self._prefix) + len(self._suffix)
+
+    def head(self, text: str) -> str:
+        """The start of ``text`` whose tokens, truncated to the context, are the whole text's.
+
+        It ends at a word boundary after more words than the context has tokens: words are
+        tokenized apart, so the tokens up to that boundary are the whole text's, and they
+        already fill the context. A text with fewer words is returned whole.
+        """
+        if len(text) <= self.max_length * _HEAD_CHARS_PER_TOKEN:
+            return text
+        for count, word in enumerate(_WORD.finditer(text)):
+            if count == self.max_length + _HEAD_MARGIN:
+                return text[: word.start()]
+        return text
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens (e.g. a prompt's)."""
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids the post-processor puts before and after a single sequence."""
@@ -50,6 +83,11 @@ class TextTokenizer:
         Raises:
             InvalidRequestError: ``truncate`` is false and a text is longer than the maximum.
         """
+        heads = [self.head(text) for text in texts]
+        cut = {
+            i for i, (head, text) in enumerate(zip(heads, texts, strict=True)) if head is not text
+        }
+        texts = heads
         ids: list[list[int]]
         if len(texts) == 1:
             # encode_batch hands even one text to the tokenizer's thread pool, whose waking
@@ -64,7 +102,9 @@ class TextTokenizer:
                 ids.extend(enc.ids for enc in piece)
         tail = len(self._suffix)
         where = positions or range(len(ids))
-        return [self._fit(row, where[i], truncate, tail=tail) for i, row in enumerate(ids)]
+        return [
+            self._fit(row, where[i], truncate, tail=tail, cut=i in cut) for i, row in enumerate(ids)
+        ]
 
     def wrap_token_ids(
         self, rows: Sequence[Sequence[int]], *, truncate: bool = True, positions: Sequence[int] = ()
@@ -89,12 +129,15 @@ class TextTokenizer:
             out.append(self._fit(full, i, truncate, tail=len(self._suffix)))
         return out
 
-    def _fit(self, ids: list[int], index: int, truncate: bool, *, tail: int) -> list[int]:
+    def _fit(
+        self, ids: list[int], index: int, truncate: bool, *, tail: int, cut: bool = False
+    ) -> list[int]:
         if len(ids) <= self.max_length:
             return ids
         if not truncate:
+            count = f"more than {len(ids)}" if cut else f"{len(ids)}"
             raise InvalidRequestError(
-                f"input[{index}] has {len(ids)} tokens, more than this model's maximum context "
+                f"input[{index}] has {count} tokens, more than this model's maximum context "
                 f"length of {self.max_length} tokens; shorten it or enable truncation",
                 param="input",
                 code="context_length_exceeded",

@@ -1,0 +1,272 @@
+"""Requests on their way to the MLX thread: prompt, cache lookup and tokenizing (no MLX).
+
+Tokenizing is a request's cost that grows with what a client sends, so it never runs on the
+MLX thread: one preparing thread takes the requests in turns, a piece of each at a time (so a
+huge request cannot hold up a small one), and stops a request as soon as its tokens pass the
+per-request limit (so refusing one costs at most that many tokens). Each text's tokenizing is
+bounded by the model's context (:meth:`TextTokenizer.head`), and a prompt is tokenized once
+and refused when it leaves no room for the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cache import EmbeddingCache
+from .errors import EmbedError, InvalidRequestError
+from .modelspec import ModelSpec
+from .results import EmbedResult
+
+log = logging.getLogger(__name__)
+
+#: Inputs prepared per turn: small enough that a request waiting behind a large one waits a
+#: few milliseconds per turn, large enough for the tokenizer's batch call to pay off.
+PIECE = 128
+#: Characters (prompt included, per input) up to which a request is prepared at once on the
+#: worker's thread (about a millisecond), so that it joins the very next forward pass and a
+#: single text pays no hand-over between threads.
+INLINE_CHARS = 8192
+
+
+class RequestFuture(Future[EmbedResult]):
+    """The future of one request. ``cancel()`` of a request that is already being served
+    returns False, as for any future, but drops the request at its next batch boundary: the
+    rest of its work is not done and it fails with ``CancelledError``."""
+
+    abandoned = False
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        self.abandoned = True
+        return False
+
+
+@dataclass
+class Request:
+    """One request from submission to answer. Its fields past ``prompt`` are filled by the
+    worker (model, prefix, identity), then by the preparing thread (rows, counts, order), then
+    read by the worker again: each stage owns it in turn."""
+
+    inputs: Sequence[str] | Sequence[Sequence[int]]
+    tokens: bool
+    model: str | None
+    dimensions: int | None
+    truncate: bool
+    future: RequestFuture
+    first_index: int = 0
+    prompt_name: str | None = None
+    prompt: str | None = None
+    spec: ModelSpec | None = None
+    loaded: Any = None
+    #: The text put before every input, and the model's cache identity (None: no cache).
+    prefix: str = ""
+    identity: str | None = None
+    #: Token ids per input ([] for cache hits), vectors (hits filled in) and token counts.
+    rows: list[list[int]] = field(default_factory=list)
+    out: np.ndarray | None = None
+    token_counts: list[int] = field(default_factory=list)
+    #: Inputs to compute (cache misses), shortest first; their lengths in that order; how
+    #: many were handed to forward passes, how many are not done, tokens computed so far.
+    order: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    taken: int = 0
+    remaining: int = 0
+    served: int = 0
+    hits: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+
+    @property
+    def stopped(self) -> bool:
+        """Answered, failed, cancelled, or abandoned by its caller."""
+        return self.future.done() or self.future.abandoned
+
+    def text(self, i: int) -> str:
+        """Input ``i`` as the model sees it (after the prompt)."""
+        return self.prefix + self.inputs[i]  # type: ignore[operator]
+
+
+@dataclass
+class _Job:
+    request: Request
+    done: int = 0  # inputs prepared so far
+    total: int = 0  # their tokens
+    misses: list[int] = field(default_factory=list)  # inputs to compute
+
+
+class Preparer:
+    """The preparing thread.
+
+    Args:
+        cache: The vector cache, or None.
+        max_request_tokens: Tokens a request may have (after truncation).
+        deliver: Called with each request taken in, once, when it is prepared or has
+            failed (on the preparing thread, or in :meth:`add` for a small request).
+    """
+
+    def __init__(
+        self,
+        cache: EmbeddingCache | None,
+        max_request_tokens: int,
+        deliver: Callable[[Request], None],
+    ) -> None:
+        self._cache = cache
+        self._max_tokens = max_request_tokens
+        self._deliver = deliver
+        self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="mlx-embed-prepare", daemon=True)
+        self._thread.start()
+
+    def add(self, request: Request) -> None:
+        """Prepare ``request`` (its spec, loaded model, prefix and identity set): at once on
+        this thread when it is small (:data:`INLINE_CHARS`), else on the preparing thread."""
+        if _size(request) > INLINE_CHARS:
+            self._inbox.put(request)
+            return
+        job = _Job(request)
+        while not self._step(job):
+            pass
+        self._deliver(request)
+
+    def close(self) -> None:
+        """Finish the requests taken in, then stop the thread."""
+        self._inbox.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        jobs: deque[_Job] = deque()
+        closing = False
+        while jobs or not closing:
+            try:
+                while True:  # take in what arrived; block only when there is nothing to do
+                    item = self._inbox.get(block=not jobs)
+                    if item is None:
+                        closing = True
+                        if not jobs:
+                            return
+                    else:
+                        jobs.append(_Job(item))
+                    if self._inbox.empty():
+                        break
+            except queue.Empty:
+                pass
+            job = jobs.popleft()
+            if self._step(job):
+                self._deliver(job.request)
+            else:
+                jobs.append(job)
+
+    def _step(self, job: _Job) -> bool:
+        """Prepare one piece of a request; True when it is prepared or has failed."""
+        request = job.request
+        if request.stopped:
+            if request.future.abandoned:
+                _fail(request.future, CancelledError())
+            return True
+        try:
+            if job.done == 0:
+                _start(request)
+                self._check_prefix(request)
+            self._prepare_piece(job)
+        except Exception as exc:
+            if not isinstance(exc, EmbedError):
+                log.exception("unexpected failure preparing a request")
+            _fail(request.future, exc)
+            return True
+        if job.done < len(request.inputs):
+            return False
+        request.order = sorted(job.misses, key=lambda i: len(request.rows[i]))
+        request.lengths = [len(request.rows[i]) for i in request.order]
+        request.remaining = len(request.order)
+        return True
+
+    def _check_prefix(self, request: Request) -> None:
+        """Refuse a prompt that leaves the model's context no room for the input."""
+        if not request.prefix:
+            return
+        tokenizer = request.loaded.tokenizer
+        room = tokenizer.max_length - tokenizer.specials
+        count = tokenizer.count_tokens(request.prefix)
+        if count >= room:
+            field_name = "prompt" if request.prompt is not None else "prompt_name"
+            raise InvalidRequestError(
+                f"The prompt has {count} tokens, which leaves no room for the input in model "
+                f"'{request.spec.name}''s context of {tokenizer.max_length} tokens",  # type: ignore[union-attr]
+                param=field_name,
+                code="prompt_too_long",
+            )
+
+    def _prepare_piece(self, job: _Job) -> None:
+        request = job.request
+        start, stop = job.done, min(job.done + PIECE, len(request.inputs))
+        tokenizer = request.loaded.tokenizer
+        positions = range(start, stop)
+        misses = list(positions)
+        if request.tokens:
+            rows = tokenizer.wrap_token_ids(
+                request.inputs[start:stop],
+                truncate=request.truncate,
+                positions=[request.first_index + i for i in positions],
+            )
+        else:
+            texts = [request.text(i) for i in positions]
+            if request.identity is not None and self._cache is not None:
+                found = self._cache.lookup(request.identity, texts, request.out.shape[1])  # type: ignore[union-attr]
+                # A hit of the context's full length may have been truncated: without
+                # truncation, the length rule decides before the cache.
+                hits = {
+                    start + k: hit
+                    for k, hit in found.items()
+                    if request.truncate or hit[1] < tokenizer.max_length
+                }
+                for i, (vector, tokens) in hits.items():
+                    request.out[i], request.token_counts[i] = vector, tokens  # type: ignore[index]
+                misses = [i for i in positions if i not in hits]
+                request.hits += len(hits)
+            rows = tokenizer.encode_texts(
+                [texts[i - start] for i in misses],
+                truncate=request.truncate,
+                positions=[request.first_index + i for i in misses],
+            )
+        for i, row in zip(misses, rows, strict=True):
+            request.rows[i] = row
+            request.token_counts[i] = len(row)
+        job.misses.extend(misses)
+        job.done = stop
+        job.total += sum(request.token_counts[start:stop])
+        if job.total > self._max_tokens:
+            more = " at least" if stop < len(request.inputs) else ""
+            raise InvalidRequestError(
+                f"This request has{more} {job.total} tokens, more than the maximum of "
+                f"{self._max_tokens} tokens per request",
+                param="input",
+                code="max_tokens_per_request",
+            )
+
+
+def _size(request: Request) -> int:
+    """Characters a request's inputs have as the model sees them (ids for token rows)."""
+    return sum(len(item) for item in request.inputs) + len(request.prefix) * len(request.inputs)
+
+
+def _start(request: Request) -> None:
+    assert request.spec is not None
+    n = len(request.inputs)
+    request.rows = [[] for _ in range(n)]
+    request.token_counts = [0] * n
+    request.out = np.empty((n, request.spec.dimension), dtype=np.float32)
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
