@@ -200,8 +200,8 @@ class Preparer:
         if count >= room:
             field_name = "prompt" if request.prompt is not None else "prompt_name"
             raise InvalidRequestError(
-                f"The prompt has {count} tokens, which leaves no room for the input in model "
-                f"'{request.spec.name}''s context of {tokenizer.max_length} tokens",  # type: ignore[union-attr]
+                f"The prompt has {count} tokens, which leaves no room for the input in the "
+                f"{tokenizer.max_length}-token context of model '{request.spec.name}'",  # type: ignore[union-attr]
                 param=field_name,
                 code="prompt_too_long",
             )
