@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .cache import CacheUnavailableError, EmbeddingCache, model_identity
 from .config import EngineConfig
 from .errors import EmbedError, InputTypeError, InvalidRequestError
+from .modelspec import ModelSpec
 from .registry import ModelRegistry
 from .results import EmbedResult
 from .validation import check_dimensions, check_prompt, text_problem
@@ -561,21 +563,52 @@ class _Parts:
         return row // self.part_rows
 
     def open(self) -> list[int]:
-        """Indices of the finished parts (after clearing those of another job)."""
+        """Indices of the finished parts (after clearing those of another job).
+
+        Raises:
+            InvalidRequestError: The parts were made by the same arguments with another model.
+        """
         saved = self.folder / _MANIFEST
         if self.folder.is_dir():
             try:
-                same = json.loads(saved.read_text()) == self.manifest
+                old = json.loads(saved.read_text())
             except (OSError, ValueError):
-                same = False
-            if not same:
+                old = None
+            if _job_of(old) != _job_of(self.manifest):
                 log.warning("%s holds parts of another job; starting over", self.folder)
                 shutil.rmtree(self.folder)
+            elif old["model_identity"] != self.manifest["model_identity"]:
+                self._refuse_another_model(old)
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in self.folder.glob("*.tmp"):
             stale.unlink()
         _write_atomic(saved, lambda tmp: tmp.write_text(json.dumps(self.manifest, indent=1)))
         return [i for i in range(len(self.bounds)) if self.path(i).exists()]
+
+    def _refuse_another_model(self, old: dict[str, Any]) -> None:
+        """Stop a rerun whose arguments are the same but whose model is not. Changed arguments
+        start over: the user asked for another job. The same arguments resolving another
+        model mean that the environment changed (the default model or model roots) or the
+        model's files did: resuming would mix two models' vectors in one output, and
+        starting over would silently throw the finished parts away. So nothing is done and
+        the message says how to do either. A folder without finished parts just starts over.
+        """
+        finished = len(list(self.folder.glob("part-*.parquet")))
+        if not finished:
+            shutil.rmtree(self.folder)
+            return
+        then, now = old["resolved_model"], self.manifest["resolved_model"]
+        then = then if isinstance(then, dict) else {}
+        raise InvalidRequestError(
+            f"{self.folder} holds {finished} finished parts made with another model: "
+            f"{then.get('name')!r} ({then.get('path')}) then, {now['name']!r} "
+            f"({now['path']}) now, from the same arguments (the default model or the model "
+            "roots in the environment changed, or the model's files did). Resuming would mix "
+            "two models' vectors. To resume, run with the settings of the first run; to "
+            f"start over with this model, delete {self.folder}",
+            param="model",
+            code="parts_of_another_model",
+        )
 
     def write(self, index: int, table: pa.Table) -> None:
         import pyarrow.parquet
@@ -600,6 +633,47 @@ class _Parts:
 
         _write_atomic(output, write)
         shutil.rmtree(self.folder)
+
+
+#: Manifest fields that say which model the job resolved (compared apart from the others).
+_MODEL_FIELDS = ("model_identity", "resolved_model")
+
+
+def _job_of(manifest: Any) -> Any:
+    """A manifest without its resolved model: the job's arguments and input."""
+    if not isinstance(manifest, dict) or not all(k in manifest for k in _MODEL_FIELDS):
+        return manifest
+    return {k: v for k, v in manifest.items() if k not in _MODEL_FIELDS}
+
+
+def _job_model(
+    model: str | None, overrides: dict[str, Any], on_ray: bool | str
+) -> tuple[ModelSpec, str]:
+    """The model the job will run, resolved here, and its identity (the vector cache's, so
+    the same for every model folder that gives the same vectors).
+
+    The settings are those of the worker the job will use: this process's when it has one
+    (a local job), else the environment with ``overrides`` (on Ray, each node reads its
+    own: this is the driver's view of them).
+    """
+    worker = current_worker() if on_ray is False else None
+    config = (
+        worker.config.replace(**overrides)
+        if worker is not None
+        else EngineConfig.from_env(**overrides)
+    )
+    spec = ModelRegistry(config).resolve(model)
+    if config.cache:  # the cache remembers big files' hashes: weights are read once
+        try:
+            cache = EmbeddingCache(config.cache_folder(), config.cache_size_mb)
+        except CacheUnavailableError:
+            pass
+        else:
+            try:
+                return spec, cache.identity(spec)
+            finally:
+                cache.close()
+    return spec, model_identity(spec)
 
 
 def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
@@ -637,7 +711,8 @@ def embed_file(
     ``OUTPUT.parts/part-NNNNNN.parquet`` (atomically), next to a manifest of the job's
     arguments; at the end the parts are combined into ``output`` and removed. Run again
     with the same arguments, an interrupted job keeps its finished parts and embeds only
-    the others, locally or on Ray alike (a changed argument or input file starts over).
+    the others, locally or on Ray alike (a changed argument or input file starts over; the
+    same arguments resolving another model, through the environment, are refused).
     The whole column is checked before anything is embedded, so a bad row fails the job at
     once, named by its row number.
 
@@ -665,7 +740,9 @@ def embed_file(
         What was done.
 
     Raises:
-        InvalidRequestError: Unreadable input, a missing column, rows that are not texts.
+        InvalidRequestError: Unreadable input, a missing column, rows that are not texts;
+            finished parts of this job made with another model (the manifest records the
+            model's identity).
         EmbedError: As the engine raises them (unknown model, a model that fails to load).
         ValueError: A bad option.
     """
@@ -701,8 +778,11 @@ def embed_file(
         "output_column": output_column,
         "skip_invalid": skip_invalid,
     }
+    # The model as resolved, not as named: the same arguments may resolve another model
+    # when the environment changes, and a resumed job must not mix two models' vectors.
+    spec, identity = _job_model(model, overrides, on_ray)
     manifest = {
-        "version": 1,
+        "version": 2,
         "input": str(source.resolve()),
         "input_size": stat.st_size,
         "input_mtime_ns": stat.st_mtime_ns,
@@ -710,6 +790,8 @@ def embed_file(
         "part_rows": part_rows,
         **options,
         "settings": {k: str(v) for k, v in sorted(overrides.items())},
+        "model_identity": identity,
+        "resolved_model": {"name": spec.name, "path": str(spec.path)},
     }
     parts = _Parts(target, manifest, table.num_rows, part_rows)
     done = parts.open()

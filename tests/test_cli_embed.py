@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from jupyter_mlx_embed import Worker, cli
+from jupyter_mlx_embed import EngineConfig, Worker, cli
+from jupyter_mlx_embed.cache import model_identity
 from jupyter_mlx_embed.distributed import detect_format
+from jupyter_mlx_embed.registry import ModelRegistry
 
 
 def make_texts(n: int) -> list[str]:
@@ -222,3 +225,72 @@ def test_an_empty_input_gives_an_empty_output_with_the_vector_column(tmp_path: P
 
 def test_embed_is_in_the_help() -> None:
     assert "embed" in cli.build_parser().format_help()
+
+
+@pytest.fixture
+def other_root(model_root: Path, tmp_path: Path) -> Path:
+    """A model root where the name tiny-bert-cls is another model (tiny-bert-max's folder)."""
+    root = tmp_path / "other-models"
+    shutil.copytree(model_root / "tiny-bert-cls", root / "tiny-bert-cls")
+    shutil.copy(model_root / "tiny-bert-max" / "model.safetensors", root / "tiny-bert-cls")
+    return root
+
+
+def run_command(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The command in a child process, with this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_mlx_embed", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changed", ["default model", "model roots"])
+def test_a_resumed_job_refuses_parts_made_with_another_model(
+    tmp_path: Path,
+    model_root: Path,
+    other_root: Path,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+    changed: str,
+) -> None:
+    # Children see only the environment: the same command line resolves another model.
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_MODEL_ROOTS", str(model_root))
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_DEFAULT_MODEL", "tiny-bert-cls")
+    source = tmp_path / "docs.parquet"
+    texts = make_texts(4000)
+    pq.write_table(pa.table({"text": texts}), source)
+    out = tmp_path / "out.parquet"
+    argv = ["embed", str(source), "-o", str(out), "--part-rows", "20", "-q"]
+    parts = tmp_path / "out.parquet.parts"
+    run_until_parts(argv, parts, 2)
+    finished = {p.name: p.read_bytes() for p in parts.glob("part-*.parquet")}
+    manifest = (parts / "manifest.json").read_text()
+    spec = ModelRegistry(EngineConfig(model_roots=(model_root,))).resolve("tiny-bert-cls")
+    assert model_identity(spec) in manifest  # the cache's identity, not the name asked for
+
+    if changed == "default model":
+        monkeypatch.setenv("JUPYTER_MLX_EMBED_DEFAULT_MODEL", "tiny-bert-max")
+    else:  # the same name, found in another root: the same config, other weights
+        monkeypatch.setenv("JUPYTER_MLX_EMBED_MODEL_ROOTS", str(other_root))
+    refused = run_command(argv)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "made with another model" in refused.stderr and str(parts) in refused.stderr
+    assert not out.exists()
+    assert {p.name: p.read_bytes() for p in parts.glob("part-*.parquet")} == finished
+
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_DEFAULT_MODEL", "tiny-bert-cls")
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_MODEL_ROOTS", str(model_root))
+    resumed = run_command(argv)  # the first model again: the job resumes
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(finished)} of 200 parts resumed" in resumed.stdout
+    got = vectors_of(pq.read_table(out))
+    expected = np.concatenate(
+        [
+            worker.submit(texts[i : i + 1000], model="tiny-bert-cls").result().vectors
+            for i in range(0, len(texts), 1000)
+        ]
+    )
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
