@@ -25,6 +25,7 @@ import numpy as np
 from .cache import EmbeddingCache
 from .errors import EmbedError, InvalidRequestError
 from .modelspec import ModelSpec
+from .options import EmbedOptions
 from .results import EmbedResult
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,16 @@ class RequestFuture(Future[EmbedResult]):
 
 @dataclass
 class Request:
-    """One request from submission to answer. Its fields past ``prompt`` are filled by the
+    """One request from submission to answer. Its fields past ``first_index`` are filled by the
     worker (model, prefix, identity), then by the preparing thread (rows, counts, order), then
     read by the worker again: each stage owns it in turn."""
 
     inputs: Sequence[str] | Sequence[Sequence[int]]
     tokens: bool
-    model: str | None
-    dimensions: int | None
-    truncate: bool
+    options: EmbedOptions
+    truncate: bool  # the options', else the worker's setting
     future: RequestFuture
     first_index: int = 0
-    prompt_name: str | None = None
-    prompt: str | None = None
     spec: ModelSpec | None = None
     loaded: Any = None
     #: The text put before every input, and the model's cache identity (None: no cache).
@@ -198,7 +196,7 @@ class Preparer:
         room = tokenizer.max_length - tokenizer.specials
         count = tokenizer.count_tokens(request.prefix)
         if count >= room:
-            field_name = "prompt" if request.prompt is not None else "prompt_name"
+            field_name = "prompt" if request.options.prompt is not None else "prompt_name"
             raise InvalidRequestError(
                 f"The prompt has {count} tokens, which leaves no room for the input in the "
                 f"{tokenizer.max_length}-token context of model '{request.spec.name}'",  # type: ignore[union-attr]

@@ -33,6 +33,7 @@ from .cache import CacheUnavailableError, EmbeddingCache
 from .config import EngineConfig
 from .errors import EmbedError, ModelLoadError, OverloadedError, WorkerClosedError
 from .modelspec import ModelSpec
+from .options import EmbedOptions
 from .preparation import Preparer, Request, RequestFuture
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
@@ -138,34 +139,27 @@ class Worker:
     def submit(
         self,
         inputs: Sequence[str] | Sequence[Sequence[int]],
+        options: EmbedOptions | None = None,
         *,
-        model: str | None = None,
-        dimensions: int | None = None,
-        truncate: bool | None = None,
         first_index: int = 0,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
+        **fields: Any,
     ) -> RequestFuture:
         """Queue texts (or token-id rows) for embedding.
 
         Args:
             inputs: Non-empty texts, or rows of token ids without special tokens (only with
                 ``allow_token_ids``).
-            model: Model name; the configured default when ``None``.
-            dimensions: Keep the first ``dimensions`` values and renormalise.
-            truncate: Truncate over-long inputs (default from config) instead of failing.
+            options: The request's options (model, dimensions, prompt, truncation).
             first_index: Index of ``inputs[0]`` in the caller's whole input (a chunk's
                 offset), so that error messages name the caller's own index.
-            prompt_name: One of the model's prompts (``config_sentence_transformers.json``),
-                put before every text; by default its ``default_prompt_name``, if any.
-            prompt: A prompt text of the caller's own, instead of a named one.
+            **fields: Instead of ``options``, its fields (``EmbedOptions(**fields)``).
 
         Returns:
             A future resolving to an :class:`EmbedResult`; cancelling it drops the request
             even once it is being served.
 
         Raises:
-            InvalidRequestError: The inputs are malformed.
+            InvalidRequestError: The inputs or options are malformed.
             OverloadedError: ``queue_size`` requests are already pending.
             WorkerClosedError: The worker is closed.
         """
@@ -175,18 +169,18 @@ class Worker:
             allow_token_ids=self.config.allow_token_ids,
             first_index=first_index,
         )
-        check_dimensions(dimensions)
-        check_prompt(prompt_name, prompt, tokens=tokens)
+        if options is None:
+            options = EmbedOptions(**fields)
+        elif fields:
+            raise TypeError("give options or its fields, not both")
+        check_prompt(options.prompt_name, options.prompt, tokens=tokens)
         request = Request(
             inputs=inputs,
             tokens=tokens,
-            model=model,
-            dimensions=dimensions,
-            truncate=self.config.truncate if truncate is None else truncate,
+            options=options,
+            truncate=self.config.truncate if options.truncate is None else options.truncate,
             future=RequestFuture(),
             first_index=first_index,
-            prompt_name=prompt_name,
-            prompt=prompt,
         )
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
@@ -477,7 +471,7 @@ class Worker:
                 self._loaded_names = tuple(self._engine.loaded_models)  # after a preload
             return
         metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - item.submitted)
-        name = item.model if item.model is not None else self.config.default_model
+        name = item.options.model if item.options.model is not None else self.config.default_model
         spec = self.registry.cached(name)
         if spec is not None:
             self._start(item, spec)
@@ -522,9 +516,11 @@ class Worker:
         thread; any error fails this request alone."""
         try:
             loaded = self._load(spec)
-            check_dimensions(request.dimensions, spec.dimension, model=spec.name)
+            check_dimensions(request.options.dimensions, spec.dimension, model=spec.name)
             if not request.tokens:
-                request.prefix = model_prompt(spec, request.prompt_name, request.prompt)
+                request.prefix = model_prompt(
+                    spec, request.options.prompt_name, request.options.prompt
+                )
                 request.identity = self._identity(spec)
         except Exception as exc:
             if not isinstance(exc, EmbedError):
@@ -658,8 +654,9 @@ class Worker:
 def _finish(request: Request, spec: ModelSpec) -> EmbedResult:
     vectors = request.out
     assert vectors is not None
-    if request.dimensions is not None and request.dimensions < spec.dimension:
-        vectors = np.ascontiguousarray(vectors[:, : request.dimensions])
+    dimensions = request.options.dimensions
+    if dimensions is not None and dimensions < spec.dimension:
+        vectors = np.ascontiguousarray(vectors[:, :dimensions])
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.maximum(norms, 1e-12)
     return EmbedResult(vectors=vectors, model=spec.name, token_counts=tuple(request.token_counts))

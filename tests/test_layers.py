@@ -25,6 +25,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.partition": (0, "core"),
     "config": (1, "core"),
     "validation": (2, "core"),
+    "options": (3, "core"),  # one request's options, checked once
     "modelspec": (1, "core"),
     "schema": (1, "core"),
     "engine.tokenization": (1, "core"),
