@@ -54,7 +54,10 @@ lint: install $(LAB_DEPS)
 	# tsc --noEmit, eslint and prettier --check on labextension/
 	npm --prefix labextension run --silent lint:check
 
-test: install lint
+# The front end's unit tests first (node's own test runner on labextension/test/, compiled by
+# esbuild), then pytest.
+test: install lint $(LAB_DEPS)
+	npm --prefix labextension run --silent test
 	$(PY) -m pytest --nbval
 
 bench: install

@@ -108,3 +108,11 @@ export function withAlpha(color: string, alpha: number): string {
   const [r, g, b, a] = toRgba(color);
   return `rgba(${Math.round(r * 255)}, ${Math.round(g * 255)}, ${Math.round(b * 255)}, ${a * alpha})`;
 }
+
+/**
+ * The similarity ramp as one CSS colour per score code (0..254 from the lowest score to the
+ * highest; 255 and above as 254), faded into `background` at the low end.
+ */
+export function similarityRamp(background: RGB, levels = 256): string[] {
+  return Array.from({ length: levels }, (_, i) => css(similarity(Math.min(i, 254) / 254, background)));
+}

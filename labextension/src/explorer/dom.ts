@@ -1,4 +1,4 @@
-/** Small DOM and buffer helpers shared by the explorer's views. */
+/** Small DOM helpers shared by the explorer's views. */
 
 /** Creates an element with a class and optional text (text is never parsed as HTML). */
 export function h<K extends keyof HTMLElementTagNameMap>(
@@ -16,53 +16,19 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-/** `text` on one line, cut to `width` characters with an ellipsis. */
-export function shorten(text: string, width: number): string {
-  const line = text.replace(/\s+/g, ' ').trim();
-  return line.length <= width ? line : line.slice(0, width - 1).trimEnd() + '…';
+/** A toolbar button. */
+export function button(label: string, className: string, title: string): HTMLButtonElement {
+  const node = h('button', `jme-button ${className}`, label);
+  node.type = 'button';
+  node.title = title;
+  return node;
 }
 
-/** Bytes of a binary trait (a DataView from ipywidgets, or a buffer), else null. */
-function bytesOf(value: unknown): { buffer: ArrayBufferLike; offset: number; length: number } | null {
-  if (value instanceof DataView || ArrayBuffer.isView(value)) {
-    const view = value as ArrayBufferView;
-    return { buffer: view.buffer, offset: view.byteOffset, length: view.byteLength };
-  }
-  if (value instanceof ArrayBuffer) {
-    return { buffer: value, offset: 0, length: value.byteLength };
-  }
-  return null;
-}
-
-/** A little-endian float32 binary trait as a Float32Array (no copy when aligned). */
-export function float32s(value: unknown): Float32Array {
-  const bytes = bytesOf(value);
-  if (!bytes) {
-    return new Float32Array(0);
-  }
-  const count = Math.floor(bytes.length / 4);
-  if (bytes.offset % 4 === 0) {
-    return new Float32Array(bytes.buffer, bytes.offset, count);
-  }
-  return new Float32Array(bytes.buffer.slice(bytes.offset, bytes.offset + count * 4));
-}
-
-/** A little-endian int32 binary trait as an Int32Array (no copy when aligned). */
-export function int32s(value: unknown): Int32Array {
-  const bytes = bytesOf(value);
-  if (!bytes) {
-    return new Int32Array(0);
-  }
-  const count = Math.floor(bytes.length / 4);
-  if (bytes.offset % 4 === 0) {
-    return new Int32Array(bytes.buffer, bytes.offset, count);
-  }
-  return new Int32Array(bytes.buffer.slice(bytes.offset, bytes.offset + count * 4));
-}
-
-/** Formats a cosine similarity. */
-export function score(value: number): string {
-  return value.toFixed(3);
+/** A horizontal colour ramp through `stops` (CSS colours). */
+export function ramp(stops: string[]): HTMLSpanElement {
+  const bar = h('span', 'jme-ramp');
+  bar.style.background = `linear-gradient(to right, ${stops.join(', ')})`;
+  return bar;
 }
 
 /** Places a floating tooltip next to (x, y) inside `box`, flipping at the edges. */
@@ -75,4 +41,9 @@ export function placeTooltip(tip: HTMLElement, box: HTMLElement, x: number, y: n
   const top = y + pad + hgt > box.clientHeight ? Math.max(0, y - pad - hgt) : y + pad;
   tip.style.left = `${left}px`;
   tip.style.top = `${top}px`;
+}
+
+/** A CSS custom property of `el` (as computed), or `fallback`. */
+export function cssVar(el: Element, name: string, fallback: string): string {
+  return getComputedStyle(el).getPropertyValue(name).trim() || fallback;
 }

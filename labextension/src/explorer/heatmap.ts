@@ -6,7 +6,8 @@
  */
 
 import { css, viridis } from './colors';
-import { h, placeTooltip, score, shorten } from './dom';
+import { h, placeTooltip } from './dom';
+import { score, shorten } from './format';
 
 const LABEL_CHARS = 22;
 const FONT_PX = 10;

@@ -29,3 +29,22 @@ export function place(candidates: readonly Box[], taken: Box[], width: number, h
   }
   return null;
 }
+
+/**
+ * Where a query hit's rank label (`w` x `h`) may go, in order of preference: beside the
+ * ring (radius 7) around the point at (x, y), above right, above left, below right, below
+ * left.
+ */
+export function rankSpots(x: number, y: number, w: number, h: number): Box[] {
+  return [
+    { x: x + 8, y: y - h - 2, w, h },
+    { x: x - 8 - w, y: y - h - 2, w, h },
+    { x: x + 8, y: y + 2, w, h },
+    { x: x - 8 - w, y: y + 2, w, h }
+  ];
+}
+
+/** Where a cluster label (`w` wide) goes: centred on the cluster's centre (x, y). */
+export function clusterSpot(x: number, y: number, w: number): Box {
+  return { x: x - w / 2, y: y - 9, w, h: 18 };
+}

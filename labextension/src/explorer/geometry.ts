@@ -1,0 +1,175 @@
+/**
+ * Pure maths of the scatter map: fitting the points into regl-scatterplot's normalised space,
+ * the frame the view starts on, the drawing order, and projecting between data space and the
+ * map box with regl-scatterplot's view matrix. No DOM: unit-tested in node.
+ */
+
+export type Rect = { x: number; y: number; width: number; height: number };
+
+/** Points sampled to find the frame, and the share of them left out on each side. */
+const FRAME_SAMPLE = 20_000;
+const FRAME_OUTSIDE = 0.002;
+
+/** Points fitted into [-1, 1] (aspect ratio kept), and how: data = xy * scale + center. */
+export interface FittedPoints {
+  n: number;
+  center: [number, number];
+  scale: number;
+  xs: Float32Array;
+  ys: Float32Array;
+  /** regl-scatterplot's input rows [x, y, colour code, score code] (codes 0). */
+  rows: number[][];
+}
+
+/** No points yet (never changed: `fitPoints` makes new ones). */
+export const NO_POINTS: FittedPoints = {
+  n: 0,
+  center: [0, 0],
+  scale: 1,
+  xs: new Float32Array(0),
+  ys: new Float32Array(0),
+  rows: []
+};
+
+/** Fits n x 2 positions (any range) into regl-scatterplot's normalised space. */
+export function fitPoints(xy: Float32Array): FittedPoints {
+  const n = Math.floor(xy.length / 2);
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const x = xy[2 * i];
+    const y = xy[2 * i + 1];
+    x0 = Math.min(x0, x);
+    x1 = Math.max(x1, x);
+    y0 = Math.min(y0, y);
+    y1 = Math.max(y1, y);
+  }
+  const span = Math.max(x1 - x0, y1 - y0) || 1;
+  const center: [number, number] = n ? [(x0 + x1) / 2, (y0 + y1) / 2] : [0, 0];
+  const scale = 1.9 / span;
+  const xs = new Float32Array(n);
+  const ys = new Float32Array(n);
+  const rows: number[][] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = (xy[2 * i] - center[0]) * scale;
+    const y = (xy[2 * i + 1] - center[1]) * scale;
+    xs[i] = x;
+    ys[i] = y;
+    rows[i] = [x, y, 0, 0];
+  }
+  return { n, center, scale, xs, ys, rows };
+}
+
+/**
+ * Writes each point's colour code (z) and score code (w) into its row (0 without codes);
+ * regl-scatterplot draws them as categories.
+ */
+export function fillCodes(rows: number[][], colorCodes: Uint8Array | null, scoreCodes: Uint8Array | null): void {
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i];
+    row[2] = colorCodes ? colorCodes[i] : 0;
+    row[3] = scoreCodes ? scoreCodes[i] : 0;
+  }
+}
+
+/** The point size for a map of n points: fewer points, bigger dots. */
+export function pointSizeFor(n: number): number {
+  return n < 2_000 ? 10 : n < 20_000 ? 6 : n < 200_000 ? 3 : 2;
+}
+
+/**
+ * The area (normalised coordinates) the view starts on and resets to: all but the outermost
+ * 0.2% of the points on each axis, with a margin. UMAP leaves a few points far from the rest,
+ * and framing them would shrink everything else into a corner; zooming out still shows them.
+ */
+export function frame(xs: Float32Array, ys: Float32Array): Rect | null {
+  const n = xs.length;
+  if (n < 1_000) {
+    return null; // small maps: every point, regl-scatterplot's own fit
+  }
+  const step = Math.max(1, Math.floor(n / FRAME_SAMPLE));
+  const sx: number[] = [];
+  const sy: number[] = [];
+  for (let i = 0; i < n; i += step) {
+    sx.push(xs[i]);
+    sy.push(ys[i]);
+  }
+  const cut = (values: number[]): [number, number] => {
+    values.sort((a, b) => a - b);
+    const k = Math.floor(values.length * FRAME_OUTSIDE);
+    return [values[k], values[values.length - 1 - k]];
+  };
+  const [x0, x1] = cut(sx);
+  const [y0, y1] = cut(sy);
+  const margin = 0.05 * Math.max(x1 - x0, y1 - y0, 1e-6);
+  return { x: x0 - margin, y: y0 - margin, width: x1 - x0 + 2 * margin, height: y1 - y0 + 2 * margin };
+}
+
+/**
+ * A fixed random order of `n` points (seeded: the same map looks the same each time).
+ * Points are drawn in this order, so any first part of it is an even sample of the map.
+ */
+export function shuffled(n: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let state = 0x9e3779b9;
+  for (let i = n - 1; i > 0; i--) {
+    // xorshift32
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    const j = (state >>> 0) % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+/**
+ * Data space ([-1, 1]) to CSS px in a `width` x `height` map box, as regl-scatterplot
+ * projects points with its 4 x 4 view matrix `view`.
+ */
+export function toScreen(
+  view: ArrayLike<number>,
+  width: number,
+  height: number,
+  x: number,
+  y: number
+): [number, number] {
+  const v = view;
+  const vx = v[0] * x + v[4] * y + v[12];
+  const vy = v[1] * x + v[5] * y + v[13];
+  const clipX = vx / (width / height);
+  return [(width * (clipX + 1)) / 2, height * (0.5 - vy / 2)];
+}
+
+/** CSS px in the map box to data space (the inverse of toScreen). */
+export function toData(
+  view: ArrayLike<number>,
+  width: number,
+  height: number,
+  sx: number,
+  sy: number
+): [number, number] {
+  const v = view;
+  const vx = ((2 * sx) / width - 1) * (width / height) - v[12];
+  const vy = 1 - (2 * sy) / height - v[13];
+  const det = v[0] * v[5] - v[4] * v[1] || 1;
+  return [(v[5] * vx - v[4] * vy) / det, (v[0] * vy - v[1] * vx) / det];
+}
+
+/** The points whose (xs[i], ys[i]) lie in the rectangle spanned by two corners (any order). */
+export function pointsInside(xs: Float32Array, ys: Float32Array, a: [number, number], b: [number, number]): number[] {
+  const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
+  const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
+  const inside: number[] = [];
+  const n = Math.min(xs.length, ys.length);
+  for (let i = 0; i < n; i++) {
+    const x = xs[i];
+    const y = ys[i];
+    if (x >= x0 && x <= x1 && y >= y0 && y <= y1) {
+      inside.push(i);
+    }
+  }
+  return inside;
+}

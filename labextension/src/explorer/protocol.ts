@@ -1,0 +1,159 @@
+/**
+ * The explorer's protocol with Python (`jupyter_mlx_embed.SimilarityExplorer`): every synced
+ * trait with its type, the custom messages, and typed helpers over anywidget's model. The
+ * front end takes trait names from here only: `SyncedModel` accepts no other name, so a
+ * misspelt or removed trait fails to compile.
+ *
+ * tests/test_explorer_protocol.py parses `ExplorerState` and compares it with the Python
+ * traits tagged `sync=True` (names, and coarse types), so a trait added on one side only
+ * fails the tests.
+ *
+ * Python owns the data and the maths; the front end draws and reports gestures. Binary
+ * traits arrive as DataViews: `coords` (n x 2 float32), `color_codes` and `scores` (n
+ * uint8), `heatmap` (m x m float32). Texts arrive on demand, as answers to `RowsRequest`.
+ */
+
+import type { AnyModel } from '@anywidget/types';
+
+/** A ranked text: a query match or a neighbour. */
+export interface Hit {
+  index: number;
+  text: string;
+  score: number;
+}
+
+/** A cluster's label at its centre (data coordinates, as `coords`). */
+export interface ClusterLabel {
+  label: string;
+  x: number;
+  y: number;
+  size: number;
+}
+
+/** A text and its tooltip columns (values as strings), as a `RowsAnswer` carries them. */
+export interface Row {
+  index: number;
+  text: string;
+  fields: Record<string, string>;
+}
+
+// The synced traits, one `name: type;` a line. The test reads the types coarsely:
+// DataView = Bytes, string = Unicode, number = Int or Float, boolean = Bool, T[] = List
+// (of T), Record<...> or an interface of this file = Dict.
+export interface ExplorerState {
+  // The map, Python to front end.
+  /** n x 2 float32, any range. */
+  coords: DataView;
+  /** pca or umap. */
+  projection: string;
+  map_status: string;
+  /** Largest first. */
+  clusters: ClusterLabel[];
+  // Colours: `color_by` is also set by the front end (the colour menu).
+  color_by: string;
+  color_options: string[];
+  /** none, categorical or numeric. */
+  color_kind: string;
+  /** n uint8, indices into `color_palette`. */
+  color_codes: DataView;
+  color_names: string[];
+  color_counts: number[];
+  color_palette: string[];
+  /** A numeric column's [lo, hi]. */
+  color_range: number[];
+  tooltip_columns: string[];
+  embedding_model: string;
+  /** Of the map, CSS px. */
+  height: number;
+  // Requests, front end (or Python) to Python.
+  query: string;
+  /** Set with `query`: each edit takes the next number. */
+  query_seq: number;
+  k: number;
+  /** A point index, -1 for none. */
+  clicked: number;
+  selection: number[];
+  // Answers.
+  /** The `query_seq` the answer belongs to. */
+  result_seq: number;
+  /** n uint8: 0..254 from score_range[0] to score_range[1]; empty without a query. */
+  scores: DataView;
+  score_range: number[];
+  top_k: Hit[];
+  neighbors: Hit[];
+  /** m x m float32, rows in seriated order. */
+  heatmap: DataView;
+  heatmap_indices: number[];
+  heatmap_labels: string[];
+  heatmap_note: string;
+  status: string;
+  /** info, busy or error. */
+  status_level: string;
+  /** Which views show this explorer (anywidget gives each view its own model object). */
+  view_key: string;
+}
+
+/** A synced trait's name. */
+export type Trait = keyof ExplorerState;
+
+/** Front end to Python: the texts (and tooltip fields) of these points. */
+export interface RowsRequest {
+  type: 'rows';
+  id: number;
+  indices: number[];
+}
+
+/** Python to front end: the answer to the `RowsRequest` of the same id. */
+export interface RowsAnswer {
+  type: 'rows';
+  id: number;
+  rows: Row[];
+}
+
+/**
+ * A view's typed access to the model: reads, writes (one `save_changes` per batch), change
+ * listeners and custom messages; `dispose` removes every listener added through it.
+ */
+export class SyncedModel {
+  private readonly model: AnyModel<ExplorerState>;
+  private readonly cleanups: (() => void)[] = [];
+
+  constructor(model: AnyModel<ExplorerState>) {
+    this.model = model;
+  }
+
+  get<K extends Trait>(name: K): ExplorerState[K] {
+    return this.model.get(name);
+  }
+
+  /** Sets these traits and sends them to Python together. */
+  save(changes: Partial<ExplorerState>): void {
+    for (const [name, value] of Object.entries(changes)) {
+      this.model.set(name as Trait, value as never);
+    }
+    this.model.save_changes();
+  }
+
+  /** Calls `callback` on each change of the trait `name`. */
+  onChange(name: Trait, callback: () => void): void {
+    const event = `change:${name}` as const;
+    this.model.on(event, callback);
+    this.cleanups.push(() => this.model.off(event, callback));
+  }
+
+  /** Calls `callback` with each custom message's content. */
+  onMessage(callback: (content: unknown) => void): void {
+    this.model.on('msg:custom', callback);
+    this.cleanups.push(() => this.model.off('msg:custom', callback));
+  }
+
+  send(message: RowsRequest): void {
+    this.model.send(message);
+  }
+
+  dispose(): void {
+    for (const cleanup of this.cleanups.splice(0)) {
+      cleanup();
+    }
+  }
+}

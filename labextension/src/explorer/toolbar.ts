@@ -1,0 +1,59 @@
+/**
+ * The toolbar: the map's tools (pan, lasso, box; one pressed at a time), reset view, the
+ * colour menu (hook: select.jme-color) and the cluster labels switch (.jme-cluster-toggle).
+ */
+
+import type { Explorer } from './context';
+import { h } from './dom';
+import type { Layout } from './layout';
+import type { Mode } from './scatter';
+
+export class Toolbar {
+  private readonly explorer: Explorer;
+  private readonly layout: Layout;
+
+  constructor(explorer: Explorer, layout: Layout) {
+    this.explorer = explorer;
+    this.layout = layout;
+    const { model, map } = explorer;
+    const { colorSelect, clusterBox, panButton, lassoButton, boxButton, resetButton } = layout;
+    colorSelect.addEventListener('change', () => model.save({ color_by: colorSelect.value }));
+    clusterBox.addEventListener('change', () => map.setClustersVisible(clusterBox.checked));
+    panButton.addEventListener('click', () => this.setMode('pan'));
+    lassoButton.addEventListener('click', () => this.setMode('lasso'));
+    boxButton.addEventListener('click', () => this.setMode('box'));
+    resetButton.addEventListener('click', () => map.resetView());
+  }
+
+  setMode(mode: Mode): void {
+    const { panButton, lassoButton, boxButton } = this.layout;
+    this.explorer.map.setMode(mode);
+    panButton.setAttribute('aria-pressed', String(mode === 'pan'));
+    lassoButton.setAttribute('aria-pressed', String(mode === 'lasso'));
+    boxButton.setAttribute('aria-pressed', String(mode === 'box'));
+  }
+
+  /** `color_options` or `color_by` changed. */
+  updateColorSelect(): void {
+    const model = this.explorer.model;
+    const colorSelect = this.layout.colorSelect;
+    const options = model.get('color_options') || [];
+    const chosen = model.get('color_by') || '';
+    colorSelect.style.display = options.length ? '' : 'none';
+    colorSelect.replaceChildren(
+      ...['', ...options].map(name => {
+        const option = h('option', '', name ? `colour: ${name}` : 'colour: none');
+        option.value = name;
+        option.selected = name === chosen;
+        return option;
+      })
+    );
+  }
+
+  /** `clusters` changed: the switch shows only when there are labels to switch. */
+  updateClusters(): void {
+    const clusters = this.explorer.model.get('clusters') || [];
+    this.explorer.map.setClusters(clusters);
+    this.layout.clusterToggle.style.display = clusters.length ? '' : 'none';
+  }
+}
