@@ -30,9 +30,10 @@ from typing import Any
 import corpus
 import numpy as np
 
-from jupyter_mlx_embed import embed, projection
-from jupyter_mlx_embed.clusters import find_clusters
-from jupyter_mlx_embed.projection import project
+from jupyter_mlx_embed import embed
+from jupyter_mlx_embed.explorer import projection
+from jupyter_mlx_embed.explorer.clusters import find_clusters
+from jupyter_mlx_embed.explorer.projection import project
 
 K = 10
 

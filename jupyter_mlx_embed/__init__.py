@@ -18,7 +18,7 @@ from .api import (
     set_transport,
 )
 from .config import EngineConfig, ServingConfig
-from .embeddings import Embeddings, Hit, SearchResults
+from .embeddings import Embeddings, Hit, SearchResults, register_explorer
 from .errors import (
     EmbedError,
     InputTypeError,
@@ -30,22 +30,35 @@ from .errors import (
     PayloadTooLargeError,
     WorkerClosedError,
 )
-from .projection import project
+from .explorer.projection import project
 from .results import EmbedResult
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .widget import SimilarityExplorer, explore
+    from .explorer.widget import SimilarityExplorer, explore
 
 
 def __getattr__(name: str) -> Any:
     """``SimilarityExplorer`` and ``explore`` are imported on first use: they need anywidget
     and ipywidgets."""
     if name in ("SimilarityExplorer", "explore"):
-        from . import widget
+        from .explorer import widget
 
         return getattr(widget, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _open_explorer(
+    embeddings: Embeddings, labels: Any = None, **options: Any
+) -> SimilarityExplorer:
+    """``Embeddings.explore()``: the widget, imported on first use (anywidget, ipywidgets)."""
+    from .explorer.widget import SimilarityExplorer
+
+    return SimilarityExplorer(embeddings, labels, **options)
+
+
+# Embeddings (below the explorer in the layers) opens the explorer through this hook.
+register_explorer(_open_explorer)
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -13,7 +13,7 @@ import operator
 import os
 import secrets
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -27,8 +27,6 @@ from .validation import to_strings
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .widget import SimilarityExplorer
-
 FORMAT = "jupyter-mlx-embed/embeddings"
 FORMAT_VERSION = 1
 
@@ -36,6 +34,17 @@ _PREVIEW_ROWS = 5
 _PREVIEW_WIDTH = 80
 # Rows further than this from unit length are renormalised before taking dot products.
 _UNIT_TOLERANCE = 1e-4
+
+#: What ``Embeddings.explore`` calls: the explorer sits above this layer, so the package's
+#: entry module registers it (:func:`register_explorer`) and this module never imports it.
+_open_explorer: Callable[..., Any] | None = None
+
+
+def register_explorer(open_explorer: Callable[..., Any]) -> None:
+    """Make ``Embeddings.explore(labels, **options)`` return ``open_explorer(embeddings,
+    labels, **options)``; importing ``jupyter_mlx_embed`` registers the similarity explorer."""
+    global _open_explorer
+    _open_explorer = open_explorer
 
 
 class Embeddings:
@@ -217,23 +226,23 @@ class Embeddings:
             )
         return _unit_rows(self.vectors) @ _unit_rows(matrix).T
 
-    def explore(self, labels: Sequence[Any] | None = None, **kwargs: Any) -> SimilarityExplorer:
+    def explore(self, labels: Sequence[Any] | None = None, **kwargs: Any) -> Any:
         """An interactive map of these texts with live search (a Jupyter widget).
 
         Args:
             labels: One label per text, to colour the points by (categories).
-            **kwargs: Options of :class:`~jupyter_mlx_embed.widget.SimilarityExplorer`:
+            **kwargs: Options of :class:`~jupyter_mlx_embed.SimilarityExplorer`:
                 ``data`` (a DataFrame aligned with these texts), ``color`` (one of its
                 columns, or one value per text), ``tooltip`` (columns), ``projection``,
                 ``k``, ...
 
         Returns:
-            The widget; display it (or leave it last in a cell).
+            The widget, a :class:`~jupyter_mlx_embed.SimilarityExplorer`; display it (or
+            leave it last in a cell).
         """
-        # Imported here: the widget layer sits above this module (anywidget, traitlets).
-        from .widget import SimilarityExplorer
-
-        return SimilarityExplorer(self, labels, **kwargs)
+        if _open_explorer is None:  # registered when jupyter_mlx_embed is imported
+            raise RuntimeError("the similarity explorer is not registered")
+        return _open_explorer(self, labels, **kwargs)
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame with columns ``text`` and ``embedding`` (one float32 vector per cell),

@@ -1,13 +1,13 @@
-"""Named clusters of a map (jupyter_mlx_embed.clusters)."""
+"""Named clusters of a map (jupyter_mlx_embed.explorer.clusters)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jupyter_mlx_embed import clusters as clusters_module
-from jupyter_mlx_embed.clusters import Clusters, find_clusters
-from jupyter_mlx_embed.projection import project
+from jupyter_mlx_embed.explorer import clusters as clusters_module
+from jupyter_mlx_embed.explorer.clusters import Clusters, find_clusters
+from jupyter_mlx_embed.explorer.projection import project
 from jupyter_mlx_embed.worker import Worker
 
 #: Words only each blob's texts use, and words every text uses.

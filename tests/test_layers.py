@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "options": (3, "core"),  # one request's options, checked once
     "modelspec": (1, "core"),
     "schema": (1, "core"),
+    "codec": (1, "core"),  # the JSON text of HTTP bodies, decoded and encoded in pieces
     "engine.tokenization": (1, "core"),
     "engine.blas": (1, "core"),
     "engine.native": (2, "core"),  # builds and loads the C++ kernels (imports engine.blas)
@@ -46,14 +47,21 @@ LAYERS: dict[str, tuple[int, str]] = {
     "routes": (8, "http"),
     "serverext": (9, "http"),
     "standalone": (9, "http"),
-    # Notebook: results with search, then IPython magics and the widget.
-    "projection": (2, "notebook"),  # 2-D maps: numpy and the settings only (umap lazily)
-    "clusters": (3, "notebook"),  # named clusters of a map (hdbscan, scikit-learn lazily)
-    "_umap_process": (0, "notebook"),  # UMAP fits in a helper process
+    # Notebook: results with search, then IPython magics and the explorer (explorer/).
     "embeddings": (8, "notebook"),
     "magics": (9, "notebook"),
-    "explorer_data": (8, "notebook"),  # colours, scores, seriation, the static PNG
-    "widget": (9, "notebook"),
+    "explorer": (0, "notebook"),  # explorer/__init__: a docstring only
+    "explorer._umap_process": (0, "notebook"),  # UMAP fits in a helper process
+    "explorer._format": (1, "notebook"),  # how texts, counts and errors are worded
+    "explorer.data": (1, "notebook"),  # colours, scores, seriation: numpy and scipy only
+    "explorer.projection": (2, "notebook"),  # 2-D maps: numpy, the settings (umap lazily)
+    "explorer.clusters": (3, "notebook"),  # named clusters (hdbscan, scikit-learn lazily)
+    "explorer.background": (4, "notebook"),  # the map's thread, hand-off to the kernel's loop
+    "explorer.snapshot": (9, "notebook"),  # the static PNG (Pillow, IPython's display)
+    "explorer.table": (9, "notebook"),  # table input, colourings by column
+    "explorer.query": (9, "notebook"),  # the query lifecycle, neighbours
+    "explorer.heatmap": (9, "notebook"),  # the selection's similarity matrix
+    "explorer.widget": (10, "notebook"),  # SimilarityExplorer: synced traits, observers
     # Entry points.
     "cli": (10, "entry"),
     "__main__": (11, "entry"),
@@ -63,7 +71,6 @@ LAYERS: dict[str, tuple[int, str]] = {
 #: (importer, imported) pairs allowed against the map, each with its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("magics", "standalone"): "%embed_serve runs the HTTP routes on the kernel's worker",
-    ("embeddings", "widget"): "Embeddings.explore() opens the widget, imported on first call",
 }
 
 MLX = {"mlx", "mlx_embeddings"}
@@ -148,7 +155,7 @@ def test_exceptions_are_still_needed() -> None:
         ("engine.mlx_engine", "from ..worker import Worker"),  # upward from a subpackage
         ("routes", "from .magics import EmbedMagics"),  # across sides
         ("transport", "from .transport import Transport"),  # itself: same rank
-        ("api", "import jupyter_mlx_embed.widget"),  # absolute form
+        ("api", "import jupyter_mlx_embed.explorer.widget"),  # absolute form
     ],
 )
 def test_the_check_catches_an_upward_import(module: str, code: str) -> None:

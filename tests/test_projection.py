@@ -1,4 +1,4 @@
-"""2-D maps (jupyter_mlx_embed.projection): PCA, UMAP, sample-and-place, the stored maps."""
+"""2-D maps (jupyter_mlx_embed.explorer.projection): PCA, UMAP, sample-and-place, the stored maps."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jupyter_mlx_embed
-from jupyter_mlx_embed import _umap_process, projection
-from jupyter_mlx_embed.projection import UMAP_MIN_POINTS, cached_projection, project
+from jupyter_mlx_embed.explorer import _umap_process, projection
+from jupyter_mlx_embed.explorer.projection import UMAP_MIN_POINTS, cached_projection, project
 
 
 def blobs(

@@ -25,18 +25,18 @@ from comm.base_comm import BaseComm
 from PIL import Image
 
 import jupyter_mlx_embed as jme
-from jupyter_mlx_embed import widget as widget_module
+import jupyter_mlx_embed as widget_module  # static/explorer.js lies beside its __init__
 from jupyter_mlx_embed.embeddings import Embeddings
-from jupyter_mlx_embed.explorer_data import (
+from jupyter_mlx_embed.explorer.data import (
     GREY,
     MISSING,
     categorical_palette,
     color_by,
     label_coloring,
-    render_png,
 )
-from jupyter_mlx_embed.projection import project
-from jupyter_mlx_embed.widget import SimilarityExplorer
+from jupyter_mlx_embed.explorer.projection import project
+from jupyter_mlx_embed.explorer.snapshot import render_png
+from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
 
 TEXTS = [
     "My cat sleeps on the sofa all afternoon.",

@@ -2,9 +2,9 @@
 
 numba's loops in umap-learn hold the GIL for up to 0.7 s at a time, which on a thread would
 freeze the process asking for the map (in a kernel: queries, widgets, the next cell) for the
-minute a map takes. The helper, ``python -m jupyter_mlx_embed._umap_process``, starts on
-first use and serves fits one at a time over two pipes until its parent closes them; it keeps
-numba's compiled loops, so only the first map pays for compiling them.
+minute a map takes. The helper, ``python -m jupyter_mlx_embed.explorer._umap_process``,
+starts on first use and serves fits one at a time over two pipes until its parent closes
+them; it keeps numba's compiled loops, so only the first map pays for compiling them.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The similarity explorer's data, computed in Python (notebook layer): point colours by a
-column, compact similarity scores, the heatmap's row order and the static PNG of the map.
+column, compact similarity scores and the heatmap's row order (the static PNG of the map is
+:mod:`.snapshot`'s).
 
-Everything here is plain numpy (plus scipy for seriation and Pillow for the PNG), so that the
-widget module only moves data between Python and its front end.
+Everything here is plain numpy (plus scipy for seriation), so that the widget module only
+moves data between Python and its front end.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -233,169 +233,6 @@ def seriate(similarity: np.ndarray) -> np.ndarray:
     condensed = squareform(distance, checks=False)
     tree = optimal_leaf_ordering(linkage(condensed, method="average"), condensed)
     return np.asarray(leaves_list(tree), dtype=np.intp)
-
-
-#: From this many points the static map's frame leaves out the outermost 0.1% on each side.
-OUTLIER_MIN_POINTS = 1_000
-
-
-def render_png(
-    coords: np.ndarray,
-    coloring: Coloring,
-    *,
-    width: int = 640,
-    height: int = 400,
-    labels: Sequence[tuple[str, float, float]] = (),
-    caption: str = "",
-) -> bytes:
-    """A static picture of the map (for saved notebooks), drawn with numpy and Pillow.
-
-    Points are splatted onto a pixel grid (discs for small maps, single pixels for large
-    ones); a pixel's colour is the mean colour of its points, its opacity grows with their
-    number (translucent points on large maps), so dense regions stand out as on the live
-    map.
-
-    Args:
-        coords: Map positions (n x 2).
-        coloring: The points' colours.
-        width: Image width in pixels.
-        height: Image height in pixels.
-        labels: ``(text, x, y)`` in map coordinates, drawn where they do not collide.
-        caption: A line of text at the bottom left (what the map shows).
-
-    Returns:
-        PNG bytes.
-    """
-    from PIL import Image, ImageDraw
-
-    pad = 12
-    xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    n = len(xy)
-    # The caption gets a line of its own below the points.
-    px, py, to_px = _fit(xy, width, height - (14 if caption else 0), pad)
-    codes, palette = coloring.point_colors()
-    radius = 4 if n <= 1_000 else 2 if n <= 20_000 else 1 if n <= 200_000 else 0
-    sums = np.zeros((height * width, 3))
-    counts = np.zeros(height * width)
-    colours = palette[codes].astype(np.float64) if n else np.zeros((0, 3))
-    for dx in range(-radius, radius + 1):
-        for dy in range(-radius, radius + 1):
-            if dx * dx + dy * dy > radius * radius + 1:
-                continue
-            x, y = px + dx, py + dy
-            inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-            cell = y[inside] * width + x[inside]
-            counts += np.bincount(cell, minlength=height * width)
-            for channel in range(3):
-                sums[:, channel] += np.bincount(
-                    cell, weights=colours[inside, channel], minlength=height * width
-                )
-    filled = counts > 0
-    # As if each point were painted with opacity `opacity`: solid dots on small maps,
-    # translucent ones on large maps, where the density then shows.
-    opacity = 1.0 if n <= 20_000 else 0.6 if n <= 200_000 else 0.3
-    alpha = 1.0 - (1.0 - opacity) ** counts
-    mean = np.zeros_like(sums)
-    mean[filled] = sums[filled] / counts[filled, None]
-    white = np.full(3, 255.0)
-    pixels = white * (1 - alpha[:, None]) + mean * alpha[:, None]
-    image = Image.fromarray(np.rint(pixels).astype(np.uint8).reshape(height, width, 3), "RGB")
-    draw = ImageDraw.Draw(image)
-    legend = _draw_legend(draw, coloring)
-    if labels:
-        _draw_labels(draw, labels, to_px, width, height, taken=[legend])
-    if caption:
-        draw.text((pad, height - pad), caption, fill=(110, 110, 110), anchor="ld")
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
-def _fit(xy: np.ndarray, width: int, height: int, pad: int) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Pixel positions of ``xy`` fitted into the image with the aspect ratio kept."""
-    if len(xy) > OUTLIER_MIN_POINTS:
-        # A few stray points (UMAP leaves some far out) would shrink everything else into a
-        # corner: the frame holds all but the outermost 0.1% on each side.
-        lo, hi = np.percentile(xy, [0.1, 99.9], axis=0)
-        margin = 0.02 * (hi - lo)
-        lo, hi = lo - margin, hi + margin
-    elif len(xy):
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-    else:
-        lo, hi = np.zeros(2), np.ones(2)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    scale = min((width - 2 * pad) / span[0], (height - 2 * pad) / span[1])
-    offset = np.array([width, height]) / 2 - (lo + hi) / 2 * scale * np.array([1, -1])
-
-    def to_px(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.rint(points[:, 0] * scale + offset[0]).astype(np.int64)
-        y = np.rint(-points[:, 1] * scale + offset[1]).astype(np.int64)
-        return x, y
-
-    px, py = to_px(xy)
-    return px, py, to_px
-
-
-def _draw_labels(
-    draw: Any,
-    labels: Sequence[tuple[str, float, float]],
-    to_px: Any,
-    width: int,
-    height: int,
-    taken: list[tuple[float, float, float, float]],
-) -> None:
-    """Cluster labels at their centres, the first ones first, skipping any that would
-    overlap one already drawn or a box in ``taken`` (the same rule as the live map's)."""
-    points = np.array([[x, y] for _, x, y in labels], dtype=np.float64)
-    xs, ys = to_px(points)
-    for (text, _, _), x, y in zip(labels, xs, ys, strict=True):
-        left, top, right, bottom = draw.textbbox((0, 0), text)
-        w, h = right - left + 6, bottom - top + 4
-        box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
-        if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-            continue
-        if any(_overlap(box, other) for other in taken):
-            continue
-        taken.append(box)
-        draw.rectangle(box, fill=(255, 255, 255), outline=(200, 200, 200))
-        draw.text((box[0] + 3 - left, box[1] + 2 - top), text, fill=(30, 30, 30))
-
-
-def _draw_legend(
-    draw: Any, coloring: Coloring, most: int = 10
-) -> tuple[float, float, float, float]:
-    """The colour key in the top left corner: categories (the most frequent ``most``) or
-    the numeric range. Returns the box it covers (labels keep out of it)."""
-    x, y, line = 8, 8, 14
-    if coloring.kind == "categorical":
-        draw.text((x, y), f"{coloring.column}:", fill=(90, 90, 90))
-        shown = list(zip(coloring.names, coloring.palette, strict=True))
-        right = x + draw.textlength(f"{coloring.column}:")
-        for i, (name, colour) in enumerate(shown[:most], start=1):
-            top = y + i * line
-            draw.ellipse((x, top + 3, x + 8, top + 11), fill=colour)
-            draw.text((x + 12, top), name[:30], fill=(40, 40, 40))
-            right = max(right, x + 12 + draw.textlength(name[:30]))
-        rows = min(len(shown), most) + 1
-        if len(shown) > most:
-            more = f"… {len(shown) - most} more"
-            draw.text((x, y + rows * line), more, fill=(90, 90, 90))
-            right, rows = max(right, x + draw.textlength(more)), rows + 1
-        return (0, 0, right + 4, y + rows * line + 2)
-    if coloring.kind == "numeric":
-        draw.text((x, y), f"{coloring.column}: {coloring.lo:.4g}", fill=(40, 40, 40))
-        left = x + draw.textlength(f"{coloring.column}: {coloring.lo:.4g}") + 6
-        levels = coloring.palette[:LEVELS]
-        for i in range(100):
-            colour = levels[round(i / 99 * (len(levels) - 1))]
-            draw.line((left + i, y + 2, left + i, y + 10), fill=colour)
-        draw.text((left + 106, y), f"{coloring.hi:.4g}", fill=(40, 40, 40))
-        return (0, 0, left + 106 + draw.textlength(f"{coloring.hi:.4g}") + 4, y + line + 2)
-    return (0, 0, 0, 0)
-
-
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _rgb(colours: Sequence[str]) -> np.ndarray:

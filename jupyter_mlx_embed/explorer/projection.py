@@ -4,7 +4,7 @@
 to show a million points at once; ``"umap"`` keeps neighbourhoods (what the eye looks for on
 a map) but costs seconds to minutes, so a front end shows the PCA map first and swaps in the
 UMAP one, computed on a plain background thread (the fit itself runs in a helper process:
-:mod:`jupyter_mlx_embed._umap_process`).
+:mod:`jupyter_mlx_embed.explorer._umap_process`).
 
 Large collections are mapped by "project a sample and place the rest": UMAP is fitted on
 :data:`UMAP_SAMPLE` points, and every other point goes beside its nearest sampled point,
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import EngineConfig
+from ..config import EngineConfig
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike

@@ -1,0 +1,225 @@
+"""The explorer's queries (notebook layer): each one numbered, embedded through the transport
+in the background (or at once for ``search_text``), and answered with similarity scores and
+the top k unless a newer query came meanwhile; and a clicked point's neighbours.
+
+The front end sets ``query`` with ``query_seq`` (each edit takes the next number); answers
+carry ``result_seq``, the number of the query they answer, so a stale answer is never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import api
+from ..embeddings import Embeddings, Hit, SearchResults
+from ..errors import EmbedError
+from ._format import TEXT_LIMIT, clip, count, describe, quote
+from .background import Handoff
+from .data import quantize_scores
+
+if TYPE_CHECKING:
+    from ..results import EmbedResult
+    from ..transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the explorer shows for query ``seq``: the ``scores`` and ``score_range`` traits
+    (empty without a query), ``top_k`` rows and the status line."""
+
+    seq: int
+    scores: bytes = b""
+    score_range: list[float] = field(default_factory=list)
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    status: str = ""
+    level: str = "info"
+
+
+class Queries:
+    """One explorer's queries; a newer query always wins over a stale answer.
+
+    Args:
+        embeddings: The texts searched.
+        transport: Where queries are embedded; the process's transport by default.
+        prefix: Text put before every query (else the model's ``query`` prompt, if any).
+        lock: The explorer's lock, held while answers are checked and shown.
+        handoff: Hands answers from the transport's threads to the kernel's loop.
+        k: How many hits a query shows (read when its answer comes).
+        publish: Shows an :class:`Answer` (sets the widget's traits).
+        set_status: Shows a message and its level in the status line.
+    """
+
+    def __init__(
+        self,
+        embeddings: Embeddings,
+        *,
+        transport: Transport | None,
+        prefix: str,
+        lock: threading.RLock,
+        handoff: Handoff,
+        k: Callable[[], int],
+        publish: Callable[[Answer], None],
+        set_status: Callable[[str, str], None],
+    ) -> None:
+        self._embeddings = embeddings
+        self._transport = transport
+        self._lock = lock
+        self._handoff = handoff
+        self._k = k
+        self._publish = publish
+        self._set_status = set_status
+        self._options = self._prompt(prefix)
+        #: The newest query number sent (older answers are dropped).
+        self.latest = 0
+        #: Float32 scores of the query on show, or ``None``.
+        self.similarities: np.ndarray | None = None
+        #: Set while ``search_text`` changes the query traits itself.
+        self.quiet = False
+
+    def transport(self) -> Transport:
+        """The transport queries go through."""
+        return self._transport if self._transport is not None else api.get_transport()
+
+    @contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Within: changes of the query traits are the caller's own (not new queries)."""
+        self.quiet = True
+        try:
+            yield
+        finally:
+            self.quiet = False
+
+    def start(self, seq: int, text: str) -> None:
+        """Embed query ``seq`` in the background; its answer is shown when it comes."""
+        if not text.strip():
+            with self._lock:
+                self._show(seq, text, None)
+            return
+        self._set_status(f"Searching for {quote(text)}…", "busy")
+        try:
+            future = self._submit(self.transport(), text)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full queue: shown in the status line
+            self.fail(exc, seq)
+            return
+        self._handoff.follow_running_loop()
+        future.add_done_callback(lambda done: self._deliver(seq, text, done))
+
+    def search(self, seq: int, text: str, timeout: float | None) -> SearchResults:
+        """Embed query ``seq`` now and wait for its answer (``search_text``).
+
+        Raises:
+            EmbedError: The query could not be embedded (also shown in the status line).
+        """
+        if not text.strip():
+            self._show(seq, text, None)
+            return SearchResults([], query=text, model=self._embeddings.model)
+        self._set_status(f"Searching for {quote(text)}…", "busy")
+        try:
+            transport = self.transport()
+            future = self._submit(transport, text)
+            result = future.result(timeout=timeout or transport.timeout)
+        except Exception as exc:
+            self.fail(exc, seq)
+            raise
+        with self._lock:
+            if seq == self.latest:
+                self._show(seq, text, result.vectors[0])
+        return self.hits(text)
+
+    def hits(self, text: str | None) -> SearchResults:
+        """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them."""
+        if self.similarities is None or not len(self._embeddings):
+            return SearchResults([], query=text, model=self._embeddings.model)
+        # The scores on show, not a second pass over every vector (0.2 s at a million).
+        return self._embeddings.rank(self.similarities, self._k(), query=text)
+
+    def fail(self, exc: BaseException, seq: int) -> None:
+        """Show that query ``seq`` failed, and clear its stale colouring, unless a newer
+        query was asked meanwhile."""
+        message = describe(exc)
+        log.debug("similarity explorer: %s", message, exc_info=exc)
+        try:
+            with self._lock:
+                if seq != self.latest:
+                    return  # a stale query's failure says nothing about the newest one
+                self.similarities = None
+                self._publish(Answer(seq, status=f"Query failed: {message}", level="error"))
+        except Exception:  # nothing may escape an observer or a done callback
+            log.exception("similarity explorer: cannot show an error")
+
+    def _deliver(self, seq: int, text: str, future: Future[EmbedResult]) -> None:
+        """Done callback (any thread): finish on the kernel's loop when there is one."""
+        self._handoff.post(self._finish, seq, text, future)
+
+    def _finish(self, seq: int, text: str, future: Future[EmbedResult]) -> None:
+        try:
+            with self._lock:
+                if seq != self.latest:
+                    log.debug("dropping the answer to query %d (latest: %d)", seq, self.latest)
+                    return
+                error = future.exception()
+                if error is not None:
+                    self.fail(error, seq)
+                    return
+                self._show(seq, text, future.result().vectors[0])
+        except Exception as exc:  # noqa: BLE001 - a done callback has nobody to raise to
+            self.fail(exc, seq)
+
+    def _show(self, seq: int, text: str, vector: np.ndarray | None) -> None:
+        """Publish the answer to query ``seq`` (``vector`` None: an empty query)."""
+        n = len(self._embeddings)
+        if vector is None:
+            self.similarities = None
+            self._publish(Answer(seq, status="Empty query: type some text to search by meaning."))
+            return
+        similarities = self._embeddings.similarity(vector)[:, 0] if n else np.zeros(0)
+        self.similarities = similarities.astype(np.float32)
+        codes, lo, hi = quantize_scores(self.similarities)
+        top_k = hit_rows(self.hits(text))
+        status = f"{len(top_k)} nearest of {count(n, 'text')} for {quote(text)}"
+        self._publish(Answer(seq, codes, [lo, hi] if n else [], top_k, status))
+
+    def _prompt(self, prefix: str) -> dict[str, str | None]:
+        """How queries are prompted: the caller's prefix, else the model's ``query`` prompt
+        when it has one, else as any text (the model's default prompt, if any)."""
+        if prefix:
+            return {"prompt_name": None, "prompt": prefix}
+        try:
+            prompts = self.transport().model_info(self._embeddings.model)["prompts"]
+        except (EmbedError, KeyError, TypeError):
+            prompts = {}
+        return {"prompt_name": "query" if "query" in (prompts or {}) else None, "prompt": None}
+
+    def _submit(self, transport: Transport, text: str) -> Future[EmbedResult]:
+        return transport.submit(
+            [text],
+            model=self._embeddings.model,
+            dimensions=self._embeddings.dimensions,
+            prompt_name=self._options["prompt_name"],
+            prompt=self._options["prompt"],
+        )
+
+
+def nearest_neighbors(embeddings: Embeddings, index: int, k: int) -> list[Hit]:
+    """The ``k`` items most similar to item ``index``, itself left out."""
+    # One more than k: the point itself is among the hits (usually first, but exact
+    # duplicates tie with it), and is left out by index.
+    found = embeddings.search(embeddings.vectors[index], min(k + 1, len(embeddings)))
+    return [hit for hit in found if hit.index != index][:k]
+
+
+def hit_rows(hits: Iterable[Hit]) -> list[dict[str, Any]]:
+    """Hits as the ``top_k`` and ``neighbors`` traits carry them (texts clipped)."""
+    return [
+        {"index": hit.index, "text": clip(hit.text, TEXT_LIMIT), "score": hit.score} for hit in hits
+    ]
