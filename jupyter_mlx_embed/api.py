@@ -21,9 +21,10 @@ from . import envvars
 from ._version import __version__
 from .config import EngineConfig, ServingConfig
 from .errors import EmbedError
+from .options import EmbedOptions
 from .results import EmbedResult
 from .transport import Transport, choose_transport, find_parent_server
-from .validation import check_dimensions, check_prompt, to_texts
+from .validation import to_texts
 from .worker import Worker, current_worker
 
 _lock = threading.RLock()
@@ -107,23 +108,16 @@ def _as_texts(input: str | Iterable[str]) -> tuple[list[str], bool]:
 
 
 def _chunks(
-    transport: Transport, texts: list[str], options: dict[str, Any]
+    transport: Transport, texts: list[str], options: EmbedOptions
 ) -> Iterator[Future[EmbedResult]]:
     """Submit ``texts`` one chunk at a time, yielding each chunk's future; the next chunk is
     submitted when the caller asks for it, after waiting for this one."""
     size = serving_config().chunk_size
     for start in range(0, len(texts), size):
-        yield transport.submit(texts[start : start + size], first_index=start, **options)
+        yield transport.submit(texts[start : start + size], options, first_index=start)
 
 
-def embed_chunks(
-    texts: list[str],
-    *,
-    model: str | None = None,
-    dimensions: int | None = None,
-    prompt_name: str | None = None,
-    prompt: str | None = None,
-) -> Iterator[EmbedResult]:
+def embed_chunks(texts: list[str], options: EmbedOptions) -> Iterator[EmbedResult]:
     """Embed checked ``texts`` chunk by chunk, yielding each chunk's result (for progress
     bars); stopping the iteration cancels what is still queued.
 
@@ -132,7 +126,6 @@ def embed_chunks(
         TimeoutError: No answer within ``request_timeout``.
     """
     transport = get_transport()
-    options = _options(model, dimensions, prompt_name, prompt)
     for future in _chunks(transport, texts, options):
         try:
             yield future.result(timeout=transport.timeout)
@@ -141,18 +134,10 @@ def embed_chunks(
             raise
 
 
-def _options(
-    model: str | None, dimensions: int | None, prompt_name: str | None, prompt: str | None
-) -> dict[str, Any]:
-    """A request's options, checked (types) before anything is sent."""
-    check_dimensions(dimensions)
-    check_prompt(prompt_name, prompt)
-    return {"model": model, "dimensions": dimensions, "prompt_name": prompt_name, "prompt": prompt}
-
-
-def _empty(model: str | None, dimensions: int | None) -> np.ndarray:
+def _empty(options: EmbedOptions) -> np.ndarray:
+    dimensions = options.dimensions
     if dimensions is None:
-        probe = get_transport().submit(["."], model=model, dimensions=None)
+        probe = get_transport().submit(["."], EmbedOptions(model=options.model))
         dimensions = probe.result(timeout=get_transport().timeout).vectors.shape[1]
     return np.zeros((0, dimensions), dtype=np.float32)
 
@@ -185,11 +170,11 @@ def embed(
     Raises:
         EmbedError: Invalid input, unknown or unsupported model, or overload.
     """
+    options = EmbedOptions(model, dimensions, prompt_name, prompt)
     texts, single = _as_texts(input)
-    options = _options(model, dimensions, prompt_name, prompt)
     if not texts:
-        return _empty(model, dimensions)
-    parts = list(embed_chunks(texts, **options))
+        return _empty(options)
+    parts = list(embed_chunks(texts, options))
     return _shape(EmbedResult.concatenate(parts), single)
 
 
@@ -202,10 +187,10 @@ async def aembed(
     prompt: str | None = None,
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
+    options = EmbedOptions(model, dimensions, prompt_name, prompt)
     texts, single = _as_texts(input)
-    options = _options(model, dimensions, prompt_name, prompt)
     if not texts:
-        return _empty(model, dimensions)
+        return _empty(options)
     parts = []
     for future in _chunks(get_transport(), texts, options):
         try:

@@ -20,6 +20,7 @@ from . import api, envvars
 from .config import DEFAULT_PORT
 from .embeddings import Embeddings
 from .errors import EmbedError
+from .options import EmbedOptions
 from .results import EmbedResult
 from .settings import MLXEmbed
 from .validation import labels_of, to_texts
@@ -120,15 +121,17 @@ class EmbedMagics(Magics):
 
     def _sync(self) -> None:
         """Apply settings changed with %config since the last magic."""
-        api.set_serving_config(self.settings.serving_config())
+        try:  # %config checks each value as it is set; JUPYTER_MLX_EMBED_* variables only here
+            serving, engine = self.settings.serving_config(), self.settings.engine_config()
+        except ValueError as exc:
+            raise UsageError(f"invalid setting: {exc}") from None
+        api.set_serving_config(serving)
         try:
             transport = api.get_transport()
         except EmbedError as exc:
             raise UsageError(str(exc)) from None
-        if transport.kind == "local":
-            wanted = self.settings.engine_config()
-            if api.get_worker().config != wanted:
-                api.configure(wanted)
+        if transport.kind == "local" and api.get_worker().config != engine:
+            api.configure(engine)
 
     def _run(
         self, texts: Sequence[str], args: argparse.Namespace, progress: Any = None
@@ -137,9 +140,8 @@ class EmbedMagics(Magics):
         inputs = [args.prefix + t for t in texts] if args.prefix else list(texts)
         parts = []
         try:
-            parts_of = api.embed_chunks(
-                inputs, model=args.model, dimensions=args.dimensions, prompt_name=args.prompt_name
-            )
+            options = EmbedOptions(args.model, args.dimensions, args.prompt_name)
+            parts_of = api.embed_chunks(inputs, options)
             for part in parts_of:
                 parts.append(part)
                 if progress is not None:

@@ -32,6 +32,7 @@ import numpy as np
 from . import envvars
 from .config import TRANSPORT_MODES
 from .errors import EmbedError, InvalidRequestError, OverloadedError, error_from_response
+from .options import EmbedOptions
 from .results import EmbedResult
 
 if TYPE_CHECKING:
@@ -109,15 +110,11 @@ class Transport(Protocol):
     def submit(
         self,
         inputs: Sequence[str],
+        options: EmbedOptions,
         *,
-        model: str | None,
-        dimensions: int | None,
         first_index: int = 0,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
     ) -> Future[EmbedResult]:
-        """Queue one request (``first_index``: the caller's index of ``inputs[0]``; the
-        prompt options as :meth:`~jupyter_mlx_embed.worker.Worker.submit` takes them)."""
+        """Queue one request (``first_index``: the caller's index of ``inputs[0]``)."""
         ...
 
     def info(self) -> dict[str, Any]: ...
@@ -141,24 +138,12 @@ class LocalTransport:
     def submit(
         self,
         inputs: Sequence[str],
+        options: EmbedOptions,
         *,
-        model: str | None,
-        dimensions: int | None,
         first_index: int = 0,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
     ) -> Future[EmbedResult]:
         worker = self._get_worker()
-        return _retrying(
-            lambda: worker.submit(
-                inputs,
-                model=model,
-                dimensions=dimensions,
-                first_index=first_index,
-                prompt_name=prompt_name,
-                prompt=prompt,
-            )
-        )
+        return _retrying(lambda: worker.submit(inputs, options, first_index=first_index))
 
     def info(self) -> dict[str, Any]:
         return {"transport": self.kind, **self._get_worker().info()}
@@ -218,9 +203,8 @@ class ServerTransport:
                 f"{self.endpoint.url}: {exc}"
             ) from exc
 
-    def _embed(self, inputs: list[str], first_index: int, options: dict[str, Any]) -> EmbedResult:
-        body: dict[str, Any] = {"input": inputs, "encoding_format": "base64"}
-        body.update((k, v) for k, v in options.items() if v is not None)
+    def _embed(self, inputs: list[str], first_index: int, options: EmbedOptions) -> EmbedResult:
+        body: dict[str, Any] = {"input": inputs, "encoding_format": "base64", **options.wire()}
         for attempt in itertools.count():
             try:
                 reply = self._call("v1/embeddings", body)
@@ -247,19 +231,10 @@ class ServerTransport:
     def submit(
         self,
         inputs: Sequence[str],
+        options: EmbedOptions,
         *,
-        model: str | None,
-        dimensions: int | None,
         first_index: int = 0,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
     ) -> Future[EmbedResult]:
-        options = {
-            "model": model,
-            "dimensions": dimensions,
-            "prompt_name": prompt_name,
-            "prompt": prompt,
-        }
         return self._pool.submit(self._embed, list(inputs), first_index, options)
 
     def model_info(self, name: str | None) -> dict[str, Any]:

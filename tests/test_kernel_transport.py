@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jupyter_mlx_embed.errors import EmbedError
+from jupyter_mlx_embed.options import EmbedOptions
 from jupyter_mlx_embed.transport import ServerEndpoint, ServerTransport
 
 from .servers import free_port, jupyter_server_argv, run_in_kernel, running
@@ -159,7 +160,7 @@ def test_untrusted_https_certificate_is_a_clear_error(https_server, monkeypatch)
     transport = ServerTransport(ServerEndpoint(url=url, token=TOKEN), timeout=30)
     try:
         with pytest.raises(EmbedError) as caught:
-            transport.submit(["x"], model=None, dimensions=None).result(60)
+            transport.submit(["x"], EmbedOptions()).result(60)
     finally:
         transport.close()
     message = caught.value.message

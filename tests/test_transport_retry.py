@@ -10,6 +10,7 @@ import pytest
 
 from jupyter_mlx_embed import OverloadedError
 from jupyter_mlx_embed import transport as transport_module
+from jupyter_mlx_embed.options import EmbedOptions
 from jupyter_mlx_embed.standalone import KernelServer
 from jupyter_mlx_embed.transport import LocalTransport, ServerEndpoint, ServerTransport
 
@@ -26,7 +27,7 @@ def test_local_transport_retries_a_full_queue(make_worker) -> None:
     worker = make_worker(queue_size=1, batch_window_ms=0)
     transport = LocalTransport(lambda: worker, timeout=60)
     gate = _block(worker)
-    futures = [transport.submit([f"text {i}"], model=None, dimensions=None) for i in range(3)]
+    futures = [transport.submit([f"text {i}"], EmbedOptions()) for i in range(3)]
     threading.Timer(0.5, gate.set).start()
     assert [f.result(timeout=60).vectors.shape for f in futures] == [(1, 384)] * 3
 
@@ -37,8 +38,8 @@ def test_retries_are_bounded(make_worker, monkeypatch: pytest.MonkeyPatch) -> No
     transport = LocalTransport(lambda: worker, timeout=60)
     gate = _block(worker)
     try:
-        first = transport.submit(["first"], model=None, dimensions=None)
-        refused = transport.submit(["second"], model=None, dimensions=None)
+        first = transport.submit(["first"], EmbedOptions())
+        refused = transport.submit(["second"], EmbedOptions())
         with pytest.raises(OverloadedError):
             refused.result(timeout=30)
     finally:
@@ -55,9 +56,7 @@ def test_server_transport_retries_http_429(make_worker) -> None:
         gate = _block(worker)
         with ThreadPoolExecutor(3) as pool:
             futures = [
-                pool.submit(
-                    lambda i=i: transport.submit([f"t{i}"], model=None, dimensions=None).result()
-                )
+                pool.submit(lambda i=i: transport.submit([f"t{i}"], EmbedOptions()).result())
                 for i in range(3)
             ]
             time.sleep(0.5)  # all three were sent; two were refused with 429 meanwhile

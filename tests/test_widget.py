@@ -37,6 +37,7 @@ from jupyter_mlx_embed.explorer.data import (
 from jupyter_mlx_embed.explorer.projection import project
 from jupyter_mlx_embed.explorer.snapshot import render_png
 from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
+from jupyter_mlx_embed.options import EmbedOptions
 
 TEXTS = [
     "My cat sleeps on the sofa all afternoon.",
@@ -80,25 +81,17 @@ class ManualTransport:
         #: (texts as the model sees them, i.e. with the prompt, model, dimensions, future).
         self.requests: list[tuple[list[str], str | None, int | None, Future[Any]]] = []
 
-    def submit(
-        self,
-        inputs: Sequence[str],
-        *,
-        model: str | None,
-        dimensions: int | None,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-    ) -> Future[Any]:
-        assert prompt_name is None, "the test models have no prompts"
+    def submit(self, inputs: Sequence[str], options: EmbedOptions) -> Future[Any]:
+        assert options.prompt_name is None, "the test models have no prompts"
         future: Future[Any] = Future()
-        self.requests.append(([(prompt or "") + t for t in inputs], model, dimensions, future))
+        texts = [(options.prompt or "") + t for t in inputs]
+        self.requests.append((texts, options.model, options.dimensions, future))
         return future
 
     def complete(self, i: int) -> None:
         inputs, model, dimensions, future = self.requests[i]
-        future.set_result(
-            jme.get_transport().submit(inputs, model=model, dimensions=dimensions).result(60)
-        )
+        options = EmbedOptions(model, dimensions)
+        future.set_result(jme.get_transport().submit(inputs, options).result(60))
 
     def model_info(self, name: str | None) -> dict[str, Any]:
         return jme.get_transport().model_info(name)
@@ -116,7 +109,7 @@ class ManualTransport:
 class RefusingTransport(ManualTransport):
     """``submit`` itself raises, as a full queue does."""
 
-    def submit(self, inputs: Sequence[str], **options: Any) -> Future[Any]:
+    def submit(self, inputs: Sequence[str], options: EmbedOptions) -> Future[Any]:
         raise jme.OverloadedError("the queue is full")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from .. import api
 from ..embeddings import Embeddings, Hit, SearchResults
 from ..errors import EmbedError
+from ..options import EmbedOptions
 from ._format import TEXT_LIMIT, clip, count, describe, quote
 from .background import Handoff
 from .data import quantize_scores
@@ -78,7 +79,7 @@ class Queries:
         self._k = k
         self._publish = publish
         self._set_status = set_status
-        self._options = self._prompt(prefix)
+        self._options = self._query_options(prefix)
         #: The newest query number sent (older answers are dropped).
         self.latest = 0
         #: Float32 scores of the query on show, or ``None``.
@@ -189,25 +190,22 @@ class Queries:
         status = f"{len(top_k)} nearest of {count(n, 'text')} for {quote(text)}"
         self._publish(Answer(seq, codes, [lo, hi] if n else [], top_k, status))
 
-    def _prompt(self, prefix: str) -> dict[str, str | None]:
-        """How queries are prompted: the caller's prefix, else the model's ``query`` prompt
-        when it has one, else as any text (the model's default prompt, if any)."""
+    def _query_options(self, prefix: str) -> EmbedOptions:
+        """How queries are embedded: like the texts (model, dimensions), prompted with the
+        caller's prefix, else the model's ``query`` prompt when it has one, else as any text
+        (the model's default prompt, if any)."""
+        model, dimensions = self._embeddings.model, self._embeddings.dimensions
         if prefix:
-            return {"prompt_name": None, "prompt": prefix}
+            return EmbedOptions(model, dimensions, prompt=prefix)
         try:
-            prompts = self.transport().model_info(self._embeddings.model)["prompts"]
+            prompts = self.transport().model_info(model)["prompts"]
         except (EmbedError, KeyError, TypeError):
             prompts = {}
-        return {"prompt_name": "query" if "query" in (prompts or {}) else None, "prompt": None}
+        name = "query" if "query" in (prompts or {}) else None
+        return EmbedOptions(model, dimensions, prompt_name=name)
 
     def _submit(self, transport: Transport, text: str) -> Future[EmbedResult]:
-        return transport.submit(
-            [text],
-            model=self._embeddings.model,
-            dimensions=self._embeddings.dimensions,
-            prompt_name=self._options["prompt_name"],
-            prompt=self._options["prompt"],
-        )
+        return transport.submit([text], self._options)
 
 
 def nearest_neighbors(embeddings: Embeddings, index: int, k: int) -> list[Hit]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import api
 from ..embeddings import Embeddings
+from ..options import EmbedOptions
 from ..results import EmbedResult
 from ..validation import labels_of, to_texts
 from ._format import TEXT_LIMIT, clip
@@ -158,7 +159,7 @@ def embed_column(
         raise ValueError(f"data[{text!r}] has no texts to embed")
     labels = labels_of(values)
     kept = np.setdiff1d(np.arange(len(texts) + len(skipped)), skipped)
-    parts = list(api.embed_chunks(texts, model=model, dimensions=dimensions))
+    parts = list(api.embed_chunks(texts, EmbedOptions(model, dimensions)))
     result = EmbedResult.concatenate(parts)
     embeddings = Embeddings(
         texts,
