@@ -347,7 +347,9 @@ def embed_dataset(
 
     Each actor is one Ray worker process owning one :class:`~.worker.Worker`; it reserves
     ``cpus_per_worker`` CPUs and uses that many threads (CPU streams, one OpenBLAS thread
-    each). The result is lazy, like every Ray dataset: nothing runs until it is consumed.
+    each). A dataset of fewer blocks than actors (a single Parquet file is one block) is cut
+    into blocks of ``batch_size`` rows as it streams, so that every actor gets work. The
+    result is lazy, like every Ray dataset: nothing runs until it is consumed.
 
     Rows keep their input order: this sets ``preserve_order`` (and
     ``raise_original_map_exception``, so that errors keep their class) on the dataset's
@@ -418,6 +420,7 @@ def embed_dataset(
         compute = ray.data.ActorPoolStrategy(min_size=1, max_size=most)
     else:
         compute = ray.data.ActorPoolStrategy(size=num_workers)
+    ds = _spread(ds, num_workers or most, batch_size or DEFAULT_BATCH_SIZE)
     context = ds.context
     context.execution_options.preserve_order = True
     if hasattr(context, "raise_original_map_exception"):
@@ -444,6 +447,24 @@ def embed_dataset(
             },
             **remote,
         )
+
+
+def _spread(ds: ray.data.Dataset, workers: int, batch_size: int) -> ray.data.Dataset:
+    """``ds`` in enough blocks to keep ``workers`` actors busy.
+
+    An actor pool hands out whole blocks, so a dataset of fewer blocks than actors leaves
+    some idle: a single Parquet file is one block, all of it for one actor. Such a dataset
+    (or one whose block count is known only once it runs, as for files still to be read) is
+    cut, as it streams, into blocks of at most ``batch_size`` rows, in order: no shuffle, no
+    barrier, one more task per input block.
+    """
+    # Ray's public API counts blocks only of materialized datasets; the plan's estimate is
+    # what its own operators use (None: unknown until read).
+    plan = getattr(ds, "_logical_plan", None)
+    blocks = plan.initial_num_blocks() if plan is not None else None
+    if blocks is not None and blocks >= workers:
+        return ds
+    return ds.repartition(target_num_rows_per_block=batch_size)
 
 
 _OWN_ARGS = {"batch_size", "batch_format", "compute", "num_cpus", "fn_constructor_kwargs"}
@@ -514,8 +535,17 @@ def detect_format(path: Path) -> str:
     return kind
 
 
-def read_table(path: Path, fmt: str, column: str) -> pa.Table:
-    """The whole input as a ``pyarrow.Table`` (CSV's text column read as strings).
+def read_table(path: Path, fmt: str, column: str) -> tuple[pa.Table, dict[int, Any]]:
+    """The whole input as a ``pyarrow.Table`` (CSV's text column read as strings), and the
+    values of ``column`` that the table holds as text but that are not strings in the file.
+
+    Only JSON Lines has those: a text column that mixes strings with numbers, booleans,
+    objects or arrays (which Arrow's reader refuses) is read as strings, each other value as
+    its JSON text, and its rows are returned with the value itself, so that the row rules
+    (:func:`.validation.text_problem`) judge the value, not its text.
+
+    Returns:
+        The table, and ``{row: value}`` of the values that are not strings in the file.
 
     Raises:
         InvalidRequestError: The file cannot be read, or has no such column.
@@ -525,22 +555,106 @@ def read_table(path: Path, fmt: str, column: str) -> pa.Table:
     import pyarrow.json
     import pyarrow.parquet
 
+    retyped: dict[int, Any] = {}
     try:
         if fmt == "parquet":
             table = pyarrow.parquet.read_table(path, memory_map=True)
         elif fmt == "jsonl":
-            table = pyarrow.json.read_json(path)
+            try:
+                table = pyarrow.json.read_json(path)
+            except pa.ArrowInvalid as exc:
+                if f"Column(/{column})" not in str(exc):
+                    raise
+                table, retyped = _read_mixed_jsonl(path, column)
         else:
             options = pyarrow.csv.ConvertOptions(column_types={column: pa.string()})
             table = pyarrow.csv.read_csv(path, convert_options=options)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise InvalidRequestError(f"cannot read {path} as {fmt}: {exc}", param="input") from exc
     if column not in table.column_names:
         raise InvalidRequestError(
             f"{path.name} has no column {column!r}; its columns: {', '.join(table.column_names)}",
             param="column",
         )
-    return table
+    return table, retyped
+
+
+def _read_mixed_jsonl(path: Path, column: str) -> tuple[pa.Table, dict[int, Any]]:
+    """JSON Lines whose ``column`` holds strings and other values: parsed line by line (a
+    slower path, taken only for such files), then read by Arrow with ``column`` as strings.
+
+    Raises:
+        ValueError: A line is not a JSON object.
+        pyarrow.ArrowException: Arrow cannot read the rewritten lines (another column mixes
+            types).
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json
+
+    lines: list[str] = []
+    names: dict[str, None] = {}  # the columns in order of first appearance, as Arrow reads
+    retyped: dict[int, Any] = {}
+    with pa.input_stream(str(path)) as stream:  # decompresses .gz and the like
+        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"line {number} is not a JSON object")
+            value = row.get(column)
+            if value is not None and not isinstance(value, str):
+                retyped[len(lines)] = value
+                row[column] = json.dumps(value, ensure_ascii=False)
+            names.update(dict.fromkeys(row))
+            lines.append(json.dumps(row, ensure_ascii=False))
+    schema = pa.schema([pa.field(column, pa.string())])
+    table = pyarrow.json.read_json(
+        io.BytesIO("\n".join(lines).encode()),
+        parse_options=pyarrow.json.ParseOptions(explicit_schema=schema),
+    )
+    return table.select(list(names)), retyped
+
+
+def _blank_rows(table: pa.Table, column: str, rows: Mapping[int, Any]) -> pa.Table:
+    """``table`` with ``column`` null at ``rows`` (so that they are skipped as not texts)."""
+    import pyarrow as pa
+
+    if not rows:
+        return table
+    values = table.column(column).to_pylist()
+    for row in rows:
+        values[row] = None
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, column, pa.array(values, pa.string()))
+
+
+def _restore_rows(
+    part: pa.Table,
+    start: int,
+    table: pa.Table,
+    retyped: Mapping[int, Any],
+    *,
+    column: str,
+    output_column: str,
+) -> pa.Table:
+    """A part embedded from :func:`_blank_rows`' table (rows from ``start``), with the text
+    column as read and, for the rows whose value is not a string, the reason it is not."""
+    import pyarrow as pa
+
+    rows = [row for row in retyped if start <= row < start + part.num_rows]
+    if not rows:
+        return part
+    original = table.column(column).slice(start, part.num_rows)
+    part = part.set_column(part.schema.get_field_index(column), column, original)
+    error = error_column_name(output_column)
+    reasons = part.column(error).to_pylist()
+    for row in rows:
+        reasons[row - start] = text_problem(retyped[row])
+    return part.set_column(
+        part.schema.get_field_index(error), error, pa.array(reasons, pa.string())
+    )
 
 
 class _Parts:
@@ -718,7 +832,11 @@ def embed_file(
 
     Args:
         input: The file (``.parquet``, ``.jsonl``/``.ndjson``, ``.csv``, also compressed
-            as ``.jsonl.gz``). It is read whole into memory (Parquet memory-mapped).
+            as ``.jsonl.gz``). It is read whole into memory (Parquet memory-mapped). Rows
+            follow the rules of every input: a value that is not a string (a JSONL number,
+            object or null, a typed Parquet column) is not a text, so it fails the job or,
+            with ``skip_invalid``, gets a null vector and its reason (CSV has no types: its
+            column is read as strings).
         output: The Parquet file to write.
         column: The column of texts.
         model, dimensions, prompt_name, output_column, skip_invalid: As for
@@ -756,8 +874,10 @@ def embed_file(
     if output_column == column:
         raise ValueError(f"output_column must differ from column ({column!r})")
     fmt = file_format or detect_format(source)
-    table = read_table(source, fmt, column)
+    table, retyped = read_table(source, fmt, column)
     values = table.column(column).to_pylist()
+    for row, value in retyped.items():  # judged as they are in the file
+        values[row] = value
     problems = [(i, p) for i, p in enumerate(map(text_problem, values)) if p is not None]
     if problems and not skip_invalid:
         raise invalid_rows_error(
@@ -807,10 +927,13 @@ def embed_file(
     elif pending:
         embed_parts = _embed_parts_on_ray if on_ray is not False else _embed_parts_locally
         embed_parts(
-            table,
+            _blank_rows(table, column, retyped),
             parts,
             pending,
             options,
+            finish=lambda start, part: _restore_rows(
+                part, start, table, retyped, column=column, output_column=output_column
+            ),
             overrides=overrides,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,
             on_ray=on_ray,
@@ -849,12 +972,14 @@ def _embed_parts_locally(
     pending: list[int],
     options: dict[str, Any],
     *,
+    finish: Callable[[int, pa.Table], pa.Table],
     overrides: dict[str, Any],
     batch_size: int,
     progress: bool,
     **_: Any,
 ) -> None:
-    """Each pending part on this process's worker (started here if there is none)."""
+    """Each pending part on this process's worker (started here if there is none), passed
+    through ``finish(first row, part)`` before it is written."""
     from tqdm import tqdm
 
     worker = current_worker()
@@ -889,7 +1014,7 @@ def _embed_parts_locally(
                     on_rows=bar.update,
                     **options,
                 )
-                parts.write(index, out)
+                parts.write(index, finish(start, out))
                 bar.update(out.column(options["output_column"]).null_count)  # skipped rows
     finally:
         if owned:  # after an error or Ctrl-C, drop what is still queued
@@ -902,6 +1027,7 @@ def _embed_parts_on_ray(
     pending: list[int],
     options: dict[str, Any],
     *,
+    finish: Callable[[int, pa.Table], pa.Table],
     overrides: dict[str, Any],
     batch_size: int,
     on_ray: bool | str,
@@ -910,7 +1036,8 @@ def _embed_parts_on_ray(
     **_: Any,
 ) -> None:
     """The pending parts' rows as one Ray dataset (blocks of ``batch_size`` rows, sent from
-    here), each part written as soon as its rows are back (in order)."""
+    here), each part written as soon as its rows are back (in order), passed through
+    ``finish(first row, part)``."""
     import ray
     import ray.data
 
@@ -936,7 +1063,7 @@ def _embed_parts_on_ray(
         )
         try:
             for index, part in _cut_parts(ds, parts, pending):
-                parts.write(index, part)
+                parts.write(index, finish(parts.bounds[index][0], part))
         except Exception as exc:
             error = original_error(exc)
             if isinstance(error, EmbedError):

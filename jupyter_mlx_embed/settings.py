@@ -4,7 +4,10 @@ The traits are generated from the settings declared in :mod:`.config`, so each s
 written once. The same keys work in ``jupyter_server_config.py``
 (``c.MLXEmbed.default_model = ...``), ``ipython_config.py``, ``%config MLXEmbed.x = ...`` and
 on the command line (``--MLXEmbed.token_budget=4096``). A trait left unset falls back to its
-``JUPYTER_MLX_EMBED_*`` environment variable, then to the default.
+``JUPYTER_MLX_EMBED_*`` environment variable, then to the default. A value is checked when it
+is set, against the same bounds and choices the declaration gives (``%config
+MLXEmbed.queue_size = 0`` is refused at once, naming the setting and its minimum, and the old
+value stays).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from traitlets import Bool, Enum, Float, Int, List, TraitType, Unicode
+from traitlets import Bool, Enum, Float, Int, List, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
 from .config import SETTINGS_CLASSES, EngineConfig, ServingConfig
@@ -38,6 +41,22 @@ def _trait(f: dataclasses.Field[Any]) -> TraitType[Any, Any]:
     else:
         trait = _TRAIT_TYPES[str(f.type)](None, allow_none=True, help=help)
     return trait.tag(config=True)
+
+
+#: The settings class that declares each setting.
+_DECLARED_IN = {f.name: cls for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)}
+
+
+def _check(self: Configurable, proposal: Any) -> Any:
+    """Refuse a value the declaration does not allow (traitlets keeps the old one): the
+    settings class itself checks it, so bounds and choices are stated once, in config.py."""
+    name, value = proposal["trait"].name, proposal["value"]
+    if value is not None:
+        try:
+            _DECLARED_IN[name](**{name: value})
+        except ValueError as exc:
+            raise TraitError(f"{type(self).__name__}.{exc}") from None
+    return value
 
 
 class _MLXEmbedBase(Configurable):
@@ -71,5 +90,6 @@ else:  # one trait per declared setting, built when the class is created
             "__doc__": "Settings of the embedding worker, its HTTP endpoint and the magics.",
             "__module__": __name__,
             **{f.name: _trait(f) for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)},
+            "_check": validate(*_DECLARED_IN)(_check),
         },
     )

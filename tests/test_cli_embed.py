@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jupyter_mlx_embed import EngineConfig, Worker, cli
-from jupyter_mlx_embed.cache import model_identity
+from jupyter_mlx_embed.cache import EmbeddingCache, model_identity
 from jupyter_mlx_embed.distributed import detect_format
 from jupyter_mlx_embed.registry import ModelRegistry
 
@@ -125,6 +127,84 @@ def test_skip_invalid_gives_null_vectors_and_reasons(tmp_path: Path) -> None:
     assert reasons[8] == "is an empty string" and reasons[0] is None
 
 
+#: JSON values of a text column that are not strings, and the reason each row gets.
+NOT_STRINGS = {
+    1: (42, "is int, not a string"),
+    3: ({"a": 1}, "is dict, not a string"),
+    4: ([1, 2], "is list, not a string"),
+    5: (True, "is bool, not a string"),
+    6: (None, "is None, a missing value, not a string"),
+    8: (2.5, "is float, not a string"),
+}
+
+
+def mixed_jsonl(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A JSONL file whose text column mixes strings with other JSON values (and has a blank
+    line, which is no row), and its texts."""
+    texts = make_texts(10)
+    lines = [
+        json.dumps({"id": i, "text": NOT_STRINGS.get(i, (t,))[0]}) for i, t in enumerate(texts)
+    ]
+    lines.insert(5, "")
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, texts
+
+
+def test_jsonl_values_that_are_not_strings_fail_the_job_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, _ = mixed_jsonl(tmp_path)
+    assert cli.main(["embed", str(source), "-o", str(tmp_path / "out.parquet"), "-q"]) == 1
+    message = capsys.readouterr().err
+    assert "6 rows of column 'text' are not texts: text[1] is int, not a string" in message
+    assert "text[3] is dict, not a string" in message and "--skip-invalid" in message
+
+
+def test_jsonl_values_that_are_not_strings_are_skipped_like_other_invalid_rows(
+    tmp_path: Path, worker: Worker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, texts = mixed_jsonl(tmp_path)
+    out = tmp_path / "out.parquet"
+    assert cli.main(["embed", str(source), "-o", str(out), "--skip-invalid", "-q"]) == 0
+    assert "10 rows, 4 embedded now, 6 skipped (not texts)" in capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "text", "embedding", "embedding_error"]
+    assert table.column("id").to_pylist() == list(range(10))
+    reasons = table.column("embedding_error").to_pylist()
+    for row, (value, reason) in NOT_STRINGS.items():
+        assert reasons[row].startswith(reason)
+        # The value as the file has it (JSON text), not embedded.
+        assert table.column("text")[row].as_py() == (None if value is None else json.dumps(value))
+    kept = [i for i in range(10) if i not in NOT_STRINGS]
+    vectors = table.column("embedding").to_pylist()
+    assert [i for i, v in enumerate(vectors) if v is not None] == kept
+    got = np.array([vectors[i] for i in kept], dtype=np.float32)
+    expected = engine_vectors(worker, [texts[i] for i in kept])
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
+
+
+def test_parquet_and_csv_apply_the_same_row_rules(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.parquet"  # a typed column: every row is not a text
+    pq.write_table(pa.table({"text": [7, None]}), numbers)
+    objects = tmp_path / "objects.parquet"
+    pq.write_table(pa.table({"text": pa.array([{"a": 1}, None])}), objects)
+    blanks = tmp_path / "blanks.csv"  # no types: digits are texts, an empty field is not
+    blanks.write_text('id,text\n0,42\n1,\n2,"   "\n')
+    expected = {
+        numbers: ["is int, not a string", "is None"],
+        objects: ["is dict, not a string", "is None"],
+        blanks: [None, "is an empty string", "is only whitespace"],
+    }
+    for source, reasons in expected.items():
+        out = tmp_path / f"{source.stem}.out.parquet"
+        assert cli.main(["embed", str(source), "-o", str(out), "--skip-invalid", "-q"]) == 0
+        got = pq.read_table(out).column("embedding_error").to_pylist()
+        assert len(got) == len(reasons)
+        for reason, want in zip(got, reasons, strict=True):
+            assert reason == want if want is None else reason.startswith(want)
+
+
 def test_missing_column_and_unknown_format_are_errors(
     parquet_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -199,6 +279,100 @@ def test_an_interrupted_job_resumes_without_redoing_finished_parts(
     report = capsys.readouterr().out
     assert f"{len(finished)} of 40 parts resumed" in report
     assert f"{2000 - 50 * len(finished)} embedded now" in report
+
+
+#: The command as its console script runs it, with Python's own Ctrl-C handler even when
+#: this test runs with SIGINT ignored (a background job), which children would inherit.
+COMMAND = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from jupyter_mlx_embed.cli import main; sys.exit(main())"
+)
+
+
+def interrupt_after_parts(
+    argv: list[str], parts: Path, count: int, env: dict[str, str]
+) -> tuple[int, float, str]:
+    """Run the command in a child process, press Ctrl-C (SIGINT) once ``count`` parts exist,
+    and return its exit status, the seconds it took to stop, and its stderr."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", COMMAND, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(parts.glob("part-*.parquet"))) < count:
+            assert child.poll() is None, "the job finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        pressed = time.monotonic()
+        _, stderr = child.communicate(timeout=60)
+        return child.returncode, time.monotonic() - pressed, stderr
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+@pytest.fixture
+def cache_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a child with the vector cache on (the default) in ``tmp_path``."""
+    folder = tmp_path / "cache"
+    return {
+        **os.environ,
+        "JUPYTER_MLX_EMBED_CACHE": "true",
+        "JUPYTER_MLX_EMBED_CACHE_DIR": str(folder),
+    }
+
+
+def long_job(tmp_path: Path) -> tuple[list[str], Path]:
+    """A job of 20 parts, long enough to interrupt: its arguments and its parts folder."""
+    texts = [t + " and more words" * 8 for t in make_texts(1000)]
+    source = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": list(range(1000)), "text": texts}), source)
+    out = tmp_path / "out.parquet"
+    argv = ["embed", str(source), "-o", str(out), "--part-rows", "50", "-q"]
+    return argv, tmp_path / "out.parquet.parts"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_command_at_once_and_the_job_resumes(
+    tmp_path: Path, cache_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, parts = long_job(tmp_path)
+    status, seconds, stderr = interrupt_after_parts(argv, parts, 2, cache_env)
+    assert status == 130, stderr[-3000:]
+    assert seconds < 3.0, f"the command took {seconds:.1f} s to stop"
+    assert "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr and "Fatal Python error" not in stderr
+    finished = sorted(parts.glob("part-*.parquet"))
+    assert 2 <= len(finished) < 20 and not list(parts.glob("*.tmp"))
+
+    assert cli.main(argv) == 0
+    assert f"{len(finished)} of 20 parts resumed" in capsys.readouterr().out
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("id").to_pylist() == list(range(1000))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_command_at_once_while_another_process_writes_the_cache(
+    tmp_path: Path, cache_env: dict[str, str]
+) -> None:
+    argv, parts = long_job(tmp_path)
+    folder = Path(cache_env["JUPYTER_MLX_EMBED_CACHE_DIR"])
+    EmbeddingCache(folder, 64).close()
+    holder = sqlite3.connect(folder / "vectors.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as another process writing the shared cache would
+    try:
+        status, seconds, stderr = interrupt_after_parts(argv, parts, 2, cache_env)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert status == 130, stderr[-3000:]
+    assert seconds < 3.0, f"the command took {seconds:.1f} s to stop"
 
 
 def test_a_changed_argument_starts_over(tmp_path: Path, parquet_input: Path) -> None:

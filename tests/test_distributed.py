@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,15 @@ from jupyter_mlx_embed.distributed import (
     original_error,
 )
 
-from .test_cli_embed import engine_vectors, make_texts, mark_part, run_until_parts, vectors_of
+from .test_cli_embed import (
+    NOT_STRINGS,
+    engine_vectors,
+    make_texts,
+    mark_part,
+    mixed_jsonl,
+    run_until_parts,
+    vectors_of,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -95,6 +104,26 @@ def test_every_row_in_order_with_the_engines_vectors_from_several_actors(
     assert cosines.min() >= 0.9999
     assert len(pids(table)) > 1, "one actor did all the work"
     assert os.getpid() not in pids(table)
+
+
+def test_a_single_parquet_file_is_spread_over_every_actor(
+    cluster: Cluster, worker: Worker, tmp_path: Path
+) -> None:
+    texts = make_texts(400)
+    source = tmp_path / "one.parquet"  # one file, one row group: Ray reads it as one block
+    pq.write_table(pa.table({"id": list(range(400)), "text": texts}), source)
+    out = embed_dataset(
+        ray.data.read_parquet(str(source)),
+        num_workers=2,
+        batch_size=50,
+        provenance_column="worker",
+    )
+    table = collect(out)
+    assert table.column("id").to_pylist() == list(range(400))
+    rows_by_actor = Counter(table.column("worker").to_pylist())
+    assert len(rows_by_actor) == 2, f"the actors' rows: {dict(rows_by_actor)}"
+    cosines = np.sum(vectors_of(table) * engine_vectors(worker, texts), axis=1)
+    assert cosines.min() >= 0.9999
 
 
 def test_a_killed_actor_has_its_batches_retried(cluster: Cluster, worker: Worker) -> None:
@@ -183,6 +212,23 @@ def test_the_command_line_on_the_cluster(cluster: Cluster, worker: Worker, tmp_p
     cosines = np.sum(vectors_of(result) * engine_vectors(worker, texts), axis=1)
     assert cosines.min() >= 0.9999
     assert "300 rows, 300 embedded now" in done.stdout
+
+
+def test_the_command_line_on_the_cluster_skips_jsonl_values_that_are_not_strings(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    source, _ = mixed_jsonl(tmp_path)
+    out = tmp_path / "out.parquet"
+    argv = [str(source), "-o", str(out), "--skip-invalid", "--batch-size", "3"]
+    done = run_cli(*argv, "--part-rows", "4", "--ray", cluster.address)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(10))
+    reasons = table.column("embedding_error").to_pylist()
+    assert [i for i, r in enumerate(reasons) if r is not None] == sorted(NOT_STRINGS)
+    for row, (value, reason) in NOT_STRINGS.items():
+        assert reasons[row].startswith(reason)
+        assert table.column("text")[row].as_py() == (None if value is None else json.dumps(value))
 
 
 def test_the_command_line_on_the_cluster_resumes_an_interrupted_job(

@@ -13,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_mlx_embed as jme
 from jupyter_mlx_embed.embeddings import Embeddings
+from jupyter_mlx_embed.settings import MLXEmbed
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,32 @@ def test_config_changes_reach_the_worker(shell) -> None:
         assert jme.get_worker().config.token_budget == 1024
     finally:
         shell.run_line_magic("config", "MLXEmbed.token_budget = 8192")
+
+
+def _settings(shell) -> MLXEmbed:
+    return next(c for c in shell.configurables if isinstance(c, MLXEmbed))
+
+
+def test_config_refuses_a_value_below_the_minimum_and_keeps_the_old_one(
+    shell, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(shell)
+    before = settings.queue_size
+    try:
+        shell.run_line_magic("config", "MLXEmbed.queue_size = 0")
+    finally:  # %config also merged the refused value into the shell's own config
+        shell.config.MLXEmbed.pop("queue_size", None)
+    # %config reports a refused value through logging, on one line.
+    logged = [r.getMessage() for r in caplog.records if r.name == "root"]
+    assert logged == ["MLXEmbed.queue_size must be >= 1, got 0"]
+    assert settings.queue_size == before
+    assert shell.run_line_magic("embed", "still works").shape == (384,)
+
+
+def test_an_invalid_environment_variable_is_a_usage_error(shell, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_CPU_STREAMS", "0")  # no trait set: the env applies
+    with pytest.raises(UsageError, match=r"^invalid setting: cpu_streams must be >= 1, got 0$"):
+        shell.run_line_magic("embed", "some text")
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+from traitlets import TraitError
 from traitlets.config import Config
 
 from jupyter_mlx_embed import api
@@ -62,6 +64,30 @@ def test_traits_then_environment_then_defaults(monkeypatch: pytest.MonkeyPatch) 
 def test_invalid_values_are_refused(cls: type, changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         cls(**changes)
+
+
+BOUNDED = [f for f in FIELDS if f.metadata["minimum"] is not None]
+
+
+@pytest.mark.parametrize("field", BOUNDED, ids=[f.name for f in BOUNDED])
+def test_a_trait_below_its_declared_minimum_is_refused_when_set(field) -> None:
+    settings = MLXEmbed()
+    minimum = field.metadata["minimum"]
+    setattr(settings, field.name, minimum)  # the minimum itself is allowed
+    below = minimum - 1 if field.type == "int" else minimum / 2 if minimum else -0.5
+    message = f"MLXEmbed.{field.name} must be >= {minimum}, got {below!r}"
+    with pytest.raises(TraitError, match=f"^{re.escape(message)}$"):
+        setattr(settings, field.name, below)
+    assert getattr(settings, field.name) == minimum
+
+
+def test_invalid_configuration_is_refused_when_loaded() -> None:
+    config = Config()
+    config.MLXEmbed.queue_size = 0
+    with pytest.raises(TraitError, match="queue_size must be >= 1, got 0"):
+        MLXEmbed(config=config)
+    with pytest.raises(TraitError, match="expected any of"):
+        MLXEmbed().transport = "carrier-pigeon"
 
 
 def test_serve_has_a_flag_per_server_setting() -> None:
