@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 #: 2: keys from :func:`model_identity` (whole model folder), a checksum per row.
 SCHEMA_VERSION = 2
-#: Seconds a statement waits for another process's lock before it gives up for this time.
-BUSY_TIMEOUT = 5.0
+#: Seconds a statement waits for another process's lock before it gives up for this time (a
+#: lookup then misses, a write is tried again later): short, so that neither a request nor
+#: closing at exit ever waits long for another process.
+BUSY_TIMEOUT = 0.25
 #: Rows looked up or written per SQL statement (SQLite's default limit is 32,766 variables).
 _STATEMENT_ROWS = 500
 #: Room made below the size limit when it is exceeded (least recently used rows first).

@@ -122,6 +122,7 @@ class Preparer:
         self._max_tokens = max_request_tokens
         self._deliver = deliver
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._cancelled: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-embed-prepare", daemon=True)
         self._thread.start()
 
@@ -135,6 +136,10 @@ class Preparer:
         while not self._step(job):
             pass
         self._deliver(request)
+
+    def cancel(self, error: BaseException) -> None:
+        """Fail every request taken in, and those that come, with ``error``."""
+        self._cancelled = error
 
     def close(self) -> None:
         """Finish the requests taken in, then stop the thread."""
@@ -167,6 +172,8 @@ class Preparer:
     def _step(self, job: _Job) -> bool:
         """Prepare one piece of a request; True when it is prepared or has failed."""
         request = job.request
+        if self._cancelled is not None:
+            _fail(request.future, self._cancelled)
         if request.stopped:
             if request.future.abandoned:
                 _fail(request.future, CancelledError())

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,6 +129,22 @@ def test_close_can_fail_pending_requests(make_worker) -> None:
     closer.join(30)
     with pytest.raises(WorkerClosedError):
         pending.result(timeout=5)
+
+
+def test_close_can_fail_requests_being_prepared_and_served(make_worker) -> None:
+    worker = make_worker()
+    long = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
+    served = worker.submit([f"{i} {long}" for i in range(1500)])  # many forward passes
+    while worker.stats.batches == 0:
+        time.sleep(0.005)
+    prepared = worker.submit([f"{i} {long} {long}" for i in range(1500)])  # being tokenized
+    batches = worker.stats.batches
+    worker.close(timeout=30, cancel_pending=True)
+    assert not worker.alive
+    for future in (served, prepared):
+        with pytest.raises(WorkerClosedError):
+            future.result(timeout=0)
+    assert worker.stats.batches <= batches + 1, "the served request kept running"
 
 
 def test_cancelled_request_is_skipped(make_worker) -> None:

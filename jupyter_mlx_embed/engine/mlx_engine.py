@@ -87,6 +87,18 @@ class Engine:
             self.native_kernels = native.KernelsInfo(False, None, None, "cpu_fast_path is off")
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
 
+    def release_thread(self) -> None:
+        """Free MLX's state of the worker thread (its streams) while the thread still runs.
+
+        MLX frees it in thread-local destructors otherwise, which take the GIL: a worker
+        thread that ends while the interpreter finalizes would then abort the process.
+        """
+        self._check_thread()
+        clear = getattr(self._mx, "clear_streams", None)  # MLX >= 0.30
+        if clear is not None:
+            self._mx.synchronize()
+            clear()
+
     def _check_thread(self) -> None:
         if threading.get_ident() != self._owner:
             raise RuntimeError("MLX engine used from a thread other than its worker thread")
