@@ -18,6 +18,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     # Pure foundations.
     "_version": (0, "core"),
     "envvars": (0, "core"),
+    "fileio": (0, "core"),  # atomic writes
     "errors": (0, "core"),
     "results": (0, "core"),
     "metrics": (0, "core"),
