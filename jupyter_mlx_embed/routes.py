@@ -1,16 +1,17 @@
 """Tornado handlers for ``/v1/embeddings``, ``/v1/models`` and the status route (HTTP layer).
 
-The logic lives in mixins that any ``RequestHandler`` can take; the Jupyter server extension
-combines them with Jupyter's ``APIHandler`` (its auth and XSRF rules) and the standalone
-server with a Bearer-token check. Collaborators arrive through ``self.settings``:
-``mlx_embed_worker`` (a :class:`~jupyter_mlx_embed.worker.Worker`),
+The logic lives in mixins that any ``RequestHandler`` can take, and :func:`route_table` is
+the one table of routes both servers mount: the Jupyter server extension combines them with
+Jupyter's ``APIHandler`` (its auth and XSRF rules, and its authorizer around each method) and
+the standalone server with a Bearer-token check. Collaborators arrive through
+``self.settings``: ``mlx_embed_worker`` (a :class:`~jupyter_mlx_embed.worker.Worker`),
 ``mlx_embed_max_body_bytes`` and ``mlx_embed_body_timeout``.
 
 Bodies are streamed (``@stream_request_body`` on the servers' handlers): each server
 authenticates in ``prepare``, before any byte of the body is read, then calls
 :meth:`EmbeddingsMixin.begin_body`. The event loop is shared (in Jupyter, with every kernel's
-websocket), so large bodies are decoded, validated and answered in a thread, and in pieces
-small enough that no single C call holds the GIL for long.
+websocket), so large bodies are decoded, validated and answered in a thread, by
+:mod:`.codec` in pieces small enough that no single C call holds the GIL for long.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from tornado import web
@@ -30,9 +30,9 @@ from tornado.http1connection import HTTP1Connection
 
 from . import metrics
 from ._version import __version__
+from .codec import encode_json_in_pieces, parse_json_body, parse_large_json_body
 from .errors import (
     EmbedError,
-    InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
@@ -44,7 +44,6 @@ from .schema import (
     embeddings_response,
     models_response,
     parse_embeddings_request,
-    parse_json_body,
 )
 from .worker import Worker
 
@@ -64,9 +63,6 @@ _HTTP_ERROR_TYPES = {
 _INLINE_BODY_BYTES = 64 * 1024
 #: Responses up to this many values are encoded on the event loop; larger ones in a thread.
 _INLINE_RESPONSE_VALUES = 8 * 1024
-#: The most JSON text one C-level ``json`` call decodes while other threads wait for the GIL
-#: (about 2-4 ms of work); larger arrays and objects are decoded item by item.
-_JSON_PIECE_CHARS = 256 * 1024
 #: Query parameters whose values never appear in logs (any name containing one of these).
 _SECRET_PARAMS = ("token", "key", "auth", "secret", "password", "xsrf")
 
@@ -107,143 +103,6 @@ def redact_uri(uri: str) -> str:
         secret = sep and any(word in name.lower() for word in _SECRET_PARAMS)
         params.append(f"{name}=[secret]" if secret else param)
     return urlunsplit(parts._replace(query="&".join(params)))
-
-
-# -- JSON in pieces ----------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_NUMBERS = re.compile(r"[-+.0-9eE \t\n\r,]{1,65536}")
-
-
-def _skip(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    assert match is not None  # the pattern matches the empty string
-    return match.end()
-
-
-def decode_json_in_pieces(text: str) -> Any:
-    """``json.loads(text)`` (``NaN`` and ``Infinity`` refused), decoded so that no single C
-    call handles more than about 256 KiB: arrays and objects with more text after them are
-    walked item by item, and runs of numbers are decoded 64 KiB at a time.
-
-    Raises:
-        ValueError: As ``json.loads`` (a ``json.JSONDecodeError`` at the same position).
-        RecursionError: Too deeply nested.
-    """
-    value, end = _decode_value(text, _skip(text, 0))
-    end = _skip(text, end)
-    if end != len(text):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return value
-
-
-def _decode_value(text: str, index: int) -> tuple[Any, int]:
-    if len(text) - index > _JSON_PIECE_CHARS:
-        opener = text[index : index + 1]
-        if opener == "[":
-            return _decode_array(text, index + 1)
-        if opener == "{":
-            return _decode_object(text, index + 1)
-    value, end = _DECODER.raw_decode(text, index)
-    return value, end
-
-
-def _decode_array(text: str, index: int) -> tuple[list[Any], int]:
-    items: list[Any] = []
-    index = _skip(text, index)
-    if text.startswith("]", index):
-        return items, index + 1
-    while True:
-        first = text[index : index + 1]
-        if first and first in "-0123456789":
-            # A run of numbers (a token-id row): decode up to its last comma in one call.
-            run = _NUMBERS.match(text, index)
-            cut = text.rfind(",", index, run.end() if run else index)
-            if cut > index:
-                try:
-                    items.extend(_DECODER.decode("[" + text[index:cut] + "]"))
-                except json.JSONDecodeError as exc:
-                    raise json.JSONDecodeError(exc.msg, text, index + exc.pos - 1) from None
-                index = _skip(text, cut + 1)
-                continue
-        item, index = _decode_value(text, index)
-        items.append(item)
-        closed, index = _after_item(text, index, "]")
-        if closed:
-            return items, index
-
-
-def _decode_object(text: str, index: int) -> tuple[dict[str, Any], int]:
-    members: dict[str, Any] = {}
-    index = _skip(text, index)
-    if text.startswith("}", index):
-        return members, index + 1
-    while True:
-        if not text.startswith('"', index):
-            raise json.JSONDecodeError(
-                "Expecting property name enclosed in double quotes", text, index
-            )
-        key, index = _DECODER.raw_decode(text, index)
-        index = _skip(text, index)
-        if not text.startswith(":", index):
-            raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-        value, index = _decode_value(text, _skip(text, index + 1))
-        members[key] = value
-        closed, index = _after_item(text, index, "}")
-        if closed:
-            return members, index
-
-
-def _after_item(text: str, index: int, close: str) -> tuple[bool, int]:
-    """After an array item or object member: whether ``close`` ends the container, and the
-    index past it or past the comma before the next item."""
-    index = _skip(text, index)
-    if text.startswith(close, index):
-        return True, index + 1
-    if not text.startswith(",", index):
-        raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-    return False, _skip(text, index + 1)
-
-
-def parse_large_json_body(body: bytes) -> Any:
-    """:func:`~jupyter_mlx_embed.schema.parse_json_body` for a body too large to decode in
-    one call without stalling other threads (same errors and messages).
-
-    Raises:
-        InvalidRequestError: Empty body, invalid UTF-8, invalid or too deeply nested JSON.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return parse_json_body(body)  # raises the same error, stopping at the same byte
-    if not text.strip():
-        return parse_json_body(body)
-    try:
-        return decode_json_in_pieces(text)
-    except RecursionError:
-        raise InvalidRequestError("The request body is nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
-
-
-def encode_json_in_pieces(obj: dict[str, Any]) -> bytes:
-    """``json.dumps(obj).encode()`` with the items of list values encoded one at a time, so
-    that no single C call holds the GIL for long (a 2,048 x 384 float response takes
-    ~0.4 s in one ``json.dumps``)."""
-    members = []
-    for key, value in obj.items():
-        if isinstance(value, list):
-            text = "[" + ", ".join([json.dumps(item) for item in value]) + "]"
-        else:
-            text = json.dumps(value)
-        members.append(f"{json.dumps(key)}: {text}")
-    return ("{" + ", ".join(members) + "}").encode()
 
 
 # -- handlers ----------------------------------------------------------------------------
@@ -436,3 +295,98 @@ def _too_large(size: int, limit: int, *, so_far: bool = False) -> PayloadTooLarg
     if so_far:
         return PayloadTooLargeError(f"The request body exceeds the limit of {limit} bytes")
     return PayloadTooLargeError(f"The request body has {size} bytes; the limit is {limit} bytes")
+
+
+# -- the route table ---------------------------------------------------------------------
+
+
+class EmbeddingsRoute(EmbeddingsMixin):
+    """``POST v1/embeddings``."""
+
+    async def post(self) -> None:
+        await self.post_embeddings()
+
+
+class ModelsRoute(EmbeddingsMixin):
+    """``GET v1/models`` and ``GET v1/models/{id}``."""
+
+    async def get(self, model_id: str | None = None) -> None:
+        await self.get_models(model_id)
+
+
+class StatusRoute(EmbeddingsMixin):
+    """``GET mlx-embed/status``: worker state for the JupyterLab status bar."""
+
+    def get(self) -> None:
+        self.write_status()
+
+
+class UnknownRoute(EmbeddingsMixin):
+    """Any other path: an OpenAI-shaped 404 for every method, once the server's ``prepare``
+    has authenticated the request."""
+
+    async def prepare(self) -> None:
+        prepared = super().prepare()
+        if prepared is not None:
+            await prepared
+        self.reject_unknown_route()
+
+
+#: The routes of both servers, under the server's base URL, in matching order: (URL pattern,
+#: the route's HTTP methods).
+ROUTES: tuple[tuple[str, type[EmbeddingsMixin]], ...] = (
+    (r"/v1/embeddings", EmbeddingsRoute),
+    (r"/v1/models", ModelsRoute),
+    (r"/v1/models/(.+)", ModelsRoute),
+    (r"/mlx-embed/status", StatusRoute),
+)
+#: The paths under the base URL that get :class:`UnknownRoute`'s 404 unless a server owns
+#: them all: those under ``v1/`` (the Jupyter server serves the others).
+UNKNOWN_PATHS = r"/v1(?:/.*)?"
+
+_HTTP_METHODS = {method.lower() for method in web.RequestHandler.SUPPORTED_METHODS}
+
+
+def _unguarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    return method
+
+
+def route_table(
+    base: type[web.RequestHandler],
+    *,
+    guard: Callable[[Callable[..., Any]], Callable[..., Any]] = _unguarded,
+    extra: Sequence[tuple[str, type[web.RequestHandler]]] = (),
+    unknown: str = UNKNOWN_PATHS,
+) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The handlers a server mounts: :data:`ROUTES`, then the server's own ``extra`` routes,
+    then ``unknown`` paths answered by :class:`UnknownRoute`.
+
+    Args:
+        base: The server's handler base, combined with each route: its authentication
+            (``prepare``, which calls :meth:`EmbeddingsMixin.begin_body`) and
+            ``@stream_request_body``.
+        guard: Wraps each HTTP method of the routes (Jupyter: ``@web.authenticated`` and
+            ``@authorized``).
+        extra: Routes of this server only, matched before ``unknown``.
+        unknown: The pattern of the paths that get an OpenAI-shaped 404.
+
+    Returns:
+        ``(pattern, handler class)`` pairs, in matching order.
+    """
+    handlers: dict[type[EmbeddingsMixin], type[web.RequestHandler]] = {}
+
+    def handler(route: type[EmbeddingsMixin]) -> type[web.RequestHandler]:
+        if route not in handlers:
+            methods = {
+                name: guard(method) for name, method in vars(route).items() if name in _HTTP_METHODS
+            }
+            name = route.__name__.removesuffix("Route") + "Handler"
+            made = type(name, (route, base), {**methods, "__module__": base.__module__})
+            handlers[route] = cast("type[web.RequestHandler]", made)
+        return handlers[route]
+
+    return [
+        *((pattern, handler(route)) for pattern, route in ROUTES),
+        *extra,
+        (unknown, handler(UnknownRoute)),
+    ]

@@ -1,4 +1,5 @@
-"""The OpenAI embeddings wire format: request parsing and response building (pure).
+"""The wire shapes: the OpenAI embeddings request and response, model objects and the
+worker's status (pure; the JSON text itself is :mod:`.codec`'s).
 
 Parsing is strict about types and values (every problem is an ``InvalidRequestError`` naming
 the field) and lenient about unknown fields, which are ignored as most OpenAI-compatible
@@ -8,8 +9,7 @@ servers do, so that clients sending extra options keep working.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,30 +30,6 @@ class EmbeddingsRequest:
     dimensions: Any = None
     prompt_name: Any = None
     prompt: Any = None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json_body(body: bytes) -> Any:
-    """Decode a request body as UTF-8 JSON.
-
-    Raises:
-        InvalidRequestError: Empty body, invalid UTF-8, invalid or too deeply nested JSON.
-    """
-    if not body or not body.strip():
-        raise InvalidRequestError("The request body is empty; send a JSON object")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid UTF-8: {exc.reason}") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise InvalidRequestError("The request body is nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
 
 
 def _parse_input(value: object) -> list[Any]:
@@ -141,3 +117,130 @@ def model_object(name: str, owned_by: str = "local") -> dict[str, Any]:
 def models_response(models: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The ``GET /v1/models`` response for model objects (:func:`model_object` and more)."""
     return {"object": "list", "data": list(models)}
+
+
+def model_card(
+    name: str,
+    *,
+    owned_by: str,
+    dimensions: int,
+    max_input_tokens: int,
+    pooling: str,
+    prompts: Mapping[str, str],
+    default_prompt_name: str | None,
+    quantization: tuple[int, int] | None,
+    loaded: bool,
+) -> dict[str, Any]:
+    """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields (:func:`model_object`),
+    then extra fields that OpenAI clients ignore.
+
+    Args:
+        name: The model's id, as the client named it.
+        owned_by: Where the registry found it (``bundled``, ``root``, ``hf-cache``, ``hub``).
+        dimensions: The length of its vectors.
+        max_input_tokens: Its maximum sequence length.
+        pooling: Its pooling mode.
+        prompts: Its named instruction prefixes.
+        default_prompt_name: The prompt used when a request names none, if any.
+        quantization: ``(bits, group_size)`` of an MLX-quantized checkpoint, else ``None``.
+        loaded: Whether the worker holds it in memory.
+    """
+    return {
+        **model_object(name, owned_by),
+        "dimensions": dimensions,
+        "max_input_tokens": max_input_tokens,
+        "pooling": pooling,
+        "prompts": dict(prompts),
+        "default_prompt_name": default_prompt_name,
+        "quantization": None
+        if quantization is None
+        else {"bits": quantization[0], "group_size": quantization[1]},
+        "loaded": loaded,
+    }
+
+
+def worker_status(
+    *,
+    state: str,
+    busy: bool,
+    queue_depth: int,
+    queue_size: int,
+    default_model: str,
+    max_inputs: int,
+    requests: int,
+    requests_failed: int,
+    inputs: int,
+    tokens: int,
+    padded_tokens: int,
+    batches: int,
+    token_budget: int,
+    cache_enabled: bool,
+    cache_hits: int,
+    cache_misses: int,
+    engine: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The worker's state and counters (``info()``, ``GET mlx-embed/status``).
+
+    Args:
+        state: ``starting``, ``ready`` or ``closed``; ``failed`` when ``error`` is given
+            and ``engine`` is not.
+        engine: :func:`engine_status` once the engine has started.
+        error: Why the engine could not start.
+
+    The other arguments are the worker's settings and counters of the same names.
+    """
+    status: dict[str, Any] = {
+        "state": state,
+        "busy": busy,
+        "queue_depth": queue_depth,
+        "queue_size": queue_size,
+        "default_model": default_model,
+        "max_inputs": max_inputs,
+        "requests": requests,
+        "requests_failed": requests_failed,
+        "inputs": inputs,
+        "tokens": tokens,
+        "padded_tokens": padded_tokens,
+        "batches": batches,
+        "token_budget": token_budget,
+        "cache": {"enabled": cache_enabled, "hits": cache_hits, "misses": cache_misses},
+    }
+    if engine is not None:
+        status.update(engine)
+    elif error is not None:
+        status.update(state="failed", error=error)
+    return status
+
+
+def engine_status(
+    *,
+    mlx_version: str,
+    device: str,
+    blas_name: str,
+    blas_path: str | None,
+    blas_fast: bool,
+    blas_detail: str,
+    blas_core: str | None,
+    native_kernels: Mapping[str, Any],
+    loaded_models: Sequence[str],
+    models: Sequence[dict[str, Any]],
+    malloc_tuned: bool,
+) -> dict[str, Any]:
+    """The started engine's part of :func:`worker_status`: MLX, the BLAS it bound, the
+    native kernels, the loaded models (their names and :func:`model_card`), malloc tuning."""
+    return {
+        "mlx_version": mlx_version,
+        "device": device,
+        "blas": {
+            "name": blas_name,
+            "path": blas_path,
+            "fast": blas_fast,
+            "detail": blas_detail,
+            "core": blas_core,
+        },
+        "native_kernels": dict(native_kernels),
+        "loaded_models": list(loaded_models),
+        "models": list(models),
+        "malloc_tuned": malloc_tuned,
+    }

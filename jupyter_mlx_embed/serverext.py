@@ -1,15 +1,18 @@
 """Jupyter server extension: the OpenAI-compatible endpoint under the server's base URL.
 
-Routes (all behind Jupyter's authentication and authorizer): ``POST v1/embeddings``,
-``GET v1/models``, ``GET v1/models/{id}``, ``GET mlx-embed/status``, and an OpenAI-shaped
-404 for any other path under ``v1/``. API clients without a valid token get 401 (not Jupyter's
-403 about a missing ``_xsrf`` argument); browsers keep Jupyter's cookie and XSRF rules.
+Routes (:func:`~jupyter_mlx_embed.routes.route_table`, all behind Jupyter's authentication
+and authorizer): ``POST v1/embeddings``, ``GET v1/models``, ``GET v1/models/{id}``,
+``GET mlx-embed/status``, and an OpenAI-shaped 404 for any other path under ``v1/``. API
+clients without a valid token get 401 (not Jupyter's 403 about a missing ``_xsrf``
+argument); browsers keep Jupyter's cookie and XSRF rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -23,6 +26,7 @@ from .routes import (
     MAX_BODY_KEY,
     WORKER_KEY,
     EmbeddingsMixin,
+    route_table,
     unauthenticated,
 )
 from .settings import MLXEmbed
@@ -58,39 +62,10 @@ class _Base(EmbeddingsMixin, APIHandler):
         raise unauthenticated()
 
 
-class EmbeddingsHandler(_Base):
-    """``POST v1/embeddings``."""
-
-    @web.authenticated
-    @authorized
-    async def post(self) -> None:
-        await self.post_embeddings()
-
-
-class ModelsHandler(_Base):
-    """``GET v1/models`` and ``GET v1/models/{id}``."""
-
-    @web.authenticated
-    @authorized
-    async def get(self, model_id: str | None = None) -> None:
-        await self.get_models(model_id)
-
-
-class StatusHandler(_Base):
-    """``GET mlx-embed/status``: worker state for the JupyterLab status bar."""
-
-    @web.authenticated
-    @authorized
-    def get(self) -> None:
-        self.write_status()
-
-
-class NotFoundHandler(_Base):
-    """Any other path under ``v1/``: an OpenAI-shaped 404 for every method."""
-
-    async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare()
-        self.reject_unknown_route()
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Each route method: authenticated (Jupyter's rule for every handler), then authorized
+    on :data:`AUTH_RESOURCE` (``read`` for GET, ``write`` for POST)."""
+    return web.authenticated(authorized(method))
 
 
 class MLXEmbedApp(ExtensionApp):
@@ -129,15 +104,7 @@ class MLXEmbedApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(
-            [
-                (r"/v1/embeddings", EmbeddingsHandler),
-                (r"/v1/models", ModelsHandler),
-                (r"/v1/models/(.+)", ModelsHandler),
-                (r"/mlx-embed/status", StatusHandler),
-                (r"/v1(?:/.*)?", NotFoundHandler),
-            ]
-        )
+        self.handlers.extend(route_table(_Base, guard=_guard))
 
     async def stop_extension(self) -> None:
         """Finish queued requests and stop the worker thread, waiting in a thread so that the

@@ -38,6 +38,7 @@ from .routes import (
     MAX_BODY_KEY,
     WORKER_KEY,
     EmbeddingsMixin,
+    route_table,
     unauthenticated,
 )
 from .worker import Worker
@@ -248,27 +249,6 @@ class _HealthHandler(_Handler):
         self._send_json({"status": status})
 
 
-class _EmbeddingsHandler(_Handler):
-    async def post(self) -> None:
-        await self.post_embeddings()
-
-
-class _ModelsHandler(_Handler):
-    async def get(self, model_id: str | None = None) -> None:
-        await self.get_models(model_id)
-
-
-class _StatusHandler(_Handler):
-    def get(self) -> None:
-        self.write_status()
-
-
-class _NotFoundHandler(_Handler):
-    def prepare(self) -> None:
-        super().prepare()
-        self.reject_unknown_route()
-
-
 #: Access lines of the kernel-side server: kept out of notebook cells (a kernel prints its
 #: warnings into the output of whatever cell runs), so not propagated to the root logger.
 KERNEL_ACCESS_LOG = "jupyter_mlx_embed.kernel_server.access"
@@ -305,15 +285,13 @@ def make_app(
         CONNECTIONS_KEY: _Connections(config.max_connections),
         "log_function": functools.partial(_log_request, logging.getLogger(access_log)),
     }
-    routes = [
-        (r"/v1/embeddings", _EmbeddingsHandler),
-        (r"/v1/models", _ModelsHandler),
-        (r"/v1/models/(.+)", _ModelsHandler),
-        (r"/mlx-embed/status", _StatusHandler),
-        (r"/metrics", _MetricsHandler),
-        (r"/health", _HealthHandler),
-        (r"/.*", _NotFoundHandler),
-    ]
+    # The shared routes, then this server's own (operations: no Jupyter around it), and
+    # every other path is an OpenAI-shaped 404.
+    routes = route_table(
+        _Handler,
+        extra=[(r"/metrics", _MetricsHandler), (r"/health", _HealthHandler)],
+        unknown=r"/.*",
+    )
     return web.Application(routes, **settings)
 
 

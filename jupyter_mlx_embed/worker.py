@@ -38,7 +38,7 @@ from .preparation import Preparer, Request, RequestFuture
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
 from .scheduling import fresh_lanes, pick_rows
-from .schema import model_object
+from .schema import engine_status, model_card, worker_status
 from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class Worker:
         self._preparer: Preparer | None = None
         self._preparing = 0  # requests handed to the preparer and not yet back
         self._after_fresh = False  # the last forward pass was new requests' alone
+        self._cancelling = False  # close(cancel_pending=True): fail what is not answered
         self._resolving: dict[str, float] = {}
         self._busy = False
         self._under_load = False
@@ -259,72 +260,69 @@ class Worker:
         return self._thread.is_alive()
 
     def info(self, timeout: float | None = 60.0) -> dict[str, Any]:
-        """Engine facts and counters as plain data (waits for the engine to start)."""
+        """Engine facts and counters as plain data, :func:`.schema.worker_status` (waits for
+        the engine to start)."""
         self._ready.wait(timeout)
         engine = self._engine
-        data: dict[str, Any] = {
-            "state": "closed" if self._closing.is_set() else "ready" if engine else "starting",
-            "busy": self._busy,
-            "queue_depth": self.queue_depth,
-            "queue_size": self.config.queue_size,
-            "default_model": self.config.default_model,
-            "max_inputs": self.config.max_inputs,
-            "requests": self.stats.requests,
-            "requests_failed": self.stats.requests_failed,
-            "inputs": self.stats.inputs,
-            "tokens": self.stats.tokens,
-            "padded_tokens": self.stats.padded_tokens,
-            "batches": self.stats.batches,
-            "token_budget": self.config.token_budget,
-            "cache": {
-                "enabled": self._cache is not None and self._cache.enabled,
-                "hits": self.stats.cache_hits,
-                "misses": self.stats.cache_misses,
-            },
-        }
-        if engine is not None:
-            data.update(
+        stats = self.stats
+        return worker_status(
+            state="closed" if self._closing.is_set() else "ready" if engine else "starting",
+            busy=self._busy,
+            queue_depth=self.queue_depth,
+            queue_size=self.config.queue_size,
+            default_model=self.config.default_model,
+            max_inputs=self.config.max_inputs,
+            requests=stats.requests,
+            requests_failed=stats.requests_failed,
+            inputs=stats.inputs,
+            tokens=stats.tokens,
+            padded_tokens=stats.padded_tokens,
+            batches=stats.batches,
+            token_budget=self.config.token_budget,
+            cache_enabled=self._cache is not None and self._cache.enabled,
+            cache_hits=stats.cache_hits,
+            cache_misses=stats.cache_misses,
+            engine=None
+            if engine is None
+            else engine_status(
                 mlx_version=engine.mlx_version,
                 device=engine.device,
-                blas={
-                    "name": engine.blas.name,
-                    "path": engine.blas.path,
-                    "fast": engine.blas.fast,
-                    "detail": engine.blas.detail,
-                    "core": engine.blas_core,
-                },
+                blas_name=engine.blas.name,
+                blas_path=engine.blas.path,
+                blas_fast=engine.blas.fast,
+                blas_detail=engine.blas.detail,
+                blas_core=engine.blas_core,
                 native_kernels=dataclasses.asdict(engine.native_kernels),
                 loaded_models=list(self._loaded_names),
                 models=[self.model_card(name) for name in self._loaded_names],
                 malloc_tuned=engine.malloc_tuned,
-            )
-        elif self._engine_error is not None:
-            data.update(state="failed", error=str(self._engine_error))
-        return data
+            ),
+            error=None if self._engine_error is None else str(self._engine_error),
+        )
 
     def model_card(self, name: str | None = None) -> dict[str, Any]:
-        """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields, then its
-        dimensions, max input tokens, pooling, prompts, quantization and whether it is loaded
-        (extra fields that OpenAI clients ignore). Reads the model's folder: call it off the
-        event loop.
+        """What ``GET /v1/models/{id}`` shows of a model (:func:`.schema.model_card`): the
+        OpenAI fields, then its dimensions, max input tokens, pooling, prompts, quantization
+        and whether it is loaded. Reads the model's folder: call it off the event loop.
 
         Raises:
             EmbedError: As :meth:`ModelRegistry.resolve` raises.
         """
         spec = self.registry.resolve(name)
         quantization = spec.quantization
-        return {
-            **model_object(spec.name if name is None else name, spec.source),
-            "dimensions": spec.dimension,
-            "max_input_tokens": spec.max_seq_length,
-            "pooling": spec.pooling,
-            "prompts": dict(spec.prompts),
-            "default_prompt_name": spec.default_prompt_name,
-            "quantization": None
+        return model_card(
+            spec.name if name is None else name,
+            owned_by=spec.source,
+            dimensions=spec.dimension,
+            max_input_tokens=spec.max_seq_length,
+            pooling=spec.pooling,
+            prompts=spec.prompts,
+            default_prompt_name=spec.default_prompt_name,
+            quantization=None
             if quantization is None
-            else {"bits": quantization.bits, "group_size": quantization.group_size},
-            "loaded": spec.name in self._loaded_names,
-        }
+            else (quantization.bits, quantization.group_size),
+            loaded=spec.name in self._loaded_names,
+        )
 
     def model_cards(self) -> list[dict[str, Any]]:
         """:meth:`model_card` of every model a request can name (those that resolve)."""
@@ -337,22 +335,28 @@ class Worker:
         return cards
 
     def close(self, timeout: float | None = 30.0, *, cancel_pending: bool = False) -> None:
-        """Stop accepting work, finish (or fail) what is queued and join the thread.
+        """Stop accepting work, finish (or fail) what is queued, and wait until the worker's
+        thread is gone: its Python thread, then the OS thread under it (see
+        :func:`_wait_os_thread_exit`), so that the interpreter may exit right after.
 
         Args:
-            timeout: Seconds to wait for the thread.
-            cancel_pending: Fail queued requests with :class:`WorkerClosedError` instead of
-                finishing them.
+            timeout: Seconds to wait for both (``None``: as long as it takes).
+            cancel_pending: Fail the requests not yet answered (queued, being prepared or
+                being served) with :class:`WorkerClosedError` instead of finishing them.
         """
         if not self._closing.is_set():
+            if cancel_pending:
+                self._cancelling = True
             self._closing.set()
             if cancel_pending:
                 self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
             self._queue.put(_STOP)
-        if threading.get_ident() != self._thread.ident:
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                _wait_os_thread_exit(self._thread.native_id)
+        if threading.get_ident() == self._thread.ident:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            _wait_os_thread_exit(self._thread.native_id, deadline)
 
     def __enter__(self) -> Worker:
         return self
@@ -381,6 +385,8 @@ class Worker:
             for item in items:
                 self._accept(item)
             self._expire_parked()
+            if self._cancelling:
+                self._fail_unanswered()
             if self._active:
                 try:
                     self._step()
@@ -392,8 +398,20 @@ class Worker:
         # The stop marker may overtake requests put while closing; fail those.
         self._fail_queued(WorkerClosedError("The embedding worker was shut down"))
         self._preparer.close()
+        if self._engine is not None:
+            self._engine.release_thread()
         if self._cache is not None:
             self._cache.close()
+
+    def _fail_unanswered(self) -> None:
+        """``close(cancel_pending=True)``: fail what is active or parked (the preparer fails
+        what it holds, and what comes back from it is failed as it arrives)."""
+        closed = WorkerClosedError("The embedding worker was shut down")
+        assert self._preparer is not None
+        self._preparer.cancel(closed)
+        for request in [*self._active, *(r for rs in self._parked.values() for r in rs)]:
+            _fail(request.future, closed)
+        self._active, self._parked = [], {}
 
     def _take(self, *, block: bool) -> tuple[list[Any], bool]:
         """Queued items: when idle, block for one (then gather those arriving within the
@@ -662,26 +680,44 @@ def _finish(request: Request, spec: ModelSpec) -> EmbedResult:
     return EmbedResult(vectors=vectors, model=spec.name, token_counts=tuple(request.token_counts))
 
 
-def _wait_os_thread_exit(native_id: int | None, timeout: float = 2.0) -> None:
-    """Wait until the OS thread behind a joined Python thread is gone (Linux).
+def _wait_os_thread_exit(native_id: int | None, deadline: float | None = None) -> None:
+    """Wait until the OS thread behind a joined Python thread is gone (Linux), at most until
+    ``deadline`` (a ``time.monotonic()`` value; ``None``: no limit).
 
-    ``Thread.join`` returns before the OS thread runs its C++ thread-local destructors; MLX
-    has some that take the GIL, which aborts the process if the interpreter is finalizing
-    by then. Waiting here makes ``close()`` followed by interpreter exit safe.
+    ``Thread.join`` returns once the Python thread state is deleted, before the OS thread runs
+    its C++ thread-local destructors. MLX's take the GIL (its per-thread random key sequence,
+    the outputs of compiled functions). A thread that takes the GIL while the interpreter
+    finalizes is ended by Python (3.11-3.13) with ``pthread_exit``, whose unwinding through a
+    ``noexcept`` destructor calls ``std::terminate``: the process aborts (status 134). So the
+    thread must be gone before the interpreter finalizes; it takes milliseconds (this thread
+    sleeps, leaving the GIL to the destructors).
     """
     if native_id is None or not os.path.isdir("/proc/self/task"):
         return
     task = f"/proc/self/task/{native_id}"
-    deadline = time.monotonic() + timeout
-    while os.path.exists(task) and time.monotonic() < deadline:
+    while os.path.exists(task) and (deadline is None or time.monotonic() < deadline):
         time.sleep(0.001)
 
 
+#: Seconds the process waits at exit for its worker's thread to be gone. The interpreter must
+#: not finalize while that thread lives (:func:`_wait_os_thread_exit`), and stopping can take a
+#: while: the forward pass under way, then the preparing thread's and the vector cache's last
+#: writes (several seconds while another process holds the cache's lock). A worker stuck
+#: longer (a model read from a hung file system) is left behind, with a warning.
+EXIT_TIMEOUT = 60.0
+
+
 def _close_owner() -> None:
-    """At exit, stop the worker that owns MLX (at most one runs: see ``_owner``)."""
+    """At exit (before the interpreter finalizes), stop the worker that owns MLX (at most one
+    runs: see ``_owner``), dropping what is queued, and wait until its thread is gone."""
     worker = _owner() if _owner is not None else None
-    if worker is not None:
-        worker.close(timeout=5.0, cancel_pending=True)
+    if worker is None:
+        return
+    worker.close(timeout=EXIT_TIMEOUT, cancel_pending=True)
+    if worker.alive:
+        log.warning(
+            "the embedding worker did not stop within %.0f s; exiting without it", EXIT_TIMEOUT
+        )
 
 
 def current_worker() -> Worker | None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from jupyter_server.auth import Authorizer
 
-from jupyter_mlx_embed import routes
+from jupyter_mlx_embed import codec
 
 from .servers import closed_by_server, read_response, send
 
@@ -508,6 +508,9 @@ async def test_token_in_the_url_never_reaches_the_logs(jp_fetch, jp_serverapp, c
 
 # -- the event loop stays free -----------------------------------------------------------
 
+#: Seconds the event loop may stall while a 15 MB request is decoded and answered.
+MAX_LOOP_STALL = 0.03
+
 
 @pytest.mark.parametrize(
     "jp_server_config", [{"allow_token_ids": True, "max_body_bytes": 16 << 20}], indirect=True
@@ -568,16 +571,20 @@ async def test_a_15_mb_request_never_stalls_the_servers_event_loop(
         return max(gaps)
 
     # Best of five: a busy machine (other processes, the worker's threads, a garbage
-    # collection of the whole process) adds stalls of its own now and then; work done on the
-    # loop, or a long C call holding the GIL, would show in every attempt.
+    # collection of the whole process: ~0.2 s here) adds stalls of its own now and then;
+    # work done on the loop, or a long C call holding the GIL, would show in every attempt.
+    # On 2 cores the best attempt stalls 6-11 ms when nothing else runs, 15-28 ms with other
+    # processes busy on both cores (the GIL's 5 ms switch interval and garbage collections of
+    # the young token-id rows included); decoding the token ids in one msgspec call stalls it
+    # ~40 ms, in one orjson call ~60 ms, encoding the answer in one json.dumps ~0.3 s.
     stalls = []
     for _ in range(5):
         data = await asyncio.to_thread(body)
         assert len(data) > 14_000_000
         stalls.append(await worst_stall(data))
-        if stalls[-1] < 0.1:
+        if stalls[-1] < MAX_LOOP_STALL:
             break
-    assert min(stalls) < 0.1, f"the event loop stalled for {min(stalls) * 1000:.0f} ms"
+    assert min(stalls) < MAX_LOOP_STALL, f"the event loop stalled for {min(stalls) * 1000:.0f} ms"
 
 
 # -- JSON in pieces --------------------------------------------------------------------------
@@ -616,35 +623,35 @@ def test_no_single_json_call_decodes_more_than_a_piece_of_a_large_body(monkeypat
             spans.append(end - idx)
             return value, end
 
-    monkeypatch.setattr(routes, "_DECODER", Recording(parse_constant=routes._reject_constant))
+    monkeypatch.setattr(codec, "_DECODER", Recording(parse_constant=codec._reject_constant))
     rows = [[(i * j) % 30000 for j in range(1800)] for i in range(2048)]
     texts = ["word " * 1400 for _ in range(2048)]
     for request in ({"input": rows}, {"input": texts}, {"input": [x for r in rows for x in r]}):
         text = json.dumps(request)
         spans.clear()
-        assert routes.parse_large_json_body(text.encode()) == request
+        assert codec.parse_large_json_body(text.encode()) == request
         assert max(spans) <= 64 * 1024 + 2, (len(text), max(spans))
 
 
 @pytest.mark.parametrize("text", JSON_CASES)
 def test_json_in_pieces_decodes_like_json_loads(text: str, monkeypatch) -> None:
-    monkeypatch.setattr(routes, "_JSON_PIECE_CHARS", 0)  # walk every array and object
-    assert routes.decode_json_in_pieces(text) == json.loads(text)
+    monkeypatch.setattr(codec, "_JSON_PIECE_CHARS", 0)  # walk every array and object
+    assert codec.decode_json_in_pieces(text) == json.loads(text)
     rows = {"input": [[j * i for j in range(300)] for i in range(50)], "t": ["é" * 9] * 50}
     big = json.dumps(rows)
-    assert routes.decode_json_in_pieces(big) == rows
+    assert codec.decode_json_in_pieces(big) == rows
 
 
 @pytest.mark.parametrize("text", BAD_JSON)
 def test_json_in_pieces_refuses_what_json_loads_refuses(text: str, monkeypatch) -> None:
-    monkeypatch.setattr(routes, "_JSON_PIECE_CHARS", 0)
+    monkeypatch.setattr(codec, "_JSON_PIECE_CHARS", 0)
     with pytest.raises(ValueError):
-        json.loads(text, parse_constant=routes._reject_constant)
+        json.loads(text, parse_constant=codec._reject_constant)
     with pytest.raises(ValueError):
-        routes.decode_json_in_pieces(text)
+        codec.decode_json_in_pieces(text)
 
 
 def test_json_in_pieces_encodes_like_json_dumps() -> None:
     response = {"object": "list", "data": [{"index": i, "e": [0.5, -1e-7]} for i in range(3)]}
-    assert routes.encode_json_in_pieces(response) == json.dumps(response).encode()
-    assert routes.encode_json_in_pieces({"data": []}) == b'{"data": []}'
+    assert codec.encode_json_in_pieces(response) == json.dumps(response).encode()
+    assert codec.encode_json_in_pieces({"data": []}) == b'{"data": []}'
