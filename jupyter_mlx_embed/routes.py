@@ -38,6 +38,7 @@ from .errors import (
     PayloadTooLargeError,
     elide,
 )
+from .options import EmbedOptions
 from .results import EmbedResult
 from .schema import (
     EmbeddingsRequest,
@@ -218,13 +219,10 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
         large = len(body) > _INLINE_BODY_BYTES
         data = parse_large_json_body(body) if large else parse_json_body(body)
         request = parse_embeddings_request(data)
-        future = self.worker.submit(
-            request.inputs,
-            model=request.model,
-            dimensions=request.dimensions,
-            prompt_name=request.prompt_name,
-            prompt=request.prompt,
+        options = EmbedOptions(
+            request.model, request.dimensions, request.prompt_name, request.prompt
         )
+        future = self.worker.submit(request.inputs, options)
         return request, future
 
     @staticmethod
