@@ -18,6 +18,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -78,7 +79,11 @@ class _Connections:
         self._refusing = False
 
     def open(self, stream: iostream.IOStream) -> None:
-        """Count a new connection as unauthenticated, closing the oldest such ones if full."""
+        """Count a connection that waits for a request's headers as unauthenticated (a new
+        one, or one whose unauthenticated request was answered), closing the oldest such ones
+        if the pool is full."""
+        if stream in self._unauthenticated or stream in self._authenticated:
+            return
         while len(self._unauthenticated) >= self.max_connections:
             oldest, _ = self._unauthenticated.popitem(last=False)
             if not self._evicting:
@@ -90,6 +95,12 @@ class _Connections:
                 self._evicting = True
             oldest.close()
         self._unauthenticated[stream] = None
+
+    def spoke(self, stream: iostream.IOStream) -> None:
+        """A connection sent a request's whole headers: no longer one to close for room
+        (under a flood of new connections, a real client's request must not be closed
+        between its headers and its handler's token check)."""
+        self._unauthenticated.pop(stream, None)
 
     def authenticated(self, stream: iostream.IOStream) -> bool:
         """Whether the connection has authenticated."""
@@ -295,6 +306,30 @@ def make_app(
     return web.Application(routes, **settings)
 
 
+class _HeadersSeen(httputil.HTTPMessageDelegate):
+    """A request's delegate that calls ``seen`` once the request's headers are in."""
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, seen: Callable[[], None]) -> None:
+        self._inner, self._seen = inner, seen
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self._seen()
+        return self._inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self._inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self._inner.finish()
+
+    def on_connection_close(self) -> None:
+        self._inner.on_connection_close()
+
+
 class _CappedHTTPServer(HTTPServer):
     """Tornado's HTTP server, keeping its connections in :class:`_Connections` and giving
     those that have not authenticated :data:`HEADER_TIMEOUT` to send each request's headers
@@ -311,11 +346,14 @@ class _CappedHTTPServer(HTTPServer):
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         # Called before each request's headers are read, with the deadline of its connection.
+        delegate = super().start_request(server_conn, request_conn)
         if isinstance(request_conn, HTTP1Connection) and not self.connections.authenticated(
             request_conn.stream
         ):
             request_conn.params = self.unauthenticated_params
-        return super().start_request(server_conn, request_conn)
+            self.connections.open(request_conn.stream)
+            return _HeadersSeen(delegate, lambda: self.connections.spoke(request_conn.stream))
+        return delegate
 
     def on_close(self, server_conn: object) -> None:
         self.connections.close(cast(HTTP1ServerConnection, server_conn).stream)
