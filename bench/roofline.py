@@ -8,12 +8,24 @@ by the model's FLOPs per token: no side can embed faster without fewer FLOPs or 
 sgemm. Attention's two batched products are counted in the FLOPs at that same rate.
 The same six products are also timed in ONNX Runtime (its own sgemm, MLAS), since a faster
 sgemm on the machine would put its real ceiling higher than the engine's BLAS does.
+
+Run directly, it reports which BLAS MLX bound and how fast it runs (no extra dependencies)::
+
+    python bench/roofline.py [--rows M] [--hidden 384] [--intermediate 1536]
+
+prints JSON: the preload and the bound BLAS, a 512^3 float32 matmul's GFLOP/s (about 100 and
+more on a fast BLAS against about 5 on mlx-cpu's reference BLAS) and one layer's six products
+on M rows (:class:`GemmMeter`).
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import dataclasses
+import json
 import os
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,13 +62,14 @@ class GemmMeter:
     """
 
     def __init__(self, hidden: int, intermediate: int) -> None:
-        from jupyter_mlx_embed.engine import blas
+        from jupyter_mlx_embed.engine import blas, blas_probe
 
-        blas.preload_fast_blas()  # before mlx.core is imported, as the engine does
+        #: What the engine's policy loaded: done before mlx.core is imported, as it does.
+        self.preloaded = blas.preload_fast_blas()
         import mlx.core as mx
 
         self._mx = mx
-        self.blas = blas.detect_bound_blas()
+        self.blas = blas_probe.detect_bound_blas(self.preloaded)
         self._cores = os.cpu_count() or 1
         process = ctypes.CDLL(None)
         setters = [getattr(process, name, None) for name in _SET_THREADS]
@@ -101,6 +114,21 @@ class GemmMeter:
         return rates
 
 
+def square_gflops(mx: Any, n: int = 512, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n by n x n float32 matmul through MLX (median of ``repeats``, after
+    two warm-ups): the quick check of which BLAS MLX runs."""
+    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+    mx.eval(a, b)
+    for _ in range(2):
+        mx.eval(a @ b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mx.eval(a @ b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
 class MlasMeter:
     """Times the same six products as :class:`GemmMeter` in ONNX Runtime (MLAS, default threads)."""
 
@@ -143,3 +171,26 @@ class MlasMeter:
             if repeat >= 2:
                 best = min(best, time.perf_counter() - start)
         return 2 * m * sum(k * n for k, n in self._shapes) / best / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the bound BLAS and its GFLOP/s as JSON (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=32 * 24, help="rows of the layer (768)")
+    parser.add_argument("--hidden", type=int, default=384, help="hidden size (384)")
+    parser.add_argument("--intermediate", type=int, default=1536, help="feed-forward (1536)")
+    args = parser.parse_args(argv)
+    meter = GemmMeter(args.hidden, args.intermediate)
+    preloaded = meter.preloaded
+    report = {
+        "preload": dataclasses.asdict(preloaded) if preloaded else None,
+        "bound": dataclasses.asdict(meter.blas),
+        "matmul_512_gflops": round(square_gflops(meter._mx), 1),
+        "layer_gflops": {k: round(v, 1) for k, v in meter.gflops(args.rows).items()},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -147,6 +147,11 @@ class EngineConfig(_Settings):
     cpu_streams: int = setting(
         4, "CPU streams (threads) each forward pass is split over.", minimum=1
     )
+    native_kernels: str | None = setting(
+        None,
+        "Linux x86-64 CPU fast path: the instruction set of its C++ kernels, 'avx2' or "
+        "'avx512'; 'off' runs its MLX-op version instead; unset picks the widest this CPU runs.",
+    )
     blas: str | None = setting(
         None,
         "Linux: path of a BLAS library exporting cblas_* for MLX; 'none' disables the "

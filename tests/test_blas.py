@@ -1,4 +1,5 @@
-"""Tests for jupyter_mlx_embed.engine.blas: fast-BLAS preloading and bound-BLAS detection."""
+"""Tests for jupyter_mlx_embed.engine.blas (fast-BLAS preloading) and .blas_probe (bound-BLAS
+detection)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import dataclasses, importlib.util, json, logging, sys, warnings
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(message)s")
 warnings.simplefilter("always")
 import jupyter_mlx_embed.engine.blas as blas
+import jupyter_mlx_embed.engine.blas_probe as blas_probe
 
 def asdict(info):
     return None if info is None else dataclasses.asdict(info)
@@ -84,7 +86,7 @@ def _is_fast_provider(path: str | None) -> bool:
 PRELOAD_IMPORT_DETECT = """
 pre = blas.preload_fast_blas({args})
 import mlx.core
-bound = blas.detect_bound_blas()
+bound = blas_probe.detect_bound_blas(pre)
 print(json.dumps({{"pre": asdict(pre), "bound": asdict(bound), "gflops": gflops()}}))
 """
 
@@ -108,7 +110,7 @@ def test_import_mlx_first_is_reported(tmp_path: Path) -> None:
     import mlx.core
     with warnings.catch_warnings(record=True) as caught:
         pre = blas.preload_fast_blas()
-    bound = blas.detect_bound_blas()
+    bound = blas_probe.detect_bound_blas(pre)
     print(json.dumps({"pre": asdict(pre), "bound": asdict(bound),
                       "warnings": [str(w.message) for w in caught]}))
     """
@@ -192,6 +194,15 @@ def test_shim_cache_is_reused_and_rebuilt_atomically(
     assert first.stat().st_ino != corrupt_ino
 
 
+def test_shim_build_creates_its_folders_private(tmp_path: Path) -> None:
+    blas = _load_blas()
+    folder = tmp_path / "cache" / "builds"
+    if blas.build_shim(folder) is None:
+        pytest.skip("scipy-openblas32 or a C compiler is unavailable")
+    for created in (folder, folder.parent):
+        assert created.stat().st_mode & 0o777 == 0o700, created
+
+
 def test_concurrent_builds_do_not_clash(tmp_path: Path) -> None:
     body = f"""
     import ctypes, pathlib
@@ -226,7 +237,7 @@ def test_concurrent_builds_do_not_clash(tmp_path: Path) -> None:
 
 def test_detect_without_mlx_does_not_import_it() -> None:
     out, _ = _run(
-        'print(json.dumps({"info": asdict(blas.detect_bound_blas()), '
+        'print(json.dumps({"info": asdict(blas_probe.detect_bound_blas()), '
         '"mlx": "mlx.core" in sys.modules}))',
         _env(Path("/nonexistent")),
     )

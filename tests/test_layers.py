@@ -31,12 +31,14 @@ LAYERS: dict[str, tuple[int, str]] = {
     "schema": (1, "core"),
     "codec": (1, "core"),  # the JSON text of HTTP bodies, decoded and encoded in pieces
     "engine.tokenization": (1, "core"),
-    "engine.blas": (1, "core"),
-    "engine.native": (2, "core"),  # builds and loads the C++ kernels (imports engine.blas)
+    "engine.blas_probe": (1, "core"),  # which BLAS libmlx bound (GOT, dladdr)
+    "engine._build": (2, "core"),  # compiles into the cache folder (the settings say where)
+    "engine.blas": (3, "core"),  # which BLAS to preload; builds the shim
+    "engine.native": (3, "core"),  # builds and loads the C++ kernels
     "registry": (2, "core"),
     "cache": (3, "core"),
     "engine.cpu_kernels": (2, "core"),
-    "engine.mlx_engine": (3, "core"),
+    "engine.mlx_engine": (4, "core"),
     "scheduling": (0, "core"),  # the worker's batching policy, pure
     "preparation": (4, "core"),  # cache lookup and tokenizing, off the MLX thread
     "worker": (5, "core"),

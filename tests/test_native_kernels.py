@@ -160,6 +160,38 @@ def test_linear_on_two_streams_at_once(worker: Worker) -> None:
         assert error < 1e-3, isa
 
 
+def test_ops_take_the_stream_or_device_to_run_on(worker: Worker) -> None:
+    """Each op takes ``stream=`` as MLX's own ops do: a new CPU stream, the CPU device, or
+    None (the current stream) give the same result."""
+
+    def check(k: Any, mx: Any) -> float:
+        x, w = mx.random.normal((9, 24)), mx.random.normal((40, 24))
+        norm = (mx.ones((24,)), mx.zeros((24,)))
+        offsets = mx.array([0, 4, 9])
+        worst = 0.0
+        for stream in (mx.new_stream(mx.cpu), mx.cpu, None):
+            packed = k.pack_linear(w, stream=stream)
+            outputs = (
+                k.linear(x, packed, 40, threads=2, stream=stream),
+                k.add_layernorm(x, x, None, *norm, 1e-5, stream=stream),
+                k.attention(mx.concatenate([x] * 3, axis=1), offsets, 3, stream=stream),
+            )
+            mx.eval(outputs)
+            expected = (
+                x @ w.T,
+                mx.fast.layer_norm(x + x, *norm, 1e-5),
+                k.attention(mx.concatenate([x] * 3, axis=1), offsets, 3),
+            )
+            worst = max(
+                worst,
+                *(float(mx.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True)),
+            )
+        return worst
+
+    for isa, error in on_worker(worker, check).items():
+        assert error < 1e-4, isa
+
+
 def test_linear_jobs_of_changing_sizes_back_to_back(worker: Worker) -> None:
     """Many small jobs one after the other, their chunk counts changing from job to job, each
     evaluated alone: helpers wake at every point of a job (or after it), and every product
@@ -286,7 +318,7 @@ def _child_info(tmp_path: Path, **env: str) -> dict[str, Any]:
     code = (
         "import json\n"
         "from jupyter_mlx_embed import EngineConfig, Worker\n"
-        "with Worker(EngineConfig(cache=False)) as w:\n"
+        "with Worker(EngineConfig.from_env(cache=False)) as w:\n"
         "    vector = w.submit(['native kernels fall back']).result().vectors[0]\n"
         "    print(json.dumps({'info': w.info()['native_kernels'], 'vector': vector.tolist()}))\n"
     )

@@ -1,4 +1,4 @@
-"""2-D maps (jupyter_mlx_embed.explorer.projection): PCA, UMAP, sample-and-place, the stored maps."""
+"""2-D maps (explorer.projection): PCA, UMAP, sample-and-place, the stored maps."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
  * libmlx.so (mlx-cpu wheel) imports cblas_sgemm/cblas_dgemm/cblas_cgemm and would otherwise
  * bind them to the slow reference BLAS bundled in mlx_cpu.libs/. scipy-openblas32 exports the
  * same functions only with a "scipy_" prefix, so this shim re-exports them under the standard
- * names. It is loaded RTLD_GLOBAL before mlx.core is imported (see _blas.py).
+ * names. It is loaded RTLD_GLOBAL before mlx.core is imported (see blas.py).
  *
  * The prototypes are declared here instead of including OpenBLAS' cblas.h so the shim builds
  * without header search paths. The enums match the CBLAS ABI (plain int-sized enums) and

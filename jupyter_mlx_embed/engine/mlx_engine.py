@@ -1,4 +1,4 @@
-"""The MLX engine: loads models and runs forward passes (the only module that imports MLX).
+"""The MLX engine: loads models and runs forward passes (the worker's entry into engine/).
 
 An :class:`Engine` belongs to the thread that created it, which must be the worker thread:
 MLX arrays and streams are thread-affine, so every ``mx`` call happens there. Only numpy
@@ -23,7 +23,8 @@ import numpy as np
 from ..config import EngineConfig
 from ..errors import EmbedError, ModelLoadError
 from ..modelspec import ModelSpec
-from . import blas, native
+from . import blas, blas_probe, native
+from ._build import build_folder
 from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,15 @@ class Engine:
             # Several streams each call BLAS: one BLAS thread per stream, not two (which
             # oversubscribes the cores). OpenBLAS reads this once, when it is loaded.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        blas.preload_fast_blas(config.blas, core=config.blas_core)
+        builds = build_folder(config)  # the BLAS shim and the native kernels are kept here
+        preloaded = blas.preload_fast_blas(config.blas, cache_dir=builds, core=config.blas_core)
         try:
             import mlx.core as mx
         except ImportError as exc:
             raise ImportError(f"{_NO_BACKEND} ({exc})") from exc
 
         self._mx = mx
-        self.blas = blas.detect_bound_blas()
+        self.blas = blas_probe.detect_bound_blas(preloaded)
         #: OpenBLAS's kernels ("SkylakeX", "Haswell"...), when the BLAS is an OpenBLAS.
         self.blas_core = blas.openblas_core()
         self.device = str(mx.default_device())
@@ -81,7 +83,7 @@ class Engine:
         self._kernels = None
         self.native_kernels = native.KernelsInfo(False, None, None, "not used on this device")
         if self._cpu and config.cpu_fast_path:
-            self._kernels = native.load_kernels()
+            self._kernels = native.load_kernels(builds, config.native_kernels)
             self.native_kernels = native.kernels_info()
         elif self._cpu:
             self.native_kernels = native.KernelsInfo(False, None, None, "cpu_fast_path is off")

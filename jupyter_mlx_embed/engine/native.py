@@ -5,9 +5,10 @@ bias + GELU, residual add + LayerNorm, attention over a fused QKV projection) an
 ``native_simd.cpp`` their vectorised loops, built once for AVX2+FMA and once for AVX-512 and
 picked at run time. They are compiled with the system C++ compiler and CMake against the
 installed mlx wheel's headers, with nanobind in MLX's nanobind domain so that
-``mlx.core.array`` objects pass straight through. The build is cached like the BLAS shim
-(key: sources, mlx, nanobind, Python and compiler versions); ``make install`` runs it so that
-first use needs no compiler.
+``mlx.core.array`` objects pass straight through. Like MLX's own ops, each takes an optional
+``stream`` (an ``mx.Stream`` or ``mx.Device``; default: the current stream). The build is
+cached like the BLAS shim (:mod:`._build`; key: sources, mlx, nanobind, Python and compiler
+versions); ``make install`` runs it so that first use needs no compiler.
 
 Anything that goes wrong (no compiler, no CMake, no nanobind, an ABI mismatch with mlx, a CPU
 without AVX2) is logged once and makes :func:`load_kernels` return None: the caller then runs
@@ -16,7 +17,6 @@ the MLX-op fast path of :mod:`.cpu_kernels`. Nothing here raises into an import 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -34,16 +34,18 @@ from pathlib import Path
 from types import ModuleType
 
 from ..envvars import setting_variable
-from .blas import _default_cache_dir
+from ._build import BuildError, build_folder, build_once, content_key, find_compiler, run_step
 
 __all__ = ["ENV_VAR", "KernelsInfo", "build_kernels", "kernels_info", "load_kernels"]
 
 logger = logging.getLogger(__name__)
 
-#: ``0``/``off`` disables the native kernels; ``avx2``/``avx512`` forces that instruction set.
+#: The ``native_kernels`` setting's variable: ``off`` disables the native kernels;
+#: ``avx2``/``avx512`` forces that instruction set.
 ENV_VAR = setting_variable("native_kernels")
 
 _MODULE = "_jme_native"  # the NB_MODULE name in native_kernels.cpp
+_FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add_module writes
 _SOURCES = ("native_kernels.cpp", "native_simd.cpp")
 _BUILD_TIMEOUT_S = 600
 _OFF = ("0", "off", "false", "no", "none")
@@ -84,7 +86,6 @@ class KernelsInfo:
 
 
 _lock = threading.Lock()  # guards _loaded
-_build_lock = threading.Lock()
 _loaded: tuple[ModuleType | None, KernelsInfo] | None = None
 
 
@@ -92,51 +93,38 @@ def _source_dir() -> Path:
     return Path(__file__).parent
 
 
-def _compiler_id(cxx: str) -> str:
+def _compiler_id(cxx: list[str]) -> str:
     """First line of ``cxx --version`` (part of the cache key); empty if it cannot run."""
     try:
-        proc = subprocess.run(
-            [*shlex.split(cxx), "--version"], capture_output=True, text=True, timeout=30
-        )
+        proc = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError, ValueError):
         return ""
     return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else ""
 
 
-def _cxx() -> str | None:
-    """C++ compiler: $CXX (as CMake reads it) or the first of c++/g++/clang++ on PATH."""
-    env = os.environ.get("CXX", "").strip()
-    if env:
-        return env
-    return next(
-        (found for name in ("c++", "g++", "clang++") if (found := shutil.which(name))), None
-    )
-
-
-def _target(cache_dir: Path, cxx_id: str) -> Path:
+def _target(folder: Path, cxx_id: str) -> Path:
     import nanobind
 
-    digest = hashlib.sha256()
-    for name in _SOURCES:
-        digest.update((_source_dir() / name).read_bytes() + b"\0")
-    for part in (
+    key = content_key(
+        *((_source_dir() / name).read_bytes() for name in _SOURCES),
         importlib.metadata.version("mlx"),  # not mlx.core: importing it would bind a BLAS
         nanobind.__version__,
         sys.version,
         sysconfig.get_config_var("EXT_SUFFIX") or "",
         cxx_id,
-    ):
-        digest.update(part.encode() + b"\0")
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return cache_dir / f"jme_native-{digest.hexdigest()[:16]}" / f"{_MODULE}{suffix}"
+    )
+    # A folder per key: the module's file name is fixed (Python finds its init function by
+    # it), and the folder also holds the marker of a failed build.
+    return folder / f"jme_native-{key}" / _FILE
 
 
 def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path | None:
     """Build (or reuse) the native kernels extension.
 
     Args:
-        cache_dir: Where built files are kept; defaults to the BLAS shim's cache directory.
-        force: Rebuild even if a cached build exists.
+        cache_dir: Where built files are kept; defaults to the ``builds`` folder in the
+            engine's cache folder (``EngineConfig.cache_folder()``), as the BLAS shim's.
+        force: Rebuild even if a cached build exists, or an earlier one failed.
 
     Returns:
         Path of the extension module, or None off Linux x86-64 or when the build is not
@@ -144,7 +132,7 @@ def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path
     """
     if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
         return None
-    cmake, cxx = shutil.which("cmake"), _cxx()
+    cmake, cxx = shutil.which("cmake"), find_compiler("CXX", ("c++", "g++", "clang++"))
     if cmake is None or cxx is None:
         logger.warning(
             "native kernels not built: %s not found", "cmake" if cmake is None else "c++"
@@ -158,10 +146,10 @@ def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path
         return None
     cxx_id = _compiler_id(cxx)
     if not cxx_id:
-        logger.warning("native kernels not built: compiler %r does not run", cxx)
+        logger.warning("native kernels not built: compiler %r does not run", shlex.join(cxx))
         return None
-    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    target = _target(cache_dir, cxx_id)
+    folder = Path(cache_dir) if cache_dir is not None else build_folder()
+    target = _target(folder, cxx_id)
     # A failed build leaves a marker, so that each new process does not spend the build time
     # again only to fail the same way; force (``build-kernels``) tries anyway.
     failed = target.with_name("FAILED")
@@ -173,49 +161,48 @@ def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path
                 failed,
             )
         return target if target.is_file() else None
-    with _build_lock:
-        logger.info("building the native CPU kernels into %s (once; about 10-30 s)", target.parent)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-        except OSError as exc:
-            logger.warning("native kernels not built: cannot write to %s (%s)", cache_dir, exc)
-            return None
-        try:
-            mlx_dir = Path(next(iter(mlx.__path__)))
-            built = _run_build(work, target, cmake, cxx, mlx_dir, nanobind.cmake_dir())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        try:
-            if built is None:
-                failed.write_text("see the log of the process that tried\n", encoding="utf-8")
-            else:
-                failed.unlink(missing_ok=True)
-                # Builds for other sources or versions are stale (a process still using one
-                # keeps its mapping after the unlink).
-                for old in cache_dir.glob("jme_native-*"):
-                    if old != target.parent:
-                        shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-        return built
+
+    def build(output: Path) -> None:
+        mlx_dir = Path(next(iter(mlx.__path__)))
+        _run_build(output, cmake, shlex.join(cxx), mlx_dir, nanobind.cmake_dir())
+
+    built = build_once(target, build, what="native kernels", force=force)
+    try:
+        if built is None:
+            failed.write_text("see the log of the process that tried\n", encoding="utf-8")
+        else:
+            failed.unlink(missing_ok=True)
+            # Builds for other sources or versions are stale (a process still using one
+            # keeps its mapping after the unlink).
+            for old in folder.glob("jme_native-*"):
+                if old != target.parent:
+                    shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
+    return built
 
 
-def _run_build(
-    work: Path, target: Path, cmake: str, cxx: str, mlx_dir: Path, nb: str
-) -> Path | None:
-    out = work / "out"
-    (work / "CMakeLists.txt").write_text(
-        _CMAKE_LISTS.format(
-            module=_MODULE,
-            main=(_source_dir() / _SOURCES[0]).as_posix(),
-            simd=(_source_dir() / _SOURCES[1]).as_posix(),
-            out=out.as_posix(),
-        ),
-        encoding="utf-8",
-    )
-    steps = [
-        [
+def _run_build(output: Path, cmake: str, cxx: str, mlx_dir: Path, nb: str) -> None:
+    """Configure and build the extension with CMake in a scratch folder beside ``output``,
+    and copy the module to ``output``.
+
+    Raises:
+        BuildError: A step failed, or produced no module.
+    """
+    logger.info("building the native CPU kernels into %s (once; about 10-30 s)", output.parent)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=output.parent) as scratch:
+        work = Path(scratch)
+        out = work / "out"
+        (work / "CMakeLists.txt").write_text(
+            _CMAKE_LISTS.format(
+                module=_MODULE,
+                main=(_source_dir() / _SOURCES[0]).as_posix(),
+                simd=(_source_dir() / _SOURCES[1]).as_posix(),
+                out=out.as_posix(),
+            ),
+            encoding="utf-8",
+        )
+        configure = [
             cmake,
             "-S",
             str(work),
@@ -226,28 +213,14 @@ def _run_build(
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dnanobind_DIR={nb}",
             f"-DMLX_DIR={mlx_dir / 'share' / 'cmake' / 'MLX'}",
-        ],
-        [cmake, "--build", str(work / "build"), "--parallel", str(os.cpu_count() or 1)],
-    ]
-    for cmd in steps:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
-        except (OSError, subprocess.SubprocessError) as exc:
-            logger.warning("building native kernels failed (%s): %s", shlex.join(cmd), exc)
-            return None
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-            logger.warning("building native kernels failed (%s):\n%s", shlex.join(cmd), tail)
-            return None
-    built = out / target.name
-    if not built.is_file():
-        logger.warning("building native kernels produced no %s", built.name)
-        return None
-    staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(built, staged)
-    os.replace(staged, target)  # atomic: concurrent builders never expose a partial file
-    logger.info("built native kernels %s", target)
-    return target
+        ]
+        run_step(configure, _BUILD_TIMEOUT_S)
+        jobs = str(os.cpu_count() or 1)
+        run_step([cmake, "--build", str(work / "build"), "--parallel", jobs], _BUILD_TIMEOUT_S)
+        built = out / _FILE
+        if not built.is_file():
+            raise BuildError(f"the build produced no {built.name}")
+        shutil.copyfile(built, output)
 
 
 def _import(path: Path) -> ModuleType:
@@ -260,21 +233,25 @@ def _import(path: Path) -> ModuleType:
 
 
 def _self_test(module: ModuleType) -> None:
-    """Run each op once: fails if mlx.core.array does not cross (a nanobind ABI mismatch)."""
+    """Run each op once on the CPU, the stream given as an argument: fails if mlx.core.array
+    or mlx.core.Device does not cross (a nanobind ABI mismatch)."""
     import mlx.core as mx
 
-    with mx.stream(mx.cpu):
-        x = mx.ones((4, 6))
-        outputs = (
-            module.linear(x, module.pack_linear(x), 4, mx.zeros((4,)), True, 2),
-            module.add_layernorm(x, x, None, mx.ones((6,)), mx.zeros((6,)), 1e-5),
-            module.attention(x, mx.array([0, 3, 4]), 1),
-        )
-        mx.eval(*outputs)
+    cpu = mx.cpu
+    x = mx.ones((4, 6), stream=cpu)
+    packed = module.pack_linear(x, stream=cpu)
+    outputs = (
+        module.linear(x, packed, 4, mx.zeros((4,), stream=cpu), True, 2, stream=cpu),
+        module.add_layernorm(
+            x, x, None, mx.ones((6,), stream=cpu), mx.zeros((6,), stream=cpu), 1e-5, stream=cpu
+        ),
+        module.attention(x, mx.array([0, 3, 4]), 1, stream=cpu),
+    )
+    mx.eval(*outputs)
 
 
-def _load(cache_dir: Path | None) -> tuple[ModuleType | None, KernelsInfo]:
-    choice = os.environ.get(ENV_VAR, "").strip().lower()
+def _load(cache_dir: Path | None, setting: str | None) -> tuple[ModuleType | None, KernelsInfo]:
+    choice = (setting or "").strip().lower()
     if choice in _OFF:
         return None, KernelsInfo(False, None, None, f"disabled ({ENV_VAR}={choice})")
     path = build_kernels(cache_dir)
@@ -293,18 +270,21 @@ def _load(cache_dir: Path | None) -> tuple[ModuleType | None, KernelsInfo]:
     return module, KernelsInfo(True, isa, str(path), f"{isa} kernels from {path}")
 
 
-def load_kernels(cache_dir: Path | None = None) -> ModuleType | None:
+def load_kernels(cache_dir: Path | None = None, setting: str | None = None) -> ModuleType | None:
     """The native kernels module, building it first if needed; None if unavailable.
 
     The first call decides (and logs why not, once); later calls return the same answer.
 
     Args:
-        cache_dir: Build cache directory (default: the BLAS shim's).
+        cache_dir: Build cache directory (default: as :func:`build_kernels`).
+        setting: The ``native_kernels`` setting: ``off`` (or ``0``, ``false``, ``no``,
+            ``none``) disables them, ``avx2`` or ``avx512`` picks that instruction set;
+            None or empty: the widest this CPU runs.
     """
     global _loaded
     with _lock:
         if _loaded is None:
-            _loaded = _load(cache_dir)
+            _loaded = _load(cache_dir, setting)
         return _loaded[0]
 
 

@@ -5,7 +5,9 @@
 //
 // Built at install time (jupyter_mlx_embed/engine/native.py) with nanobind in MLX's nanobind
 // domain, so mlx.core.array objects pass in and out as they are and the ops join MLX's lazy
-// graph like any other: they run on the stream that is current when they are called.
+// graph like any other. Like MLX's own ops, each takes a `stream` (an mx.Stream or mx.Device,
+// passed as mx::StreamOrDevice) and runs on the stream that is current when it is called if
+// given none.
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +27,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include "mlx/allocator.h"
@@ -497,10 +500,15 @@ class Encoder : public CpuOnly {
 // Ops
 // ------------------------------------------------------------------------------------------
 
-mx::array float_input(const mx::array& a, const char* what) {
+mx::array float_input(const mx::array& a, const char* what, mx::Stream s) {
   if (a.dtype() != mx::float32)
     throw std::invalid_argument(std::string(what) + " must be float32");
-  return mx::contiguous(a);
+  return mx::contiguous(a, false, s);
+}
+
+// An op's int32 offsets, contiguous, on its stream.
+mx::array offsets_input(const mx::array& offsets, mx::Stream s) {
+  return mx::contiguous(mx::astype(offsets, mx::int32, s), false, s);
 }
 
 void check_vector(const mx::array& v, int64_t size, const char* what) {
@@ -511,62 +519,66 @@ void check_vector(const mx::array& v, int64_t size, const char* what) {
 
 mx::array add_layernorm(const mx::array& h, const std::optional<mx::array>& residual,
                         const std::optional<mx::array>& bias, const mx::array& weight,
-                        const mx::array& norm_bias, float eps) {
+                        const mx::array& norm_bias, float eps, mx::StreamOrDevice stream = {}) {
   if (h.ndim() < 1) throw std::invalid_argument("h must have at least one dimension");
+  const mx::Stream s = mx::to_stream(stream);
   const int64_t cols = h.shape(-1);
-  std::vector<mx::array> inputs{float_input(h, "h")};
+  std::vector<mx::array> inputs{float_input(h, "h", s)};
   if (residual) {
     if (residual->shape() != h.shape())
       throw std::invalid_argument("residual must have the shape of h");
-    inputs.push_back(float_input(*residual, "residual"));
+    inputs.push_back(float_input(*residual, "residual", s));
   }
   if (bias) {
     check_vector(*bias, cols, "bias");
-    inputs.push_back(float_input(*bias, "bias"));
+    inputs.push_back(float_input(*bias, "bias", s));
   }
   check_vector(weight, cols, "weight");
   check_vector(norm_bias, cols, "norm_bias");
-  inputs.push_back(float_input(weight, "weight"));
-  inputs.push_back(float_input(norm_bias, "norm_bias"));
-  mx::Stream s = mx::default_stream(mx::default_device());
+  inputs.push_back(float_input(weight, "weight", s));
+  inputs.push_back(float_input(norm_bias, "norm_bias", s));
   return mx::array(h.shape(), mx::float32,
                    std::make_shared<AddLayerNorm>(s, eps, residual.has_value(), bias.has_value()),
                    std::move(inputs));
 }
 
 mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
-                    const std::optional<mx::array>& query_bias, int threads) {
+                    const std::optional<mx::array>& query_bias, int threads,
+                    mx::StreamOrDevice stream = {}) {
   if (qkv.ndim() != 2) throw std::invalid_argument("qkv must be (tokens, 3 * dim)");
   if (heads < 1 || qkv.shape(1) % (3 * heads) != 0)
     throw std::invalid_argument("qkv's last dimension must be 3 * heads * head width");
   if (offsets.ndim() != 1 || offsets.shape(0) < 1)
     throw std::invalid_argument("offsets must be a vector (sequences + 1,)");
-  std::vector<mx::array> inputs{float_input(qkv, "qkv"),
-                                mx::contiguous(mx::astype(offsets, mx::int32))};
+  const mx::Stream s = mx::to_stream(stream);
+  std::vector<mx::array> inputs{float_input(qkv, "qkv", s), offsets_input(offsets, s)};
   if (query_bias) {
     check_vector(*query_bias, qkv.shape(1) / 3, "query_bias");
-    inputs.push_back(float_input(*query_bias, "query_bias"));
+    inputs.push_back(float_input(*query_bias, "query_bias", s));
   }
-  mx::Stream s = mx::default_stream(mx::default_device());
   mx::Shape shape{qkv.shape(0), qkv.shape(1) / 3};
   if (threads < 1) throw std::invalid_argument("threads must be at least 1");
   return mx::array(std::move(shape), mx::float32,
                    std::make_shared<Attention>(s, heads, threads), std::move(inputs));
 }
 
-mx::array pack_linear(const mx::array& weight) {
+mx::array pack_linear(const mx::array& weight, mx::StreamOrDevice stream = {}) {
   if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
+  const mx::Stream s = mx::to_stream(stream);
   const int64_t panel = kernels().panel_width();
   const int64_t cols = weight.shape(0), depth = weight.shape(1);
   const int64_t count = panels(cols, panel);
-  mx::array padded = mx::pad(float_input(weight, "weight"), {{0, count * panel - cols}, {0, 0}});
-  mx::array packed = mx::reshape(padded, {static_cast<int>(count), static_cast<int>(panel),
-                                          static_cast<int>(depth)});
-  return mx::contiguous(mx::transpose(packed, {0, 2, 1}));
+  mx::array padded = mx::pad(float_input(weight, "weight", s),
+                             {{0, static_cast<int>(count * panel - cols)}, {0, 0}},
+                             mx::array(0), "constant", s);
+  mx::array packed = mx::reshape(
+      padded, {static_cast<int>(count), static_cast<int>(panel), static_cast<int>(depth)}, s);
+  return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
 }
 
 mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
-                 const std::optional<mx::array>& bias, bool gelu, int threads) {
+                 const std::optional<mx::array>& bias, bool gelu, int threads,
+                 mx::StreamOrDevice stream = {}) {
   if (x.ndim() < 1) throw std::invalid_argument("x must have at least one dimension");
   if (!packed_for(packed, x.shape(-1)))
     throw std::invalid_argument(
@@ -574,21 +586,22 @@ mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
   if (cols < 1 || packed.shape(0) != panels(cols, kernels().panel_width()))
     throw std::invalid_argument("cols must be the packed weight's output features");
   if (threads < 1) throw std::invalid_argument("threads must be at least 1");
-  std::vector<mx::array> inputs{float_input(x, "x"), float_input(packed, "packed")};
+  const mx::Stream s = mx::to_stream(stream);
+  std::vector<mx::array> inputs{float_input(x, "x", s), float_input(packed, "packed", s)};
   if (bias) {
     check_vector(*bias, cols, "bias");
-    inputs.push_back(float_input(*bias, "bias"));
+    inputs.push_back(float_input(*bias, "bias", s));
   }
   mx::Shape shape = x.shape();
   shape.back() = static_cast<int>(cols);
-  mx::Stream s = mx::default_stream(mx::default_device());
   return mx::array(std::move(shape), mx::float32,
                    std::make_shared<PackedLinear>(s, cols, bias.has_value(), gelu, threads),
                    std::move(inputs));
 }
 
 mx::array encoder(const mx::array& x, const mx::array& offsets,
-                  const std::vector<mx::array>& layers, int heads, float eps, int threads) {
+                  const std::vector<mx::array>& layers, int heads, float eps, int threads,
+                  mx::StreamOrDevice stream = {}) {
   if (x.ndim() != 2) throw std::invalid_argument("x must be (tokens, dim)");
   const int64_t dim = x.shape(1);
   if (heads < 1 || dim % heads != 0)
@@ -608,8 +621,8 @@ mx::array encoder(const mx::array& x, const mx::array& offsets,
                                   "in use, (" + std::to_string(cols) + ", " +
                                   std::to_string(depth) + ") before packing");
   };
-  std::vector<mx::array> inputs{float_input(x, "x"),
-                                mx::contiguous(mx::astype(offsets, mx::int32))};
+  const mx::Stream s = mx::to_stream(stream);
+  std::vector<mx::array> inputs{float_input(x, "x", s), offsets_input(offsets, s)};
   for (size_t i = 0; i < layers.size(); ++i) {
     const mx::array& a = layers[i];
     const std::string what = "layers[" + std::to_string(i) + "]";
@@ -621,9 +634,8 @@ mx::array encoder(const mx::array& x, const mx::array& offsets,
       case Encoder::kUpBias: check_vector(a, hidden, what.c_str()); break;
       default: check_vector(a, dim, what.c_str());
     }
-    inputs.push_back(float_input(a, what.c_str()));
+    inputs.push_back(float_input(a, what.c_str(), s));
   }
-  mx::Stream s = mx::default_stream(mx::default_device());
   return mx::array(x.shape(), mx::float32, std::make_shared<Encoder>(s, heads, eps, threads),
                    std::move(inputs));
 }
@@ -631,24 +643,30 @@ mx::array encoder(const mx::array& x, const mx::array& offsets,
 }  // namespace jme_native
 
 NB_MODULE(_jme_native, m) {
-  m.doc() = "Fused CPU kernels for jupyter_mlx_embed's BERT fast path (MLX primitives).";
+  m.doc() =
+      "Fused CPU kernels for jupyter_mlx_embed's BERT fast path (MLX primitives). Each op "
+      "takes a keyword-only stream (mx.Stream or mx.Device; default: the current stream).";
   m.def("add_layernorm", &jme_native::add_layernorm, "h"_a, "residual"_a.none(),
-        "bias"_a.none(), "weight"_a, "norm_bias"_a, "eps"_a,
+        "bias"_a.none(), "weight"_a, "norm_bias"_a, "eps"_a, nb::kw_only(),
+        "stream"_a = nb::none(),
         "LayerNorm(h + residual + bias) * weight + norm_bias over the last axis.");
   m.def("attention", &jme_native::attention, "qkv"_a, "offsets"_a, "heads"_a,
-        "query_bias"_a.none() = nb::none(), "threads"_a = 1,
+        "query_bias"_a.none() = nb::none(), "threads"_a = 1, nb::kw_only(),
+        "stream"_a = nb::none(),
         "Softmax attention per head and sequence over a packed (tokens, 3 * dim) fused "
         "projection with scaled queries (plus query_bias); sequence b is rows offsets[b] to "
         "offsets[b + 1]; the (sequence, head) pairs are split over `threads` threads.");
-  m.def("pack_linear", &jme_native::pack_linear, "weight"_a,
+  m.def("pack_linear", &jme_native::pack_linear, "weight"_a, nb::kw_only(),
+        "stream"_a = nb::none(),
         "A linear layer's (out, in) weight packed for linear() with the kernels in use.");
   m.def("linear", &jme_native::linear, "x"_a, "packed"_a, "cols"_a,
-        "bias"_a.none() = nb::none(), "gelu"_a = false, "threads"_a = 1,
+        "bias"_a.none() = nb::none(), "gelu"_a = false, "threads"_a = 1, nb::kw_only(),
+        "stream"_a = nb::none(),
         "x @ weight.T (+ bias, then the exact (erf) GELU if gelu) for a weight packed by "
         "pack_linear (cols: its output features), its columns split over `threads` threads "
         "(the stream's own and helpers).");
   m.def("encoder", &jme_native::encoder, "x"_a, "offsets"_a, "layers"_a, "heads"_a, "eps"_a,
-        "threads"_a = 1,
+        "threads"_a = 1, nb::kw_only(), "stream"_a = nb::none(),
         "A post-LayerNorm BERT encoder over a packed batch x (tokens, dim) in one op. layers: "
         "per layer, the fused QKV weight packed (scaled queries), the query bias, the output "
         "weight packed, its bias, LayerNorm weight and bias, the up weight packed, its bias "
