@@ -133,7 +133,9 @@ class EngineConfig(_Settings):
         "embedded before (same model, same text) are not computed again.",
     )
     cache_dir: str | None = setting(
-        None, "Folder of the vector cache; unset: the user's cache folder (jupyter-mlx-embed)."
+        None,
+        "Folder of the vector cache, with the stored 2-D maps and compiled kernels beside it; "
+        "unset: the user's cache folder (jupyter-mlx-embed).",
     )
     cache_size_mb: int = setting(
         2048, "Largest size of the vector cache in MiB (least recently used evicted).", minimum=1
