@@ -160,11 +160,11 @@ def _embed(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("jupyter_mlx_embed.distributed").setLevel(logging.INFO)
+    logging.getLogger("jupyter_mlx_embed.batch").setLevel(logging.INFO)
     from .errors import EmbedError
 
     try:
-        from .distributed import embed_file
+        from .batch.filejob import embed_file
 
         settings = {"model_roots": tuple(args.model_root)} if args.model_root else None
         report = embed_file(

@@ -11,7 +11,6 @@ import html
 import json
 import operator
 import os
-import secrets
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import api
 from ._version import __version__
+from .fileio import atomic_path
 from .validation import to_strings
 
 if TYPE_CHECKING:
@@ -281,26 +281,15 @@ class Embeddings:
         if self.index is not None:
             meta["index"] = [_json_label(label) for label in self.index]
         texts = np.array(self.texts, dtype=np.str_)
-        # Our own name and O_EXCL rather than mkstemp: mkstemp creates files 0600, while a
-        # saved file should get the usual permissions (0666 less the umask), as open() does.
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(temp, flags, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                np.savez(
-                    file,
-                    vectors=self.vectors,
-                    texts=texts,
-                    meta=np.array(json.dumps(meta), dtype=np.str_),
-                )
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_directory(target.parent)
+        # open() rather than mkstemp: mkstemp creates files 0600, while a saved file should
+        # get the usual permissions (0666 less the umask).
+        with atomic_path(target) as temp, open(temp, "xb") as file:
+            np.savez(
+                file,
+                vectors=self.vectors,
+                texts=texts,
+                meta=np.array(json.dumps(meta), dtype=np.str_),
+            )
         return target
 
     @classmethod
@@ -515,17 +504,3 @@ def _import_pandas() -> Any:
     except ImportError as exc:
         raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
     return pandas
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; POSIX only (Windows cannot open a directory).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

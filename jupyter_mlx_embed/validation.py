@@ -8,7 +8,7 @@ name the caller's own variable and index (``texts[300]``, not an index inside a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import InputTypeError, InvalidRequestError, elide
@@ -17,6 +17,8 @@ from .modelspec import ModelSpec
 #: Characters a caller's own ``prompt`` may have: it is put before every input, so its cost
 #: is paid once per input; real instructions (e5, bge, Qwen3-Embedding) are a few hundred.
 MAX_PROMPT_CHARS = 2048
+#: Bad rows of a table that :func:`not_texts_error` names before it says "and N more".
+_SHOWN_ROWS = 3
 
 
 def _is_int(value: object) -> bool:
@@ -97,6 +99,54 @@ def to_texts(
             "(%embed --skip-invalid)"
         )
     raise (kind or InvalidRequestError)(message, param="input")
+
+
+def not_texts_error(
+    problems: Sequence[tuple[int, str]],
+    values: Sequence[Any],
+    *,
+    column: str,
+    error_column: str,
+    flag: str,
+    first_row: int | None = None,
+    quote: Callable[[int], str] | None = None,
+) -> InvalidRequestError:
+    """The error for rows of a table's ``column`` that are not texts (as :func:`text_problem`
+    judges them), for batch jobs: the rows are named by their number, or by their position in
+    a batch, and the hint says how to skip them.
+
+    Args:
+        problems: (position, reason) of each bad row, positions within ``values``.
+        values: The column's values.
+        column: The column's name.
+        error_column: The column that gets the reasons when rows are skipped.
+        flag: The option that skips such rows (``skip_invalid=True``, ``--skip-invalid``).
+        first_row: The global number of ``values[0]``; ``None`` when unknown (positions are
+            then given within the batch).
+        quote: A few other values of the row at a position (`` (id='doc-13')``), to find a
+            row that has no global number.
+
+    Returns:
+        An ``InvalidRequestError`` (``InputTypeError`` when a value is not a string).
+    """
+
+    def where(i: int) -> str:
+        if first_row is not None:
+            return f"{column}[{first_row + i}]"
+        quoted = "" if quote is None else quote(i)
+        return f"{column}: the row at position {i} of a batch of {len(values)}{quoted}"
+
+    shown = "; ".join(f"{where(i)} {reason}" for i, reason in problems[:_SHOWN_ROWS])
+    more = len(problems) - _SHOWN_ROWS
+    message = shown + (f"; and {more} more" if more > 0 else "")
+    if len(problems) > 1:
+        message = f"{len(problems)} rows of column {column!r} are not texts: {message}"
+    message += (
+        f". Remove them first, or skip them with {flag} (a null vector, and the reason in "
+        f"column {error_column!r})"
+    )
+    kind = InputTypeError if any(not isinstance(values[i], str) for i, _ in problems) else None
+    return (kind or InvalidRequestError)(message, param="input")
 
 
 def _type_problem(item: object) -> str:

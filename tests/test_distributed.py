@@ -25,10 +25,10 @@ import ray.data
 from ray.cluster_utils import Cluster
 
 from jupyter_mlx_embed import InvalidRequestError, ModelLoadError, Worker
+from jupyter_mlx_embed.batch.raydata import _remote_args
 from jupyter_mlx_embed.distributed import (
     MAX_RESTARTS,
     MAX_TASK_RETRIES,
-    _remote_args,
     embed_dataset,
     original_error,
 )

@@ -45,7 +45,13 @@ LAYERS: dict[str, tuple[int, str]] = {
     "transport": (6, "core"),
     "api": (7, "core"),
     "settings": (7, "core"),  # traitlets, for the front ends
-    "distributed": (7, "core"),  # Ray Data actors and file jobs; ray imported lazily
+    # Batch jobs (batch/): ray and pyarrow imported lazily.
+    "batch": (0, "core"),  # batch/__init__: a docstring only
+    "batch.readers": (1, "core"),  # Parquet, JSONL, CSV read into Arrow tables
+    "batch.tables": (6, "core"),  # one Arrow table embedded on one worker
+    "batch.raydata": (7, "core"),  # Ray Data actors, embed_dataset
+    "batch.filejob": (8, "core"),  # resumable file jobs: parts, manifest, embed_file
+    "distributed": (9, "core"),  # the public import path: re-exports batch/
     # HTTP: Tornado routes, then the two servers that mount them.
     "routes": (8, "http"),
     "serverext": (9, "http"),

@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import EngineConfig
+from ..fileio import atomic_path
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -310,14 +310,8 @@ def _store(path: Path | None, coords: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: a reader never sees half a file.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.save(f, coords, allow_pickle=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as f:
+            np.save(f, coords, allow_pickle=False)
         _evict(path.parent)
     except OSError as exc:
         log.warning("cannot store the map in %s: %s", path.parent, exc)
@@ -327,6 +321,8 @@ def _evict(folder: Path) -> None:
     """Delete the least recently used maps beyond :data:`KEEP_MAPS`."""
     maps = []
     for file in folder.glob("*.npy"):
+        if file.name.startswith("."):  # another process's map being written (atomic_path)
+            continue
         try:
             maps.append((file.stat().st_mtime_ns, file))
         except OSError:  # deleted meanwhile by another process
