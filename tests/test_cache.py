@@ -226,7 +226,7 @@ def test_identical_folders_share_an_identity(model_root: Path, tmp_path: Path) -
 def test_the_identity_needs_no_open_cache_and_agrees_with_it(
     model_root: Path, tmp_path: Path
 ) -> None:
-    from jupyter_mlx_embed.cache import model_identity
+    from jupyter_mlx_embed.identity import model_identity
 
     a, b = _twins(model_root, tmp_path / "models", _swap_cat_and_dog)
     store = EmbeddingCache(tmp_path / "cache", 16)

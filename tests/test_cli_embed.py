@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jupyter_mlx_embed import EngineConfig, Worker, cli
-from jupyter_mlx_embed.cache import EmbeddingCache, model_identity
+from jupyter_mlx_embed.cache import EmbeddingCache
 from jupyter_mlx_embed.distributed import detect_format
+from jupyter_mlx_embed.identity import model_identity
 from jupyter_mlx_embed.registry import ModelRegistry
 
 

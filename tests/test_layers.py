@@ -36,29 +36,30 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.blas": (3, "core"),  # which BLAS to preload; builds the shim
     "engine.native": (3, "core"),  # builds and loads the C++ kernels
     "registry": (2, "core"),
-    "cache": (3, "core"),
+    "identity": (3, "core"),  # a model folder's identity (the cache's key, job manifests)
+    "cache": (4, "core"),
     "engine.cpu_kernels": (2, "core"),
     "engine.mlx_engine": (4, "core"),
     "scheduling": (0, "core"),  # the worker's batching policy, pure
-    "preparation": (4, "core"),  # cache lookup and tokenizing, off the MLX thread
-    "worker": (5, "core"),
-    "transport": (6, "core"),
-    "api": (7, "core"),
-    "settings": (7, "core"),  # traitlets, for the front ends
+    "preparation": (5, "core"),  # cache lookup and tokenizing, off the MLX thread
+    "worker": (6, "core"),
+    "transport": (7, "core"),
+    "api": (8, "core"),
+    "settings": (8, "core"),  # traitlets, for the front ends
     # Batch jobs (batch/): ray and pyarrow imported lazily.
     "batch": (0, "core"),  # batch/__init__: a docstring only
     "batch.readers": (1, "core"),  # Parquet, JSONL, CSV read into Arrow tables
-    "batch.tables": (6, "core"),  # one Arrow table embedded on one worker
-    "batch.raydata": (7, "core"),  # Ray Data actors, embed_dataset
-    "batch.filejob": (8, "core"),  # resumable file jobs: parts, manifest, embed_file
-    "distributed": (9, "core"),  # the public import path: re-exports batch/
+    "batch.tables": (7, "core"),  # one Arrow table embedded on one worker
+    "batch.raydata": (8, "core"),  # Ray Data actors, embed_dataset
+    "batch.filejob": (9, "core"),  # resumable file jobs: parts, manifest, embed_file
+    "distributed": (10, "core"),  # the public import path: re-exports batch/
     # HTTP: Tornado routes, then the two servers that mount them.
-    "routes": (8, "http"),
-    "serverext": (9, "http"),
-    "standalone": (9, "http"),
+    "routes": (9, "http"),
+    "serverext": (10, "http"),
+    "standalone": (10, "http"),
     # Notebook: results with search, then IPython magics and the explorer (explorer/).
-    "embeddings": (8, "notebook"),
-    "magics": (9, "notebook"),
+    "embeddings": (9, "notebook"),
+    "magics": (10, "notebook"),
     "explorer": (0, "notebook"),  # explorer/__init__: a docstring only
     "explorer._umap_process": (0, "notebook"),  # UMAP fits in a helper process
     "explorer._format": (1, "notebook"),  # how texts, counts and errors are worded
@@ -66,15 +67,15 @@ LAYERS: dict[str, tuple[int, str]] = {
     "explorer.projection": (2, "notebook"),  # 2-D maps: numpy, the settings (umap lazily)
     "explorer.clusters": (3, "notebook"),  # named clusters (hdbscan, scikit-learn lazily)
     "explorer.background": (4, "notebook"),  # the map's thread, hand-off to the kernel's loop
-    "explorer.snapshot": (9, "notebook"),  # the static PNG (Pillow, IPython's display)
-    "explorer.table": (9, "notebook"),  # table input, colourings by column
-    "explorer.query": (9, "notebook"),  # the query lifecycle, neighbours
-    "explorer.heatmap": (9, "notebook"),  # the selection's similarity matrix
-    "explorer.widget": (10, "notebook"),  # SimilarityExplorer: synced traits, observers
+    "explorer.snapshot": (10, "notebook"),  # the static PNG (Pillow, IPython's display)
+    "explorer.table": (10, "notebook"),  # table input, colourings by column
+    "explorer.query": (10, "notebook"),  # the query lifecycle, neighbours
+    "explorer.heatmap": (10, "notebook"),  # the selection's similarity matrix
+    "explorer.widget": (11, "notebook"),  # SimilarityExplorer: synced traits, observers
     # Entry points.
-    "cli": (10, "entry"),
-    "__main__": (11, "entry"),
-    "__init__": (11, "entry"),
+    "cli": (11, "entry"),
+    "__main__": (12, "entry"),
+    "__init__": (12, "entry"),
 }
 
 #: (importer, imported) pairs allowed against the map, each with its reason.

@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import CacheUnavailableError, EmbeddingCache, model_identity
+from ..cache import CacheUnavailableError, EmbeddingCache
 from ..config import EngineConfig
 from ..errors import EmbedError, InvalidRequestError
 from ..fileio import atomic_path
+from ..identity import model_identity
 from ..modelspec import ModelSpec
 from ..registry import ModelRegistry
 from ..validation import check_dimensions, check_prompt, text_problem
