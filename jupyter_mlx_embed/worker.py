@@ -8,6 +8,11 @@ request is answered as soon as its last row is done. Model names are resolved in
 threads, so a slow or hung model folder never stalls the forward passes. Each request has its
 own future; errors travel through it, fail only the request that caused them, and never stop
 the thread.
+
+Over 500 lines because :class:`Worker` is one state machine: its methods share the worker
+thread's state (active, parked and preparing requests) without locks, which a split across
+modules would have to expose; the pure parts already live apart (:mod:`.scheduling`,
+:mod:`.preparation`, :mod:`.options`, the status shapes in :mod:`.schema`).
 """
 
 from __future__ import annotations
