@@ -77,7 +77,7 @@ def to_texts(
             for a Series) and says how to fix it.
     """
     items = _items(value, name)
-    problems = [(i, p) for i, p in enumerate(map(text_problem, items)) if p is not None]
+    problems = text_problems(items)
     if skip_invalid or not problems:
         bad = {i for i, _ in problems}
         return [t for i, t in enumerate(items) if i not in bad], sorted(bad)
@@ -154,6 +154,11 @@ def _type_problem(item: object) -> str:
         missing = "None" if item is None else "NaN"
         return f"is {missing}, a missing value, not a string (every item must be a string)"
     return f"is {type(item).__name__}, not a string (every item must be a string)"
+
+
+def text_problems(items: Sequence[object]) -> list[tuple[int, str]]:
+    """``(position, why)`` of every item that cannot be embedded as a text."""
+    return [(i, p) for i, p in enumerate(map(text_problem, items)) if p is not None]
 
 
 def text_problem(item: object) -> str | None:

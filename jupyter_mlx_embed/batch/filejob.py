@@ -26,7 +26,7 @@ from ..fileio import atomic_path
 from ..identity import model_identity
 from ..modelspec import ModelSpec
 from ..registry import ModelRegistry
-from ..validation import check_dimensions, check_prompt, text_problem
+from ..validation import check_dimensions, check_prompt, text_problem, text_problems
 from ..worker import Worker, current_worker
 from .raydata import embed_dataset, original_error
 from .readers import detect_format, read_table
@@ -317,7 +317,7 @@ def embed_file(
     values = table.column(column).to_pylist()
     for row, value in retyped.items():  # judged as they are in the file
         values[row] = value
-    problems = [(i, p) for i, p in enumerate(map(text_problem, values)) if p is not None]
+    problems = text_problems(values)
     if problems and not skip_invalid:
         raise invalid_rows_error(
             problems,

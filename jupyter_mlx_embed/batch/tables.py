@@ -16,7 +16,7 @@ from ..config import EngineConfig
 from ..errors import InvalidRequestError
 from ..options import EmbedOptions
 from ..results import EmbedResult
-from ..validation import not_texts_error, text_problem
+from ..validation import not_texts_error, text_problems
 from ..worker import Worker
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def embed_table(
             param="column",
         )
     values = table.column(column).to_pylist()
-    problems = [(i, p) for i, p in enumerate(map(text_problem, values)) if p is not None]
+    problems = text_problems(values)
     if problems and not skip_invalid:
         raise invalid_rows_error(
             problems,
