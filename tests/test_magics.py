@@ -296,7 +296,7 @@ def test_openai_client_reaches_this_kernels_server(shell, monkeypatch) -> None:
 
 
 def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp_path) -> None:
-    shell.user_ns["texts"] = [f"resumable sentence {i} " + "word " * 40 for i in range(600)]
+    shell.user_ns["texts"] = [f"resumable sentence {i} " + "word " * 40 for i in range(3000)]
     for line in ("cache = True", f"cache_dir = {str(tmp_path)!r}", "chunk_size = 50"):
         shell.run_line_magic("config", f"MLXEmbed.{line}")
     try:
@@ -307,13 +307,13 @@ def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp
         assert "running the cell again resumes" in capsys.readouterr().out
         worker._cache.flush()
         started = worker.stats.cache_misses - misses_before  # chunks begun before Ctrl-C
-        assert 0 < started < 600
+        assert 0 < started < 3000
         shell.run_line_magic("embed", "-i texts -o docs")  # the re-run
-        assert len(shell.user_ns["docs"]) == 600
+        assert len(shell.user_ns["docs"]) == 3000
         # Every chunk finished before the interrupt is a hit; only the one running then
         # (50 texts) may have been dropped unfinished.
         assert worker.stats.cache_hits >= started - 50
-        assert worker.stats.cache_misses - misses_before - started <= 600 - started + 50
+        assert worker.stats.cache_misses - misses_before - started <= 3000 - started + 50
     finally:
         for line in ("cache = False", "cache_dir = None", "chunk_size = 256"):
             shell.run_line_magic("config", f"MLXEmbed.{line}")
