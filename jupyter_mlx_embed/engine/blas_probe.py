@@ -2,6 +2,8 @@
 
 Loading nothing and importing no MLX: it reads ``/proc/self/maps``, libmlx's relocations
 (pyelftools) and the address in its GOT slot, and names the library there with ``dladdr``.
+Where that slot lies in the file can be kept in a folder the caller names (the engine's builds
+folder), per version of libmlx, so that a process start reads no ELF and imports no pyelftools.
 :mod:`.blas`, which decides what to load before ``mlx.core`` is imported, uses the same
 helpers to see what a library it loaded provides.
 """
@@ -9,12 +11,19 @@ helpers to see what a library it loaded provides.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..envvars import setting_variable
+from ..fileio import atomic_path
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SHIM_PREFIX",
@@ -159,7 +168,47 @@ def _find_relocation_offset(elf: Any, symbol: str) -> int | None:
     return None
 
 
-def _detect_linux(preloaded: BlasInfo | None) -> BlasInfo:
+def _read_got_layout(path: str) -> tuple[int, int] | None:
+    """(p_vaddr of the first PT_LOAD segment, r_offset of the ``cblas_sgemm`` relocation) in
+    the ELF file ``path``; None if it has no such relocation.
+
+    Raises:
+        ImportError: pyelftools is not installed.
+    """
+    from elftools.elf.elffile import ELFFile  # lazy, optional
+
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
+        reloc = _find_relocation_offset(elf, "cblas_sgemm")
+    return (int(loads[0]["p_vaddr"]), int(reloc)) if loads and reloc is not None else None
+
+
+def _got_layout(path: str, keep_in: Path | None) -> tuple[int, int] | None:
+    """:func:`_read_got_layout`, kept in the folder ``keep_in`` (if it exists) per version of
+    the file (path, size, modification time): reading libmlx's relocations costs more than
+    the rest of a process start."""
+    if keep_in is None:
+        return _read_got_layout(path)
+    stat = os.stat(path)
+    version = f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    record = keep_in / f"libmlx-got-{hashlib.sha256(version).hexdigest()[:16]}.json"
+    try:
+        kept = json.loads(record.read_text(encoding="utf-8"))
+        return (int(kept[0]), int(kept[1])) if kept else None
+    except (OSError, ValueError, TypeError, IndexError):
+        pass
+    layout = _read_got_layout(path)
+    try:
+        if keep_in.is_dir():  # the caller's to make
+            with atomic_path(record) as staged:
+                staged.write_text(json.dumps(layout), encoding="utf-8")
+    except OSError as exc:
+        logger.debug("cannot keep libmlx's GOT layout in %s: %s", record, exc)
+    return layout
+
+
+def _detect_linux(preloaded: BlasInfo | None, keep_in: Path | None) -> BlasInfo:
     maps = _read_maps()
     libmlx = next((row for row in maps if _is_libmlx(row[4]) and row[3] == 0), None)
     if libmlx is None:
@@ -168,18 +217,15 @@ def _detect_linux(preloaded: BlasInfo | None) -> BlasInfo:
         )
     path = libmlx[4]
     try:
-        from elftools.elf.elffile import ELFFile  # lazy, optional
+        layout = _got_layout(path, keep_in)
     except ImportError:
         return BlasInfo("unknown", None, False, "detected", "pyelftools is not installed")
-    with open(path, "rb") as fh:
-        elf = ELFFile(fh)
-        loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
-        reloc = _find_relocation_offset(elf, "cblas_sgemm")
-    if not loads or reloc is None:
+    if layout is None:
         return BlasInfo("unknown", None, False, "detected", f"no cblas_sgemm relocation in {path}")
+    first_vaddr, reloc = layout
     # The offset-0 mapping starts at the page holding the first PT_LOAD (p_vaddr normally 0).
     page = os.sysconf("SC_PAGE_SIZE")
-    bias = libmlx[0] - (loads[0]["p_vaddr"] & ~(page - 1))
+    bias = libmlx[0] - (first_vaddr & ~(page - 1))
     slot = bias + reloc
     # Never dereference an address that is not a readable mapping of libmlx itself.
     if not any(r[4] == path and r[0] <= slot < r[1] - 7 and r[2].startswith("r") for r in maps):
@@ -209,7 +255,7 @@ def _detect_linux(preloaded: BlasInfo | None) -> BlasInfo:
     return BlasInfo(name=label, path=provider, fast=fast, source=source, detail=detail)
 
 
-def detect_bound_blas(preloaded: BlasInfo | None = None) -> BlasInfo:
+def detect_bound_blas(preloaded: BlasInfo | None = None, keep_in: Path | None = None) -> BlasInfo:
     """Report which library libmlx actually bound ``cblas_sgemm`` to (never raises).
 
     Reads libmlx's GOT slot for ``cblas_sgemm`` and resolves it with ``dladdr``; merely being
@@ -220,6 +266,8 @@ def detect_bound_blas(preloaded: BlasInfo | None = None) -> BlasInfo:
         preloaded: What :func:`.blas.preload_fast_blas` loaded, if anything: when libmlx
             bound that library, the result keeps its ``source`` (``configured``,
             ``preloaded``...) rather than ``external``.
+        keep_in: A folder (of this user's) to keep where libmlx's GOT slot lies, per version
+            of libmlx; None reads it from the file each time.
 
     Returns:
         A BlasInfo; ``name`` is ``"unknown"`` with the reason in ``detail`` when undeterminable.
@@ -233,6 +281,6 @@ def detect_bound_blas(preloaded: BlasInfo | None = None) -> BlasInfo:
             "unknown", None, False, "not-imported", "mlx.core is not imported yet; nothing bound"
         )
     try:
-        return _detect_linux(preloaded)
+        return _detect_linux(preloaded, keep_in)
     except Exception as exc:  # noqa: BLE001  (diagnostics must never break the caller)
         return BlasInfo("unknown", None, False, "detected", f"detection failed: {exc!r}")
