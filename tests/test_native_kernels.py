@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,84 @@ def test_avx2_kernels_give_the_same_vectors(worker: Worker, tmp_path: Path) -> N
     assert child["info"]["isa"] == "avx2"
     expected = worker.submit(["native kernels fall back"]).result().vectors[0]
     assert float(np.dot(child["vector"], expected)) >= 0.99999
+
+
+def _prebuilt_here(monkeypatch: pytest.MonkeyPatch, folder: Path, **key: str) -> Path:
+    """A stand-in for a wheel's prebuilt folder in ``folder``: an empty module file and a key
+    (this install's, with ``key`` changed)."""
+    monkeypatch.setattr(native, "_prebuilt_dir", lambda: folder)
+    folder.mkdir(exist_ok=True)
+    (folder / "key.json").write_text(json.dumps({**native._prebuilt_key(), **key}))
+    module = folder / native._FILE
+    module.write_bytes(b"")
+    return module
+
+
+def test_prebuilt_module_with_a_matching_key_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = _prebuilt_here(monkeypatch, tmp_path / "prebuilt")
+    assert native.build_kernels(tmp_path / "builds") == module
+
+
+@pytest.mark.parametrize("changed", ["mlx", "ext_suffix", "sources"])
+def test_prebuilt_module_with_a_mismatched_key_falls_back_to_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    changed: str,
+) -> None:
+    _prebuilt_here(monkeypatch, tmp_path / "prebuilt", **{changed: "other"})
+    # The cached build itself is not run: only where it goes matters here.
+    monkeypatch.setattr(native, "build_once", lambda target, build, **_: target)
+    with caplog.at_level("INFO", logger=native.__name__):
+        path = native.build_kernels(tmp_path / "builds")
+    assert path is not None and path.is_relative_to(tmp_path / "builds")
+    assert f"built for {{'{changed}': 'other'}}" in caplog.text
+
+
+def test_prebuilt_module_that_fails_to_load_falls_back_to_a_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _prebuilt_here(monkeypatch, tmp_path / "prebuilt")  # an empty file: no module to import
+
+    def no_toolchain() -> None:
+        raise native.BuildError("no compiler here")
+
+    monkeypatch.setattr(native, "_toolchain", no_toolchain)
+    module, info = native._load(tmp_path / "builds", None)
+    assert module is None and not info.loaded
+    assert "prebuilt native kernels" in caplog.text and "unusable" in caplog.text
+    assert "no compiler here" in caplog.text
+
+
+def test_a_new_build_keeps_other_environments_builds_in_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two environments sharing a cache folder (other mlx, other sources) must not delete
+    each other's builds, or each start would rebuild; builds unused for long are removed."""
+    builds = tmp_path / "builds"
+    in_use, unused = builds / "jme_native-aaaa", builds / "jme_native-bbbb"
+    for folder in (in_use, unused):
+        folder.mkdir(parents=True)
+        (folder / native._FILE).write_bytes(b"")
+    month_ago = time.time() - 31 * 24 * 3600
+    os.utime(unused, (month_ago, month_ago))
+    monkeypatch.setattr(native, "_prebuilt_dir", lambda: tmp_path / "no-prebuilt")
+
+    def build(target: Path, make, **_) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+        return target
+
+    monkeypatch.setattr(native, "build_once", build)
+    built = native.build_kernels(builds)
+    assert built is not None and built.parent not in (in_use, unused)
+    assert in_use.is_dir() and not unused.exists()
+    # Reusing a build marks it used, so it is not the next one removed.
+    os.utime(built.parent, (month_ago, month_ago))
+    assert native.build_kernels(builds) == built
+    assert built.parent.stat().st_mtime > month_ago + 24 * 3600
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -8,7 +8,9 @@ installed mlx wheel's headers, with nanobind in MLX's nanobind domain so that
 ``mlx.core.array`` objects pass straight through. Like MLX's own ops, each takes an optional
 ``stream`` (an ``mx.Stream`` or ``mx.Device``; default: the current stream). The build is
 cached like the BLAS shim (:mod:`._build`; key: sources, mlx, nanobind, Python and compiler
-versions); ``make install`` runs it so that first use needs no compiler.
+versions); ``make install`` runs it so that first use needs no compiler. A wheel carries them
+prebuilt instead (``hatch_build.py`` calls :func:`build_prebuilt`), used when built for the
+running mlx, Python and these sources, else they are built into the cache as from a checkout.
 
 Anything that goes wrong (no compiler, no CMake, no nanobind, an ABI mismatch with mlx, a CPU
 without AVX2) is logged once and makes :func:`load_kernels` return None: the caller then runs
@@ -17,9 +19,11 @@ the MLX-op fast path of :mod:`.cpu_kernels`. Nothing here raises into an import 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import shlex
@@ -29,6 +33,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +41,15 @@ from types import ModuleType
 from ..envvars import setting_variable
 from ._build import BuildError, build_folder, build_once, content_key, find_compiler, run_step
 
-__all__ = ["ENV_VAR", "KernelsInfo", "build_kernels", "kernels_info", "load_kernels"]
+__all__ = [
+    "ENV_VAR",
+    "PREBUILT",
+    "KernelsInfo",
+    "build_kernels",
+    "build_prebuilt",
+    "kernels_info",
+    "load_kernels",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +61,17 @@ _MODULE = "_jme_native"  # the NB_MODULE name in native_kernels.cpp
 _FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add_module writes
 _SOURCES = ("native_kernels.cpp", "native_simd.cpp")
 _BUILD_TIMEOUT_S = 600
+#: A build for other sources or versions is removed when a new one is made only if no process
+#: used it for this long: environments sharing one cache folder (a Jupyter server's and a
+#: kernel's, say) each keep theirs instead of rebuilding in turn.
+_STALE_AFTER_S = 30 * 24 * 3600
 _OFF = ("0", "off", "false", "no", "none")
+#: The folder beside this file that a wheel carries the prebuilt module in, with its key.
+PREBUILT = "prebuilt"
+_KEY_FILE = "key.json"
+# What a prebuilt module must have been built for to be used. Not nanobind's version: the
+# module links nanobind statically, and the ABI it shares with mlx.core is fixed by mlx's.
+_MATCHED = ("mlx", "ext_suffix", "sources")
 
 _CMAKE_LISTS = """\
 cmake_minimum_required(VERSION 3.18)
@@ -102,29 +125,150 @@ def _compiler_id(cxx: list[str]) -> str:
     return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else ""
 
 
-def _target(folder: Path, cxx_id: str) -> Path:
-    import nanobind
+@dataclass(frozen=True)
+class _Toolchain:
+    """What a build needs: the tools, and where mlx's and nanobind's CMake files are."""
 
+    cmake: str
+    cxx: list[str]
+    cxx_id: str
+    mlx_dir: Path
+    nanobind_dir: str
+    nanobind_version: str
+
+
+def _toolchain() -> _Toolchain:
+    """The tools and libraries a build needs (imports neither ``mlx.core`` nor anything else
+    that binds a BLAS).
+
+    Raises:
+        BuildError: Not Linux x86-64, or one of them is missing (the message says which).
+    """
+    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+        raise BuildError("the native kernels are for Linux x86-64 only")
+    cmake, cxx = shutil.which("cmake"), find_compiler("CXX", ("c++", "g++", "clang++"))
+    if cmake is None or cxx is None:
+        raise BuildError(f"{'cmake' if cmake is None else 'c++'} not found")
+    try:
+        import mlx
+        import nanobind
+    except ImportError as exc:
+        raise BuildError(str(exc)) from exc
+    cxx_id = _compiler_id(cxx)
+    if not cxx_id:
+        raise BuildError(f"compiler {shlex.join(cxx)!r} does not run")
+    return _Toolchain(
+        cmake=cmake,
+        cxx=cxx,
+        cxx_id=cxx_id,
+        mlx_dir=Path(next(iter(mlx.__path__))),
+        nanobind_dir=nanobind.cmake_dir(),
+        nanobind_version=nanobind.__version__,
+    )
+
+
+def _target(folder: Path, tools: _Toolchain) -> Path:
     key = content_key(
         *((_source_dir() / name).read_bytes() for name in _SOURCES),
         importlib.metadata.version("mlx"),  # not mlx.core: importing it would bind a BLAS
-        nanobind.__version__,
+        tools.nanobind_version,
         sys.version,
         sysconfig.get_config_var("EXT_SUFFIX") or "",
-        cxx_id,
+        tools.cxx_id,
     )
     # A folder per key: the module's file name is fixed (Python finds its init function by
     # it), and the folder also holds the marker of a failed build.
     return folder / f"jme_native-{key}" / _FILE
 
 
-def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path | None:
-    """Build (or reuse) the native kernels extension.
+def _prebuilt_key() -> dict[str, str]:
+    """What a prebuilt module is used for: this mlx, this Python's extension suffix, and these
+    sources (with the CMake file that builds them).
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: mlx is not installed.
+    """
+    return {
+        "mlx": importlib.metadata.version("mlx"),
+        "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX") or "",
+        "sources": content_key(
+            *((_source_dir() / name).read_bytes() for name in _SOURCES), _CMAKE_LISTS
+        ),
+    }
+
+
+def _prebuilt_dir() -> Path:
+    return _source_dir() / PREBUILT
+
+
+def _prebuilt() -> Path | None:
+    """The module the installed wheel carries, if it was built for this mlx, Python and these
+    sources; None otherwise (a mismatch is logged)."""
+    folder = _prebuilt_dir()
+    key_file = folder / _KEY_FILE
+    if not key_file.is_file():
+        logger.debug("no prebuilt native kernels in %s", folder)
+        return None
+    try:
+        built_for = json.loads(key_file.read_text(encoding="utf-8"))
+        if not isinstance(built_for, dict):
+            raise ValueError(f"{key_file} holds no JSON object")
+        running = _prebuilt_key()
+    except (OSError, ValueError, importlib.metadata.PackageNotFoundError) as exc:
+        logger.info("prebuilt native kernels in %s ignored: %s", folder, exc)
+        return None
+    differs = [name for name in _MATCHED if built_for.get(name) != running[name]]
+    if differs:
+        logger.info(
+            "prebuilt native kernels in %s ignored: built for %s, running %s; "
+            "building them into the cache instead",
+            folder,
+            {name: built_for.get(name) for name in differs},
+            {name: running[name] for name in differs},
+        )
+        return None
+    path = folder / _FILE
+    if not path.is_file():
+        logger.info("prebuilt native kernels ignored: %s is missing", path)
+        return None
+    return path
+
+
+def build_prebuilt(folder: Path) -> list[Path]:
+    """Build the kernels as a wheel carries them (``hatch_build.py``): the module and the key
+    file that :func:`build_kernels` checks before using it, both written into ``folder``.
+
+    Args:
+        folder: An existing folder; the wheel's ``jupyter_mlx_embed/engine/prebuilt``.
+
+    Returns:
+        The module's and the key file's paths.
+
+    Raises:
+        BuildError: Not Linux x86-64, a tool or library missing, or a failed step.
+    """
+    tools = _toolchain()
+    module = folder / _FILE
+    _run_build(module, tools)
+    # The nanobind and compiler versions are recorded for the curious, not matched.
+    key = {**_prebuilt_key(), "nanobind": tools.nanobind_version, "compiler": tools.cxx_id}
+    key_file = folder / _KEY_FILE
+    key_file.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
+    return [module, key_file]
+
+
+def build_kernels(
+    cache_dir: Path | None = None, *, force: bool = False, prebuilt: bool = True
+) -> Path | None:
+    """The native kernels extension: the one the installed wheel carries when it was built
+    for this mlx, Python and these sources, else built into (or reused from) the cache.
 
     Args:
         cache_dir: Where built files are kept; defaults to the ``builds`` folder in the
             engine's cache folder (``EngineConfig.cache_folder()``), as the BLAS shim's.
-        force: Rebuild even if a cached build exists, or an earlier one failed.
+        force: Rebuild even if a cached build exists, or an earlier one failed (a matching
+            prebuilt module is still preferred).
+        prebuilt: Whether a matching prebuilt module may answer.
 
     Returns:
         Path of the extension module, or None off Linux x86-64 or when the build is not
@@ -132,29 +276,22 @@ def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path
     """
     if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
         return None
-    cmake, cxx = shutil.which("cmake"), find_compiler("CXX", ("c++", "g++", "clang++"))
-    if cmake is None or cxx is None:
-        logger.warning(
-            "native kernels not built: %s not found", "cmake" if cmake is None else "c++"
-        )
-        return None
+    if prebuilt and (path := _prebuilt()) is not None:
+        return path
     try:
-        import mlx
-        import nanobind
-    except ImportError as exc:
+        tools = _toolchain()
+    except BuildError as exc:
         logger.warning("native kernels not built: %s", exc)
         return None
-    cxx_id = _compiler_id(cxx)
-    if not cxx_id:
-        logger.warning("native kernels not built: compiler %r does not run", shlex.join(cxx))
-        return None
     folder = Path(cache_dir) if cache_dir is not None else build_folder()
-    target = _target(folder, cxx_id)
+    target = _target(folder, tools)
     # A failed build leaves a marker, so that each new process does not spend the build time
     # again only to fail the same way; force (``build-kernels``) tries anyway.
     failed = target.with_name("FAILED")
     if not force and (target.is_file() or failed.is_file()):
-        if not target.is_file():
+        if target.is_file():
+            _mark_used(target.parent)
+        else:
             logger.warning(
                 "native kernels not built: an earlier build failed (%s); "
                 "`jupyter-mlx-embed build-kernels` tries again",
@@ -162,27 +299,33 @@ def build_kernels(cache_dir: Path | None = None, *, force: bool = False) -> Path
             )
         return target if target.is_file() else None
 
-    def build(output: Path) -> None:
-        mlx_dir = Path(next(iter(mlx.__path__)))
-        _run_build(output, cmake, shlex.join(cxx), mlx_dir, nanobind.cmake_dir())
-
-    built = build_once(target, build, what="native kernels", force=force)
+    built = build_once(
+        target, lambda output: _run_build(output, tools), what="native kernels", force=force
+    )
     try:
         if built is None:
             failed.write_text("see the log of the process that tried\n", encoding="utf-8")
         else:
             failed.unlink(missing_ok=True)
-            # Builds for other sources or versions are stale (a process still using one
-            # keeps its mapping after the unlink).
+            # Builds for other sources or versions that nothing used for a while are stale;
+            # another environment sharing the cache folder keeps its own (a process still
+            # using a removed one keeps its mapping after the unlink).
+            stale_before = time.time() - _STALE_AFTER_S
             for old in folder.glob("jme_native-*"):
-                if old != target.parent:
+                if old != target.parent and old.stat().st_mtime < stale_before:
                     shutil.rmtree(old, ignore_errors=True)
     except OSError:
         pass
     return built
 
 
-def _run_build(output: Path, cmake: str, cxx: str, mlx_dir: Path, nb: str) -> None:
+def _mark_used(folder: Path) -> None:
+    """Touch a build's folder: its modification time says when a process last used it."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
+
+
+def _run_build(output: Path, tools: _Toolchain) -> None:
     """Configure and build the extension with CMake in a scratch folder beside ``output``,
     and copy the module to ``output``.
 
@@ -203,20 +346,22 @@ def _run_build(output: Path, cmake: str, cxx: str, mlx_dir: Path, nb: str) -> No
             encoding="utf-8",
         )
         configure = [
-            cmake,
+            tools.cmake,
             "-S",
             str(work),
             "-B",
             str(work / "build"),
             "-DCMAKE_BUILD_TYPE=Release",
-            f"-DCMAKE_CXX_COMPILER={cxx}",
+            f"-DCMAKE_CXX_COMPILER={shlex.join(tools.cxx)}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-Dnanobind_DIR={nb}",
-            f"-DMLX_DIR={mlx_dir / 'share' / 'cmake' / 'MLX'}",
+            f"-Dnanobind_DIR={tools.nanobind_dir}",
+            f"-DMLX_DIR={tools.mlx_dir / 'share' / 'cmake' / 'MLX'}",
         ]
         run_step(configure, _BUILD_TIMEOUT_S)
         jobs = str(os.cpu_count() or 1)
-        run_step([cmake, "--build", str(work / "build"), "--parallel", jobs], _BUILD_TIMEOUT_S)
+        run_step(
+            [tools.cmake, "--build", str(work / "build"), "--parallel", jobs], _BUILD_TIMEOUT_S
+        )
         built = out / _FILE
         if not built.is_file():
             raise BuildError(f"the build produced no {built.name}")
@@ -250,24 +395,40 @@ def _self_test(module: ModuleType) -> None:
     mx.eval(*outputs)
 
 
+def _open(path: Path, choice: str) -> ModuleType:
+    """Import the module at ``path``, pick the instruction set ``choice`` (empty: the widest),
+    and run the self-test; raises whatever fails."""
+    module = _import(path)
+    if choice:
+        module.set_isa(choice)
+    _self_test(module)
+    return module
+
+
+def _in_use(module: ModuleType, path: Path, where: str) -> tuple[ModuleType, KernelsInfo]:
+    isa = module.isa()
+    logger.info("native kernels loaded (%s, %s) from %s", isa, where, path)
+    return module, KernelsInfo(True, isa, str(path), f"{isa} kernels {where}: {path}")
+
+
 def _load(cache_dir: Path | None, setting: str | None) -> tuple[ModuleType | None, KernelsInfo]:
     choice = (setting or "").strip().lower()
     if choice in _OFF:
         return None, KernelsInfo(False, None, None, f"disabled ({ENV_VAR}={choice})")
     path = build_kernels(cache_dir)
+    if path is not None and path.parent == _prebuilt_dir():
+        try:
+            return _in_use(_open(path, choice), path, "prebuilt with the package")
+        except Exception as exc:  # noqa: BLE001  (any failure means: try a build of our own)
+            logger.warning("prebuilt native kernels %s unusable (%r); building them", path, exc)
+            path = build_kernels(cache_dir, prebuilt=False)
     if path is None:
         return None, KernelsInfo(False, None, None, "not built (see the log for why)")
     try:
-        module = _import(path)
-        if choice:
-            module.set_isa(choice)
-        _self_test(module)
+        return _in_use(_open(path, choice), path, "built into the cache")
     except Exception as exc:  # noqa: BLE001  (any failure means: run the MLX-op path)
         logger.warning("native kernels %s unusable: %r", path, exc)
         return None, KernelsInfo(False, None, str(path), f"unusable: {exc!r}")
-    isa = module.isa()
-    logger.info("native kernels loaded (%s) from %s", isa, path)
-    return module, KernelsInfo(True, isa, str(path), f"{isa} kernels from {path}")
 
 
 def load_kernels(cache_dir: Path | None = None, setting: str | None = None) -> ModuleType | None:
