@@ -4,8 +4,9 @@ The logic lives in mixins that any ``RequestHandler`` can take, and :func:`route
 the one table of routes both servers mount: the Jupyter server extension combines them with
 Jupyter's ``APIHandler`` (its auth and XSRF rules, and its authorizer around each method) and
 the standalone server with a Bearer-token check. Collaborators arrive through
-``self.settings``: ``mlx_embed_worker`` (a :class:`~jupyter_mlx_embed.worker.Worker`),
-``mlx_embed_max_body_bytes`` and ``mlx_embed_body_timeout``.
+``self.settings``, as :func:`handler_settings` gives them: ``mlx_embed_worker`` (a
+:class:`~jupyter_mlx_embed.worker.Worker`), ``mlx_embed_max_body_bytes`` and
+``mlx_embed_body_timeout``.
 
 Bodies are streamed (``@stream_request_body`` on the servers' handlers): each server
 authenticates in ``prepare``, before any byte of the body is read, then calls
@@ -31,6 +32,7 @@ from tornado.http1connection import HTTP1Connection
 from . import metrics
 from ._version import __version__
 from .codec import encode_json_in_pieces, parse_json_body, parse_large_json_body
+from .config import ServingConfig
 from .errors import (
     EmbedError,
     ModelNotFoundError,
@@ -53,6 +55,17 @@ log = logging.getLogger(__name__)
 WORKER_KEY = "mlx_embed_worker"
 MAX_BODY_KEY = "mlx_embed_max_body_bytes"
 BODY_TIMEOUT_KEY = "mlx_embed_body_timeout"
+
+
+def handler_settings(worker: Worker, config: ServingConfig) -> dict[str, Any]:
+    """The application settings that the routes read: ``worker`` and the body limits of
+    ``config`` (each server adds its own)."""
+    return {
+        WORKER_KEY: worker,
+        MAX_BODY_KEY: config.max_body_bytes,
+        BODY_TIMEOUT_KEY: config.body_timeout,
+    }
+
 
 _HTTP_ERROR_TYPES = {
     401: ("authentication_error", "invalid_api_key"),

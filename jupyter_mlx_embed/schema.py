@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -119,64 +119,91 @@ def models_response(models: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"object": "list", "data": list(models)}
 
 
-def model_card(
-    name: str,
-    *,
-    owned_by: str,
-    dimensions: int,
-    max_input_tokens: int,
-    pooling: str,
-    prompts: Mapping[str, str],
-    default_prompt_name: str | None,
-    quantization: tuple[int, int] | None,
-    loaded: bool,
-) -> dict[str, Any]:
+class QuantizationFacts(Protocol):
+    """What :func:`model_card` reads of an MLX-quantized checkpoint's scheme."""
+
+    @property
+    def bits(self) -> int: ...
+
+    @property
+    def group_size(self) -> int: ...
+
+
+class ModelFacts(Protocol):
+    """What :func:`model_card` reads of a model (a :class:`~.modelspec.ModelSpec`; its
+    ``source`` is where the registry found it: ``bundled``, ``root``, ``hf-cache``, ``hub``)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def max_seq_length(self) -> int: ...
+
+    @property
+    def pooling(self) -> str: ...
+
+    @property
+    def prompts(self) -> Mapping[str, str]: ...
+
+    @property
+    def default_prompt_name(self) -> str | None: ...
+
+    @property
+    def quantization(self) -> QuantizationFacts | None: ...
+
+
+def model_card(name: str, model: ModelFacts, *, loaded: bool) -> dict[str, Any]:
     """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields (:func:`model_object`),
-    then extra fields that OpenAI clients ignore.
+    then extra fields that OpenAI clients ignore (its dimensions, max input tokens, pooling,
+    prompts, default prompt, quantization and whether it is loaded).
 
     Args:
         name: The model's id, as the client named it.
-        owned_by: Where the registry found it (``bundled``, ``root``, ``hf-cache``, ``hub``).
-        dimensions: The length of its vectors.
-        max_input_tokens: Its maximum sequence length.
-        pooling: Its pooling mode.
-        prompts: Its named instruction prefixes.
-        default_prompt_name: The prompt used when a request names none, if any.
-        quantization: ``(bits, group_size)`` of an MLX-quantized checkpoint, else ``None``.
+        model: The model's facts.
         loaded: Whether the worker holds it in memory.
     """
+    quantization = model.quantization
     return {
-        **model_object(name, owned_by),
-        "dimensions": dimensions,
-        "max_input_tokens": max_input_tokens,
-        "pooling": pooling,
-        "prompts": dict(prompts),
-        "default_prompt_name": default_prompt_name,
+        **model_object(name, model.source),
+        "dimensions": model.dimension,
+        "max_input_tokens": model.max_seq_length,
+        "pooling": model.pooling,
+        "prompts": dict(model.prompts),
+        "default_prompt_name": model.default_prompt_name,
         "quantization": None
         if quantization is None
-        else {"bits": quantization[0], "group_size": quantization[1]},
+        else {"bits": quantization.bits, "group_size": quantization.group_size},
         "loaded": loaded,
     }
 
 
+@dataclass
+class WorkerCounters:
+    """What a worker has done: requests answered (and failed), inputs, tokens (and padded
+    tokens) embedded, forward passes, cache hits and misses (kept by the worker thread, read
+    from any thread)."""
+
+    requests: int = 0
+    requests_failed: int = 0
+    inputs: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
 def worker_status(
-    *,
     state: str,
+    settings: Any,
+    counters: WorkerCounters,
+    *,
     busy: bool,
     queue_depth: int,
-    queue_size: int,
-    default_model: str,
-    max_inputs: int,
-    requests: int,
-    requests_failed: int,
-    inputs: int,
-    tokens: int,
-    padded_tokens: int,
-    batches: int,
-    token_budget: int,
     cache_enabled: bool,
-    cache_hits: int,
-    cache_misses: int,
     engine: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
@@ -185,26 +212,34 @@ def worker_status(
     Args:
         state: ``starting``, ``ready`` or ``closed``; ``failed`` when ``error`` is given
             and ``engine`` is not.
+        settings: The worker's :class:`~.config.EngineConfig` (its ``queue_size``,
+            ``default_model``, ``max_inputs`` and ``token_budget`` are shown).
+        counters: The worker's counters.
+        busy: Whether a forward pass is running.
+        queue_depth: Requests submitted and not yet answered.
+        cache_enabled: Whether the vector cache is in use.
         engine: :func:`engine_status` once the engine has started.
         error: Why the engine could not start.
-
-    The other arguments are the worker's settings and counters of the same names.
     """
     status: dict[str, Any] = {
         "state": state,
         "busy": busy,
         "queue_depth": queue_depth,
-        "queue_size": queue_size,
-        "default_model": default_model,
-        "max_inputs": max_inputs,
-        "requests": requests,
-        "requests_failed": requests_failed,
-        "inputs": inputs,
-        "tokens": tokens,
-        "padded_tokens": padded_tokens,
-        "batches": batches,
-        "token_budget": token_budget,
-        "cache": {"enabled": cache_enabled, "hits": cache_hits, "misses": cache_misses},
+        "queue_size": settings.queue_size,
+        "default_model": settings.default_model,
+        "max_inputs": settings.max_inputs,
+        "requests": counters.requests,
+        "requests_failed": counters.requests_failed,
+        "inputs": counters.inputs,
+        "tokens": counters.tokens,
+        "padded_tokens": counters.padded_tokens,
+        "batches": counters.batches,
+        "token_budget": settings.token_budget,
+        "cache": {
+            "enabled": cache_enabled,
+            "hits": counters.cache_hits,
+            "misses": counters.cache_misses,
+        },
     }
     if engine is not None:
         status.update(engine)
@@ -213,34 +248,28 @@ def worker_status(
     return status
 
 
-def engine_status(
-    *,
-    mlx_version: str,
-    device: str,
-    blas_name: str,
-    blas_path: str | None,
-    blas_fast: bool,
-    blas_detail: str,
-    blas_core: str | None,
-    native_kernels: Mapping[str, Any],
-    loaded_models: Sequence[str],
-    models: Sequence[dict[str, Any]],
-    malloc_tuned: bool,
-) -> dict[str, Any]:
+def engine_status(engine: Any, models: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The started engine's part of :func:`worker_status`: MLX, the BLAS it bound, the
-    native kernels, the loaded models (their names and :func:`model_card`), malloc tuning."""
+    native kernels, the loaded models, malloc tuning.
+
+    Args:
+        engine: The engine (:class:`~.engine.mlx_engine.Engine`, typed loosely as the worker
+            holds it: its module imports MLX).
+        models: :func:`model_card` of each loaded model.
+    """
+    blas = engine.blas
     return {
-        "mlx_version": mlx_version,
-        "device": device,
+        "mlx_version": engine.mlx_version,
+        "device": engine.device,
         "blas": {
-            "name": blas_name,
-            "path": blas_path,
-            "fast": blas_fast,
-            "detail": blas_detail,
-            "core": blas_core,
+            "name": blas.name,
+            "path": blas.path,
+            "fast": blas.fast,
+            "detail": blas.detail,
+            "core": engine.blas_core,
         },
-        "native_kernels": dict(native_kernels),
-        "loaded_models": list(loaded_models),
+        "native_kernels": asdict(engine.native_kernels),
+        "loaded_models": [card["id"] for card in models],
         "models": list(models),
-        "malloc_tuned": malloc_tuned,
+        "malloc_tuned": engine.malloc_tuned,
     }

@@ -21,14 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from . import envvars
-from .routes import (
-    BODY_TIMEOUT_KEY,
-    MAX_BODY_KEY,
-    WORKER_KEY,
-    EmbeddingsMixin,
-    route_table,
-    unauthenticated,
-)
+from .routes import EmbeddingsMixin, handler_settings, route_table, unauthenticated
 from .settings import MLXEmbed
 from .worker import Worker
 
@@ -84,13 +77,7 @@ class MLXEmbedApp(ExtensionApp):
         self.worker = Worker(settings.engine_config())
         if serving.preload:
             self.worker.preload()
-        self.settings.update(
-            {
-                WORKER_KEY: self.worker,
-                MAX_BODY_KEY: serving.max_body_bytes,
-                BODY_TIMEOUT_KEY: serving.body_timeout,
-            }
-        )
+        self.settings.update(handler_settings(self.worker, serving))
         assert self.serverapp is not None  # set before extensions initialise
         os.environ[envvars.SERVER_PID] = str(os.getpid())
         # Kernels reach this server over HTTPS with its own certificate (self-signed or not).

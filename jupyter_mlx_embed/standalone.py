@@ -34,14 +34,7 @@ from tornado.netutil import bind_sockets
 
 from .config import DEFAULT_PORT, ServingConfig
 from .errors import PayloadTooLargeError, WorkerClosedError
-from .routes import (
-    BODY_TIMEOUT_KEY,
-    MAX_BODY_KEY,
-    WORKER_KEY,
-    EmbeddingsMixin,
-    route_table,
-    unauthenticated,
-)
+from .routes import EmbeddingsMixin, handler_settings, route_table, unauthenticated
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -287,10 +280,8 @@ def make_app(
     (``access_log``: the logger its access lines go to)."""
     config = config or ServingConfig()
     settings: dict[str, Any] = {
-        WORKER_KEY: worker,
+        **handler_settings(worker, config),
         TOKEN_KEY: token,
-        MAX_BODY_KEY: config.max_body_bytes,
-        BODY_TIMEOUT_KEY: config.body_timeout,
         METRICS_AUTH_KEY: config.metrics_auth,
         STATE_KEY: _ServerState(),
         CONNECTIONS_KEY: _Connections(config.max_connections),

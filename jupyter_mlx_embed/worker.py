@@ -18,7 +18,6 @@ modules would have to expose; the pure parts already live apart (:mod:`.scheduli
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 import os
 import queue
@@ -43,7 +42,7 @@ from .preparation import Preparer, Request, RequestFuture
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult
 from .scheduling import fresh_lanes, pick_rows
-from .schema import engine_status, model_card, worker_status
+from .schema import WorkerCounters, engine_status, model_card, worker_status
 from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
 
 log = logging.getLogger(__name__)
@@ -78,17 +77,10 @@ class _Prepared:
 
 
 @dataclass
-class WorkerStats:
-    """Counters kept by the worker thread (read from any thread)."""
+class WorkerStats(WorkerCounters):
+    """Counters kept by the worker thread (read from any thread): those of its status, and
+    the shapes of its recent forward passes."""
 
-    requests: int = 0
-    requests_failed: int = 0
-    inputs: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    batches: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
     #: (rows, padded length) of the most recent forward passes.
     recent_batches: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=512))
 
@@ -269,39 +261,16 @@ class Worker:
         the engine to start)."""
         self._ready.wait(timeout)
         engine = self._engine
-        stats = self.stats
         return worker_status(
-            state="closed" if self._closing.is_set() else "ready" if engine else "starting",
+            "closed" if self._closing.is_set() else "ready" if engine else "starting",
+            self.config,
+            self.stats,
             busy=self._busy,
             queue_depth=self.queue_depth,
-            queue_size=self.config.queue_size,
-            default_model=self.config.default_model,
-            max_inputs=self.config.max_inputs,
-            requests=stats.requests,
-            requests_failed=stats.requests_failed,
-            inputs=stats.inputs,
-            tokens=stats.tokens,
-            padded_tokens=stats.padded_tokens,
-            batches=stats.batches,
-            token_budget=self.config.token_budget,
             cache_enabled=self._cache is not None and self._cache.enabled,
-            cache_hits=stats.cache_hits,
-            cache_misses=stats.cache_misses,
             engine=None
             if engine is None
-            else engine_status(
-                mlx_version=engine.mlx_version,
-                device=engine.device,
-                blas_name=engine.blas.name,
-                blas_path=engine.blas.path,
-                blas_fast=engine.blas.fast,
-                blas_detail=engine.blas.detail,
-                blas_core=engine.blas_core,
-                native_kernels=dataclasses.asdict(engine.native_kernels),
-                loaded_models=list(self._loaded_names),
-                models=[self.model_card(name) for name in self._loaded_names],
-                malloc_tuned=engine.malloc_tuned,
-            ),
+            else engine_status(engine, [self.model_card(name) for name in self._loaded_names]),
             error=None if self._engine_error is None else str(self._engine_error),
         )
 
@@ -314,19 +283,8 @@ class Worker:
             EmbedError: As :meth:`ModelRegistry.resolve` raises.
         """
         spec = self.registry.resolve(name)
-        quantization = spec.quantization
         return model_card(
-            spec.name if name is None else name,
-            owned_by=spec.source,
-            dimensions=spec.dimension,
-            max_input_tokens=spec.max_seq_length,
-            pooling=spec.pooling,
-            prompts=spec.prompts,
-            default_prompt_name=spec.default_prompt_name,
-            quantization=None
-            if quantization is None
-            else (quantization.bits, quantization.group_size),
-            loaded=spec.name in self._loaded_names,
+            spec.name if name is None else name, spec, loaded=spec.name in self._loaded_names
         )
 
     def model_cards(self) -> list[dict[str, Any]]:

@@ -142,7 +142,7 @@ def test_several_pooling_modes_are_unsupported(model_root: Path, tmp_path: Path)
         read_model_spec(folder, name="m", source="root")
 
 
-def test_dense_module_is_unsupported(model_root: Path, tmp_path: Path) -> None:
+def test_dense_module_after_normalize_is_refused(model_root: Path, tmp_path: Path) -> None:
     folder = _copy_model(model_root, tmp_path)
     modules = json.loads((folder / "modules.json").read_text())
     modules.append(

@@ -26,16 +26,17 @@ from ..fileio import atomic_path
 from ..identity import model_identity
 from ..modelspec import ModelSpec
 from ..registry import ModelRegistry
-from ..validation import check_dimensions, check_prompt, text_problem, text_problems
+from ..validation import check_dimensions, check_prompt, text_problem
 from ..worker import Worker, current_worker
 from .raydata import embed_dataset, original_error
 from .readers import detect_format, read_table
 from .tables import (
     DEFAULT_BATCH_SIZE,
+    ColumnOptions,
     check_settings,
     embed_table,
     error_column_name,
-    invalid_rows_error,
+    find_invalid_rows,
 )
 
 if TYPE_CHECKING:
@@ -312,31 +313,15 @@ def embed_file(
         raise ValueError(f"part_rows must be >= 1, got {part_rows}")
     if output_column == column:
         raise ValueError(f"output_column must differ from column ({column!r})")
+    options = ColumnOptions(column, model, dimensions, prompt_name, output_column, skip_invalid)
     fmt = file_format or detect_format(source)
     table, retyped = read_table(source, fmt, column)
     values = table.column(column).to_pylist()
     for row, value in retyped.items():  # judged as they are in the file
         values[row] = value
-    problems = text_problems(values)
-    if problems and not skip_invalid:
-        raise invalid_rows_error(
-            problems,
-            values,
-            column=column,
-            first_row=0,
-            output_column=output_column,
-            flag="--skip-invalid",
-        )
+    problems = find_invalid_rows(values, options, first_row=0, flag="--skip-invalid")
     del values
     stat = source.stat()
-    options: dict[str, Any] = {
-        "column": column,
-        "model": model,
-        "dimensions": dimensions,
-        "prompt_name": prompt_name,
-        "output_column": output_column,
-        "skip_invalid": skip_invalid,
-    }
     # The model as resolved, not as named: the same arguments may resolve another model
     # when the environment changes, and a resumed job must not mix two models' vectors.
     spec, identity = _job_model(model, overrides, on_ray)
@@ -347,7 +332,7 @@ def embed_file(
         "input_mtime_ns": stat.st_mtime_ns,
         "rows": table.num_rows,
         "part_rows": part_rows,
-        **options,
+        **dataclasses.asdict(options),
         "settings": {k: str(v) for k, v in sorted(overrides.items())},
         "model_identity": identity,
         "resolved_model": {"name": spec.name, "path": str(spec.path)},
@@ -364,22 +349,23 @@ def embed_file(
         parts.bounds = [(0, 0)]
         parts.write(0, _with_empty_vectors(table, width, output_column, skip_invalid))
     elif pending:
-        embed_parts = _embed_parts_on_ray if on_ray is not False else _embed_parts_locally
-        embed_parts(
+        job = _PendingParts(
             _blank_rows(table, column, retyped),
             parts,
             pending,
             options,
+            overrides=overrides,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
             finish=lambda start, part: _restore_rows(
                 part, start, table, retyped, column=column, output_column=output_column
             ),
-            overrides=overrides,
-            batch_size=batch_size or DEFAULT_BATCH_SIZE,
-            on_ray=on_ray,
-            num_workers=num_workers,
-            cpus_per_worker=cpus_per_worker,
-            progress=progress,
         )
+        if on_ray is False:
+            _embed_parts_locally(job, progress=progress)
+        else:
+            _embed_parts_on_ray(
+                job, on_ray=on_ray, num_workers=num_workers, cpus_per_worker=cpus_per_worker
+            )
     parts.combine(target)
     now = set(pending)
     skipped_now = sum(1 for row, _ in problems if parts.index_of(row) in now)
@@ -405,22 +391,34 @@ def _with_empty_vectors(
     return out
 
 
-def _embed_parts_locally(
-    table: pa.Table,
-    parts: _Parts,
-    pending: list[int],
-    options: dict[str, Any],
-    *,
-    finish: Callable[[int, pa.Table], pa.Table],
-    overrides: dict[str, Any],
-    batch_size: int,
-    progress: bool,
-    **_: Any,
-) -> None:
-    """Each pending part on this process's worker (started here if there is none), passed
-    through ``finish(first row, part)`` before it is written."""
+@dataclasses.dataclass(frozen=True)
+class _PendingParts:
+    """The parts of a job still to embed, and how, for either driver.
+
+    Attributes:
+        table: The job's rows (those that are not texts blanked).
+        parts: The job's part files.
+        pending: Indices of the parts to embed.
+        options: What to embed.
+        overrides: Engine settings over the environment.
+        batch_size: Rows per request (local) or per actor call (Ray).
+        finish: Applied as ``finish(first row, part)`` to each part before it is written.
+    """
+
+    table: pa.Table
+    parts: _Parts
+    pending: list[int]
+    options: ColumnOptions
+    overrides: dict[str, Any]
+    batch_size: int
+    finish: Callable[[int, pa.Table], pa.Table]
+
+
+def _embed_parts_locally(job: _PendingParts, *, progress: bool) -> None:
+    """Each pending part on this process's worker (started here if there is none)."""
     from tqdm import tqdm
 
+    table, parts, options, overrides = job.table, job.parts, job.options, job.overrides
     worker = current_worker()
     owned = worker is None
     if worker is None:
@@ -431,10 +429,10 @@ def _embed_parts_locally(
             "(or leave the settings out to use it)"
         )
     try:
-        spec = worker.preload(options["model"]).result()
-        check_dimensions(options["dimensions"], spec.dimension, model=spec.name)
-        width = options["dimensions"] or spec.dimension
-        done_rows = table.num_rows - sum(parts.size(i) for i in pending)
+        spec = worker.preload(options.model).result()
+        check_dimensions(options.dimensions, spec.dimension, model=spec.name)
+        width = options.dimensions or spec.dimension
+        done_rows = table.num_rows - sum(parts.size(i) for i in job.pending)
         with tqdm(
             total=table.num_rows,
             initial=done_rows,
@@ -442,50 +440,39 @@ def _embed_parts_locally(
             desc="embedding",
             disable=not progress,
         ) as bar:
-            for index in pending:
+            for index in job.pending:
                 start, stop = parts.bounds[index]
                 out = embed_table(
                     worker,
                     table.slice(start, stop - start),
+                    options,
                     width=width,
-                    chunk_rows=batch_size,
+                    chunk_rows=job.batch_size,
                     first_row=start,
                     on_rows=bar.update,
-                    **options,
                 )
-                parts.write(index, finish(start, out))
-                bar.update(out.column(options["output_column"]).null_count)  # skipped rows
+                parts.write(index, job.finish(start, out))
+                bar.update(out.column(options.output_column).null_count)  # skipped rows
     finally:
         if owned:  # after an error or Ctrl-C, drop what is still queued
             worker.close(cancel_pending=True)
 
 
 def _embed_parts_on_ray(
-    table: pa.Table,
-    parts: _Parts,
-    pending: list[int],
-    options: dict[str, Any],
-    *,
-    finish: Callable[[int, pa.Table], pa.Table],
-    overrides: dict[str, Any],
-    batch_size: int,
-    on_ray: bool | str,
-    num_workers: int | None,
-    cpus_per_worker: float,
-    **_: Any,
+    job: _PendingParts, *, on_ray: bool | str, num_workers: int | None, cpus_per_worker: float
 ) -> None:
     """The pending parts' rows as one Ray dataset (blocks of ``batch_size`` rows, sent from
-    here), each part written as soon as its rows are back (in order), passed through
-    ``finish(first row, part)``."""
+    here), each part written as soon as its rows are back (in order)."""
     import ray
     import ray.data
 
+    parts, pending, batch_size = job.parts, job.pending, job.batch_size
     started = not ray.is_initialized()
     if started:
         ray.init(address=None if on_ray is True else str(on_ray))
     try:
         blocks = [
-            table.slice(s, min(batch_size, parts.bounds[i][1] - s))
+            job.table.slice(s, min(batch_size, parts.bounds[i][1] - s))
             for i in pending
             for s in range(parts.bounds[i][0], parts.bounds[i][1], batch_size)
         ]
@@ -497,12 +484,12 @@ def _embed_parts_on_ray(
             batch_size=batch_size,
             num_workers=num_workers,
             cpus_per_worker=cpus_per_worker,
-            settings=overrides,
-            **options,
+            settings=job.overrides,
+            **dataclasses.asdict(job.options),
         )
         try:
             for index, part in _cut_parts(ds, parts, pending):
-                parts.write(index, finish(parts.bounds[index][0], part))
+                parts.write(index, job.finish(parts.bounds[index][0], part))
         except Exception as exc:
             error = original_error(exc)
             if isinstance(error, EmbedError):

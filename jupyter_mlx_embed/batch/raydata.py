@@ -20,7 +20,7 @@ from ..config import EngineConfig
 from ..errors import EmbedError
 from ..validation import check_dimensions, check_prompt
 from ..worker import Worker, current_worker
-from .tables import DEFAULT_BATCH_SIZE, check_settings, embed_table
+from .tables import DEFAULT_BATCH_SIZE, ColumnOptions, check_settings, embed_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,7 +52,8 @@ def _on_node(exc: EmbedError) -> EmbedError:
 class EmbedBatches:
     """A Ray Data actor: one process, one :class:`Worker`, batches in and vectors out.
 
-    Ray creates it with the keyword arguments :func:`embed_dataset` gives. Threads: the
+    Ray creates it with the arguments :func:`embed_dataset` gives (what to embed, engine
+    settings over the node's environment, the provenance column if any). Threads: the
     worker splits each forward pass over as many CPU streams as Ray reserved CPUs for this
     actor, with one OpenBLAS thread per stream, so actors on one node do not oversubscribe
     its cores. The model is loaded when the actor starts; if that fails, the actor stays up
@@ -62,13 +63,8 @@ class EmbedBatches:
 
     def __init__(
         self,
+        options: ColumnOptions,
         *,
-        column: str,
-        output_column: str,
-        model: str | None,
-        dimensions: int | None,
-        prompt_name: str | None,
-        skip_invalid: bool,
         settings: Mapping[str, Any],
         provenance_column: str | None,
     ) -> None:
@@ -81,22 +77,15 @@ class EmbedBatches:
         # loaded already, does no work here).
         os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, threads // streams))
         os.environ["RAYON_NUM_THREADS"] = str(threads)
-        self.options: dict[str, Any] = {
-            "column": column,
-            "output_column": output_column,
-            "model": model,
-            "dimensions": dimensions,
-            "prompt_name": prompt_name,
-            "skip_invalid": skip_invalid,
-        }
+        self.options = options
         self.error: EmbedError | None = None
         self.width = 0
         self.worker = current_worker() or Worker(EngineConfig.from_env(**overrides))
         self.provenance: tuple[str, str] | None = None
         try:
-            spec = self.worker.preload(model).result()
-            check_dimensions(dimensions, spec.dimension, model=spec.name)
-            self.width = dimensions or spec.dimension
+            spec = self.worker.preload(options.model).result()
+            check_dimensions(options.dimensions, spec.dimension, model=spec.name)
+            self.width = options.dimensions or spec.dimension
         except EmbedError as exc:
             self.error = _on_node(exc)
             log.error("embedding actor cannot start: %s", self.error.message)
@@ -109,7 +98,7 @@ class EmbedBatches:
             raise self.error
         try:
             return embed_table(
-                self.worker, batch, width=self.width, provenance=self.provenance, **self.options
+                self.worker, batch, self.options, width=self.width, provenance=self.provenance
             )
         except EmbedError as exc:
             raise _on_node(exc) from None
@@ -201,6 +190,7 @@ def embed_dataset(
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    options = ColumnOptions(column, model, dimensions, prompt_name, output_column, skip_invalid)
     if not ray.is_initialized():
         ray.init()
     if num_workers is None:
@@ -224,12 +214,7 @@ def embed_dataset(
             compute=compute,
             num_cpus=cpus_per_worker,
             fn_constructor_kwargs={
-                "column": column,
-                "output_column": output_column,
-                "model": model,
-                "dimensions": dimensions,
-                "prompt_name": prompt_name,
-                "skip_invalid": skip_invalid,
+                "options": options,
                 "settings": overrides,
                 "provenance_column": provenance_column,
             },

@@ -26,6 +26,27 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 512
 
 
+@dataclasses.dataclass(frozen=True)
+class ColumnOptions:
+    """What to embed in a table and how, as every batch job passes it on (the fields in the
+    order of :func:`.filejob.embed_file`'s keywords and of its manifest).
+
+    Args:
+        column: The column of texts.
+        model, dimensions, prompt_name: As for :meth:`.Worker.submit`.
+        output_column: Name of the vector column (``fixed_size_list<float32>[width]``).
+        skip_invalid: Give rows that are not texts a null vector and their reason in
+            ``<output_column>_error``, instead of failing.
+    """
+
+    column: str
+    model: str | None = None
+    dimensions: int | None = None
+    prompt_name: str | None = None
+    output_column: str = "embedding"
+    skip_invalid: bool = False
+
+
 def error_column_name(output_column: str) -> str:
     """The column that says why a row has no vector (with ``skip_invalid``)."""
     return f"{output_column}_error"
@@ -77,6 +98,39 @@ def invalid_rows_error(
     )
 
 
+def find_invalid_rows(
+    values: Sequence[Any],
+    options: ColumnOptions,
+    *,
+    first_row: int | None,
+    table: pa.Table | None = None,
+    flag: str = "skip_invalid=True",
+) -> list[tuple[int, str]]:
+    """(position, reason) of each of ``values`` (the rows of ``options.column``) that is not
+    a text, when ``options.skip_invalid`` allows them (else they fail the job).
+
+    Args:
+        values: The column's values.
+        options: The job's options.
+        first_row, table, flag: As for :func:`invalid_rows_error`.
+
+    Raises:
+        InvalidRequestError: Rows are not texts and ``options.skip_invalid`` is off.
+    """
+    problems = text_problems(values)
+    if problems and not options.skip_invalid:
+        raise invalid_rows_error(
+            problems,
+            values,
+            column=options.column,
+            table=table,
+            first_row=first_row,
+            output_column=options.output_column,
+            flag=flag,
+        )
+    return problems
+
+
 def _vector_column(vectors: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     """A fixed-size float32 list column (null where ``valid`` is False)."""
     import pyarrow as pa
@@ -93,34 +147,27 @@ def _vector_column(vectors: np.ndarray, valid: np.ndarray | None) -> pa.Array:
 def embed_table(
     worker: Worker,
     table: pa.Table,
+    options: ColumnOptions | None = None,
     *,
-    column: str,
     width: int,
-    model: str | None = None,
-    dimensions: int | None = None,
-    prompt_name: str | None = None,
-    output_column: str = "embedding",
-    skip_invalid: bool = False,
     chunk_rows: int = DEFAULT_BATCH_SIZE,
     first_row: int | None = None,
     provenance: tuple[str, str] | None = None,
     on_rows: Callable[[int], None] | None = None,
+    **fields: Any,
 ) -> pa.Table:
     """``table`` with a vector column (and, with ``skip_invalid``, a reason column) added.
 
     Args:
         worker: The worker that embeds.
         table: The rows (a ``pyarrow.Table``).
-        column: The column of texts.
+        options: The column, the request options, the vector column and ``skip_invalid``.
         width: Values per vector (the model's dimension, or ``dimensions``).
-        model, dimensions, prompt_name: As for :meth:`.Worker.submit`.
-        output_column: Name of the vector column (``fixed_size_list<float32>[width]``).
-        skip_invalid: Give rows that are not texts a null vector and their reason in
-            ``<output_column>_error``, instead of failing.
         chunk_rows: Rows per request to the worker (two are kept in flight).
         first_row: Global number of the first row, for messages (``None``: unknown).
         provenance: (column name, value) to add to every row.
         on_rows: Called with the number of rows each finished request embedded.
+        **fields: Instead of ``options``, its fields (``ColumnOptions(**fields)``).
 
     Raises:
         InvalidRequestError: ``column`` is missing, or rows are not texts (without
@@ -128,27 +175,23 @@ def embed_table(
     """
     import pyarrow as pa
 
+    if options is None:
+        options = ColumnOptions(**fields)
+    elif fields:
+        raise TypeError("give options or its fields, not both")
+    column, output_column = options.column, options.output_column
     if column not in table.column_names:
         raise InvalidRequestError(
             f"there is no column {column!r}; the columns are: {', '.join(table.column_names)}",
             param="column",
         )
     values = table.column(column).to_pylist()
-    problems = text_problems(values)
-    if problems and not skip_invalid:
-        raise invalid_rows_error(
-            problems,
-            values,
-            column=column,
-            table=table,
-            first_row=first_row,
-            output_column=output_column,
-        )
+    problems = find_invalid_rows(values, options, first_row=first_row, table=table)
     valid = np.ones(len(values), dtype=bool)
     valid[[i for i, _ in problems]] = False
     keep = np.flatnonzero(valid)
     vectors = np.zeros((len(values), width), dtype=np.float32)
-    options = EmbedOptions(model, dimensions, prompt_name)
+    request = EmbedOptions(options.model, options.dimensions, options.prompt_name)
     step = max(1, min(chunk_rows, worker.config.max_inputs))
     pending: deque[tuple[int, Future[EmbedResult]]] = deque()
     try:
@@ -156,7 +199,7 @@ def embed_table(
             rows = keep[start : start + step]
             first = None if first_row is None else first_row + int(rows[0])
             texts = [values[i] for i in rows]
-            pending.append((start, worker.submit(texts, options, first_index=first or 0)))
+            pending.append((start, worker.submit(texts, request, first_index=first or 0)))
             while len(pending) > 1 or (pending and start + step >= len(keep)):
                 done_start, future = pending.popleft()
                 result = future.result()
@@ -167,7 +210,7 @@ def embed_table(
         for _, future in pending:
             future.cancel()
     out = table.append_column(output_column, _vector_column(vectors, valid))
-    if skip_invalid:
+    if options.skip_invalid:
         reasons: list[str | None] = [None] * len(values)
         for i, reason in problems:
             reasons[i] = reason
