@@ -8,7 +8,6 @@ checked whole first (messages name the caller's own index), then sent in chunks 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -187,6 +186,8 @@ async def aembed(
     prompt: str | None = None,
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
+    import asyncio  # here: a process that only calls embed() does not import it
+
     options = EmbedOptions(model, dimensions, prompt_name, prompt)
     texts, single = _as_texts(input)
     if not texts:

@@ -15,12 +15,8 @@ import json
 import logging
 import os
 import random
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +32,8 @@ from .options import EmbedOptions
 from .results import EmbedResult
 
 if TYPE_CHECKING:
+    import ssl
+
     from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -175,6 +173,12 @@ class ServerTransport:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlx-embed-http")
 
     def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        # HTTP (ssl, http.client, email) only once a server is called: a kernel's own worker
+        # and every process start never pay for it.
+        import ssl
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(
             self.endpoint.url.rstrip("/") + "/" + path,
             data=None if body is None else json.dumps(body).encode(),
@@ -240,7 +244,9 @@ class ServerTransport:
     def model_info(self, name: str | None) -> dict[str, Any]:
         if name is None:
             name = str(self._call("mlx-embed/status")["default_model"])
-        card: dict[str, Any] = self._call(f"v1/models/{urllib.parse.quote(name)}")
+        from urllib.parse import quote
+
+        card: dict[str, Any] = self._call(f"v1/models/{quote(name)}")
         return card
 
     def info(self) -> dict[str, Any]:
@@ -257,6 +263,8 @@ def _ssl_context(url: str) -> ssl.SSLContext | None:
     a self-signed certificate is trusted for the server that presents it."""
     if not url.lower().startswith("https:"):
         return None
+    import ssl
+
     context = ssl.create_default_context()
     certfile = os.environ.get(envvars.SERVER_CERTFILE)
     if certfile:
