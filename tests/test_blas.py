@@ -286,3 +286,29 @@ def test_blas_core_setting_names_a_core(tmp_path: Path) -> None:
         _env(tmp_path),
     )
     assert result == {"core": "Haswell"}
+
+
+def test_libmlx_got_layout_is_kept_per_version_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process start reads the kept layout instead of libmlx's relocations; another file
+    (or the same path rewritten) is read afresh."""
+    from jupyter_mlx_embed.engine import blas_probe
+
+    spec = importlib.util.find_spec("mlx")
+    assert spec is not None and spec.submodule_search_locations
+    libmlx = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libmlx.so"
+    fresh = blas_probe._read_got_layout(str(libmlx))
+    assert fresh is not None
+    assert blas_probe._got_layout(str(libmlx), tmp_path) == fresh  # read once, kept
+
+    def unread(path: str) -> None:
+        raise AssertionError(f"{path} was read again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(blas_probe, "_read_got_layout", unread)
+        assert blas_probe._got_layout(str(libmlx), tmp_path) == fresh
+    copy = tmp_path / "libmlx.so"
+    copy.write_bytes(libmlx.read_bytes())
+    assert blas_probe._got_layout(str(copy), tmp_path) == fresh
+    assert len(list(tmp_path.glob("libmlx-got-*.json"))) == 2
