@@ -317,6 +317,11 @@ def check_prompt(prompt_name: object, prompt: object, *, tokens: bool = False) -
         )
 
 
+#: Prompt names every model answers to, empty where its config sets none (sentence-transformers
+#: adds them to every model, so that ``encode_query`` and ``encode_document`` work with any).
+IMPLIED_PROMPTS = ("query", "document")
+
+
 def model_prompt(spec: ModelSpec, prompt_name: str | None, prompt: str | None) -> str:
     """The text to put before every input, as sentence-transformers chooses it: ``prompt``,
     else the model's prompt called ``prompt_name``, else its default prompt, else nothing.
@@ -329,6 +334,8 @@ def model_prompt(spec: ModelSpec, prompt_name: str | None, prompt: str | None) -
     name = prompt_name if prompt_name is not None else spec.default_prompt_name
     if name is None:
         return ""
+    if name not in spec.prompts and name in IMPLIED_PROMPTS:
+        return ""  # as sentence-transformers: every model has these, empty unless it sets them
     if name not in spec.prompts:
         known = ", ".join(repr(p) for p in spec.prompts) or "none"
         raise InvalidRequestError(

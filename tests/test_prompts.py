@@ -66,7 +66,7 @@ def test_bad_prompt_options_are_refused_at_submit(make_worker, options, message)
 def test_a_prompt_name_for_a_model_without_prompts_is_refused(make_worker) -> None:
     worker = make_worker()
     with pytest.raises(InvalidRequestError, match="its prompts: none"):
-        worker.submit(TEXTS, prompt_name="query").result()
+        worker.submit(TEXTS, prompt_name="passage").result()
 
 
 def test_http_and_python_api_take_prompt_name(make_worker, prompted, model_root) -> None:
@@ -138,3 +138,11 @@ def test_explorer_queries_use_the_models_query_prompt(make_worker, prompted, mod
     expected = docs.search(query, k=len(texts))
     assert [h.index for h in results] == [h.index for h in expected][: len(results)]
     assert results[0].score == pytest.approx(expected[0].score, abs=1e-5)
+
+
+def test_query_and_document_are_empty_prompts_where_a_model_sets_none(worker) -> None:
+    """As sentence-transformers' ``encode_query``/``encode_document`` on any model."""
+    plain = worker.submit(TEXTS).result().vectors
+    for name in ("query", "document"):
+        got = worker.submit(TEXTS, prompt_name=name).result().vectors
+        np.testing.assert_array_equal(got, plain)
