@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidRequestError
 
@@ -33,6 +34,22 @@ _HEAD_CHARS_PER_TOKEN = 8
 _HEAD_MARGIN = 16
 
 
+def _drop_extra_whitespace(tok: Any) -> None:
+    """Split a SentencePiece (Unigram) tokenizer's text at whitespace before its Metaspace step.
+
+    SentencePiece itself drops leading, trailing and repeated whitespace, and so do
+    transformers' XLM-R-style tokenizers (since transformers 5, whatever ``tokenizer.json``
+    says); ``tokenizer.json`` files converted earlier keep a lone ``▁`` token for trailing
+    whitespace, so such a text would get one token more than sentence-transformers gives it.
+    """
+    from tokenizers import pre_tokenizers
+
+    if type(tok.model).__name__ == "Unigram" and type(tok.pre_tokenizer).__name__ == "Metaspace":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), tok.pre_tokenizer]
+        )
+
+
 class TextTokenizer:
     """Encodes inputs for one model. Safe to call from any one thread at a time."""
 
@@ -42,6 +59,7 @@ class TextTokenizer:
         self.max_length = max_length
         self.vocab_size = vocab_size
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        _drop_extra_whitespace(self._tok)
         self._tok.no_padding()
         self._tok.no_truncation()
         self._prefix, self._suffix = self._special_tokens()
