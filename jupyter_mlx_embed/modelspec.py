@@ -1,21 +1,24 @@
 """What a model folder says about itself: architecture, pooling, limits (pure: no MLX).
 
-Pooling and the maximum sequence length come from the folder's sentence-transformers files
-(``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``) so that vectors
-match sentence-transformers, and not from a fixed choice per architecture.
+Pooling, the ``Dense`` layers after it and the maximum sequence length come from the folder's
+sentence-transformers files (``modules.json``, ``1_Pooling/config.json``,
+``2_Dense/config.json``, ``sentence_bert_config.json``) so that vectors match
+sentence-transformers, and not from a fixed choice per architecture.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, ModelTypeError
+from .errors import ModelLoadError, ModelTypeError, elide
 
-#: Architectures whose text forward we run and test (module names in ``mlx_embeddings.models``).
-SUPPORTED_MODEL_TYPES = ("bert", "xlm_roberta", "modernbert", "qwen3")
+#: Architectures whose text forward we run and test (module names in ``mlx_embeddings.models``,
+#: or in ``engine/architectures`` for those we implement ourselves).
+SUPPORTED_MODEL_TYPES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "nomic_bert")
 
 #: Pooling modes we implement, named as sentence-transformers' ``pooling_mode_*`` keys.
 POOLING_MODES = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len_tokens")
@@ -28,8 +31,20 @@ _ST_POOLING_KEYS = {
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean",
 }
-# sentence-transformers modules that change nothing we compute: we always L2-normalise.
-_ST_NEUTRAL_MODULES = ("Transformer", "Pooling", "Normalize")
+# sentence-transformers modules we run, in the order they must come: the Transformer, its
+# Pooling, any Dense layers on the pooled vector, then Normalize (we always L2-normalise).
+_ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+
+#: sentence-transformers ``Dense`` activations we apply, by their ``activation_function``
+#: (``torch.nn`` class paths); a config without one gets ``Dense``'s default, Tanh.
+DENSE_ACTIVATIONS = {
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.GELU": "gelu",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.SiLU": "silu",
+}
 _GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 # A tokenizer's "no limit" sentinel is a huge int; anything above this is not a real limit.
 _UNBOUNDED = 1_000_000
@@ -53,6 +68,31 @@ class Quantization:
 
 
 @dataclass(frozen=True)
+class DenseModule:
+    """A sentence-transformers ``Dense`` module (``2_Dense``, ``3_Dense``, ...): it maps the
+    pooled vector ``x`` to ``activation(x @ W.T + b)`` (plus ``x``, or a projection of it, when
+    ``residual``), before normalisation.
+
+    Attributes:
+        path: The module's folder, holding ``config.json`` and ``model.safetensors`` (tensors
+            ``linear.weight``, ``linear.bias`` if ``bias``, ``residual.weight`` for a residual
+            between different sizes).
+        in_features: Length of the vector it takes.
+        out_features: Length of the vector it gives.
+        bias: Whether the linear layer adds a bias.
+        activation: One of the values of :data:`DENSE_ACTIVATIONS`.
+        residual: Whether the input is added to the output (``use_residual``).
+    """
+
+    path: Path
+    in_features: int
+    out_features: int
+    bias: bool = True
+    activation: str = "tanh"
+    residual: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A resolved, validated embedding model folder.
 
@@ -63,13 +103,15 @@ class ModelSpec:
         model_type: The architecture (``config.json`` ``model_type``).
         pooling: One of :data:`POOLING_MODES`.
         max_seq_length: Inputs are truncated to this many tokens (special tokens included).
-        dimension: Length of the output vectors.
+        dimension: Length of the output vectors (the last Dense module's ``out_features``
+            where the model has any, else the hidden size).
         vocab_size: Valid token ids are ``0 <= id < vocab_size``.
         pad_token_id: Id used for padding positions (masked out).
         quantization: The checkpoint's MLX quantization, ``None`` for float weights.
         prompts: Named instruction prefixes (``config_sentence_transformers.json``), e.g.
             ``{"query": "query: ", "document": "passage: "}``.
         default_prompt_name: The prompt used when a request names none, if any.
+        dense: The sentence-transformers Dense modules applied after pooling, in order.
     """
 
     name: str
@@ -84,6 +126,7 @@ class ModelSpec:
     quantization: Quantization | None = None
     prompts: dict[str, str] = field(default_factory=dict, hash=False)
     default_prompt_name: str | None = None
+    dense: tuple[DenseModule, ...] = ()
 
 
 def _read_json(path: Path) -> Any:
@@ -122,10 +165,12 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
     if not (path / "tokenizer.json").is_file():
         raise ModelLoadError(f"Model '{name}' has no tokenizer.json in {path}")
 
-    dimension = config.get("hidden_size") or config.get("d_model")
+    # NomicBERT's own config names the hidden size n_embd.
+    hidden = config.get("hidden_size") or config.get("d_model") or config.get("n_embd")
     vocab_size = config.get("vocab_size")
-    if not isinstance(dimension, int) or not isinstance(vocab_size, int):
+    if not isinstance(hidden, int) or not isinstance(vocab_size, int):
         raise ModelLoadError(f"Model '{name}': config.json lacks hidden_size or vocab_size")
+    dense = _dense_modules(name, model_type, modules, path, hidden)
     pad = config.get("pad_token_id")
     return ModelSpec(
         name=name,
@@ -134,11 +179,12 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         model_type=model_type,
         pooling=_pooling_mode(name, model_type, config, modules, path),
         max_seq_length=_max_seq_length(model_type, config, path),
-        dimension=dimension,
+        dimension=dense[-1].out_features if dense else hidden,
         vocab_size=vocab_size,
         pad_token_id=pad if isinstance(pad, int) and 0 <= pad < vocab_size else 0,
         quantization=_quantization(name, config),
         **_prompts(name, _read_json(path / "config_sentence_transformers.json")),
+        dense=dense,
     )
 
 
@@ -200,16 +246,102 @@ def _check_embedding_model(
             model_type=model_type,
         )
     if modules is not None:
-        if not isinstance(modules, list):
-            raise ModelLoadError(f"Model '{name}': modules.json is not a list")
-        for module in modules:
-            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-            if kind not in _ST_NEUTRAL_MODULES:
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise ModelLoadError(f"Model '{name}': modules.json is not a list of modules")
+        kinds = [_module_kind(m) for m in modules]
+        for kind in kinds:
+            if kind not in _ST_MODULES:
                 raise ModelTypeError(
                     f"Model '{name}' uses the sentence-transformers module '{kind}', which is "
-                    f"not supported (supported: {', '.join(_ST_NEUTRAL_MODULES)})",
+                    f"not supported (supported: {', '.join(_ST_MODULES)})",
                     model_type=model_type,
                 )
+        # Dense layers act on the pooled vector, and a Normalize before one would feed it a
+        # unit vector where we feed the raw one: only this order is what we compute.
+        order = [_ST_MODULES.index(kind) for kind in kinds]
+        if order != sorted(order) or kinds.count("Pooling") > 1 or kinds.count("Normalize") > 1:
+            raise ModelTypeError(
+                f"Model '{name}' runs the sentence-transformers modules in the order "
+                f"{' -> '.join(kinds)}; supported: Transformer -> Pooling -> Dense (any "
+                "number) -> Normalize",
+                model_type=model_type,
+            )
+        if "Dense" in kinds and "Pooling" not in kinds:
+            raise ModelTypeError(
+                f"Model '{name}' has Dense modules but no Pooling module", model_type=model_type
+            )
+
+
+def _module_kind(module: dict[str, Any]) -> str:
+    """``Dense`` for ``sentence_transformers.models.Dense`` (or any other module path)."""
+    return str(module.get("type", "")).rsplit(".", 1)[-1]
+
+
+def _dense_modules(
+    name: str, model_type: str, modules: Any, path: Path, hidden: int
+) -> tuple[DenseModule, ...]:
+    """The Dense modules of ``modules.json`` as sentence-transformers' ``Dense.load`` reads
+    them (its constructor's defaults where the config says nothing), checked to chain from
+    the pooled vector (``hidden`` values) and to have safetensors weights."""
+    found: list[DenseModule] = []
+    for module in modules if isinstance(modules, list) else []:
+        if _module_kind(module) != "Dense":
+            continue
+        sub = str(module.get("path") or "")
+        where = f"Model '{name}': Dense module '{sub}'"
+        if os.path.normpath(sub).startswith(("..", "/", ".")):  # "" normalises to "."
+            raise ModelLoadError(f"{where} is not a folder inside the model folder")
+        folder = path / sub
+        config = _read_json(folder / "config.json")
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"{where} has no valid config.json in {folder}")
+        dense = _dense_module(where, model_type, folder, config)
+        expected = found[-1].out_features if found else hidden
+        if dense.in_features != expected:
+            raise ModelLoadError(
+                f"{where} takes vectors of {dense.in_features} values but gets {expected}"
+            )
+        if not (folder / "model.safetensors").is_file():
+            bin_only = (folder / "pytorch_model.bin").is_file()
+            raise ModelLoadError(
+                f"{where} has only pytorch_model.bin weights, which are not read (pickle); "
+                "save them as model.safetensors"
+                if bin_only
+                else f"{where} has no model.safetensors weights in {folder}"
+            )
+        found.append(dense)
+    return tuple(found)
+
+
+def _dense_module(where: str, model_type: str, folder: Path, config: dict[str, Any]) -> DenseModule:
+    given = (config.get("in_features"), config.get("out_features"))
+    sizes = [n for n in given if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    if len(sizes) != 2:
+        raise ModelLoadError(f"{where}: config.json needs positive in_features and out_features")
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if not isinstance(activation, str) or activation not in DENSE_ACTIVATIONS:
+        supported = ", ".join(path.rsplit(".", 1)[-1] for path in DENSE_ACTIVATIONS)
+        raise ModelTypeError(
+            f"{where} uses the activation {elide(activation)}, which is not supported "
+            f"(supported: {supported})",
+            model_type=model_type,
+        )
+    source = config.get("module_input_name", "sentence_embedding")
+    target = config.get("module_output_name") or source
+    if (source, target) != ("sentence_embedding", "sentence_embedding"):
+        raise ModelTypeError(
+            f"{where} maps '{source}' to '{target}'; supported: Dense layers on the pooled "
+            "sentence_embedding",
+            model_type=model_type,
+        )
+    return DenseModule(
+        path=folder,
+        in_features=sizes[0],
+        out_features=sizes[1],
+        bias=bool(config.get("bias", True)),
+        activation=DENSE_ACTIVATIONS[activation],
+        residual=bool(config.get("use_residual", False)),
+    )
 
 
 def _pooling_mode(

@@ -1,7 +1,8 @@
 """Tiny random models of each architecture pool exactly as their sentence-transformers config says.
 
-The reference pools each text's own (unpadded) last hidden state in numpy, so this also checks
-that padding inside a batch does not leak into the pooled vectors.
+The reference pools each text's own (unpadded) last hidden state in numpy (and applies the
+model's Dense modules to it), so this also checks that padding inside a batch does not leak
+into the pooled vectors.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from jupyter_mlx_embed import Worker
+from jupyter_mlx_embed.modelspec import ModelSpec
 
-from .tiny_models import TINY_MODELS
+from .tiny_models import TINY_DENSE, TINY_MODELS
 
 TEXTS = [
     "the cat sat on the mat",
@@ -32,13 +34,25 @@ def _token_states(engine, loaded, row: list[int]) -> np.ndarray:
     return np.array(hidden[0], dtype=np.float32, copy=True)
 
 
-def _numpy_pool(hidden: np.ndarray, mode: str) -> np.ndarray:
+def _numpy_pool(hidden: np.ndarray, mode: str, *, normalise: bool = True) -> np.ndarray:
     pooled = {
         "cls": lambda h: h[0],
         "mean": lambda h: h.mean(axis=0),
         "max": lambda h: h.max(axis=0),
         "lasttoken": lambda h: h[-1],
     }[mode](hidden)
+    return pooled / np.linalg.norm(pooled) if normalise else pooled
+
+
+def _numpy_dense(spec: ModelSpec, pooled: np.ndarray) -> np.ndarray:
+    """The model's Dense modules on a pooled (not yet normalised) vector, then normalised."""
+    from safetensors.numpy import load_file
+
+    activations = {"identity": lambda x: x, "tanh": np.tanh}
+    for dense in spec.dense:
+        weights = load_file(str(dense.path / "model.safetensors"))
+        pooled = weights["linear.weight"] @ pooled + weights.get("linear.bias", 0.0)
+        pooled = activations[dense.activation](pooled)
     return pooled / np.linalg.norm(pooled)
 
 
@@ -48,12 +62,15 @@ def test_pooling_matches_numpy_reference(
 ) -> None:
     spec = worker.registry.resolve(name)
     assert (spec.model_type, spec.pooling) == (model_type, pooling)
+    assert len(spec.dense) == len(TINY_DENSE.get(name, []))
     result = worker.submit(TEXTS, model=name).result()
+    assert result.vectors.shape == (len(TEXTS), spec.dimension)
 
     def reference(engine, text: str) -> np.ndarray:
         loaded = engine.load(spec)
         row = loaded.tokenizer.encode_texts([text])[0]
-        return _numpy_pool(_token_states(engine, loaded, row), pooling)
+        hidden = _token_states(engine, loaded, row)
+        return _numpy_dense(spec, _numpy_pool(hidden, pooling, normalise=False))
 
     for text, vector in zip(TEXTS, result.vectors, strict=True):
         expected = worker.call(lambda engine, t=text: reference(engine, t)).result()

@@ -149,6 +149,61 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+#: A packed batch part's forward pass: (token ids (tokens,), positions in their sequences
+#: (numpy, tokens), offsets (sequences + 1,), threads) -> hidden states (tokens, dim).
+PackedForward = Callable[[mx.array, np.ndarray, mx.array, int], mx.array]
+
+
+def run_packed(
+    streams: list[Any],
+    threads: int,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    forward: PackedForward,
+    pool: Callable[[mx.array, mx.array], mx.array],
+) -> mx.array:
+    """Pooled vectors (rows x dim) of right-padded ``ids``/``mask`` through a native forward.
+
+    Rows keep their order and are cut into parts of about equal work (fewer for small
+    batches: :func:`~.partition.packed_parts`), each part packed (its tokens only, no
+    padding) and run on its own stream; the hidden states are gathered back into (rows,
+    longest, dim) for pooling. ``threads`` is what a batch uses in all: a part gets its share.
+
+    Args:
+        streams: CPU streams, one per part at most.
+        threads: Threads in all (the parts' streams and their helpers).
+        ids: Token ids (rows x longest), right-padded.
+        mask: 1 for real tokens, 0 for padding (same shape).
+        forward: The part's forward pass (see :data:`PackedForward`).
+        pool: Pools (rows, longest, dim) hidden states under a (rows, longest) mask.
+
+    Returns:
+        The pooled vectors, rows in the order given.
+    """
+    lengths = mask.sum(axis=1).astype(np.int64)
+    bounds = packed_bounds(lengths, packed_parts(int(lengths.sum()), len(streams)))
+    # Fewer parts than streams (one text, say): each part's steps use the spare threads.
+    part_threads = max(1, threads // (len(bounds) - 1))
+    outputs = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        part = lengths[lo:hi]
+        width = int(part.max())
+        valid = np.arange(width)[None, :] < part[:, None]
+        offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int32)
+        positions = np.broadcast_to(np.arange(width, dtype=np.int32), valid.shape)
+        gather = np.where(valid, offsets[:-1, None] + positions, 0).astype(np.int32)
+        with mx.stream(streams[i]):
+            hidden = forward(
+                mx.array(ids[lo:hi, :width][valid].astype(np.int32)),
+                positions[valid],
+                mx.array(offsets),
+                part_threads,
+            )
+            outputs.append(pool(hidden[mx.array(gather)], mx.array(valid, dtype=mx.float32)))
+    mx.eval(*outputs)
+    return outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+
+
 class _Layer(NamedTuple):
     """One encoder layer's weights, rearranged for :class:`FastEncoder`.
 
@@ -318,33 +373,15 @@ class FastEncoder:
     def _native_call(
         self, mask: np.ndarray, ids: np.ndarray, pool: Callable[[mx.array, mx.array], mx.array]
     ) -> mx.array:
-        """:meth:`__call__` on the native kernels: rows in their order, cut into parts of about
-        equal work (fewer for small batches: :func:`~.partition.packed_parts`), each part
-        packed (its tokens only, no padding) and run on its own stream; the hidden states are
-        gathered back into (rows, longest, dim) for pooling."""
-        lengths = mask.sum(axis=1).astype(np.int64)
-        bounds = packed_bounds(lengths, packed_parts(int(lengths.sum()), len(self._streams)))
-        # Fewer parts than streams (one text, say): each part's steps use the spare threads.
-        threads = max(1, self._threads // (len(bounds) - 1))
+        """:meth:`__call__` on the native kernels (:func:`run_packed`)."""
         first_position = self._pad + 1 if self._xlmr else 0  # RoBERTa skips padding_idx
-        outputs = []
-        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-            part = lengths[lo:hi]
-            width = int(part.max())
-            valid = np.arange(width)[None, :] < part[:, None]
-            offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int32)
-            positions = np.broadcast_to(np.arange(width, dtype=np.int32), valid.shape)
-            gather = np.where(valid, offsets[:-1, None] + positions, 0).astype(np.int32)
-            with mx.stream(self._streams[i]):
-                hidden = self._native_forward(
-                    mx.array(ids[lo:hi, :width][valid].astype(np.int32)),
-                    mx.array(positions[valid] + first_position),
-                    mx.array(offsets),
-                    threads,
-                )
-                outputs.append(pool(hidden[mx.array(gather)], mx.array(valid, dtype=mx.float32)))
-        mx.eval(*outputs)
-        return outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+
+        def forward(
+            ids: mx.array, positions: np.ndarray, offsets: mx.array, threads: int
+        ) -> mx.array:
+            return self._native_forward(ids, mx.array(positions + first_position), offsets, threads)
+
+        return run_packed(self._streams, self._threads, ids, mask, forward, pool)
 
     def _forward(self, i: int, ids: mx.array, mask: mx.array) -> mx.array:
         h, key_mask = self._embed[i](ids, mask)

@@ -25,6 +25,7 @@ from ..errors import EmbedError, ModelLoadError
 from ..modelspec import ModelSpec
 from . import blas, blas_probe, native
 from ._build import build_folder
+from .architectures import OWN_MODEL_TYPES
 from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Engine:
             raise ImportError(f"{_NO_BACKEND} ({exc})") from exc
 
         self._mx = mx
-        self.blas = blas_probe.detect_bound_blas(preloaded)
+        self.blas = blas_probe.detect_bound_blas(preloaded, keep_in=builds)
         #: OpenBLAS's kernels ("SkylakeX", "Haswell"...), when the BLAS is an OpenBLAS.
         self.blas_core = blas.openblas_core()
         self.device = str(mx.default_device())
@@ -152,7 +153,7 @@ class Engine:
             raise
         except Exception as exc:
             raise ModelLoadError(f"Loading model '{spec.name}' failed: {exc}") from exc
-        fast = None
+        fast: Any = None  # a FastEncoder or a native_models.PreNormEncoder
         if self._cpu and self._config.cpu_fast_path:
             from .cpu_kernels import FAST_MODEL_TYPES, FastEncoder
 
@@ -167,6 +168,13 @@ class Engine:
                 fast = FastEncoder(
                     model, spec.model_type, self._config.cpu_streams, kernels=self._kernels
                 )
+            elif self._kernels is not None:
+                from .native_models import NATIVE_MODEL_TYPES, prenorm_encoder
+
+                if spec.model_type in NATIVE_MODEL_TYPES:  # None: a feature it lacks (logged)
+                    fast = prenorm_encoder(
+                        model, spec.model_type, self._kernels, self._config.cpu_streams
+                    )
         return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -175,12 +183,16 @@ class Engine:
         mx = self._mx
         ids, mask = _pad(rows, loaded.spec.pad_token_id)
         mode = loaded.spec.pooling
+        # sentence-transformers' Dense modules act on the pooled vector, before normalisation.
+        dense = loaded.model[_DENSE] if loaded.spec.dense else (lambda pooled: pooled)
         if loaded.fast is not None:
             # Normalised on each part's own stream: no hand-over to another stream's thread.
-            vectors = loaded.fast(ids, mask, lambda h, m: _normalize(mx, _pool(mx, mode, h, m)))
+            vectors = loaded.fast(
+                ids, mask, lambda h, m: _normalize(mx, dense(_pool(mx, mode, h, m)))
+            )
         else:
             hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
-            vectors = _normalize(mx, _pool(mx, mode, hidden, mx.array(mask)))
+            vectors = _normalize(mx, dense(_pool(mx, mode, hidden, mx.array(mask))))
         mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 
@@ -193,6 +205,8 @@ class Engine:
         if kind == "modernbert":
             out = model.model(ids, attention_mask=mask, return_dict=True)
             return out["last_hidden_state"]
+        if kind in OWN_MODEL_TYPES:  # engine/architectures: the last hidden state itself
+            return model(ids, attention_mask=mask)
         raise ModelLoadError(f"No forward pass for model_type '{kind}'")
 
 
@@ -224,18 +238,23 @@ def _keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512
 
 
 _MODELS_ALIAS = "jupyter_mlx_embed._mlx_embeddings_models"
+#: The child of a loaded model holding its sentence-transformers Dense modules.
+_DENSE = "st_dense"
 
 
 def _architecture(model_type: str) -> Any:
     """The ``mlx_embeddings.models.<model_type>`` module, imported without the package's
     ``__init__``: that imports ``mlx_vlm`` and ``transformers`` (and torch when installed),
     seconds of start-up and hundreds of MiB for nothing we use. The architecture files are
-    loaded from mlx-embeddings' own folder under a private package name."""
+    loaded from mlx-embeddings' own folder under a private package name. Architectures of
+    our own (:data:`OWN_MODEL_TYPES`) come from ``engine/architectures``."""
     import importlib
     import importlib.machinery
     import importlib.util
     import sys
 
+    if model_type in OWN_MODEL_TYPES:
+        return importlib.import_module(f"{__package__}.architectures.{model_type}")
     if _MODELS_ALIAS not in sys.modules:
         found = importlib.util.find_spec("mlx_embeddings")
         if found is None or not found.submodule_search_locations:
@@ -286,6 +305,10 @@ def _build_model(mx: Any, spec: ModelSpec) -> Any:
             class_predicate=stored_quantized,
         )
     model.load_weights(list(weights.items()))
+    if spec.dense:  # a child of the model: cast, evaluated and evicted with it
+        from .architectures.dense import load_dense
+
+        model[_DENSE] = load_dense(spec.dense, spec.name)
     mx.eval(model.parameters())
     model.eval()
     return model
