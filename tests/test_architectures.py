@@ -101,3 +101,18 @@ def test_truncates_to_sentence_transformers_max_seq_length(worker: Worker) -> No
     long_text = " ".join(["tree leaf wind rain"] * 20)
     result = worker.submit([long_text], model="tiny-bert-cls").result()
     assert result.token_counts == (24,)
+
+
+def test_modernbert_mlp_uses_the_gelu_its_config_names(worker: Worker) -> None:
+    """transformers' ``gelu`` is the exact erf GELU; mlx-embeddings builds the tanh one."""
+    spec = worker.registry.resolve("tiny-modernbert-cls")
+
+    def activation_of_first_layer(engine) -> tuple[float, float]:
+        import mlx.core as mx  # on the worker thread, after its BLAS preload
+
+        act = engine.load(spec).model.model.layers[0].mlp.act
+        x = mx.array([1.5])
+        return float(act(x)[0]), float((x * (1 + mx.erf(x / 2**0.5)) / 2)[0])
+
+    got, exact_erf = worker.call(activation_of_first_layer).result()
+    assert got == pytest.approx(exact_erf, abs=1e-7)

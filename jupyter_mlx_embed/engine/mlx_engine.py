@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import EngineConfig
-from ..errors import EmbedError, ModelLoadError
+from ..errors import EmbedError, ModelLoadError, ModelTypeError
 from ..modelspec import ModelSpec
 from . import blas, blas_probe, native
 from ._build import build_folder
@@ -266,6 +266,21 @@ def _architecture(model_type: str) -> Any:
     return importlib.import_module(f"{_MODELS_ALIAS}.{model_type}")
 
 
+def _modernbert_activation(nn: Any, model: Any, config: dict[str, Any]) -> None:
+    """The MLP activation ``config.json`` names, as transformers computes it: mlx-embeddings'
+    ModernBERT always builds the tanh approximation (``nn.GELU(approx="precise")``), while
+    transformers' ``gelu`` (gte-modernbert-base, ModernBERT-base) is the exact erf GELU."""
+    exact = {"gelu": "none", "gelu_pytorch_tanh": "precise", "gelu_new": "precise"}
+    approx = exact.get(str(config.get("hidden_activation", "gelu")))
+    if approx is None:
+        raise ModelTypeError(
+            f"ModernBERT with hidden_activation {config.get('hidden_activation')!r} is not "
+            f"supported (supported: {', '.join(exact)})"
+        )
+    for layer in model.model.layers:
+        layer.mlp.act = nn.GELU(approx=approx)
+
+
 def _build_model(mx: Any, spec: ModelSpec) -> Any:
     """Instantiate the ``mlx_embeddings`` architecture and load its weights.
 
@@ -305,6 +320,8 @@ def _build_model(mx: Any, spec: ModelSpec) -> Any:
             class_predicate=stored_quantized,
         )
     model.load_weights(list(weights.items()))
+    if spec.model_type == "modernbert":
+        _modernbert_activation(nn, model, config)
     if spec.dense:  # a child of the model: cast, evaluated and evicted with it
         from .architectures.dense import load_dense
 
