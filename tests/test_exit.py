@@ -19,6 +19,7 @@ from typing import NamedTuple
 import pytest
 
 from jupyter_mlx_embed.cache import EmbeddingCache
+from jupyter_mlx_embed.engine._build import BUILDS, build_folder
 
 SCRIPT = """
 import signal, sys
@@ -67,6 +68,11 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, lis
     holder = sqlite3.connect(locked / "vectors.sqlite", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # as another process writing the shared cache would
     caches = [locked] * LOCKED + [folder / f"cache-{i}" for i in range(FREE)]
+    # The compiled BLAS shim and native kernels live beside the vector cache: give every
+    # cache folder the ones `make install` built, or each child would compile its own.
+    for cache in set(caches):
+        cache.mkdir(exist_ok=True)
+        (cache / BUILDS).symlink_to(build_folder(), target_is_directory=True)
     env = {**os.environ, "JUPYTER_MLX_EMBED_CACHE": "true"}  # the default (conftest: off)
     children: dict[str, list[subprocess.Popen[str]]] = {}
     for end in ENDS:  # staggered, so that few load the model at the same moment
