@@ -172,6 +172,17 @@ def _serve(side: str, model_path: str, onnx_path: str, conn: Connection) -> None
         conn.send(("error", traceback.format_exc()))
 
 
+def reply(conn: Connection, name: str, timeout_s: float) -> Any:
+    """The next answer of a side's process: its value, or exit naming the side when it failed
+    or did not answer within ``timeout_s`` seconds."""
+    if not conn.poll(timeout_s):
+        raise SystemExit(f"the {name} process did not answer within {timeout_s:g} s")
+    status, value = conn.recv()
+    if status != "ok":
+        raise SystemExit(f"the {name} process failed:\n{value}")
+    return value
+
+
 class Side:
     """Parent's handle on one side's long-lived process."""
 
@@ -185,12 +196,7 @@ class Side:
         self.info = self._reply()
 
     def _reply(self) -> Any:
-        if not self.conn.poll(600):
-            raise SystemExit(f"the {self.name} process did not answer within 600 s")
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise SystemExit(f"the {self.name} process failed:\n{value}")
-        return value
+        return reply(self.conn, self.name, 600)
 
     def ask(self, op: str, payload: Any = None) -> Any:
         time.sleep(PAUSE_S)

@@ -367,12 +367,7 @@ class Side:
         self.info = self._reply()
 
     def _reply(self) -> Any:
-        if not self.conn.poll(1800):
-            raise SystemExit(f"the {self.name} process did not answer within 1800 s")
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise SystemExit(f"the {self.name} process failed:\n{value}")
-        return value
+        return bench_embed.reply(self.conn, self.name, 1800)
 
     def ask(self, op: str, payload: Any = None) -> Any:
         time.sleep(bench_embed.PAUSE_S)

@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import bench_embed
 import corpus
 import numpy as np
 
@@ -131,12 +132,7 @@ class Side:
         self.info = self._reply()
 
     def _reply(self) -> Any:
-        if not self.conn.poll(1800):
-            raise SystemExit(f"the {self.name} process did not answer within 1800 s")
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise SystemExit(f"the {self.name} process failed:\n{value}")
-        return value
+        return bench_embed.reply(self.conn, self.name, 1800)
 
     def embed(self, texts: list[str]) -> tuple[float, float, np.ndarray]:
         """Wall seconds, process CPU seconds and vectors of one pass over ``texts``."""
