@@ -13,20 +13,19 @@ lock held by another process delays writes (they stay queued, within a bound) an
 into a miss; only a broken file (corrupt, unwritable, of a newer schema) logs one warning and
 turns the cache off for this process: the cache can make a request faster, never fail it or
 change its vectors.
+
+The file itself (schema and upgrades, row keys and checksums, permissions, transactions) is
+:mod:`._cachefile`'s; this module is the policy over it: batched lookups, the background
+writer and its bound while another process holds the lock, eviction, remembered identities.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
 import queue
 import sqlite3
-import stat
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,14 +34,28 @@ from typing import Any
 
 import numpy as np
 
+from ._cachefile import (
+    SCHEMA_VERSION,
+    CacheUnavailableError,
+    checked_vector,
+    checksum,
+    connect,
+    is_busy,
+    prepare,
+    private_file,
+    private_folder,
+    row_keys,
+    transaction,
+    used_bytes,
+)
 from .identity import folder_stamp, model_identity
 from .modelspec import ModelSpec
 from .registry import sha256_file
 
+__all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "CacheUnavailableError", "EmbeddingCache"]
+
 log = logging.getLogger(__name__)
 
-#: 2: keys from :func:`model_identity` (whole model folder), a checksum per row.
-SCHEMA_VERSION = 2
 #: Seconds a statement waits for another process's lock before it gives up for this time (a
 #: lookup then misses, a write is tried again later): short, so that neither a request nor
 #: closing at exit ever waits long for another process.
@@ -57,29 +70,6 @@ _MAX_QUEUED_BYTES = 64 * 2**20
 _RETRY_SECONDS = 0.5
 #: Seconds a model's identity is trusted before its files' sizes and times are looked at again.
 _RECHECK_SECONDS = 1.0
-# SQLite result codes of "another connection holds the lock" (extended codes share them).
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-
-# A rowid table: its leaves hold a 1.5 KB vector in place, where a WITHOUT ROWID table would
-# spill each one to an overflow page (more than twice the space).
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS vectors (
-        key BLOB PRIMARY KEY, vector BLOB NOT NULL, tokens INTEGER NOT NULL,
-        used INTEGER NOT NULL, checksum BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS vectors_by_use ON vectors (used)",
-    """CREATE TABLE IF NOT EXISTS weights (
-        path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
-        sha256 TEXT NOT NULL
-    )""",
-)
-
-
-# -- model identity --------------------------------------------------------------------------
-
-
-# -- the cache -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,60 +104,6 @@ class _Identity:
     checked: float
 
 
-class CacheUnavailableError(Exception):
-    """The cache file cannot be used (corrupt, unwritable, another schema, another owner)."""
-
-
-def _checksum(key: bytes, vector: bytes, tokens: int) -> bytes:
-    """The row's checksum. It catches corruption and stray writes; it cannot stop someone who
-    can write the file from forging rows (they could recompute any checksum, keyed or not,
-    whose key this process can read), which is why the file is the user's alone."""
-    digest = hashlib.blake2b(key, digest_size=16)
-    digest.update(tokens.to_bytes(8, "little", signed=True))
-    digest.update(vector)
-    return digest.digest()
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` only says that another connection holds the lock."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if isinstance(code, int):
-        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-
-
-def _private_folder(folder: Path) -> None:
-    """Create the folder for this user alone (0700). An existing folder is left as it is: it
-    may be one the user chose to share; the files in it are made private anyway."""
-    if not folder.is_dir():
-        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-        folder.chmod(0o700)  # mkdir's mode is filtered by the umask
-
-
-def _private_file(path: Path) -> None:
-    """Create the database file (0600), or make an existing one of ours private (the first
-    release left it world-readable). SQLite gives its -wal and -shm files the database's
-    mode; older ones are made private too. A file of another user is refused: its rows would
-    be vectors anyone could have written."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise CacheUnavailableError(f"{path} belongs to another user")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        try:
-            st = side.lstat()
-        except FileNotFoundError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
-            side.chmod(0o600)
-
-
 class EmbeddingCache:
     """Vectors by (model identity, text), in ``directory/vectors.sqlite``.
 
@@ -195,9 +131,9 @@ class EmbeddingCache:
             queue.SimpleQueue()
         )
         try:
-            _private_folder(self.path.parent)
-            _private_file(self.path)
-            self._prepare(self._db())
+            private_folder(self.path.parent)
+            private_file(self.path)
+            prepare(self._db(), self.path)
         except (sqlite3.Error, OSError) as exc:
             raise CacheUnavailableError(f"cannot use {self.path}: {exc}") from exc
         self._writer = threading.Thread(
@@ -206,52 +142,11 @@ class EmbeddingCache:
         self._writer.start()
 
     def _db(self) -> sqlite3.Connection:
-        """This thread's connection (to the existing file: ``mode=rw`` never creates one,
-        which would not be private)."""
+        """This thread's connection (:func:`._cachefile.connect`)."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=rw"
-            db = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            db = self._local.db = connect(self.path, self.busy_timeout)
         return db
-
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        """Create the tables, or bring a file of an older schema up to this one.
-
-        An older file's vectors are dropped, not converted: it is only a cache, its keys come
-        from the older, weaker identity (which let two models share vectors) and its rows
-        have no checksum, so none of them can be trusted; the hashes of weight files stay.
-        A newer schema belongs to a newer release that may be using the file right now:
-        it is left alone and this process runs without a cache.
-        """
-        if self._schema(db) == SCHEMA_VERSION:
-            return
-        with _transaction(db):
-            version = self._schema(db)  # again, under the lock: another process may be first
-            if version is not None and version > SCHEMA_VERSION:
-                raise CacheUnavailableError(
-                    f"{self.path} has schema {version}, from a newer release (this one "
-                    f"uses {SCHEMA_VERSION})"
-                )
-            if version != SCHEMA_VERSION:
-                db.execute("DROP TABLE IF EXISTS vectors")  # its index goes with it
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-                )
-
-    @staticmethod
-    def _schema(db: sqlite3.Connection) -> int | None:
-        """The file's schema version (None: a new file); an unreadable one counts as newer."""
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-            return None
-        row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-        if row is None:
-            return None
-        return int(row[0]) if str(row[0]).isdigit() else SCHEMA_VERSION + 1
 
     def _disable(self, what: str, exc: BaseException) -> None:
         if self.enabled:
@@ -300,7 +195,7 @@ class EmbeddingCache:
                 if row is not None:
                     return str(row[0])
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     self._disable("reading weight hashes", exc)
         sha = sha256_file(file)
         if self.enabled:
@@ -309,16 +204,11 @@ class EmbeddingCache:
                     "INSERT OR REPLACE INTO weights VALUES (?, ?, ?, ?)", (*key, sha)
                 )
             except sqlite3.Error as exc:
-                if not _is_busy(exc):  # locked: remembered another time
+                if not is_busy(exc):  # locked: remembered another time
                     self._disable("storing a weight hash", exc)
         return sha
 
     # -- vectors --------------------------------------------------------------------------
-
-    @staticmethod
-    def _keys(identity: str, texts: Sequence[str]) -> list[bytes]:
-        prefix = identity.encode() + b"\x00"
-        return [hashlib.sha256(prefix + t.encode()).digest()[:16] for t in texts]
 
     def lookup(
         self, identity: str, texts: Sequence[str], dimension: int
@@ -328,7 +218,7 @@ class EmbeddingCache:
         holds a lock that reading waits for."""
         if not self.enabled or not texts:
             return {}
-        keys = self._keys(identity, texts)
+        keys = row_keys(identity, texts)
         position = {key: i for i, key in enumerate(keys)}
         found: dict[int, tuple[np.ndarray, int]] = {}
         bad: list[tuple[bytes, Any, Any, Any]] = []
@@ -341,14 +231,14 @@ class EmbeddingCache:
                     f"SELECT key, vector, tokens, checksum FROM vectors WHERE key IN ({marks})",
                     part,
                 ).fetchall()
-                for key, blob, tokens, checksum in rows:
-                    vector = _checked(key, blob, tokens, checksum, dimension)
+                for key, blob, tokens, stored in rows:
+                    vector = checked_vector(key, blob, tokens, stored, dimension)
                     if vector is None:
-                        bad.append((key, blob, tokens, checksum))
+                        bad.append((key, blob, tokens, stored))
                     else:
                         found[position[key]] = (vector, tokens)
         except sqlite3.Error as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 self._disable("a lookup", exc)
             return {}
         if bad:
@@ -413,7 +303,7 @@ class EmbeddingCache:
                 try:
                     self._write(item)
                 except sqlite3.Error as exc:
-                    if _is_busy(exc):
+                    if is_busy(exc):
                         return False
                     self._disable("a write", exc)
             elif isinstance(item, threading.Event):
@@ -424,7 +314,7 @@ class EmbeddingCache:
     def _write(self, item: _Write | _Drop) -> None:
         db = self._db()
         if isinstance(item, _Drop):  # only the row as read: a good one written since stays
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     "DELETE FROM vectors WHERE key = ? AND vector IS ? AND tokens IS ? "
                     "AND checksum IS ?",
@@ -432,9 +322,9 @@ class EmbeddingCache:
                 )
             return
         now = time.time_ns()
-        keys = self._keys(item.identity, item.texts)
+        keys = row_keys(item.identity, item.texts)
         if item.vectors is None:  # hits: only mark them as used
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     "UPDATE vectors SET used = ? WHERE key = ?", [(now, k) for k in keys]
                 )
@@ -442,8 +332,8 @@ class EmbeddingCache:
         rows = []
         for key, vector, tokens in zip(keys, item.vectors, item.tokens, strict=True):
             blob, n = vector.tobytes(), int(tokens)
-            rows.append((key, blob, n, now, _checksum(key, blob, n)))
-        with _transaction(db):
+            rows.append((key, blob, n, now, checksum(key, blob, n)))
+        with transaction(db):
             db.executemany(
                 "INSERT OR REPLACE INTO vectors (key, vector, tokens, used, checksum) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -451,23 +341,16 @@ class EmbeddingCache:
             )
         self._evict(db)
 
-    def _used_bytes(self, db: sqlite3.Connection) -> int:
-        pages, free, size = (
-            db.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("page_count", "freelist_count", "page_size")
-        )
-        return int((pages - free) * size)
-
     def _evict(self, db: sqlite3.Connection) -> None:
         """Drop the least recently used rows until the file is back under its limit (with
         some room, so that eviction does not run on every write)."""
-        used = self._used_bytes(db)
+        used = used_bytes(db)
         if used <= self.limit_bytes:
             return
         count = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
         target = self.limit_bytes * (1 - _EVICT_FRACTION)
         drop = min(count, max(1, int(count * (used - target) / used) + 1))
-        with _transaction(db):
+        with transaction(db):
             db.execute(
                 "DELETE FROM vectors WHERE key IN (SELECT key FROM vectors ORDER BY used LIMIT ?)",
                 (drop,),
@@ -503,32 +386,3 @@ def _bound(pending: deque[_Write | _Drop | threading.Event]) -> None:
     pending.clear()
     pending.extend(kept)
     log.debug("embedding cache: the database stays locked; %d queued writes dropped", dropped)
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken up front, so a locked
-    database fails here, before anything is written; an error rolls back."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _checked(
-    key: bytes, blob: Any, tokens: Any, checksum: Any, dimension: int
-) -> np.ndarray | None:
-    """The row's vector when the row is intact and fits the model, else None."""
-    if (
-        not isinstance(blob, bytes)
-        or len(blob) != 4 * dimension
-        or not isinstance(tokens, int)
-        or checksum != _checksum(key, blob, tokens)
-    ):
-        return None
-    vector = np.frombuffer(blob, dtype="<f4")
-    return vector if np.isfinite(vector).all() else None

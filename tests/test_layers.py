@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.native": (3, "core"),  # builds and loads the C++ kernels
     "registry": (2, "core"),
     "identity": (3, "core"),  # a model folder's identity (the cache's key, job manifests)
+    "_cachefile": (0, "core"),  # the cache's SQLite file: schema, keys, checksums, locks
     "cache": (4, "core"),
     "engine.cpu_kernels": (2, "core"),
     "engine.native_models": (3, "core"),  # the pre-norm models on the native kernels
@@ -55,9 +56,10 @@ LAYERS: dict[str, tuple[int, str]] = {
     # Batch jobs (batch/): ray and pyarrow imported lazily.
     "batch": (0, "core"),  # batch/__init__: a docstring only
     "batch.readers": (1, "core"),  # Parquet, JSONL, CSV read into Arrow tables
+    "batch.parts": (1, "core"),  # a file job's part files and manifest (resuming)
     "batch.tables": (7, "core"),  # one Arrow table embedded on one worker
     "batch.raydata": (8, "core"),  # Ray Data actors, embed_dataset
-    "batch.filejob": (9, "core"),  # resumable file jobs: parts, manifest, embed_file
+    "batch.filejob": (9, "core"),  # resumable file jobs: input, drivers, embed_file
     "distributed": (10, "core"),  # the public import path: re-exports batch/
     # HTTP: Tornado routes, then the two servers that mount them.
     "routes": (9, "http"),

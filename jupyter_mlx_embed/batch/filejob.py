@@ -2,6 +2,10 @@
 CSV file into Parquet, on this process's worker or on Ray, in numbered parts beside the output
 with a manifest of the job, so that an interrupted job resumes where it stopped.
 
+This module reads the input, checks it and drives the parts still to embed (locally or on
+Ray); the part files and the manifest that decides what may be resumed are
+:mod:`.parts`'s.
+
 ``ray``, ``pyarrow`` and ``tqdm`` are imported when a job runs.
 """
 
@@ -9,10 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -21,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import CacheUnavailableError, EmbeddingCache
 from ..config import EngineConfig
-from ..errors import EmbedError, InvalidRequestError
-from ..fileio import atomic_path
+from ..errors import EmbedError
 from ..identity import model_identity
 from ..modelspec import ModelSpec
 from ..registry import ModelRegistry
 from ..validation import check_dimensions, check_prompt, text_problem
 from ..worker import Worker, current_worker
+from .parts import PartFiles
 from .raydata import embed_dataset, original_error
 from .readers import detect_format, read_table
 from .tables import (
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 
 #: Rows per part file of :func:`embed_file` (what an interrupted job loses at most).
 DEFAULT_PART_ROWS = 10_000
-_MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,112 +102,6 @@ def _restore_rows(
     return part.set_column(
         part.schema.get_field_index(error), error, pa.array(reasons, pa.string())
     )
-
-
-class _Parts:
-    """The numbered part files of one job, next to its output, and their manifest."""
-
-    def __init__(self, output: Path, manifest: dict[str, Any], rows: int, part_rows: int):
-        self.folder = output.with_name(output.name + ".parts")
-        self.manifest = manifest
-        self.part_rows = part_rows
-        self.bounds = [(s, min(s + part_rows, rows)) for s in range(0, rows, part_rows)]
-
-    def path(self, index: int) -> Path:
-        return self.folder / f"part-{index:06d}.parquet"
-
-    def size(self, index: int) -> int:
-        start, stop = self.bounds[index]
-        return stop - start
-
-    def index_of(self, row: int) -> int:
-        return row // self.part_rows
-
-    def open(self) -> list[int]:
-        """Indices of the finished parts (after clearing those of another job).
-
-        Raises:
-            InvalidRequestError: The parts were made by the same arguments with another model.
-        """
-        saved = self.folder / _MANIFEST
-        if self.folder.is_dir():
-            try:
-                old = json.loads(saved.read_text())
-            except (OSError, ValueError):
-                old = None
-            if _job_of(old) != _job_of(self.manifest):
-                log.warning("%s holds parts of another job; starting over", self.folder)
-                shutil.rmtree(self.folder)
-            elif old["model_identity"] != self.manifest["model_identity"]:
-                self._refuse_another_model(old)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Temporaries of writes cut short (a killed process): atomic_path's ``.NAME.*.tmp.EXT``,
-        # and ``NAME.tmp`` of versions before it.
-        for pattern in (".*.tmp.*", "*.tmp"):
-            for stale in self.folder.glob(pattern):
-                stale.unlink()
-        with atomic_path(saved) as tmp:
-            tmp.write_text(json.dumps(self.manifest, indent=1))
-        return [i for i in range(len(self.bounds)) if self.path(i).exists()]
-
-    def _refuse_another_model(self, old: dict[str, Any]) -> None:
-        """Stop a rerun whose arguments are the same but whose model is not. Changed arguments
-        start over: the user asked for another job. The same arguments resolving another
-        model mean that the environment changed (the default model or model roots) or the
-        model's files did: resuming would mix two models' vectors in one output, and
-        starting over would silently throw the finished parts away. So nothing is done and
-        the message says how to do either. A folder without finished parts just starts over.
-        """
-        finished = len(list(self.folder.glob("part-*.parquet")))
-        if not finished:
-            shutil.rmtree(self.folder)
-            return
-        then, now = old["resolved_model"], self.manifest["resolved_model"]
-        then = then if isinstance(then, dict) else {}
-        raise InvalidRequestError(
-            f"{self.folder} holds {finished} finished parts made with another model: "
-            f"{then.get('name')!r} ({then.get('path')}) then, {now['name']!r} "
-            f"({now['path']}) now, from the same arguments (the default model or the model "
-            "roots in the environment changed, or the model's files did). Resuming would mix "
-            "two models' vectors. To resume, run with the settings of the first run; to "
-            f"start over with this model, delete {self.folder}",
-            param="model",
-            code="parts_of_another_model",
-        )
-
-    def write(self, index: int, table: pa.Table) -> None:
-        import pyarrow.parquet
-
-        with atomic_path(self.path(index)) as tmp:
-            pyarrow.parquet.write_table(table, tmp)
-
-    def combine(self, output: Path) -> None:
-        """Concatenate the parts into ``output`` (atomically), then remove them."""
-        import pyarrow.parquet
-
-        with atomic_path(output) as tmp:
-            writer = None
-            try:
-                for i in range(len(self.bounds)):
-                    part = pyarrow.parquet.read_table(self.path(i))
-                    if writer is None:
-                        writer = pyarrow.parquet.ParquetWriter(tmp, part.schema)
-                    writer.write_table(part)
-            finally:
-                if writer is not None:
-                    writer.close()
-        shutil.rmtree(self.folder)
-
-
-#: Manifest fields that say which model the job resolved (compared apart from the others).
-_MODEL_FIELDS = ("model_identity", "resolved_model")
-
-
-def _job_of(manifest: Any) -> Any:
-    """A manifest without its resolved model: the job's arguments and input."""
-    if not isinstance(manifest, dict) or not all(k in manifest for k in _MODEL_FIELDS):
-        return manifest
-    return {k: v for k, v in manifest.items() if k not in _MODEL_FIELDS}
 
 
 def _job_model(
@@ -337,7 +232,7 @@ def embed_file(
         "model_identity": identity,
         "resolved_model": {"name": spec.name, "path": str(spec.path)},
     }
-    parts = _Parts(target, manifest, table.num_rows, part_rows)
+    parts = PartFiles(target, manifest, table.num_rows, part_rows)
     done = parts.open()
     pending = [i for i in range(len(parts.bounds)) if i not in set(done)]
     if done:
@@ -406,7 +301,7 @@ class _PendingParts:
     """
 
     table: pa.Table
-    parts: _Parts
+    parts: PartFiles
     pending: list[int]
     options: ColumnOptions
     overrides: dict[str, Any]
@@ -501,7 +396,7 @@ def _embed_parts_on_ray(
 
 
 def _cut_parts(
-    ds: ray.data.Dataset, parts: _Parts, pending: list[int]
+    ds: ray.data.Dataset, parts: PartFiles, pending: list[int]
 ) -> Iterator[tuple[int, pa.Table]]:
     """The rows of ``ds`` (in order) regrouped into the pending parts."""
     import pyarrow as pa
