@@ -1,6 +1,6 @@
 """Hatchling build hook: a wheel built on Linux x86-64 carries the native CPU kernels prebuilt.
 
-The kernels (``jupyter_mlx_embed/engine/native*.cpp``) are compiled by the engine's own build
+The kernels (``jupyter_mlx_embed/engine/csrc/``) are compiled by the engine's own build
 (:func:`jupyter_mlx_embed.engine.native.build_prebuilt`) with the build environment's mlx,
 nanobind, CMake and C++ compiler, into the wheel's ``jupyter_mlx_embed/engine/prebuilt/``
 together with the key the engine checks before using them; the wheel is then tagged for this

@@ -433,6 +433,29 @@ def test_a_new_build_keeps_other_environments_builds_in_use(
     assert built.parent.stat().st_mtime > month_ago + 24 * 3600
 
 
+def test_every_file_in_csrc_feeds_the_build_keys() -> None:
+    """A source or header missing from the list would change a build without changing its
+    keys: a stale cached or prebuilt module would then be used."""
+    csrc = Path(native.__file__).with_name("csrc")
+    assert sorted(p.name for p in csrc.iterdir() if p.is_file()) == sorted(native._SOURCES)
+
+
+def test_a_changed_header_changes_both_build_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    csrc = tmp_path / "csrc"
+    csrc.mkdir()
+    for name in native._SOURCES:
+        (csrc / name).write_bytes((native._csrc() / name).read_bytes())
+    monkeypatch.setattr(native, "_csrc", lambda: csrc)
+    tools = native._Toolchain("cmake", ["c++"], "c++ 1", tmp_path, str(tmp_path), "2.0")
+    before = native._prebuilt_key()["sources"], native._target(tmp_path, tools)
+    with (csrc / "spec.h").open("a", encoding="utf-8") as header:
+        header.write("// changed\n")
+    after = native._prebuilt_key()["sources"], native._target(tmp_path, tools)
+    assert before[0] != after[0] and before[1] != after[1]
+
+
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("parts", [1, 2, 4, 7])
 def test_packed_parts_keep_order_and_even_out_work(seed: int, parts: int) -> None:

@@ -285,7 +285,7 @@ def test_bad_arguments_are_named(worker: Worker) -> None:
             lambda: k.attention(mx.zeros((4, 36)), mx.array([0, 4]), 4, kv_heads=2),
             lambda: k.attention(mx.zeros((4, 30)), mx.array([0, 4]), 2, rope_theta=1e4),
             lambda: k.linear(x, glu, 5, glu="relu"),
-            lambda: k.linear(x, glu, 9, glu="silu"),
+            lambda: k.linear(x, glu, 33, glu="silu"),
             lambda: k.linear(x, glu, 5, mx.zeros((5,)), glu="silu"),
             lambda: k.pack_glu(mx.zeros((5, 8)), mx.zeros((6, 8))),
             lambda: k.transformer(x, offsets, [None] * 4, [None] * 18, **settings),
@@ -554,13 +554,14 @@ def test_avx2_kernels_give_the_same_vectors(worker: Worker, model_root: Path) ->
 # The AVX-512 copy's code, on any AVX2 machine
 # ------------------------------------------------------------------------------------------
 
-#: A C++ harness for native_simd.cpp's entry points: products (plain, GELU, GLU with each
-#: activation, added to a residual, biases; shapes past a tile, a depth block and a row block,
-#: panels split as threads split them), attention (grouped key/value heads, windows, causal,
-#: q/k norms, rotary embeddings, tail rows) and norms, each against a double-precision
-#: reference. Its declarations must match native_simd.cpp's (a mismatch fails to link).
+#: A C++ harness for the vectorised kernels' entry points (csrc/simd_*.cpp): products (plain,
+#: GELU, GLU with each activation, added to a residual, biases; shapes past a tile, a depth
+#: block and a row block, panels split as threads split them), attention (grouped key/value
+#: heads, windows, causal, q/k norms, rotary embeddings, tail rows) and norms, each against a
+#: double-precision reference. It takes AttentionSpec and the entry points' declarations from
+#: csrc/spec.h, as the module does.
 SIMD_HARNESS = r"""
-// Runs the 8- and 16-float builds of native_simd.cpp against double-precision references and
+// Runs the 8- and 16-float builds of csrc/simd_*.cpp against double-precision references and
 // prints, per width, the worst product (relative), attention and norm (absolute) errors.
 #include <algorithm>
 #include <cmath>
@@ -569,28 +570,7 @@ SIMD_HARNESS = r"""
 #include <random>
 #include <vector>
 
-namespace jme_native {
-struct AttentionSpec {  // as in native_simd.cpp
-  int64_t heads, kv_heads, width, left, right;
-  const float *query_bias, *q_norm, *k_norm;
-  float norm_eps;
-  const float* rope;
-};
-#define DECLARE(isa)                                                                          \
-  namespace isa {                                                                             \
-  void norm_rows(const float*, const float*, const float*, float*, int64_t, int64_t, float,   \
-                 int);                                                                        \
-  int64_t attention_scratch(int64_t, int64_t);                                                \
-  void attention(const AttentionSpec*, const float*, const int32_t*, float*, float*, int64_t, \
-                 int64_t);                                                                    \
-  int64_t panel_width();                                                                      \
-  int64_t product_scratch();                                                                  \
-  void packed_product(const float*, const float*, const float*, int, float*, int64_t,         \
-                      int64_t, int64_t, int64_t, int64_t, float*);                            \
-  }
-DECLARE(avx2)
-DECLARE(avx512)
-}  // namespace jme_native
+#include "spec.h"
 
 using namespace jme_native;
 using Floats = std::vector<float>;
@@ -802,23 +782,25 @@ int main() {
 
 
 def test_sixteen_wide_kernels_match_references_lowered_to_avx2(tmp_path: Path) -> None:
-    """The AVX-512 copy of native_simd.cpp (16-float vectors, 32-column panels, 12-row tiles
-    and query blocks, 128-row depth blocks) compiled with AVX2 flags only, so that GCC lowers
-    each vector to two ymm operations: the same code paths run on CPUs without AVX-512."""
+    """The AVX-512 copy of the vectorised kernels (16-float vectors, 32-column panels, 12-row
+    tiles and query blocks, 128-row depth blocks) compiled with AVX2 flags only, so that GCC
+    lowers each vector to two ymm operations: the same code paths run on CPUs without AVX-512."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("needs g++")
-    simd = Path(native.__file__).with_name("native_simd.cpp")
-    flags = ["-std=c++20", "-O2", "-mavx2", "-mfma", "-fno-math-errno", "-fno-trapping-math"]
+    csrc = Path(native.__file__).with_name("csrc")
+    flags = ["-std=c++20", "-O2", "-mavx2", "-mfma", "-fno-math-errno", "-fno-trapping-math",
+             f"-I{csrc}"]  # fmt: skip
     objects = []
     for isa, width in (("avx2", 8), ("avx512", 16)):
-        obj = tmp_path / f"simd{width}.o"
-        subprocess.run(
-            [cxx, *flags, "-Wno-psabi", f"-DJME_ISA={isa}", f"-DJME_WIDTH={width}", "-c",
-             "-o", str(obj), str(simd)],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
-        objects.append(str(obj))
+        for simd in sorted(csrc.glob("simd_*.cpp")):
+            obj = tmp_path / f"{simd.stem}{width}.o"
+            subprocess.run(
+                [cxx, *flags, "-Wno-psabi", f"-DJME_ISA={isa}", f"-DJME_WIDTH={width}", "-c",
+                 "-o", str(obj), str(simd)],
+                check=True, capture_output=True, timeout=300,
+            )  # fmt: skip
+            objects.append(str(obj))
     source = tmp_path / "harness.cpp"
     source.write_text(SIMD_HARNESS, encoding="utf-8")
     program = tmp_path / "harness"

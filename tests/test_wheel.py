@@ -80,6 +80,8 @@ def test_wheel_holds_the_prebuilt_kernels_and_their_key(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert f"{PREBUILT}/{MODULE}" in names, sorted(n for n in names if "engine/" in n)
+        # and the sources, built into the cache where the prebuilt module does not match
+        assert {f"jupyter_mlx_embed/engine/csrc/{name}" for name in native._SOURCES} <= names
         key = json.loads(archive.read(f"{PREBUILT}/key.json"))
     assert key["mlx"] == importlib.metadata.version("mlx")
     assert key["ext_suffix"] == sysconfig.get_config_var("EXT_SUFFIX")

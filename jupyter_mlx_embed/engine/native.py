@@ -1,16 +1,17 @@
 """Build, cache and load the CPU fast path's C++ kernels (an MLX extension; engine-private).
 
-``native_kernels.cpp`` defines MLX primitives (matrix products on packed weights with fused
-bias + GELU, residual add + LayerNorm, attention over a fused QKV projection) and
-``native_simd.cpp`` their vectorised loops, built once for AVX2+FMA and once for AVX-512 and
-picked at run time. They are compiled with the system C++ compiler and CMake against the
-installed mlx wheel's headers, with nanobind in MLX's nanobind domain so that
-``mlx.core.array`` objects pass straight through. Like MLX's own ops, each takes an optional
-``stream`` (an ``mx.Stream`` or ``mx.Device``; default: the current stream). The build is
-cached like the BLAS shim (:mod:`._build`; key: sources, mlx, nanobind, Python and compiler
-versions); ``make install`` runs it so that first use needs no compiler. A wheel carries them
-prebuilt instead (``hatch_build.py`` calls :func:`build_prebuilt`), used when built for the
-running mlx, Python and these sources, else they are built into the cache as from a checkout.
+The C++ in ``csrc/`` defines MLX primitives (matrix products on packed weights with fused
+bias + GELU, residual add + LayerNorm, attention over a fused QKV projection: ``ops.cpp``,
+``primitives.cpp``, ``runtime.cpp``) and their vectorised loops (``simd_*.cpp``), built once
+for AVX2+FMA and once for AVX-512 and picked at run time. They are compiled with the system
+C++ compiler and CMake against the installed mlx wheel's headers, with nanobind in MLX's
+nanobind domain so that ``mlx.core.array`` objects pass straight through. Like MLX's own ops,
+each takes an optional ``stream`` (an ``mx.Stream`` or ``mx.Device``; default: the current
+stream). The build is cached like the BLAS shim (:mod:`._build`; key: the sources and the CMake
+file, mlx, nanobind, Python and compiler versions); ``make install`` runs it so that first use
+needs no compiler. A wheel carries them prebuilt instead (``hatch_build.py`` calls
+:func:`build_prebuilt`), used when built for the running mlx, Python and these sources, else
+they are built into the cache as from a checkout.
 
 Anything that goes wrong (no compiler, no CMake, no nanobind, an ABI mismatch with mlx, a CPU
 without AVX2) is logged once and makes :func:`load_kernels` return None: the caller then runs
@@ -57,9 +58,16 @@ logger = logging.getLogger(__name__)
 #: ``avx2``/``avx512`` forces that instruction set.
 ENV_VAR = setting_variable("native_kernels")
 
-_MODULE = "_jme_native"  # the NB_MODULE name in native_kernels.cpp
+_MODULE = "_jme_native"  # the NB_MODULE name in csrc/ops.cpp
 _FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add_module writes
-_SOURCES = ("native_kernels.cpp", "native_simd.cpp")
+#: The C++ sources, in ``csrc/`` beside this file: the module's own translation units, and
+#: the vectorised ones compiled once per instruction set.
+_MAIN_SOURCES = ("runtime.cpp", "primitives.cpp", "ops.cpp")
+_SIMD_SOURCES = ("simd_norm_attention.cpp", "simd_products.cpp")
+_HEADERS = ("native.h", "spec.h", "simd_vec.h")
+#: Every file a build reads: all of them feed the keys that decide rebuilds and whether a
+#: prebuilt module matches.
+_SOURCES = (*_HEADERS, *_MAIN_SOURCES, *_SIMD_SOURCES)
 _BUILD_TIMEOUT_S = 600
 #: A build for other sources or versions is removed when a new one is made only if no process
 #: used it for this long: environments sharing one cache folder (a Jupyter server's and a
@@ -82,16 +90,16 @@ set(CMAKE_POSITION_INDEPENDENT_CODE ON)
 find_package(Python COMPONENTS Interpreter Development.Module REQUIRED)
 find_package(nanobind CONFIG REQUIRED)
 find_package(MLX CONFIG REQUIRED)
-# The vectorised loops, once per instruction set (see native_simd.cpp for why each copy must
-# not share inline functions with the rest).
-add_library(jme_avx2 OBJECT "{simd}")
+# The vectorised loops, once per instruction set (see simd_vec.h for why each copy must not
+# share inline functions with the rest).
+add_library(jme_avx2 OBJECT {simd})
 target_compile_definitions(jme_avx2 PRIVATE JME_ISA=avx2 JME_WIDTH=8)
 target_compile_options(jme_avx2 PRIVATE -O3 -mavx2 -mfma -fno-math-errno -fno-trapping-math)
-add_library(jme_avx512 OBJECT "{simd}")
+add_library(jme_avx512 OBJECT {simd})
 target_compile_definitions(jme_avx512 PRIVATE JME_ISA=avx512 JME_WIDTH=16)
 target_compile_options(jme_avx512 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
                        -mavx512bw -mprefer-vector-width=512 -fno-math-errno -fno-trapping-math)
-nanobind_add_module({module} NB_STATIC NB_DOMAIN mlx "{main}"
+nanobind_add_module({module} NB_STATIC NB_DOMAIN mlx {main}
                     $<TARGET_OBJECTS:jme_avx2> $<TARGET_OBJECTS:jme_avx512>)
 target_link_libraries({module} PRIVATE mlx)
 set_target_properties({module} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "{out}")
@@ -114,6 +122,20 @@ _loaded: tuple[ModuleType | None, KernelsInfo] | None = None
 
 def _source_dir() -> Path:
     return Path(__file__).parent
+
+
+def _csrc() -> Path:
+    return _source_dir() / "csrc"
+
+
+def _source_parts() -> list[bytes | str]:
+    """Each source's name and content, for the keys: a renamed or an added file counts too."""
+    return [part for name in _SOURCES for part in (name, (_csrc() / name).read_bytes())]
+
+
+def _cmake_paths(names: tuple[str, ...]) -> str:
+    """Sources as a CMake list of quoted absolute paths."""
+    return " ".join(f'"{(_csrc() / name).as_posix()}"' for name in names)
 
 
 def _compiler_id(cxx: list[str]) -> str:
@@ -169,7 +191,8 @@ def _toolchain() -> _Toolchain:
 
 def _target(folder: Path, tools: _Toolchain) -> Path:
     key = content_key(
-        *((_source_dir() / name).read_bytes() for name in _SOURCES),
+        *_source_parts(),
+        _CMAKE_LISTS,
         importlib.metadata.version("mlx"),  # not mlx.core: importing it would bind a BLAS
         tools.nanobind_version,
         sys.version,
@@ -191,9 +214,7 @@ def _prebuilt_key() -> dict[str, str]:
     return {
         "mlx": importlib.metadata.version("mlx"),
         "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX") or "",
-        "sources": content_key(
-            *((_source_dir() / name).read_bytes() for name in _SOURCES), _CMAKE_LISTS
-        ),
+        "sources": content_key(*_source_parts(), _CMAKE_LISTS),
     }
 
 
@@ -339,8 +360,8 @@ def _run_build(output: Path, tools: _Toolchain) -> None:
         (work / "CMakeLists.txt").write_text(
             _CMAKE_LISTS.format(
                 module=_MODULE,
-                main=(_source_dir() / _SOURCES[0]).as_posix(),
-                simd=(_source_dir() / _SOURCES[1]).as_posix(),
+                main=_cmake_paths(_MAIN_SOURCES),
+                simd=_cmake_paths(_SIMD_SOURCES),
                 out=out.as_posix(),
             ),
             encoding="utf-8",

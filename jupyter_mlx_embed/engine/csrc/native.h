@@ -1,0 +1,266 @@
+// The native module's shared declarations (engine-private), for runtime.cpp, primitives.cpp
+// and ops.cpp: the kernels table of the instruction set in use, the helper threads, shared
+// utilities, and the MLX primitives that the ops build arrays with. Never included by the
+// simd_*.cpp files (they include spec.h alone).
+
+#ifndef JME_NATIVE_NATIVE_H
+#define JME_NATIVE_NATIVE_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mlx/mlx.h"
+#include "mlx/primitives.h"
+
+#include "spec.h"
+
+namespace jme_native {
+
+namespace mx = mlx::core;
+
+// A window side that no sequence reaches.
+constexpr int64_t kUnbounded = int64_t{1} << 40;
+
+// ------------------------------------------------------------------------------------------
+// Instruction sets and helper threads (runtime.cpp)
+// ------------------------------------------------------------------------------------------
+
+// One instruction set's copy of the vectorised kernels.
+struct Kernels {
+  const char* name;
+  decltype(&avx2::add_layernorm) add_layernorm;
+  decltype(&avx2::norm_rows) norm_rows;
+  decltype(&avx2::attention_scratch) attention_scratch;
+  decltype(&avx2::attention) attention;
+  decltype(&avx2::panel_width) panel_width;
+  decltype(&avx2::product_scratch) product_scratch;
+  decltype(&avx2::packed_product) packed_product;
+};
+
+// The kernels in use: the widest the CPU runs, until set_isa() says otherwise. Throws
+// std::runtime_error on a CPU with neither AVX2+FMA nor AVX-512.
+const Kernels& kernels();
+// Picks the 'avx2' or 'avx512' kernels; throws std::invalid_argument for another name or one
+// this CPU cannot run.
+void set_isa(const std::string& name);
+// The instruction sets this CPU runs, widest first.
+std::vector<std::string> supported_isas();
+
+// A share of a job split over threads: the items [first, last) of `job`.
+using Task = void (*)(const void* job, int64_t first, int64_t last);
+// Runs task over [0, count) on this thread and up to `threads - 1` helper threads; on this
+// thread alone while another caller holds the helpers.
+void run_on_helpers(Task task, const void* job, int64_t count, int threads);
+
+// ------------------------------------------------------------------------------------------
+// Shared utilities
+// ------------------------------------------------------------------------------------------
+
+// pack_linear's layout: a weight of `cols` output features and `depth` inputs becomes
+// (panels(cols, panel), depth, panel), panel being the width of the kernels in use.
+inline int64_t panels(int64_t cols, int64_t panel) { return (cols + panel - 1) / panel; }
+
+// pack_glu's layout: a gated product of `cols` outputs has panels(cols, panel / 2) panels,
+// each the panel / 2 activated rows then the same rows of the gate.
+inline int64_t glu_panels(int64_t cols, int64_t panel) { return panels(cols, panel / 2); }
+
+// Rotary tables: row t holds cos(t f_i) for i < width / 2, then sin(t f_i), with
+// f_i = theta^(-2i / width) (mx.fast.rope's frequencies), computed in double precision.
+// One table per (theta, width), grown as longer sequences come and shared: a table handed
+// out stays valid while its holder runs (runtime.cpp).
+using RopeTable = std::shared_ptr<const std::vector<float>>;
+RopeTable rope_table(double theta, int64_t width, int64_t length);
+
+// ------------------------------------------------------------------------------------------
+// Primitives (their evaluation in primitives.cpp; the ops in ops.cpp check their inputs)
+// ------------------------------------------------------------------------------------------
+
+class CpuOnly : public mx::Primitive {
+ public:
+  using mx::Primitive::Primitive;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
+};
+
+// Inputs: h, then residual and bias if given, then the norm's weight and bias.
+class AddLayerNorm : public CpuOnly {
+ public:
+  AddLayerNorm(mx::Stream stream, float eps, bool residual, bool bias)
+      : CpuOnly(stream), eps_(eps), residual_(residual), bias_(bias) {}
+  const char* name() const override { return "JmeAddLayerNorm"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const AddLayerNorm*>(&other);
+    return o && o->eps_ == eps_ && o->residual_ == residual_ && o->bias_ == bias_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  float eps_;
+  bool residual_;
+  bool bias_;
+};
+
+// Inputs: x, then weight and bias if given.
+class Norm : public CpuOnly {
+ public:
+  Norm(mx::Stream stream, float eps, bool rms, bool weight, bool bias, int threads)
+      : CpuOnly(stream), eps_(eps), rms_(rms), weight_(weight), bias_(bias), threads_(threads) {}
+  const char* name() const override { return "JmeNorm"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const Norm*>(&other);
+    return o && o->eps_ == eps_ && o->rms_ == rms_ && o->weight_ == weight_ &&
+           o->bias_ == bias_ && o->threads_ == threads_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  float eps_;
+  bool rms_, weight_, bias_;
+  int threads_;
+};
+
+// Attention's settings as a primitive keeps them (the arrays come at evaluation).
+struct AttentionSettings {
+  int64_t heads, kv_heads, width, left, right;
+  float eps;
+  double rope_theta;  // 0: no rotary embedding
+
+  bool operator==(const AttentionSettings&) const = default;
+};
+
+// Inputs: qkv, int32 offsets, then query_bias, q_norm and k_norm if given.
+class Attention : public CpuOnly {
+ public:
+  Attention(mx::Stream stream, AttentionSettings settings, bool query_bias, bool q_norm,
+            bool k_norm, int threads)
+      : CpuOnly(stream),
+        settings_(settings),
+        present_{query_bias, q_norm, k_norm},
+        threads_(threads) {}
+  const char* name() const override { return "JmeAttention"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const Attention*>(&other);
+    return o && o->settings_ == settings_ && o->present_ == present_ && o->threads_ == threads_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  AttentionSettings settings_;
+  std::vector<bool> present_;  // query_bias, q_norm, k_norm
+  int threads_;
+};
+
+// Inputs: x, the packed weight, then the bias and the residual if given.
+class PackedLinear : public CpuOnly {
+ public:
+  PackedLinear(mx::Stream stream, int64_t cols, bool bias, int mode, bool residual, int threads)
+      : CpuOnly(stream),
+        cols_(cols),
+        bias_(bias),
+        mode_(mode),
+        residual_(residual),
+        threads_(threads) {}
+  const char* name() const override { return "JmePackedLinear"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const PackedLinear*>(&other);
+    return o && o->cols_ == cols_ && o->bias_ == bias_ && o->mode_ == mode_ &&
+           o->residual_ == residual_ && o->threads_ == threads_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  int64_t cols_;
+  bool bias_;
+  int mode_;
+  bool residual_;
+  int threads_;
+};
+
+// A whole BERT encoder (post-LayerNorm layers) in one task: the products, attention and
+// LayerNorms of every layer one after the other, on this stream's thread and the helpers.
+// One primitive instead of seven per layer saves MLX's graph building and scheduling, which
+// for one sentence is about a tenth of the forward pass, and keeps the helpers busy.
+// Inputs: x, int32 offsets, then kSlots per layer.
+class Encoder : public CpuOnly {
+ public:
+  // Inputs of one layer, in this order (see encoder() in ops.cpp).
+  enum Slot { kQkv, kQueryBias, kOutput, kOutputBias, kNorm1, kNorm1Bias,
+              kUp, kUpBias, kDown, kDownBias, kNorm2, kNorm2Bias, kSlots };
+
+  Encoder(mx::Stream stream, int heads, float eps, int threads)
+      : CpuOnly(stream), heads_(heads), eps_(eps), threads_(threads) {}
+  const char* name() const override { return "JmeEncoder"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const Encoder*>(&other);
+    return o && o->heads_ == heads_ && o->eps_ == eps_ && o->threads_ == threads_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  int heads_;
+  float eps_;
+  int threads_;
+};
+
+// A pre-norm transformer (ModernBERT, Qwen3; the shape of Gemma 3's too) in one task, on this
+// stream's thread and the helpers: per layer
+//
+//   x += [post_attn_norm] (attention(attn_norm(x) @ Wqkv (+ b)) @ Wo (+ b))
+//   x += [post_mlp_norm] (glu(mlp_norm(x) @ Wup (+ b)) @ Wdown (+ b))
+//
+// with each norm a LayerNorm or an RMSNorm (weight and bias optional; an absent attn_norm or
+// mlp_norm is the identity, an absent post norm is left out), glu the gated activation
+// act(a) * g of the two halves of the up projection, and attention the fused kernel
+// (grouped key/value heads, the layer's window, causal or not, per-head q/k RMSNorm and the
+// layer's rotary embedding). An embedding norm may come first and a final norm last. The
+// residual additions ride in the products' epilogues.
+// Inputs: x, int32 offsets, then those of kHeads and of kSlots per layer that are present.
+class Transformer : public CpuOnly {
+ public:
+  // Inputs of one layer, in this order (see transformer() in ops.cpp); None where absent.
+  enum Slot { kAttnNorm, kAttnNormBias, kQkv, kQkvBias, kQNorm, kKNorm, kOut, kOutBias,
+              kPostAttnNorm, kPostAttnNormBias, kMlpNorm, kMlpNormBias, kUp, kUpBias, kDown,
+              kDownBias, kPostMlpNorm, kPostMlpNormBias, kSlots };
+  // Inputs before the layers', after x and offsets.
+  enum Head { kEmbedNorm, kEmbedNormBias, kFinalNorm, kFinalNormBias, kHeads };
+
+  struct Settings {
+    int64_t heads, kv_heads, width;
+    bool rms, causal;
+    int activation;
+    float eps;
+    std::vector<int64_t> windows;  // per layer: keys within this distance, or < 0 (all)
+    std::vector<double> thetas;    // per layer: rotary base, or 0 (none)
+
+    bool operator==(const Settings&) const = default;
+  };
+
+  Transformer(mx::Stream stream, Settings settings, std::vector<bool> present, int threads)
+      : CpuOnly(stream),
+        settings_(std::move(settings)),
+        present_(std::move(present)),
+        threads_(threads) {}
+  const char* name() const override { return "JmeTransformer"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const Transformer*>(&other);
+    return o && o->settings_ == settings_ && o->present_ == present_ && o->threads_ == threads_;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+ private:
+  // The forward pass on the stream's thread (and the helpers), once the inputs are known.
+  static void run(const Kernels& k, const Settings& s, const float* x_in,
+                  const int32_t* offsets, int64_t sequences, float* x, int64_t tokens,
+                  int64_t dim, int64_t hidden, const std::vector<const float*>& w,
+                  int threads);
+
+  Settings settings_;
+  std::vector<bool> present_;  // per input after x and offsets: given or None
+  int threads_;
+};
+
+}  // namespace jme_native
+
+#endif  // JME_NATIVE_NATIVE_H
