@@ -125,7 +125,7 @@ class EmbeddingCache:
         self.limit_bytes = size_mb * 2**20
         self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self.enabled = True
-        self._identities: dict[tuple[ModelSpec, str | None], _Identity] = {}
+        self._identities: dict[tuple[ModelSpec, str | None, str], _Identity] = {}
         self._local = threading.local()
         self._writes: queue.SimpleQueue[_Write | _Drop | threading.Event | None] = (
             queue.SimpleQueue()
@@ -157,7 +157,9 @@ class EmbeddingCache:
 
     # -- model identity ------------------------------------------------------------------
 
-    def identity(self, spec: ModelSpec, weights_sha256: str | None = None) -> str:
+    def identity(
+        self, spec: ModelSpec, weights_sha256: str | None = None, precision: str = "fp32"
+    ) -> str:
         """The cache identity of a model (:func:`model_identity`), with big files' hashes
         remembered in the database, and the result for as long as the folder's files keep
         their sizes and modification times.
@@ -165,16 +167,22 @@ class EmbeddingCache:
         Args:
             spec: The model.
             weights_sha256: The weights' hash when already known (the bundled model's).
+            precision: The engine's ``precision`` setting.
         """
-        memo = self._identities.get((spec, weights_sha256))
+        memo = self._identities.get((spec, weights_sha256, precision))
         now = time.monotonic()
         if memo is not None and now - memo.checked < _RECHECK_SECONDS:
             return memo.value
         stamp = folder_stamp(spec.path)
         if memo is None or memo.stamp != stamp:
-            value = model_identity(spec, weights_sha256=weights_sha256, file_hash=self._file_hash)
+            value = model_identity(
+                spec,
+                weights_sha256=weights_sha256,
+                file_hash=self._file_hash,
+                precision=precision,
+            )
             memo = _Identity(value, stamp, now)
-            self._identities[(spec, weights_sha256)] = memo
+            self._identities[(spec, weights_sha256, precision)] = memo
         memo.checked = now
         return memo.value
 

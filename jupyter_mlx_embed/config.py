@@ -23,6 +23,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Port of the standalone and kernel-side servers.
 DEFAULT_PORT = 8000
 TRANSPORT_MODES = ("auto", "local", "server")
+#: Precisions of the native CPU path's matrix products (the first is the default).
+PRECISIONS = ("fp32", "bf16")
 
 _C = TypeVar("_C", bound="_Settings")
 
@@ -153,6 +155,14 @@ class EngineConfig(_Settings):
         None,
         "Linux x86-64 CPU fast path: the instruction set of its C++ kernels, 'avx2' or "
         "'avx512'; 'off' runs its MLX-op version instead; unset picks the widest this CPU runs.",
+    )
+    precision: str = setting(
+        "fp32",
+        "CPU fast path: precision of the native matrix products. 'bf16' rounds weights and "
+        "inputs to bfloat16 and sums in float32 (faster on CPUs with AVX512_BF16; cosine "
+        ">= 0.999 to fp32); on other CPUs fp32 runs, as it does for models without a native "
+        "path (info()['precision'] says which). Vectors are cached per precision.",
+        choices=PRECISIONS,
     )
     blas: str | None = setting(
         None,

@@ -95,6 +95,7 @@ def model_identity(
     *,
     weights_sha256: str | None = None,
     file_hash: Callable[[Path], str] = sha256_file,
+    precision: str = "fp32",
 ) -> str:
     """The identity of a model's vectors: a hash of everything that changes them.
 
@@ -113,6 +114,8 @@ def model_identity(
             against) by default.
         file_hash: Hex SHA-256 of a file's contents, used for the weights and big files (the
             cache passes one memoised by path, size and modification time).
+        precision: The engine's ``precision`` setting (vectors differ per precision; float32's
+            identity is that of earlier releases).
 
     Returns:
         A hex digest.
@@ -145,6 +148,8 @@ def model_identity(
         "prompts": spec.prompts,
         "default_prompt_name": spec.default_prompt_name,
     }
+    if precision != "fp32":
+        description["precision"] = precision
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 

@@ -269,6 +269,7 @@ def engine_status(engine: Any, models: Sequence[dict[str, Any]]) -> dict[str, An
             "core": engine.blas_core,
         },
         "native_kernels": asdict(engine.native_kernels),
+        "precision": asdict(engine.precision),
         "loaded_models": [card["id"] for card in models],
         "models": list(models),
         "malloc_tuned": engine.malloc_tuned,

@@ -483,7 +483,7 @@ class Worker:
         if self._cache is None:
             return None
         known = BUNDLED_SHA256 if spec.source == "bundled" else None
-        return self._cache.identity(spec, weights_sha256=known)
+        return self._cache.identity(spec, weights_sha256=known, precision=self.config.precision)
 
     def _expire_parked(self) -> None:
         now = time.monotonic()

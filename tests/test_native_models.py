@@ -357,18 +357,18 @@ def stock_hidden(model: Any, model_type: str, ids: Any, mask: Any) -> Any:
 
 
 def compare_with_stock(
-    model: Any, model_type: str, lengths: list[int], streams: int = 2
+    model: Any, model_type: str, lengths: list[int], streams: int = 2, precision: str = "fp32"
 ) -> dict[str, float]:
-    """Minimum cosine and largest relative difference between the native and the stock
-    hidden states of every real token of a right-padded batch, and of the last-token and
-    mean vectors (on the caller's MLX thread)."""
+    """Minimum cosine and largest relative difference between the native (products at
+    ``precision``) and the stock hidden states of every real token of a right-padded batch,
+    and of the last-token and mean vectors (on the caller's MLX thread)."""
     import mlx.core as mx
 
     from jupyter_mlx_embed.engine import native as native_module
     from jupyter_mlx_embed.engine.native_models import PreNormEncoder, prenorm_encoder
 
     kernels = native_module.load_kernels()
-    encoder = prenorm_encoder(model, model_type, kernels, streams)
+    encoder = prenorm_encoder(model, model_type, kernels, streams, precision=precision)
     assert isinstance(encoder, PreNormEncoder)
     rng = np.random.default_rng(len(lengths))
     longest = max(lengths)

@@ -128,10 +128,10 @@ def _job_model(
             pass
         else:
             try:
-                return spec, cache.identity(spec)
+                return spec, cache.identity(spec, precision=config.precision)
             finally:
                 cache.close()
-    return spec, model_identity(spec)
+    return spec, model_identity(spec, precision=config.precision)
 
 
 def embed_file(

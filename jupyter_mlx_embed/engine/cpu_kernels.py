@@ -35,6 +35,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -204,6 +205,24 @@ def run_packed(
     return outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
 
 
+@dataclass(frozen=True)
+class Packing:
+    """How the native path packs weights for its matrix products: the kernels module and the
+    products' precision (``fp32``; ``bf16``: weights rounded to bfloat16 once, here, and each
+    product's inputs as it reads them, with float32 sums)."""
+
+    kernels: ModuleType
+    precision: str = "fp32"
+
+    def linear(self, weight: mx.array) -> mx.array:
+        """A linear layer's (out, in) weight, packed."""
+        return self.kernels.pack_linear(weight, precision=self.precision)
+
+    def glu(self, activated: mx.array, gate: mx.array) -> mx.array:
+        """A gated product's two (out, in) weights, packed as one."""
+        return self.kernels.pack_glu(activated, gate, precision=self.precision)
+
+
 class _Layer(NamedTuple):
     """One encoder layer's weights, rearranged for :class:`FastEncoder`.
 
@@ -246,14 +265,14 @@ def _prepare_layer(layer: Any, heads: int) -> _Layer:
     return prepared
 
 
-def _native_layer(kernels: ModuleType, layer: _Layer) -> list[mx.array]:
+def _native_layer(packing: Packing, layer: _Layer) -> list[mx.array]:
     """One layer's inputs to the native ``encoder`` op, in its order: the weights packed once
     for its matrix products (the query, key and value projections as one (3 dim, dim)
     product, of whose biases only the query's remains: see :class:`_Layer`), the biases and
     the LayerNorms."""
     w_q, b_q, w_k, w_v, w_o = layer.attention
     w_i, b_i, w_d = layer.feed_forward
-    pack = kernels.pack_linear
+    pack = packing.linear
     inputs = [
         pack(mx.concatenate([w_q, w_k, w_v])),
         b_q,
@@ -280,10 +299,16 @@ class FastEncoder:
         streams: CPU streams to split each batch over.
         kernels: The C++ kernels module (:func:`.native.load_kernels`); None runs the
             MLX-op version of the fast path (compiled per shape, JIT-built by g++).
+        precision: The native products' precision (see :class:`Packing`).
     """
 
     def __init__(
-        self, model: Any, model_type: str, streams: int = 2, kernels: ModuleType | None = None
+        self,
+        model: Any,
+        model_type: str,
+        streams: int = 2,
+        kernels: ModuleType | None = None,
+        precision: str = "fp32",
     ) -> None:
         self._model = model
         self._kernels = kernels
@@ -295,7 +320,9 @@ class FastEncoder:
         self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
         # The native encoder's inputs, its matrix products' weights packed once, here.
         self._native_layers = (
-            [a for layer in self._layers for a in _native_layer(kernels, layer)] if kernels else []
+            [a for layer in self._layers for a in _native_layer(Packing(kernels, precision), layer)]
+            if kernels
+            else []
         )
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)

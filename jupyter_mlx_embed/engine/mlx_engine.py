@@ -49,6 +49,31 @@ _NO_BACKEND = (
 )
 
 
+@dataclass(frozen=True)
+class PrecisionInfo:
+    """The ``precision`` setting, the precision the matrix products run at, and why."""
+
+    setting: str
+    in_use: str
+    detail: str
+
+
+def _precision(setting: str, cpu: bool, kernels: Any) -> PrecisionInfo:
+    """The precision this engine runs: bf16 on a GPU, or on the native CPU path where the CPU
+    has AVX512_BF16; otherwise fp32, saying why."""
+    if setting == "fp32":
+        return PrecisionInfo(setting, "fp32", "float32 products")
+    if not cpu:
+        return PrecisionInfo(setting, "bf16", "bfloat16 weights on the GPU")
+    if kernels is None:
+        return PrecisionInfo(setting, "fp32", "bf16 needs the native CPU kernels (not loaded)")
+    if not kernels.has_bf16():
+        return PrecisionInfo(setting, "fp32", "bf16 needs a CPU with AVX512_BF16")
+    return PrecisionInfo(
+        setting, "bf16", "AVX512_BF16 products (bfloat16 weights and inputs, float32 sums)"
+    )
+
+
 class Engine:
     """Loads models into an LRU and turns token ids into pooled, L2-normalised vectors.
 
@@ -88,6 +113,9 @@ class Engine:
             self.native_kernels = native.kernels_info()
         elif self._cpu:
             self.native_kernels = native.KernelsInfo(False, None, None, "cpu_fast_path is off")
+        self.precision = _precision(config.precision, self._cpu, self._kernels)
+        if self.precision.in_use != config.precision:
+            log.warning("precision %s: %s", config.precision, self.precision.detail)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
 
     def release_thread(self) -> None:
@@ -136,8 +164,11 @@ class Engine:
         log.info("loading model %s from %s", spec.name, spec.path)
         try:
             model = _build_model(self._mx, spec)
+            if not self._cpu and self.precision.in_use == "bf16":
+                model.set_dtype(self._mx.bfloat16)
             if self._cpu:
-                # Half precision matmuls are a slow scalar loop on MLX's CPU backend.
+                # Half precision matmuls are a slow scalar loop on MLX's CPU backend (the
+                # bf16 precision packs its own copy of the weights: see cpu_kernels).
                 model.set_dtype(self._mx.float32)
                 if spec.quantization is not None and self._config.cpu_fast_path:
                     # So is its quantized matmul (figures in BENCHMARKS.md). The float32
@@ -166,14 +197,22 @@ class Engine:
                 )
             elif spec.model_type in FAST_MODEL_TYPES:
                 fast = FastEncoder(
-                    model, spec.model_type, self._config.cpu_streams, kernels=self._kernels
+                    model,
+                    spec.model_type,
+                    self._config.cpu_streams,
+                    kernels=self._kernels,
+                    precision=self.precision.in_use,
                 )
             elif self._kernels is not None:
                 from .native_models import NATIVE_MODEL_TYPES, prenorm_encoder
 
                 if spec.model_type in NATIVE_MODEL_TYPES:  # None: a feature it lacks (logged)
                     fast = prenorm_encoder(
-                        model, spec.model_type, self._kernels, self._config.cpu_streams
+                        model,
+                        spec.model_type,
+                        self._kernels,
+                        self._config.cpu_streams,
+                        precision=self.precision.in_use,
                     )
         return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 

@@ -38,7 +38,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .cpu_kernels import _cores, run_packed
+from .cpu_kernels import Packing, _cores, run_packed
 
 __all__ = ["NATIVE_MODEL_TYPES", "PreNormEncoder", "prenorm_encoder"]
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Architectures :func:`prenorm_encoder` runs on the native kernels.
 NATIVE_MODEL_TYPES = ("modernbert", "qwen3", "gemma3_text")
 
-# Slots of one layer's inputs to the ``transformer`` op (its order, see native_kernels.cpp).
+# Slots of one layer's inputs to the ``transformer`` op (its order, see csrc/ops.cpp).
 _SLOTS = (
     "attn_norm",
     "attn_norm_bias",
@@ -187,7 +187,7 @@ def _layer(**arrays: mx.array | None) -> list[mx.array | None]:
 
 
 def _gated(
-    kernels: ModuleType,
+    packing: Packing,
     activated: mx.array,
     gate: mx.array,
     activated_bias: mx.array | None = None,
@@ -195,11 +195,11 @@ def _gated(
 ) -> tuple[mx.array, mx.array | None]:
     """The up projection as one gated product, act(x @ activated.T) * (x @ gate.T): packed
     weights and bias (or None)."""
-    packed = kernels.pack_glu(activated, gate)
+    packed = packing.glu(activated, gate)
     if activated_bias is None and gate_bias is None:
         return packed, None
     zeros = mx.zeros((activated.shape[0],))
-    return packed, kernels.pack_glu_bias(
+    return packed, packing.kernels.pack_glu_bias(
         zeros if activated_bias is None else activated_bias,
         zeros if gate_bias is None else gate_bias,
     )
@@ -218,12 +218,12 @@ def _gelu_kind(act: Any) -> str:
     raise UnsupportedModelError(f"activation {act!r} (only the exact and tanh GELU run)")
 
 
-def _modernbert(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _modernbert(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
     encoder = model.model
     config = encoder.config
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
-    pack = kernels.pack_linear
+    pack = packing.linear
     layers, windows, thetas, activations = [], [], [], set()
     for layer in encoder.layers:
         attention, mlp = layer.attn, layer.mlp
@@ -237,7 +237,7 @@ def _modernbert(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[A
         hidden = mlp.Wi.weight.shape[0] // 2
         wi, wi_bias = mlp.Wi.weight, _bias(mlp.Wi)
         up, up_bias = _gated(
-            kernels,
+            packing,
             wi[:hidden],
             wi[hidden:],
             None if wi_bias is None else wi_bias[:hidden],
@@ -283,13 +283,13 @@ def _modernbert(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[A
     return encoder.embeddings.tok_embeddings.weight, head, layers, shape
 
 
-def _qwen3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _qwen3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
     decoder = model.model
     config = model.config
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = config.head_dim
     eps = float(config.rms_norm_eps)
-    pack = kernels.pack_linear
+    pack = packing.linear
     layers, thetas = [], []
     for layer in decoder.layers:
         attention, mlp = layer.self_attn, layer.mlp
@@ -307,7 +307,7 @@ def _qwen3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any], 
                 ]
             )
         up, up_bias = _gated(
-            kernels,
+            packing,
             mlp.gate_proj.weight,
             mlp.up_proj.weight,
             _bias(mlp.gate_proj),
@@ -346,7 +346,7 @@ def _qwen3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any], 
     return decoder.embed_tokens.weight, [None, None, decoder.norm.weight, None], layers, shape
 
 
-def _gemma3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _gemma3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
     """EmbeddingGemma (engine/architectures/gemma3_text.py): RMSNorms whose weights are
     offsets from 1, a norm after attention and after the MLP as well as before them, queries
     scaled by query_pre_attn_scalar^-1/2, sliding-window layers (both ways when
@@ -357,7 +357,7 @@ def _gemma3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any],
     activation = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu"}
     if args.hidden_activation not in activation:
         raise UnsupportedModelError(f"hidden_activation {args.hidden_activation!r}")
-    pack = kernels.pack_linear
+    pack = packing.linear
     layers, windows, thetas = [], [], []
     for layer in model.layers:
         attention, mlp = layer.self_attn, layer.mlp
@@ -374,7 +374,7 @@ def _gemma3(kernels: ModuleType, model: Any) -> tuple[Any, list[Any], list[Any],
         if any(n.eps != args.rms_norm_eps for n in norms):
             raise UnsupportedModelError("norms with different eps")
         q_norm, k_norm, attn_norm, post_attn, mlp_norm, post_mlp = (1.0 + n.weight for n in norms)
-        up, _ = _gated(kernels, mlp.gate_proj.weight, mlp.up_proj.weight)
+        up, _ = _gated(packing, mlp.gate_proj.weight, mlp.up_proj.weight)
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
         layers.append(
             _layer(
@@ -415,7 +415,7 @@ _BUILDERS = {"modernbert": _modernbert, "qwen3": _qwen3, "gemma3_text": _gemma3}
 
 
 def prenorm_encoder(
-    model: Any, model_type: str, kernels: ModuleType, streams: int = 2
+    model: Any, model_type: str, kernels: ModuleType, streams: int = 2, precision: str = "fp32"
 ) -> PreNormEncoder | None:
     """A :class:`PreNormEncoder` for a loaded mlx-embeddings model of
     :data:`NATIVE_MODEL_TYPES` (float weights), or None (logged) where the model has a
@@ -427,6 +427,7 @@ def prenorm_encoder(
         model_type: One of :data:`NATIVE_MODEL_TYPES`.
         kernels: The C++ kernels module (:func:`.native.load_kernels`).
         streams: CPU streams to split each batch over.
+        precision: The matrix products' precision (``fp32`` or ``bf16``; see :class:`Packing`).
 
     Raises:
         ValueError: ``model_type`` is not one of :data:`NATIVE_MODEL_TYPES`.
@@ -434,7 +435,7 @@ def prenorm_encoder(
     if model_type not in _BUILDERS:
         raise ValueError(f"model_type must be one of {NATIVE_MODEL_TYPES}, got {model_type!r}")
     try:
-        embeddings, head, layers, shape = _BUILDERS[model_type](kernels, model)
+        embeddings, head, layers, shape = _BUILDERS[model_type](Packing(kernels, precision), model)
     except UnsupportedModelError as exc:
         log.info("%s runs the stock forward: %s", model_type, exc)
         return None

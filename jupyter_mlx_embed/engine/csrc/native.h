@@ -38,6 +38,10 @@ struct Kernels {
   decltype(&avx2::panel_width) panel_width;
   decltype(&avx2::product_scratch) product_scratch;
   decltype(&avx2::packed_product) packed_product;
+  // The same products on bfloat16 weights (pack_linear's precision='bf16', same panel width),
+  // or null: only the AVX-512 copy has them, on a CPU with AVX512_BF16.
+  decltype(&avx2::product_scratch) bf16_product_scratch;
+  decltype(&avx2::packed_product) bf16_packed_product;
 };
 
 // The kernels in use: the widest the CPU runs, until set_isa() says otherwise. Throws
@@ -62,6 +66,12 @@ void run_on_helpers(Task task, const void* job, int64_t count, int threads);
 // pack_linear's layout: a weight of `cols` output features and `depth` inputs becomes
 // (panels(cols, panel), depth, panel), panel being the width of the kernels in use.
 inline int64_t panels(int64_t cols, int64_t panel) { return (cols + panel - 1) / panel; }
+
+// The depth (inputs) a packed weight was packed for: its rows, twice as many with bfloat16
+// (which pairs them; an odd depth comes back one larger, its extra input meeting zero weights).
+inline int64_t packed_depth(const mx::array& packed) {
+  return packed.shape(1) * (packed.dtype() == mx::bfloat16 ? 2 : 1);
+}
 
 // pack_glu's layout: a gated product of `cols` outputs has panels(cols, panel / 2) panels,
 // each the panel / 2 activated rows then the same rows of the gate.
@@ -254,7 +264,7 @@ class Transformer : public CpuOnly {
   static void run(const Kernels& k, const Settings& s, const float* x_in,
                   const int32_t* offsets, int64_t sequences, float* x, int64_t tokens,
                   int64_t dim, int64_t hidden, const std::vector<const float*>& w,
-                  int threads);
+                  bool bf16, int threads);
 
   Settings settings_;
   std::vector<bool> present_;  // per input after x and offsets: given or None

@@ -54,10 +54,52 @@ void check_vector(const mx::array& v, int64_t size, const char* what) {
                                 std::to_string(size) + ",)");
 }
 
-// Whether `packed` has pack_linear's layout for `depth` inputs (its panel count aside).
+// Whether `packed` has pack_linear's layout for `depth` inputs (its panel count aside):
+// float32 (panels, depth, panel), or bfloat16 (panels, depth / 2 rounded up, 2 * panel) on
+// kernels with bfloat16 products.
 bool packed_for(const mx::array& packed, int64_t depth) {
-  return packed.ndim() == 3 && packed.shape(2) == kernels().panel_width() &&
-         packed.shape(1) == depth;
+  const int64_t panel = kernels().panel_width();
+  if (packed.ndim() != 3) return false;
+  if (packed.dtype() == mx::bfloat16)
+    return kernels().bf16_packed_product && packed.shape(2) == 2 * panel &&
+           packed.shape(1) == (depth + 1) / 2;
+  return packed.dtype() == mx::float32 && packed.shape(2) == panel && packed.shape(1) == depth;
+}
+
+// A packed weight (checked by packed_for), contiguous, on the op's stream.
+mx::array packed_input(const mx::array& packed, mx::Stream s) {
+  return mx::contiguous(packed, false, s);
+}
+
+// Whether a precision name asks for bfloat16 weights ('fp32' or 'bf16'); 'bf16' needs
+// kernels with bfloat16 products.
+bool bf16_precision(const std::string& precision) {
+  if (precision == "fp32") return false;
+  if (precision != "bf16")
+    throw std::invalid_argument("precision must be 'fp32' or 'bf16', got '" + precision + "'");
+  if (!kernels().bf16_packed_product)
+    throw std::invalid_argument("precision='bf16' needs the avx512 kernels on a CPU with "
+                                "AVX512_BF16 (see has_bf16())");
+  return true;
+}
+
+// Rows (count * panel, depth) of float32 weights laid out as panels: float32 (count, depth,
+// panel), or bfloat16 (count, depth / 2 rounded up, 2 * panel) holding, per panel row, each
+// column's weights of two consecutive depth rows side by side (a zero pads an odd depth).
+mx::array to_panels(const mx::array& rows, int64_t count, bool bf16, mx::Stream s) {
+  const int panel = static_cast<int>(kernels().panel_width());
+  const int n = static_cast<int>(count);
+  int depth = rows.shape(1);
+  if (!bf16) {
+    mx::array packed = mx::reshape(rows, {n, panel, depth}, s);
+    return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
+  }
+  mx::array even = depth % 2 ? mx::pad(rows, {{0, 0}, {0, 1}}, mx::array(0), "constant", s) : rows;
+  depth += depth % 2;
+  mx::array pairs = mx::reshape(even, {n, panel, depth / 2, 2}, s);
+  pairs = mx::transpose(pairs, {0, 2, 1, 3}, s);
+  return mx::contiguous(
+      mx::astype(mx::reshape(pairs, {n, depth / 2, 2 * panel}, s), mx::bfloat16, s), false, s);
 }
 
 // The epilogue code of an activation's name ("" for none).
@@ -178,32 +220,28 @@ mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
                    std::move(inputs));
 }
 
-mx::array pack_linear(const mx::array& weight, mx::StreamOrDevice stream = {}) {
+mx::array pack_linear(const mx::array& weight, const std::string& precision,
+                      mx::StreamOrDevice stream = {}) {
   if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
+  const bool bf16 = bf16_precision(precision);
   const mx::Stream s = mx::to_stream(stream);
   const int64_t panel = kernels().panel_width();
-  const int64_t cols = weight.shape(0), depth = weight.shape(1);
-  const int64_t count = panels(cols, panel);
+  const int64_t count = panels(weight.shape(0), panel);
   mx::array padded = mx::pad(float_input(weight, "weight", s),
-                             {{0, static_cast<int>(count * panel - cols)}, {0, 0}},
+                             {{0, static_cast<int>(count * panel - weight.shape(0))}, {0, 0}},
                              mx::array(0), "constant", s);
-  mx::array packed = mx::reshape(
-      padded, {static_cast<int>(count), static_cast<int>(panel), static_cast<int>(depth)}, s);
-  return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
+  return to_panels(padded, count, bf16, s);
 }
 
 mx::array pack_glu(const mx::array& activated, const mx::array& gate,
-                   mx::StreamOrDevice stream = {}) {
+                   const std::string& precision, mx::StreamOrDevice stream = {}) {
   if (activated.ndim() != 2 || gate.shape() != activated.shape())
     throw std::invalid_argument("activated and gate must be (out, in) weights of one shape");
+  const bool bf16 = bf16_precision(precision);
   const mx::Stream s = mx::to_stream(stream);
-  const int64_t panel = kernels().panel_width();
-  const int64_t depth = activated.shape(1);
   mx::array rows = interleave_halves(float_input(activated, "activated", s),
                                      float_input(gate, "gate", s), s);
-  mx::array packed = mx::reshape(rows, {static_cast<int>(rows.shape(0) / panel),
-                                        static_cast<int>(panel), static_cast<int>(depth)}, s);
-  return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
+  return to_panels(rows, rows.shape(0) / kernels().panel_width(), bf16, s);
 }
 
 mx::array pack_glu_bias(const mx::array& activated, const mx::array& gate,
@@ -232,7 +270,7 @@ mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
     throw std::invalid_argument("cols must be the packed weight's output features");
   if (threads < 1) throw std::invalid_argument("threads must be at least 1");
   const mx::Stream s = mx::to_stream(stream);
-  std::vector<mx::array> inputs{float_input(x, "x", s), float_input(packed, "packed", s)};
+  std::vector<mx::array> inputs{float_input(x, "x", s), packed_input(packed, s)};
   if (bias) {
     check_vector(*bias, gated ? packed.shape(0) * panel : cols,
                  gated ? "bias (from pack_glu_bias)" : "bias");
@@ -280,15 +318,18 @@ mx::array encoder(const mx::array& x, const mx::array& offsets,
   for (size_t i = 0; i < layers.size(); ++i) {
     const mx::array& a = layers[i];
     const std::string what = "layers[" + std::to_string(i) + "]";
+    bool weight = true;
     switch (i % Encoder::kSlots) {
       case Encoder::kQkv: packed_shape(a, dim, 3 * dim, i); break;
       case Encoder::kOutput: packed_shape(a, dim, dim, i); break;
       case Encoder::kUp: packed_shape(a, dim, hidden, i); break;
       case Encoder::kDown: packed_shape(a, hidden, dim, i); break;
-      case Encoder::kUpBias: check_vector(a, hidden, what.c_str()); break;
-      default: check_vector(a, dim, what.c_str());
+      case Encoder::kUpBias: check_vector(a, hidden, what.c_str()); weight = false; break;
+      default: check_vector(a, dim, what.c_str()); weight = false;
     }
-    inputs.push_back(float_input(a, what.c_str(), s));
+    if (weight && a.dtype() != layers[Encoder::kQkv].dtype())
+      throw std::invalid_argument(what + " must be packed with the precision of layers[0]");
+    inputs.push_back(weight ? packed_input(a, s) : float_input(a, what.c_str(), s));
   }
   return mx::array(x.shape(), mx::float32, std::make_shared<Encoder>(s, heads, eps, threads),
                    std::move(inputs));
@@ -328,7 +369,7 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
   const int64_t q_dim = int64_t{heads} * head_dim;
   const int64_t qkv_cols = (int64_t{heads} + 2 * kv_heads) * head_dim;
   const auto& down = layers[T::kDown];
-  const int64_t hidden = down && down->ndim() == 3 ? down->shape(1) : 0;
+  const int64_t hidden = down && down->ndim() == 3 ? packed_depth(*down) : 0;
   const mx::Stream s = mx::to_stream(stream);
   std::vector<mx::array> inputs{float_input(x, "x", s), offsets_input(offsets, s)};
   std::vector<bool> present;
@@ -347,8 +388,11 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
       throw std::invalid_argument(what + " must be a weight packed by " + packer +
                                   " with the kernels in use, (" + std::to_string(size) + ", " +
                                   std::to_string(depth) + ") before packing");
+    if (depth && layers[T::kQkv] && a->dtype() != layers[T::kQkv]->dtype())
+      throw std::invalid_argument(what + " must be packed with the precision of layers[" +
+                                  std::to_string(T::kQkv) + "]");
     if (!depth) check_vector(*a, size, what.c_str());
-    inputs.push_back(float_input(*a, what.c_str(), s));
+    inputs.push_back(depth ? packed_input(*a, s) : float_input(*a, what.c_str(), s));
   };
   for (size_t i = 0; i < head.size(); ++i) add(head[i], "head[" + std::to_string(i) + "]", dim);
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -403,12 +447,15 @@ NB_MODULE(_jme_native, m) {
         "sequence), after the norms. The (sequence, head) pairs are split over `threads` "
         "threads.");
   m.def("pack_linear", &jme_native::pack_linear, "weight"_a, nb::kw_only(),
-        "stream"_a = nb::none(),
-        "A linear layer's (out, in) weight packed for linear() with the kernels in use.");
+        "precision"_a = "fp32", "stream"_a = nb::none(),
+        "A linear layer's (out, in) weight packed for linear() with the kernels in use. "
+        "precision 'bf16' (where has_bf16()): rounded to bfloat16, and the products that use "
+        "it round their inputs to bfloat16 and sum in float32.");
   m.def("pack_glu", &jme_native::pack_glu, "activated"_a, "gate"_a, nb::kw_only(),
-        "stream"_a = nb::none(),
+        "precision"_a = "fp32", "stream"_a = nb::none(),
         "The two (out, in) weights of a gated product, act(x @ activated.T) * (x @ gate.T), "
-        "packed together for linear(..., glu=act) with the kernels in use.");
+        "packed together for linear(..., glu=act) with the kernels in use (precision: as "
+        "pack_linear's).");
   m.def("pack_glu_bias", &jme_native::pack_glu_bias, "activated"_a, "gate"_a, nb::kw_only(),
         "stream"_a = nb::none(), "The biases of pack_glu's two weights, in its order.");
   m.def("linear", &jme_native::linear, "x"_a, "packed"_a, "cols"_a,
@@ -442,4 +489,7 @@ NB_MODULE(_jme_native, m) {
         "The instruction set of the kernels in use.");
   m.def("set_isa", &jme_native::set_isa, "name"_a, "Use the 'avx2' or 'avx512' kernels.");
   m.def("supported_isas", &jme_native::supported_isas, "Instruction sets this CPU runs.");
+  m.def("has_bf16", [] { return jme_native::kernels().bf16_packed_product != nullptr; },
+        "Whether the kernels in use have bfloat16 products (AVX-512 on a CPU with "
+        "AVX512_BF16): pack_linear's precision='bf16'.");
 }

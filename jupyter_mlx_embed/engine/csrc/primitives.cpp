@@ -128,24 +128,34 @@ void run_attention(const Kernels* k, AttentionSpec spec, double rope_theta, cons
   run_on_helpers(&AttentionJob::share, &job, sequences * spec.heads, threads);
 }
 
+// Whether a whole-model primitive's packed weights are bfloat16 (its op checks that they all
+// have one precision, and that every other input is float32).
+bool packed_bf16(const std::vector<mx::array>& inputs) {
+  return std::any_of(inputs.begin(), inputs.end(),
+                     [](const mx::array& a) { return a.dtype() == mx::bfloat16; });
+}
+
 // A product with packed weights split over threads by panels (the helpers' task).
 struct ProductJob {
   const Kernels* k;
   const float* x;
-  const float* packed;
+  const void* packed;  // floats, or bfloat16 with `bf16`
   const float* bias;
   int mode;
   float* out;
   int64_t rows, depth, cols;
+  bool bf16;
 
   // The panels [first, last), with this thread's scratch buffer (allocated once).
   static void share(const void* job, int64_t first, int64_t last) {
     const auto* j = static_cast<const ProductJob*>(job);
     thread_local std::vector<float> scratch;
-    const auto size = static_cast<size_t>(j->k->product_scratch());
+    const auto size =
+        static_cast<size_t>(j->bf16 ? j->k->bf16_product_scratch() : j->k->product_scratch());
     if (scratch.size() < size) scratch.resize(size);
-    j->k->packed_product(j->x, j->packed, j->bias, j->mode, j->out, j->rows, j->depth,
-                         j->cols, first, last, scratch.data());
+    (j->bf16 ? j->k->bf16_packed_product : j->k->packed_product)(
+        j->x, j->packed, j->bias, j->mode, j->out, j->rows, j->depth, j->cols, first, last,
+        scratch.data());
   }
 
   // The product over `panels` panels on `threads` threads.
@@ -232,13 +242,14 @@ void PackedLinear::eval_cpu(const std::vector<mx::array>& inputs,
   const float* residual = residual_ ? inputs.back().data<float>() : nullptr;
   const ProductJob job{&kernels(),
                        x.data<float>(),
-                       packed.data<float>(),
+                       packed.data<void>(),
                        bias_ ? inputs[2].data<float>() : nullptr,
                        mode_ | (residual ? kAccumulate : 0),
                        out.data<float>(),
                        static_cast<int64_t>(x.size()) / depth,
                        depth,
-                       cols_};
+                       cols_,
+                       packed.dtype() == mx::bfloat16};
   encoder.dispatch([job, residual, panels = static_cast<int64_t>(packed.shape(0)),
                     threads = threads_]() {
     if (residual) std::copy(residual, residual + job.rows * job.cols, job.out);
@@ -255,6 +266,7 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
   encoder.set_output_array(out);
   std::vector<const float*> weights;
   for (size_t i = 2; i < inputs.size(); ++i) weights.push_back(inputs[i].data<float>());
+  const bool bf16 = packed_bf16(inputs);
   const int64_t dim = inputs[0].shape(1);
   const int64_t hidden = inputs[2 + kUpBias].shape(0);
   encoder.dispatch([k = &kernels(), x_in = inputs[0].data<float>(),
@@ -262,7 +274,7 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
                     sequences = static_cast<int64_t>(inputs[1].size()) - 1, x = out.data<float>(),
                     tokens = static_cast<int64_t>(inputs[0].shape(0)), dim, hidden,
                     weights = std::move(weights), heads = static_cast<int64_t>(heads_),
-                    eps = eps_, threads = threads_]() {
+                    eps = eps_, bf16, threads = threads_]() {
     const auto qkv = scratch(tokens * 3 * dim), up = scratch(tokens * hidden);
     const auto context = scratch(tokens * dim), h = scratch(tokens * dim);
     thread_local std::vector<int32_t> bounds;
@@ -270,7 +282,8 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
     const int64_t panel = k->panel_width();
     auto product = [&](const float* in, const float* packed, const float* bias, bool gelu,
                        float* result, int64_t depth, int64_t cols) {
-      const ProductJob job{k, in, packed, bias, gelu ? kGelu : 0, result, tokens, depth, cols};
+      const ProductJob job{k,      in,     packed, bias, gelu ? kGelu : 0,
+                           result, tokens, depth,  cols, bf16};
       job.run(panels(cols, panel), threads);
     };
     auto norm = [&](const float* bias, const float* gamma, const float* beta) {
@@ -302,23 +315,24 @@ void Transformer::eval_cpu(const std::vector<mx::array>& inputs,
   for (const auto& in : inputs) encoder.set_input_array(in);
   encoder.set_output_array(out);
   std::vector<const float*> w = slots(inputs, 2, present_);
+  const bool bf16 = packed_bf16(inputs);
   const Settings& s = settings_;
-  const int64_t hidden = inputs[2 + std::count(present_.begin(), present_.begin() +
-                                               kHeads + kDown, true)].shape(1);
+  const int64_t hidden = packed_depth(
+      inputs[2 + std::count(present_.begin(), present_.begin() + kHeads + kDown, true)]);
   encoder.dispatch([k = &kernels(), x_in = inputs[0].data<float>(),
                     offsets = inputs[1].data<int32_t>(),
                     sequences = static_cast<int64_t>(inputs[1].size()) - 1,
                     x = out.data<float>(), tokens = static_cast<int64_t>(inputs[0].shape(0)),
                     dim = static_cast<int64_t>(inputs[0].shape(1)), hidden, w = std::move(w),
-                    s, threads = threads_]() {
-    run(*k, s, x_in, offsets, sequences, x, tokens, dim, hidden, w, threads);
+                    s, bf16, threads = threads_]() {
+    run(*k, s, x_in, offsets, sequences, x, tokens, dim, hidden, w, bf16, threads);
   });
 }
 
 void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
                       const int32_t* offsets, int64_t sequences, float* x, int64_t tokens,
                       int64_t dim, int64_t hidden, const std::vector<const float*>& w,
-                      int threads) {
+                      bool bf16, int threads) {
   const int64_t q_dim = s.heads * s.width;
   const int64_t qkv_cols = (s.heads + 2 * s.kv_heads) * s.width;
   const int64_t panel = k.panel_width();
@@ -328,7 +342,7 @@ void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
   std::copy(x_in, x_in + tokens * dim, x);
   auto product = [&](const float* in, const float* packed, const float* bias, int mode,
                      float* result, int64_t depth, int64_t cols) {
-    const ProductJob job{&k, in, packed, bias, mode, result, tokens, depth, cols};
+    const ProductJob job{&k, in, packed, bias, mode, result, tokens, depth, cols, bf16};
     job.run(mode & kGlu ? glu_panels(cols, panel) : panels(cols, panel), threads);
   };
   // in -> out (out += with kNormAccumulate); in may be out.

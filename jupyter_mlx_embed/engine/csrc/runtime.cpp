@@ -20,12 +20,31 @@ namespace jme_native {
 
 namespace {
 
-const Kernels kAvx2{"avx2",           avx2::add_layernorm, avx2::norm_rows,
-                    avx2::attention_scratch, avx2::attention, avx2::panel_width,
-                    avx2::product_scratch, avx2::packed_product};
-const Kernels kAvx512{"avx512",           avx512::add_layernorm, avx512::norm_rows,
-                      avx512::attention_scratch, avx512::attention, avx512::panel_width,
-                      avx512::product_scratch, avx512::packed_product};
+bool supports_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+const Kernels kAvx2{"avx2",
+                    avx2::add_layernorm,
+                    avx2::norm_rows,
+                    avx2::attention_scratch,
+                    avx2::attention,
+                    avx2::panel_width,
+                    avx2::product_scratch,
+                    avx2::packed_product,
+                    nullptr,
+                    nullptr};
+const Kernels kAvx512{"avx512",
+                      avx512::add_layernorm,
+                      avx512::norm_rows,
+                      avx512::attention_scratch,
+                      avx512::attention,
+                      avx512::panel_width,
+                      avx512::product_scratch,
+                      avx512::packed_product,
+                      supports_bf16() ? avx512bf16::product_scratch : nullptr,
+                      supports_bf16() ? avx512bf16::packed_product : nullptr};
 
 bool supports(const Kernels& k) {
   __builtin_cpu_init();

@@ -4,9 +4,16 @@
 //
 // Compiled once per instruction set (JME_ISA, JME_WIDTH) like every simd_*.cpp file, and
 // bound by the same rule (see simd_vec.h): no C++ standard library, no inline function shared
-// with another translation unit.
+// with another translation unit. This file alone is compiled a third time, with JME_BF16 and
+// AVX512_BF16 flags (JME_ISA=avx512bf16): the same products on bfloat16 weights, whose panel
+// rows hold pairs of depth rows, and inputs rounded to bfloat16 pairs as they are read, with
+// float32 sums (vdpbf16ps: twice the multiply-adds of an FMA per instruction).
 
 #include "simd_vec.h"
+
+#if JME_BF16
+#include <immintrin.h>  // intrinsics only: always inlined, never emitted as shared symbols
+#endif
 
 namespace jme_native {
 namespace JME_ISA {
@@ -16,6 +23,17 @@ namespace JME_ISA {
 // (AVX2) or 32 zmm (AVX-512) registers.
 constexpr int64_t kPanel = 2 * W;
 constexpr int kTileRows = W == 16 ? 12 : 6;
+#if JME_BF16
+typedef uint16_t weight_t;  // bfloat16 bits
+typedef uint32_t input_t;   // a pair of bfloat16 inputs (two depth rows)
+constexpr int64_t kDepthStep = 2;
+#else
+typedef float weight_t;
+typedef float input_t;
+constexpr int64_t kDepthStep = 1;
+#endif
+// Depth rows per panel row, and weights per panel row (128 bytes either way).
+constexpr int64_t kPanelRow = kPanel * kDepthStep;
 // How far ahead a tile prefetches its panel. With few rows the product streams the weights
 // from memory (a small model's layers outgrow the L3 cache) faster than the hardware
 // prefetcher fetches them: 12 KiB ahead took a 23-row product over six MiniLM layers from
@@ -28,7 +46,7 @@ constexpr int64_t kPrefetchAhead = 12288 / (kPanel * 4);  // in panel rows
 // kept in a scratch buffer (kPanelGroup x kRowBlock x kPanel floats per thread). Without
 // blocking, every panel re-read all the inputs from L3 and its own rows from L2: 46 against
 // 70 GFLOP/s (MKL's) per core at Qwen3-0.6B's and ModernBERT-base's shapes on Zen 3.
-constexpr int64_t kDepthBlock = 4096 / kPanel;
+constexpr int64_t kDepthBlock = 4096 * kDepthStep / kPanel;
 constexpr int64_t kRowBlock = 20 * kTileRows;
 constexpr int64_t kPanelGroup = 8;
 
@@ -44,12 +62,12 @@ inline void put(float* p, vf v, int64_t n, bool accumulate) {
 }
 
 // c[r, 0:cols] = a[r, :] . panel (+ bias, then the epilogue `mode`) for R rows of `a` (row
-// stride lda) over `depth` panel rows of kPanel floats; bias (or null) holds this panel's
+// stride lda) over `depth` panel rows of kPanelRow weights; bias (or null) holds this panel's
 // kPanel values. With kGlu the panel's two halves are the activated and the gate columns of
 // `cols` (<= W) outputs. A depth block of a deeper product starts from the sums in `partial`
 // (R x kPanel) unless it is the first, and leaves its sums there unless it is the last.
 template <int R>
-inline void product_tile(const float* a, int64_t lda, int64_t depth, const float* panel,
+inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
                          float* c, int64_t ldc, int64_t cols, const float* bias, int mode,
                          float* partial, bool first, bool last) {
   vf low[R], high[R];
@@ -58,14 +76,25 @@ inline void product_tile(const float* a, int64_t lda, int64_t depth, const float
     high[r] = first ? vf{} : load(partial + r * kPanel + W);
   }
   for (int64_t p = 0; p < depth; ++p) {
-    const float* ahead = panel + (p + kPrefetchAhead) * kPanel;
-    for (int64_t line = 0; line < kPanel; line += 16) __builtin_prefetch(ahead + line);
+    const weight_t* ahead = panel + (p + kPrefetchAhead) * kPanelRow;
+    for (int64_t line = 0; line < kPanelRow; line += 64 / sizeof(weight_t))
+      __builtin_prefetch(ahead + line);
+#if JME_BF16
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * kPanelRow);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * kPanelRow + kPanel);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
+      low[r] = _mm512_dpbf16_ps(low[r], x, b0);
+      high[r] = _mm512_dpbf16_ps(high[r], x, b1);
+    }
+#else
     const vf b0 = load(panel + p * kPanel), b1 = load(panel + p * kPanel + W);
     for (int r = 0; r < R; ++r) {
       const vf x = splat(a[r * lda + p]);
       low[r] += x * b0;
       high[r] += x * b1;
     }
+#endif
   }
   if (!last) {
     for (int r = 0; r < R; ++r) {
@@ -94,7 +123,7 @@ inline void product_tile(const float* a, int64_t lda, int64_t depth, const float
 }
 
 template <int R>
-void tail_tile(int64_t rows, const float* a, int64_t lda, int64_t depth, const float* panel,
+void tail_tile(int64_t rows, const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
                float* c, int64_t ldc, int64_t cols, const float* bias, int mode, float* partial,
                bool first, bool last) {
   if constexpr (R > 0) {
@@ -105,25 +134,54 @@ void tail_tile(int64_t rows, const float* a, int64_t lda, int64_t depth, const f
   }
 }
 
+#if JME_BF16
+// Rows [0, rows) of a (row stride lda), depth [0, depth), rounded to bfloat16 (to nearest,
+// ties to even) into `pairs` (row stride kDepthBlock / 2 pairs); an odd depth's last pair
+// gets a zero.
+inline void to_bf16_pairs(const float* a, int64_t lda, int64_t rows, int64_t depth,
+                          uint32_t* pairs) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = a + r * lda;
+    uint16_t* dst = reinterpret_cast<uint16_t*>(pairs + r * (kDepthBlock / 2));
+    for (int64_t j = 0; j < depth; j += 2 * W) {
+      const int64_t n = depth - j < 2 * W ? depth - j : 2 * W;
+      const __mmask16 lo = n >= W ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
+      const __mmask16 hi = n > W ? static_cast<__mmask16>((1u << (n - W)) - 1) : 0;
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + j + W),
+                                             _mm512_maskz_loadu_ps(lo, src + j));
+      const int64_t keep = (n + 1) & ~int64_t{1};
+      const __mmask32 mask = keep == 2 * W ? 0xffffffffu : (1u << keep) - 1;
+      _mm512_mask_storeu_epi16(dst + j, mask, (__m512i)v);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 int64_t panel_width() { return kPanel; }
 
-// Floats of scratch memory packed_product() needs per thread.
-int64_t product_scratch() { return kPanelGroup * kRowBlock * kPanel; }
+// Floats of scratch memory packed_product() needs per thread: the sums between depth blocks,
+// and (bf16) a row block's inputs rounded to bfloat16.
+int64_t product_scratch() {
+  return kPanelGroup * kRowBlock * kPanel + (kDepthStep == 2 ? kRowBlock * kDepthBlock / 2 : 0);
+}
 
 // c (rows x cols) = a (rows x depth) @ w^T (+ bias, then the epilogue `mode`) for the panels
 // [first, last) of w packed by pack_linear: panel p holds w's rows p*kPanel... as `depth` rows
-// of kPanel floats, and zeros past the last row. Panels are independent, so threads may split
-// them. bias (or null) holds `cols` floats. scratch: product_scratch() floats (or null when
-// depth <= kDepthBlock).
+// of kPanel floats (bf16: depth / 2 rows, rounded up, each holding two depth rows' weights
+// as a pair per column), and zeros past the last row. Panels are independent, so threads may
+// split them. bias (or null) holds `cols` floats. scratch: product_scratch() floats (fp32:
+// or null when depth <= kDepthBlock).
 //
 // With kGlu, w was packed by pack_glu: panel p holds W rows of the activated half and the
 // same W rows of the gate half, for the outputs p*W...; c has `cols` of those, and bias (or
 // null) holds kPanel floats per panel in the same order.
-void packed_product(const float* a, const float* packed, const float* bias, int mode, float* c,
+void packed_product(const float* a, const void* weights, const float* bias, int mode, float* c,
                     int64_t rows, int64_t depth, int64_t cols, int64_t first, int64_t last,
                     float* scratch) {
+  const weight_t* packed = static_cast<const weight_t*>(weights);
+  const int64_t steps = (depth + kDepthStep - 1) / kDepthStep;  // panel rows
   float panel_bias[kPanel];
   const bool glu = mode & kGlu;
   const int64_t step = glu ? W : kPanel;  // outputs per panel
@@ -134,8 +192,18 @@ void packed_product(const float* a, const float* packed, const float* bias, int 
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t kc = depth - k0 < kDepthBlock ? depth - k0 : kDepthBlock;
         const bool first_block = k0 == 0, last_block = k0 + kc == depth;
+#if JME_BF16
+        uint32_t* inputs = reinterpret_cast<uint32_t*>(scratch + kPanelGroup * kRowBlock * kPanel);
+        to_bf16_pairs(a + m0 * depth + k0, depth, m1 - m0, kc, inputs);
+        const int64_t lda = kDepthBlock / 2;
+        auto row_inputs = [&](int64_t r) { return inputs + (r - m0) * lda; };
+#else
+        const int64_t lda = depth;
+        auto row_inputs = [&](int64_t r) { return a + r * depth + k0; };
+#endif
+        const int64_t kn = (kc + kDepthStep - 1) / kDepthStep;  // this block's panel rows
         for (int64_t p = g0; p < g1; ++p) {
-          const float* panel = packed + (p * depth + k0) * kPanel;
+          const weight_t* panel = packed + (p * steps + k0 / kDepthStep) * kPanelRow;
           const int64_t width = cols - p * step < step ? cols - p * step : step;
           const float* b = nullptr;
           if (bias && glu) {
@@ -149,10 +217,10 @@ void packed_product(const float* a, const float* packed, const float* bias, int 
           float* partial = scratch ? scratch + (p - g0) * kRowBlock * kPanel : nullptr;
           int64_t r = m0;
           for (; r + kTileRows <= m1; r += kTileRows)
-            product_tile<kTileRows>(a + r * depth + k0, depth, kc, panel, out + r * cols, cols,
+            product_tile<kTileRows>(row_inputs(r), lda, kn, panel, out + r * cols, cols,
                                     width, b, mode, partial ? partial + (r - m0) * kPanel : nullptr,
                                     first_block, last_block);
-          tail_tile<kTileRows - 1>(m1 - r, a + r * depth + k0, depth, kc, panel, out + r * cols,
+          tail_tile<kTileRows - 1>(m1 - r, row_inputs(r), lda, kn, panel, out + r * cols,
                                    cols, width, b, mode,
                                    partial ? partial + (r - m0) * kPanel : nullptr, first_block,
                                    last_block);

@@ -48,13 +48,19 @@ constexpr int kNormAccumulate = 2;  // out += the result
   int64_t attention_scratch(int64_t, int64_t);                                               \
   void attention(const AttentionSpec*, const float*, const int32_t*, float*, float*,         \
                  int64_t, int64_t);                                                          \
+  JME_DECLARE_PRODUCTS()                                                                     \
+  }
+#define JME_DECLARE_PRODUCTS()                                                               \
   int64_t panel_width();                                                                     \
   int64_t product_scratch();                                                                 \
-  void packed_product(const float*, const float*, const float*, int, float*, int64_t,         \
-                      int64_t, int64_t, int64_t, int64_t, float*);                           \
-  }
+  void packed_product(const float*, const void*, const float*, int, float*, int64_t,          \
+                      int64_t, int64_t, int64_t, int64_t, float*);
 JME_DECLARE_KERNELS(avx2)
 JME_DECLARE_KERNELS(avx512)
+// The products on bfloat16 weights (simd_products.cpp built with AVX512_BF16).
+namespace avx512bf16 {
+JME_DECLARE_PRODUCTS()
+}
 
 }  // namespace jme_native
 
