@@ -15,6 +15,9 @@ taking turns within each round (the order rotates per round), as in ``bench_embe
 - MLX: jupyter_mlx_embed with the vector cache off;
 - torch: sentence-transformers in float32 (it would load Qwen3-Embedding's bfloat16 weights
   as bfloat16, many times slower on CPUs without bfloat16 arithmetic), batches of 32;
+- with ``--sides``, also ``mlx-bf16`` (the ``precision='bf16'`` setting) and ``onnx-int8``
+  (ONNX Runtime's ``quantize_dynamic`` of the fused export: int8 weights, activations
+  quantized at run time), the reduced-precision options of each;
 - ONNX Runtime: the transformer exported with torch's TorchScript exporter (eager attention)
   and fused by ``onnxruntime.transformers.optimizer`` (its BERT fusions; only BERT and
   XLM-R get the fused Attention), run in a stock ``InferenceSession`` as infinity,
@@ -58,8 +61,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.real_models import PUBLISHED, build_model, layer_count, width  # noqa: E402
 
-SIDES = ("mlx", "torch", "onnx")
-NAMES = {"mlx": "MLX", "torch": "sentence-transformers (torch)", "onnx": "ONNX Runtime"}
+SIDES = ("mlx", "mlx-bf16", "torch", "onnx", "onnx-int8")
+DEFAULT_SIDES = ("mlx", "torch", "onnx")
+NAMES = {
+    "mlx": "MLX",
+    "mlx-bf16": "MLX bf16",
+    "torch": "sentence-transformers (torch)",
+    "onnx": "ONNX Runtime",
+    "onnx-int8": "ORT dynamic int8",
+}
+#: Sides of reduced precision (their fidelity floor is 0.999 cosine, not 0.9999).
+REDUCED = ("mlx-bf16", "onnx-int8")
+#: The paired ratios reported, where both sides ran: (side, reference); > 1: side faster.
+RATIOS = (
+    ("mlx", "torch"),
+    ("mlx", "onnx"),
+    ("mlx-bf16", "mlx"),
+    ("mlx-bf16", "onnx"),
+    ("onnx-int8", "onnx"),
+)
 DEFAULT_MODELS = ("bge-base-en-v1.5", "gte-modernbert-base", "Qwen3-Embedding-0.6B")
 DEFAULT_ROOT = Path.home() / ".cache" / "jupyter-mlx-embed-bench"
 BATCH_SIZE = 32
@@ -278,12 +298,30 @@ def ensure_onnx(folder: Path, root: Path) -> tuple[Path | None, str]:
 # The sides' processes.
 
 
+def int8_model(onnx_path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of the fused model (weights int8 per tensor,
+    activations quantized per batch at run time), made once beside it."""
+    out = onnx_path.with_name("model-int8.onnx")
+    if not out.is_file():
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        scratch = out.with_suffix(".partial.onnx")
+        # The fused operators (com.microsoft) defeat ONNX's shape inference: their outputs
+        # are float32.
+        options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+        quantize_dynamic(onnx_path, scratch, weight_type=QuantType.QInt8, extra_options=options)
+        scratch.replace(out)
+    return out
+
+
 def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[[Any], Any], dict]:
     """The side's embed function (texts -> normalised float32 vectors) and its versions."""
-    if side == "onnx":
+    if side in ("onnx", "onnx-int8"):
         import onnxruntime
 
-        embedder = OrtEmbedder(folder, Path(onnx_path))
+        path = Path(onnx_path) if side == "onnx" else int8_model(Path(onnx_path))
+        embedder = OrtEmbedder(folder, path)
         embedder(["warm up"])
         return embedder, {"onnxruntime": onnxruntime.__version__}
     if side == "torch":
@@ -309,7 +347,10 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[[Any],
     import jupyter_mlx_embed
 
     jupyter_mlx_embed.configure(
-        model_roots=(folder.parent,), default_model=folder.name, cache=False
+        model_roots=(folder.parent,),
+        default_model=folder.name,
+        cache=False,
+        precision="bf16" if side == "mlx-bf16" else "fp32",
     )
 
     def embed_mlx(texts: list[str]) -> np.ndarray:
@@ -323,6 +364,7 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[[Any],
         "mlx": data.get("mlx_version"),
         "blas": (data.get("blas") or {}).get("name"),
         "native_kernels": kernels.get("isa") if kernels.get("loaded") else kernels.get("detail"),
+        f"precision_{side}": (data.get("precision") or {}).get("in_use"),
     }
 
 
@@ -387,6 +429,11 @@ _FIRST_VECTOR = {
     "from bench_models import OrtEmbedder\n"
     "OrtEmbedder(Path({folder!r}), Path({onnx!r}))(['Hello, world.'])\n",
     "mlx": "import jupyter_mlx_embed\njupyter_mlx_embed.embed(['Hello, world.'], model={name!r})\n",
+    "mlx-bf16": "import jupyter_mlx_embed\njupyter_mlx_embed.configure(precision='bf16')\n"
+    "jupyter_mlx_embed.embed(['Hello, world.'], model={name!r})\n",
+    "onnx-int8": "import sys\nsys.path.insert(0, {bench!r})\nfrom pathlib import Path\n"
+    "from bench_models import OrtEmbedder, int8_model\n"
+    "OrtEmbedder(Path({folder!r}), int8_model(Path({onnx!r})))(['Hello, world.'])\n",
 }
 
 
@@ -410,24 +457,24 @@ def first_vector_s(side: str, folder: Path, onnx_path: Path | None) -> float:
 # One model's run and its table.
 
 
+def _ratios(sides: list[str]) -> list[tuple[str, str]]:
+    """The :data:`RATIOS` whose two sides both ran."""
+    return [(a, b) for a, b in RATIOS if a in sides and b in sides]
+
+
 def _ratio_cells(values: dict[str, list[float]], sides: list[str], higher: bool) -> list[str]:
-    """MLX against each other side: paired per-round ratios, median [min-max] (> 1: MLX
-    faster), or ``-`` where the side did not run."""
+    """Each of :func:`_ratios`: paired per-round ratios, median [min-max] (> 1: the first
+    side faster)."""
     cells = []
-    for rival in ("torch", "onnx"):
-        if rival not in sides or "mlx" not in sides:
-            cells.append("-")
-            continue
-        pairs = zip(values[rival], values["mlx"], strict=True)
+    for side, reference in _ratios(sides):
+        pairs = zip(values[reference], values[side], strict=True)
         cells.append(bench_embed._spread([m / o if higher else o / m for o, m in pairs]))
     return cells
 
 
 def _row(label: str, values: dict[str, list[float]], sides: list[str], fmt: str, higher: bool):
     best = max if higher else min
-    cells = [
-        f"{med(values[s]):{fmt}} ({best(values[s]):{fmt}})" if s in sides else "-" for s in SIDES
-    ]
+    cells = [f"{med(values[s]):{fmt}} ({best(values[s]):{fmt}})" for s in sides]
     return f"| {label} | " + " | ".join(cells + _ratio_cells(values, sides, higher)) + " |"
 
 
@@ -443,12 +490,12 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
     tokens = {w: sum(corpus.count_tokens(tok, texts)) for w, texts in workloads.items()}
     sides = [s for s in SIDES if s in args.sides]
     onnx_path, onnx_note = None, "ONNX Runtime not measured"
-    if "onnx" in sides:
+    if {"onnx", "onnx-int8"} & set(sides):
         print(f"[{name}] exporting to ONNX (cached after the first run) ...", flush=True)
         onnx_path, onnx_note = ensure_onnx(folder, args.root)
         print(f"[{name}] {onnx_note}", flush=True)
         if onnx_path is None:
-            sides.remove("onnx")
+            sides = [s for s in sides if not s.startswith("onnx")]
 
     print(
         f"[{name}] time to first vector: {args.probes} fresh process(es) per side ...", flush=True
@@ -490,30 +537,36 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
         f"{PUBLISHED[name].dtype.lower()} weights)",
         "",
         "| Measure | "
-        + " | ".join(NAMES[s] for s in SIDES)
-        + " | MLX / torch, paired | MLX / ORT, paired |",
-        "|---|" + "---:|" * (len(SIDES) + 2),
+        + " | ".join(NAMES[s] for s in sides)
+        + "".join(f" | {NAMES[a]} / {NAMES[b]}, paired" for a, b in _ratios(sides))
+        + " |",
+        "|---|" + "---:|" * (len(sides) + len(_ratios(sides))),
     ]
+    dashes = " | -" * len(_ratios(sides))
     for w in workloads:
         label = f"{w} ({tokens[w]:,} tokens), tokens/s"
         rows.append(_row(label, tps[w], sides, ",.0f", higher=True))
     rows.append(_row("single-text latency p50, ms", p50, sides, ".1f", higher=False))
     rows.append(_row("time to first vector, s", ttfv, sides, ".2f", higher=False))
-    cores = " | ".join(bench_embed._spread(busy[s], unit="") if s in sides else "-" for s in SIDES)
-    rows.append(f"| CPU cores busy in batch runs | {cores} | - | - |")
-    peaks = " | ".join(f"{rss[s]:,.0f}" if s in sides else "-" for s in SIDES)
-    rows.append(f"| peak RSS, MiB | {peaks} | - | - |")
+    cores = " | ".join(bench_embed._spread(busy[s], unit="") for s in sides)
+    rows.append(f"| CPU cores busy in batch runs | {cores}{dashes} |")
+    peaks = " | ".join(f"{rss[s]:,.0f}" for s in sides)
+    rows.append(f"| peak RSS, MiB | {peaks}{dashes} |")
     cells = " | ".join(
-        "(reference)" if s == "torch" else f"{cosine[s]:.6f}" if s in cosine else "-" for s in SIDES
+        "(reference)" if s == "torch" else f"{cosine[s]:.6f}" if s in cosine else "-" for s in sides
     )
-    rows.append(f"| min cosine to torch | {cells} | - | - |")
-    low = [s for s, c in cosine.items() if c < 0.9999]
+    rows.append(f"| min cosine to torch | {cells}{dashes} |")
+    low = [s for s, c in cosine.items() if c < (0.999 if s in REDUCED else 0.9999)]
     report = (
         "\n".join(rows)
-        + f"\n\nSides: median (best) over {args.rounds} round(s); ratios > 1: MLX faster; "
-        "cores busy: CPU time / wall time, median [min-max] (below the core count: the side "
-        f"did not get every core, e.g. on a shared machine). ONNX: {onnx_note}."
-        + (f"\nFIDELITY: {', '.join(low)} below 0.9999 cosine to torch." if low else "")
+        + f"\n\nSides: median (best) over {args.rounds} round(s); ratios > 1: the first side "
+        "faster; cores busy: CPU time / wall time, median [min-max] (below the core count: the "
+        f"side did not get every core, e.g. on a shared machine). ONNX: {onnx_note}."
+        + (
+            f"\nFIDELITY: {', '.join(low)} below 0.9999 (reduced precision: 0.999) cosine to torch."
+            if low
+            else ""
+        )
     )
     result = {
         "model": name,
@@ -547,7 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passages", type=int, default=32, help="passages per round")
     parser.add_argument("--probes", type=int, default=1, help="fresh processes per side")
     parser.add_argument(
-        "--sides", nargs="+", default=list(SIDES), choices=SIDES, help="sides to measure"
+        "--sides",
+        nargs="+",
+        default=list(DEFAULT_SIDES),
+        choices=SIDES,
+        help=f"sides to measure (default: {' '.join(DEFAULT_SIDES)}); mlx-bf16: the bf16 "
+        "precision; onnx-int8: ONNX Runtime's dynamic int8 quantization",
     )
     parser.add_argument("--layers", type=int, help="fewer layers than published")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="built models' cache")
@@ -560,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds = 1
-    needed = {"torch": ("torch", "sentence_transformers"), "onnx": ("torch", "onnx", "onnxruntime")}
+    onnx = ("torch", "onnx", "onnxruntime")
+    needed = {"torch": ("torch", "sentence_transformers"), "onnx": onnx, "onnx-int8": onnx}
     missing = sorted(
         {m for s in args.sides for m in needed.get(s, ()) if not importlib.util.find_spec(m)}
     )
