@@ -15,7 +15,7 @@ taking turns within each round (the order rotates per round), as in ``bench_embe
 - MLX: jupyter_mlx_embed with the vector cache off;
 - torch: sentence-transformers in float32 (it would load Qwen3-Embedding's bfloat16 weights
   as bfloat16, many times slower on CPUs without bfloat16 arithmetic), batches of 32;
-- with ``--sides``, also ``mlx-bf16`` (the ``precision='bf16'`` setting) and ``onnx-int8``
+- with ``--sides``, also ``mlx-bf16``, ``mlx-int8`` (the ``precision`` settings) and ``onnx-int8``
   (ONNX Runtime's ``quantize_dynamic`` of the fused export: int8 weights, activations
   quantized at run time), the reduced-precision options of each;
 - ONNX Runtime: the transformer exported with torch's TorchScript exporter (eager attention)
@@ -61,23 +61,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.real_models import PUBLISHED, build_model, layer_count, width  # noqa: E402
 
-SIDES = ("mlx", "mlx-bf16", "torch", "onnx", "onnx-int8")
+SIDES = ("mlx", "mlx-bf16", "mlx-int8", "torch", "onnx", "onnx-int8")
 DEFAULT_SIDES = ("mlx", "torch", "onnx")
 NAMES = {
     "mlx": "MLX",
     "mlx-bf16": "MLX bf16",
+    "mlx-int8": "MLX int8",
     "torch": "sentence-transformers (torch)",
     "onnx": "ONNX Runtime",
     "onnx-int8": "ORT dynamic int8",
 }
 #: Sides of reduced precision (their fidelity floor is 0.999 cosine, not 0.9999).
-REDUCED = ("mlx-bf16", "onnx-int8")
+REDUCED = ("mlx-bf16", "mlx-int8", "onnx-int8")
+#: The ``precision`` setting of each MLX side.
+PRECISION = {"mlx": "fp32", "mlx-bf16": "bf16", "mlx-int8": "int8"}
 #: The paired ratios reported, where both sides ran: (side, reference); > 1: side faster.
 RATIOS = (
     ("mlx", "torch"),
     ("mlx", "onnx"),
     ("mlx-bf16", "mlx"),
     ("mlx-bf16", "onnx"),
+    ("mlx-int8", "mlx"),
+    ("mlx-int8", "onnx"),
     ("onnx-int8", "onnx"),
 )
 DEFAULT_MODELS = ("bge-base-en-v1.5", "gte-modernbert-base", "Qwen3-Embedding-0.6B")
@@ -350,7 +355,7 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[[Any],
         model_roots=(folder.parent,),
         default_model=folder.name,
         cache=False,
-        precision="bf16" if side == "mlx-bf16" else "fp32",
+        precision=PRECISION[side],
     )
 
     def embed_mlx(texts: list[str]) -> np.ndarray:
@@ -430,6 +435,8 @@ _FIRST_VECTOR = {
     "OrtEmbedder(Path({folder!r}), Path({onnx!r}))(['Hello, world.'])\n",
     "mlx": "import jupyter_mlx_embed\njupyter_mlx_embed.embed(['Hello, world.'], model={name!r})\n",
     "mlx-bf16": "import jupyter_mlx_embed\njupyter_mlx_embed.configure(precision='bf16')\n"
+    "jupyter_mlx_embed.embed(['Hello, world.'], model={name!r})\n",
+    "mlx-int8": "import jupyter_mlx_embed\njupyter_mlx_embed.configure(precision='int8')\n"
     "jupyter_mlx_embed.embed(['Hello, world.'], model={name!r})\n",
     "onnx-int8": "import sys\nsys.path.insert(0, {bench!r})\nfrom pathlib import Path\n"
     "from bench_models import OrtEmbedder, int8_model\n"
@@ -604,8 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=list(DEFAULT_SIDES),
         choices=SIDES,
-        help=f"sides to measure (default: {' '.join(DEFAULT_SIDES)}); mlx-bf16: the bf16 "
-        "precision; onnx-int8: ONNX Runtime's dynamic int8 quantization",
+        help=f"sides to measure (default: {' '.join(DEFAULT_SIDES)}); mlx-bf16, mlx-int8: "
+        "those precisions; onnx-int8: ONNX Runtime's dynamic int8 quantization",
     )
     parser.add_argument("--layers", type=int, help="fewer layers than published")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="built models' cache")

@@ -24,7 +24,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_PORT = 8000
 TRANSPORT_MODES = ("auto", "local", "server")
 #: Precisions of the native CPU path's matrix products (the first is the default).
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 _C = TypeVar("_C", bound="_Settings")
 
@@ -159,9 +159,12 @@ class EngineConfig(_Settings):
     precision: str = setting(
         "fp32",
         "CPU fast path: precision of the native matrix products. 'bf16' rounds weights and "
-        "inputs to bfloat16 and sums in float32 (faster on CPUs with AVX512_BF16; cosine "
-        ">= 0.999 to fp32); on other CPUs fp32 runs, as it does for models without a native "
-        "path (info()['precision'] says which). Vectors are cached per precision.",
+        "inputs to bfloat16 and sums in float32 (CPUs with AVX512_BF16); 'int8' rounds "
+        "weights (per output feature) and inputs (per token) to int8 and sums in int32 "
+        "(AVX2 CPUs, and AVX-512 ones with VNNI). Both are faster than fp32 and move vectors "
+        "a little (see BENCHMARKS.md). Where the CPU lacks them fp32 runs, as it does for "
+        "models without a native path (info()['precision'] says which). Vectors are cached "
+        "per precision.",
         choices=PRECISIONS,
     )
     blas: str | None = setting(

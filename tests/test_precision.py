@@ -1,6 +1,6 @@
-"""The ``precision`` setting: bfloat16 products on the native CPU path (AVX512_BF16), checked
-against references rounded the same way, whole models against float32 and
-sentence-transformers, and the vector cache kept apart per precision."""
+"""The ``precision`` setting: bfloat16 (AVX512_BF16) and int8 (AVX2, AVX512_VNNI) products on
+the native CPU path, checked against references rounded the same way, whole models against
+float32 and sentence-transformers, and the vector cache kept apart per precision."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def cpu_has_bf16() -> bool:
 
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU lacks AVX512_BF16")
+
+
+def cpu_has_int8(isa: str) -> bool:
+    """Whether the ``isa`` kernels have int8 products on this CPU (from /proc/cpuinfo)."""
+    return isa == "avx2" or "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+
+
+def to_int8(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows rounded to int8 steps of their largest magnitude / 127 (ties to even), as float64
+    values and their (rows, 1) scales."""
+    a = a.astype(np.float64)
+    scale = np.abs(a).max(axis=1, keepdims=True) / 127
+    return np.clip(np.round(a / np.where(scale == 0, 1, scale)), -127, 127), scale
 
 
 def to_bf16(a: np.ndarray) -> np.ndarray:
@@ -104,6 +117,91 @@ def test_bf16_products_match_a_bf16_rounded_reference(
     )
 
 
+def test_kernels_say_whether_they_have_int8_products(worker: Worker) -> None:
+    def run(k: Any, mx: Any) -> dict[str, bool]:
+        isas = k.supported_isas()
+        try:
+            found = {}
+            for isa in isas:
+                k.set_isa(isa)
+                found[isa] = k.has_int8()
+            return found
+        finally:
+            k.set_isa(isas[0])
+
+    found = on_kernels(worker, run)
+    assert found == {isa: cpu_has_int8(isa) for isa in found}
+
+
+@pytest.mark.parametrize(
+    ("rows", "depth", "cols"),
+    [
+        (1, 37, 75),  # a depth that is no multiple of 4 (zeros pad the last quad)
+        (13, 384, 130),
+        (250, 2100, 33),  # more rows than one row block, depth over two depth blocks
+    ],
+)
+def test_int8_products_match_an_int8_rounded_reference(
+    worker: Worker, rows: int, depth: int, cols: int
+) -> None:
+    """Every instruction set's int8 products compute the same integer sums as numpy on
+    inputs and weights rounded the same way: plain, with a residual, gated, on 1 or 2
+    threads; rows of zeros give zeros."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, depth)).astype(np.float32)
+    zero = rows // 2 if rows > 1 else None
+    if zero is not None:
+        x[zero] = 0
+    w = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
+    gate = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
+    bias = rng.standard_normal(cols).astype(np.float32)
+    residual = rng.standard_normal((rows, cols)).astype(np.float32)
+
+    def run(k: Any, mx: Any) -> dict[str, dict[str, np.ndarray]]:
+        isas, found = k.supported_isas(), {}
+        try:
+            for isa in isas:
+                k.set_isa(isa)
+                if not k.has_int8():
+                    continue
+                xs, bs = mx.array(x), mx.array(bias)
+                packed = k.pack_linear(mx.array(w), precision="int8")
+                glu = k.pack_glu(mx.array(w), mx.array(gate), precision="int8")
+                glu_bias = k.pack_glu_bias(bs, mx.zeros((cols,)))
+                assert packed.dtype == mx.int8
+                out = {f"plain{t}": k.linear(xs, packed, cols, bs, threads=t) for t in (1, 2)}
+                out["residual"] = k.linear(xs, packed, cols, residual=mx.array(residual), threads=2)
+                out["glu"] = k.linear(xs, glu, cols, glu_bias, glu="silu", threads=2)
+                found[isa] = {name: np.array(v) for name, v in out.items()}
+        finally:
+            k.set_isa(isas[0])
+        return found
+
+    found = on_kernels(worker, run)
+    assert found, "no instruction set with int8 products"
+    (xq, xs), (wq, ws), (gq, gs) = to_int8(x), to_int8(w), to_int8(gate)
+    product = (xq @ wq.T) * xs * ws.T
+    gated = (xq @ gq.T) * xs * gs.T
+    silu = (product + bias) / (1 + np.exp(-(product + bias)))
+    expected = {
+        "plain1": product + bias,
+        "plain2": product + bias,
+        "residual": product + residual,
+        "glu": silu * gated,
+    }
+    for isa, got in found.items():
+        for name, value in expected.items():
+            # float32 rounding of the scaling, and inputs on a rounding tie (x * 127 / max in
+            # float32 against numpy's float64 division) one step apart
+            error = np.abs(got[name] - value).max() / np.abs(value).max()
+            assert error < 1e-4, (isa, name, error)
+        if zero is not None:
+            assert np.all(got["plain1"][zero] == bias)
+    # The rounding is the products' own: float32 weights give visibly other values.
+    some = next(iter(found.values()))["plain1"]
+    assert np.abs(some - (x.astype(np.float64) @ w.T.astype(np.float64) + bias)).max() > 1e-3
+
+
 def test_bf16_is_refused_where_the_kernels_lack_it(worker: Worker) -> None:
     def run(k: Any, mx: Any) -> list[str]:
         errors = []
@@ -127,12 +225,15 @@ def test_bf16_is_refused_where_the_kernels_lack_it(worker: Worker) -> None:
     errors = on_kernels(worker, run)
     assert len(errors) == 3
     assert all("AVX512_BF16" in e for e in errors[:2]), errors
-    assert "precision must be 'fp32' or 'bf16'" in errors[2]
+    assert "precision must be 'fp32', 'bf16' or 'int8'" in errors[2]
 
 
-@needs_bf16
-def test_one_model_is_packed_at_one_precision(worker: Worker) -> None:
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_one_model_is_packed_at_one_precision(worker: Worker, precision: str) -> None:
     """The whole-model ops refuse weights packed at two precisions."""
+    has = on_kernels(worker, lambda k, mx: {"bf16": k.has_bf16(), "int8": k.has_int8()})
+    if not has[precision]:
+        pytest.skip(f"the kernels in use lack {precision} products")
     spec = worker.registry.resolve(None)
 
     def run(engine: Any) -> str:
@@ -141,7 +242,7 @@ def test_one_model_is_packed_at_one_precision(worker: Worker) -> None:
         k = engine._kernels
         layers = list(engine.load(spec).fast._native_layers[:12])
         dim = layers[3].shape[0]
-        layers[2] = k.pack_linear(mx.eye(dim), precision="bf16")  # the output weight
+        layers[2] = k.pack_linear(mx.eye(dim), precision=precision)  # the output weight
         x = mx.zeros((3, dim))
         try:
             mx.eval(k.encoder(x, mx.array([0, 3]), layers, 12, 1e-12))
@@ -169,3 +270,22 @@ def test_bf16_prenorm_models_stay_close_to_the_stock_forward(
     assert result["mean_cos"] >= 0.999, result
     assert result["last_cos"] >= 0.999, result
     assert result["token_cos"] >= 0.99, result
+
+
+@pytest.mark.parametrize(
+    ("model_type", "lengths"),
+    [("modernbert", [9, 40, 1, 200]), ("qwen3", [9, 40, 1, 200]), ("gemma3_text", [9, 300, 1])],
+)
+def test_int8_prenorm_models_stay_near_the_stock_forward(
+    worker: Worker, model_type: str, lengths: list[int]
+) -> None:
+    if not on_kernels(worker, lambda k, mx: k.has_int8()):
+        pytest.skip("the kernels in use lack int8 products")
+    config = PUBLISHED[model_type]
+    result = worker.call(
+        lambda engine: compare_with_stock(
+            random_model(model_type, config), model_type, lengths, precision="int8"
+        )
+    ).result()
+    assert result["mean_cos"] >= 0.99, result
+    assert result["last_cos"] >= 0.99, result

@@ -58,20 +58,38 @@ class PrecisionInfo:
     detail: str
 
 
+#: What each reduced precision runs on the native CPU path, and what it needs there.
+_REDUCED = {
+    "bf16": (
+        "has_bf16",
+        "AVX512_BF16 products (bfloat16 weights and inputs, float32 sums)",
+        "a CPU with AVX512_BF16",
+    ),
+    "int8": (
+        "has_int8",
+        "int8 products (weights per output feature, inputs per token, int32 sums)",
+        "AVX2, or AVX512_VNNI with the avx512 kernels",
+    ),
+}
+
+
 def _precision(setting: str, cpu: bool, kernels: Any) -> PrecisionInfo:
-    """The precision this engine runs: bf16 on a GPU, or on the native CPU path where the CPU
-    has AVX512_BF16; otherwise fp32, saying why."""
+    """The precision this engine runs: the setting where the native CPU path has its products
+    (bf16 also on a GPU, as bfloat16 weights); otherwise fp32, saying why."""
     if setting == "fp32":
         return PrecisionInfo(setting, "fp32", "float32 products")
     if not cpu:
-        return PrecisionInfo(setting, "bf16", "bfloat16 weights on the GPU")
+        if setting == "bf16":
+            return PrecisionInfo(setting, "bf16", "bfloat16 weights on the GPU")
+        return PrecisionInfo(setting, "fp32", f"{setting} runs on the native CPU kernels only")
     if kernels is None:
-        return PrecisionInfo(setting, "fp32", "bf16 needs the native CPU kernels (not loaded)")
-    if not kernels.has_bf16():
-        return PrecisionInfo(setting, "fp32", "bf16 needs a CPU with AVX512_BF16")
-    return PrecisionInfo(
-        setting, "bf16", "AVX512_BF16 products (bfloat16 weights and inputs, float32 sums)"
-    )
+        return PrecisionInfo(
+            setting, "fp32", f"{setting} needs the native CPU kernels (not loaded)"
+        )
+    has, detail, needs = _REDUCED[setting]
+    if not getattr(kernels, has)():
+        return PrecisionInfo(setting, "fp32", f"{setting} needs {needs}")
+    return PrecisionInfo(setting, setting, detail)
 
 
 class Engine:

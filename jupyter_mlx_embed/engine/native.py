@@ -64,8 +64,9 @@ _FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add
 #: the vectorised ones compiled once per instruction set.
 _MAIN_SOURCES = ("runtime.cpp", "primitives.cpp", "ops.cpp")
 _SIMD_SOURCES = ("simd_norm_attention.cpp", "simd_products.cpp")
-#: Compiled a third time with AVX512_BF16 flags (the products on bfloat16 weights).
-_BF16_SOURCES = ("simd_products.cpp",)
+#: Compiled again for the other kinds of weights: with AVX512_BF16 flags (bfloat16), and once
+#: per instruction set for int8 (AVX-512 with VNNI flags).
+_PRODUCT_SOURCES = ("simd_products.cpp",)
 _HEADERS = ("native.h", "spec.h", "simd_vec.h")
 #: Every file a build reads: all of them feed the keys that decide rebuilds and whether a
 #: prebuilt module matches.
@@ -101,15 +102,25 @@ add_library(jme_avx512 OBJECT {simd})
 target_compile_definitions(jme_avx512 PRIVATE JME_ISA=avx512 JME_WIDTH=16)
 target_compile_options(jme_avx512 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
                        -mavx512bw -mprefer-vector-width=512 -fno-math-errno -fno-trapping-math)
-# The products once more on bfloat16 weights (used where the CPU has AVX512_BF16).
+# The products once more on bfloat16 weights (used where the CPU has AVX512_BF16), and on
+# int8 weights (AVX2; AVX-512 where the CPU has AVX512_VNNI).
 add_library(jme_avx512bf16 OBJECT {products})
 target_compile_definitions(jme_avx512bf16 PRIVATE JME_ISA=avx512bf16 JME_WIDTH=16 JME_BF16=1)
 target_compile_options(jme_avx512bf16 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
                        -mavx512bw -mavx512bf16 -mprefer-vector-width=512 -fno-math-errno
                        -fno-trapping-math)
+add_library(jme_avx2int8 OBJECT {products})
+target_compile_definitions(jme_avx2int8 PRIVATE JME_ISA=avx2int8 JME_WIDTH=8 JME_INT8=1)
+target_compile_options(jme_avx2int8 PRIVATE -O3 -mavx2 -mfma -fno-math-errno -fno-trapping-math)
+add_library(jme_avx512int8 OBJECT {products})
+target_compile_definitions(jme_avx512int8 PRIVATE JME_ISA=avx512int8 JME_WIDTH=16 JME_INT8=1)
+target_compile_options(jme_avx512int8 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
+                       -mavx512bw -mavx512vnni -mprefer-vector-width=512 -fno-math-errno
+                       -fno-trapping-math)
 nanobind_add_module({module} NB_STATIC NB_DOMAIN mlx {main}
                     $<TARGET_OBJECTS:jme_avx2> $<TARGET_OBJECTS:jme_avx512>
-                    $<TARGET_OBJECTS:jme_avx512bf16>)
+                    $<TARGET_OBJECTS:jme_avx512bf16> $<TARGET_OBJECTS:jme_avx2int8>
+                    $<TARGET_OBJECTS:jme_avx512int8>)
 target_link_libraries({module} PRIVATE mlx)
 set_target_properties({module} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "{out}")
 """
@@ -371,7 +382,7 @@ def _run_build(output: Path, tools: _Toolchain) -> None:
                 module=_MODULE,
                 main=_cmake_paths(_MAIN_SOURCES),
                 simd=_cmake_paths(_SIMD_SOURCES),
-                products=_cmake_paths(_BF16_SOURCES),
+                products=_cmake_paths(_PRODUCT_SOURCES),
                 out=out.as_posix(),
             ),
             encoding="utf-8",

@@ -28,6 +28,18 @@ constexpr int64_t kUnbounded = int64_t{1} << 40;
 // Instruction sets and helper threads (runtime.cpp)
 // ------------------------------------------------------------------------------------------
 
+// What packed weights hold (pack_linear's precision; their dtype tells it).
+enum class Weights { kFloat32, kBFloat16, kInt8 };
+
+// The products on one kind of packed weights, or null entries where the CPU lacks them.
+struct Products {
+  decltype(&avx2::product_scratch) scratch;
+  decltype(&avx2::packed_product) product;
+  // int8 only: the inputs' quantization (quantize_inputs), which the product then reads.
+  decltype(&avx2int8::quantized_size) quantized_size;
+  decltype(&avx2int8::quantize_inputs) quantize;
+};
+
 // One instruction set's copy of the vectorised kernels.
 struct Kernels {
   const char* name;
@@ -35,13 +47,14 @@ struct Kernels {
   decltype(&avx2::norm_rows) norm_rows;
   decltype(&avx2::attention_scratch) attention_scratch;
   decltype(&avx2::attention) attention;
-  decltype(&avx2::panel_width) panel_width;
-  decltype(&avx2::product_scratch) product_scratch;
-  decltype(&avx2::packed_product) packed_product;
-  // The same products on bfloat16 weights (pack_linear's precision='bf16', same panel width),
-  // or null: only the AVX-512 copy has them, on a CPU with AVX512_BF16.
-  decltype(&avx2::product_scratch) bf16_product_scratch;
-  decltype(&avx2::packed_product) bf16_packed_product;
+  decltype(&avx2::panel_width) panel_width;  // every kind of weights' panels: one width
+  Products fp32;
+  Products bf16;  // only the AVX-512 copy, on a CPU with AVX512_BF16
+  Products int8;  // AVX2; AVX-512 on a CPU with AVX512_VNNI
+
+  const Products& products(Weights w) const {
+    return w == Weights::kBFloat16 ? bf16 : w == Weights::kInt8 ? int8 : fp32;
+  }
 };
 
 // The kernels in use: the widest the CPU runs, until set_isa() says otherwise. Throws
@@ -67,10 +80,22 @@ void run_on_helpers(Task task, const void* job, int64_t count, int threads);
 // (panels(cols, panel), depth, panel), panel being the width of the kernels in use.
 inline int64_t panels(int64_t cols, int64_t panel) { return (cols + panel - 1) / panel; }
 
+// What a packed weight holds, from its dtype.
+inline Weights weights_of(const mx::array& packed) {
+  return packed.dtype() == mx::bfloat16 ? Weights::kBFloat16
+         : packed.dtype() == mx::int8   ? Weights::kInt8
+                                        : Weights::kFloat32;
+}
+
 // The depth (inputs) a packed weight was packed for: its rows, twice as many with bfloat16
-// (which pairs them; an odd depth comes back one larger, its extra input meeting zero weights).
+// (which pairs them), four times as many less the two rows of scales with int8 (which takes
+// quads); a depth that is no multiple comes back larger, its extra inputs meeting zero weights.
 inline int64_t packed_depth(const mx::array& packed) {
-  return packed.shape(1) * (packed.dtype() == mx::bfloat16 ? 2 : 1);
+  switch (weights_of(packed)) {
+    case Weights::kBFloat16: return packed.shape(1) * 2;
+    case Weights::kInt8: return (packed.shape(1) - 2) * 4;
+    default: return packed.shape(1);
+  }
 }
 
 // pack_glu's layout: a gated product of `cols` outputs has panels(cols, panel / 2) panels,
@@ -264,7 +289,7 @@ class Transformer : public CpuOnly {
   static void run(const Kernels& k, const Settings& s, const float* x_in,
                   const int32_t* offsets, int64_t sequences, float* x, int64_t tokens,
                   int64_t dim, int64_t hidden, const std::vector<const float*>& w,
-                  bool bf16, int threads);
+                  Weights weights, int threads);
 
   Settings settings_;
   std::vector<bool> present_;  // per input after x and offsets: given or None

@@ -55,14 +55,17 @@ void check_vector(const mx::array& v, int64_t size, const char* what) {
 }
 
 // Whether `packed` has pack_linear's layout for `depth` inputs (its panel count aside):
-// float32 (panels, depth, panel), or bfloat16 (panels, depth / 2 rounded up, 2 * panel) on
-// kernels with bfloat16 products.
+// float32 (panels, depth, panel), bfloat16 (panels, depth / 2 rounded up, 2 * panel) or int8
+// (panels, depth / 4 rounded up + 2, 4 * panel) on kernels with those products.
 bool packed_for(const mx::array& packed, int64_t depth) {
   const int64_t panel = kernels().panel_width();
   if (packed.ndim() != 3) return false;
   if (packed.dtype() == mx::bfloat16)
-    return kernels().bf16_packed_product && packed.shape(2) == 2 * panel &&
+    return kernels().bf16.product && packed.shape(2) == 2 * panel &&
            packed.shape(1) == (depth + 1) / 2;
+  if (packed.dtype() == mx::int8)
+    return kernels().int8.product && packed.shape(2) == 4 * panel &&
+           packed.shape(1) == (depth + 3) / 4 + 2;
   return packed.dtype() == mx::float32 && packed.shape(2) == panel && packed.shape(1) == depth;
 }
 
@@ -71,35 +74,67 @@ mx::array packed_input(const mx::array& packed, mx::Stream s) {
   return mx::contiguous(packed, false, s);
 }
 
-// Whether a precision name asks for bfloat16 weights ('fp32' or 'bf16'); 'bf16' needs
-// kernels with bfloat16 products.
-bool bf16_precision(const std::string& precision) {
-  if (precision == "fp32") return false;
-  if (precision != "bf16")
-    throw std::invalid_argument("precision must be 'fp32' or 'bf16', got '" + precision + "'");
-  if (!kernels().bf16_packed_product)
-    throw std::invalid_argument("precision='bf16' needs the avx512 kernels on a CPU with "
-                                "AVX512_BF16 (see has_bf16())");
-  return true;
+// The packed weights a precision name asks for ('fp32', 'bf16' or 'int8'), which the kernels
+// in use must have.
+Weights precision_weights(const std::string& precision) {
+  if (precision == "fp32") return Weights::kFloat32;
+  if (precision == "bf16") {
+    if (!kernels().bf16.product)
+      throw std::invalid_argument("precision='bf16' needs the avx512 kernels on a CPU with "
+                                  "AVX512_BF16 (see has_bf16())");
+    return Weights::kBFloat16;
+  }
+  if (precision == "int8") {
+    if (!kernels().int8.product)
+      throw std::invalid_argument("precision='int8' needs the avx2 kernels, or the avx512 "
+                                  "ones on a CPU with AVX512_VNNI (see has_int8())");
+    return Weights::kInt8;
+  }
+  throw std::invalid_argument("precision must be 'fp32', 'bf16' or 'int8', got '" + precision +
+                              "'");
 }
 
-// Rows (count * panel, depth) of float32 weights laid out as panels: float32 (count, depth,
-// panel), or bfloat16 (count, depth / 2 rounded up, 2 * panel) holding, per panel row, each
-// column's weights of two consecutive depth rows side by side (a zero pads an odd depth).
-mx::array to_panels(const mx::array& rows, int64_t count, bool bf16, mx::Stream s) {
+// Rows (count * panel, depth) of float32 weights laid out as panels of `weights`:
+// - float32 (count, depth, panel);
+// - bfloat16 (count, depth / 2 rounded up, 2 * panel) holding, per panel row, each column's
+//   weights of two consecutive depth rows side by side (a zero pads an odd depth);
+// - int8 (count, depth / 4 rounded up + 2, 4 * panel): per panel row each column's weights of
+//   four consecutive depth rows (zeros pad the depth), each row (column) rounded to the
+//   nearest of 255 steps of its largest magnitude / 127 (ties to even); then a row of the
+//   columns' float32 scales (that magnitude / 127; 0 for a row of zeros) and one of 128 times
+//   their int32 sums (what inputs offset by 128 add, see simd_products.cpp), as bytes.
+mx::array to_panels(const mx::array& rows, int64_t count, Weights weights, mx::Stream s) {
   const int panel = static_cast<int>(kernels().panel_width());
   const int n = static_cast<int>(count);
-  int depth = rows.shape(1);
-  if (!bf16) {
+  const int depth = rows.shape(1);
+  if (weights == Weights::kFloat32) {
     mx::array packed = mx::reshape(rows, {n, panel, depth}, s);
     return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
   }
-  mx::array even = depth % 2 ? mx::pad(rows, {{0, 0}, {0, 1}}, mx::array(0), "constant", s) : rows;
-  depth += depth % 2;
-  mx::array pairs = mx::reshape(even, {n, panel, depth / 2, 2}, s);
-  pairs = mx::transpose(pairs, {0, 2, 1, 3}, s);
-  return mx::contiguous(
-      mx::astype(mx::reshape(pairs, {n, depth / 2, 2 * panel}, s), mx::bfloat16, s), false, s);
+  const int step = weights == Weights::kInt8 ? 4 : 2;  // depth rows per panel row
+  const int padded = (depth + step - 1) / step * step;
+  mx::array values = rows, trailer = mx::array(0);
+  if (weights == Weights::kInt8) {
+    const mx::array scale = mx::divide(mx::max(mx::abs(rows, s), 1, true, s), mx::array(127.0f), s);
+    const mx::array safe = mx::where(mx::equal(scale, mx::array(0.0f), s), mx::array(1.0f), scale, s);
+    values = mx::astype(mx::clip(mx::round(mx::divide(rows, safe, s), 0, s), mx::array(-127.0f),
+                                 mx::array(127.0f), s),
+                        mx::int8, s);
+    const mx::array offsets = mx::multiply(mx::sum(mx::astype(values, mx::int32, s), 1, false, s),
+                                           mx::array(128, mx::int32), s);
+    auto as_bytes = [&](const mx::array& column) {  // (count * panel,) 4-byte values
+      return mx::reshape(mx::view(mx::contiguous(column, false, s), mx::int8, s),
+                         {n, 1, 4 * panel}, s);
+    };
+    trailer = mx::concatenate({as_bytes(mx::reshape(scale, {-1}, s)), as_bytes(offsets)}, 1, s);
+  }
+  if (padded != depth)
+    values = mx::pad(values, {{0, 0}, {0, padded - depth}}, mx::array(0, values.dtype()),
+                     "constant", s);
+  mx::array groups = mx::reshape(values, {n, panel, padded / step, step}, s);
+  groups = mx::reshape(mx::transpose(groups, {0, 2, 1, 3}, s), {n, padded / step, step * panel}, s);
+  if (weights == Weights::kBFloat16) return mx::contiguous(mx::astype(groups, mx::bfloat16, s), false, s);
+  return mx::contiguous(mx::concatenate({groups, trailer}, 1, s), false, s);
 }
 
 // The epilogue code of an activation's name ("" for none).
@@ -223,25 +258,25 @@ mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
 mx::array pack_linear(const mx::array& weight, const std::string& precision,
                       mx::StreamOrDevice stream = {}) {
   if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
-  const bool bf16 = bf16_precision(precision);
+  const Weights weights = precision_weights(precision);
   const mx::Stream s = mx::to_stream(stream);
   const int64_t panel = kernels().panel_width();
   const int64_t count = panels(weight.shape(0), panel);
   mx::array padded = mx::pad(float_input(weight, "weight", s),
                              {{0, static_cast<int>(count * panel - weight.shape(0))}, {0, 0}},
                              mx::array(0), "constant", s);
-  return to_panels(padded, count, bf16, s);
+  return to_panels(padded, count, weights, s);
 }
 
 mx::array pack_glu(const mx::array& activated, const mx::array& gate,
                    const std::string& precision, mx::StreamOrDevice stream = {}) {
   if (activated.ndim() != 2 || gate.shape() != activated.shape())
     throw std::invalid_argument("activated and gate must be (out, in) weights of one shape");
-  const bool bf16 = bf16_precision(precision);
+  const Weights weights = precision_weights(precision);
   const mx::Stream s = mx::to_stream(stream);
   mx::array rows = interleave_halves(float_input(activated, "activated", s),
                                      float_input(gate, "gate", s), s);
-  return to_panels(rows, rows.shape(0) / kernels().panel_width(), bf16, s);
+  return to_panels(rows, rows.shape(0) / kernels().panel_width(), weights, s);
 }
 
 mx::array pack_glu_bias(const mx::array& activated, const mx::array& gate,
@@ -450,7 +485,9 @@ NB_MODULE(_jme_native, m) {
         "precision"_a = "fp32", "stream"_a = nb::none(),
         "A linear layer's (out, in) weight packed for linear() with the kernels in use. "
         "precision 'bf16' (where has_bf16()): rounded to bfloat16, and the products that use "
-        "it round their inputs to bfloat16 and sum in float32.");
+        "it round their inputs to bfloat16 and sum in float32; 'int8' (where has_int8()): "
+        "rounded to int8 with one scale per output feature, and the products that use it "
+        "round their inputs to int8 with one scale per row and sum in int32.");
   m.def("pack_glu", &jme_native::pack_glu, "activated"_a, "gate"_a, nb::kw_only(),
         "precision"_a = "fp32", "stream"_a = nb::none(),
         "The two (out, in) weights of a gated product, act(x @ activated.T) * (x @ gate.T), "
@@ -489,7 +526,10 @@ NB_MODULE(_jme_native, m) {
         "The instruction set of the kernels in use.");
   m.def("set_isa", &jme_native::set_isa, "name"_a, "Use the 'avx2' or 'avx512' kernels.");
   m.def("supported_isas", &jme_native::supported_isas, "Instruction sets this CPU runs.");
-  m.def("has_bf16", [] { return jme_native::kernels().bf16_packed_product != nullptr; },
+  m.def("has_bf16", [] { return jme_native::kernels().bf16.product != nullptr; },
         "Whether the kernels in use have bfloat16 products (AVX-512 on a CPU with "
         "AVX512_BF16): pack_linear's precision='bf16'.");
+  m.def("has_int8", [] { return jme_native::kernels().int8.product != nullptr; },
+        "Whether the kernels in use have int8 products (AVX2; AVX-512 on a CPU with "
+        "AVX512_VNNI): pack_linear's precision='int8'.");
 }

@@ -128,39 +128,68 @@ void run_attention(const Kernels* k, AttentionSpec spec, double rope_theta, cons
   run_on_helpers(&AttentionJob::share, &job, sequences * spec.heads, threads);
 }
 
-// Whether a whole-model primitive's packed weights are bfloat16 (its op checks that they all
-// have one precision, and that every other input is float32).
-bool packed_bf16(const std::vector<mx::array>& inputs) {
-  return std::any_of(inputs.begin(), inputs.end(),
-                     [](const mx::array& a) { return a.dtype() == mx::bfloat16; });
+// What a whole-model primitive's packed weights hold (its op checks that they all have one
+// precision, and that every other input is float32 or, the offsets, int32).
+Weights packed_weights(const std::vector<mx::array>& inputs) {
+  for (const auto& a : inputs)
+    if (a.dtype() == mx::bfloat16 || a.dtype() == mx::int8) return weights_of(a);
+  return Weights::kFloat32;
 }
 
 // A product with packed weights split over threads by panels (the helpers' task).
 struct ProductJob {
   const Kernels* k;
   const float* x;
-  const void* packed;  // floats, or bfloat16 with `bf16`
+  const void* packed;  // floats, bfloat16 or int8 (`weights`)
   const float* bias;
   int mode;
   float* out;
   int64_t rows, depth, cols;
-  bool bf16;
+  Weights weights;
 
-  // The panels [first, last), with this thread's scratch buffer (allocated once).
-  static void share(const void* job, int64_t first, int64_t last) {
-    const auto* j = static_cast<const ProductJob*>(job);
-    thread_local std::vector<float> scratch;
-    const auto size =
-        static_cast<size_t>(j->bf16 ? j->k->bf16_product_scratch() : j->k->product_scratch());
-    if (scratch.size() < size) scratch.resize(size);
-    (j->bf16 ? j->k->bf16_packed_product : j->k->packed_product)(
-        j->x, j->packed, j->bias, j->mode, j->out, j->rows, j->depth, j->cols, first, last,
-        scratch.data());
-  }
+  // The panels [first, last) of the product of `inputs` (x, or int8: x quantized), with this
+  // thread's scratch buffer (allocated once).
+  struct Share {
+    const ProductJob* job;
+    const void* inputs;
+    static void run(const void* share, int64_t first, int64_t last) {
+      const auto* s = static_cast<const Share*>(share);
+      const ProductJob& j = *s->job;
+      const Products& products = j.k->products(j.weights);
+      thread_local std::vector<float> scratch;
+      const auto size = static_cast<size_t>(products.scratch());
+      if (scratch.size() < size) scratch.resize(size);
+      products.product(s->inputs, j.packed, j.bias, j.mode, j.out, j.rows, j.depth, j.cols,
+                       first, last, scratch.data());
+    }
+  };
 
-  // The product over `panels` panels on `threads` threads.
+  // Rows [first, last) of x quantized into `out` (int8 weights' inputs).
+  struct Quantize {
+    const ProductJob* job;
+    void* out;
+    static void run(const void* quantize, int64_t first, int64_t last) {
+      const auto* q = static_cast<const Quantize*>(quantize);
+      const ProductJob& j = *q->job;
+      j.k->int8.quantize(j.x, j.rows, j.depth, first, last, q->out);
+    }
+  };
+
+  // The product over `panels` panels on `threads` threads (int8: the inputs quantized first,
+  // once, their rows split over the same threads).
   void run(int64_t panels, int threads) const {
-    run_on_helpers(&ProductJob::share, this, panels, threads);
+    if (weights != Weights::kInt8) {
+      const Share share{this, x};
+      run_on_helpers(&Share::run, &share, panels, threads);
+      return;
+    }
+    thread_local std::vector<float> quantized;
+    const auto size = static_cast<size_t>((k->int8.quantized_size(rows, depth) + 3) / 4);
+    if (quantized.size() < size) quantized.resize(size);
+    const Quantize quantize{this, quantized.data()};
+    run_on_helpers(&Quantize::run, &quantize, rows, threads);
+    const Share share{this, quantized.data()};
+    run_on_helpers(&Share::run, &share, panels, threads);
   }
 };
 
@@ -249,7 +278,7 @@ void PackedLinear::eval_cpu(const std::vector<mx::array>& inputs,
                        static_cast<int64_t>(x.size()) / depth,
                        depth,
                        cols_,
-                       packed.dtype() == mx::bfloat16};
+                       weights_of(packed)};
   encoder.dispatch([job, residual, panels = static_cast<int64_t>(packed.shape(0)),
                     threads = threads_]() {
     if (residual) std::copy(residual, residual + job.rows * job.cols, job.out);
@@ -266,7 +295,7 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
   encoder.set_output_array(out);
   std::vector<const float*> weights;
   for (size_t i = 2; i < inputs.size(); ++i) weights.push_back(inputs[i].data<float>());
-  const bool bf16 = packed_bf16(inputs);
+  const Weights kind = packed_weights(inputs);
   const int64_t dim = inputs[0].shape(1);
   const int64_t hidden = inputs[2 + kUpBias].shape(0);
   encoder.dispatch([k = &kernels(), x_in = inputs[0].data<float>(),
@@ -274,7 +303,7 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
                     sequences = static_cast<int64_t>(inputs[1].size()) - 1, x = out.data<float>(),
                     tokens = static_cast<int64_t>(inputs[0].shape(0)), dim, hidden,
                     weights = std::move(weights), heads = static_cast<int64_t>(heads_),
-                    eps = eps_, bf16, threads = threads_]() {
+                    eps = eps_, kind, threads = threads_]() {
     const auto qkv = scratch(tokens * 3 * dim), up = scratch(tokens * hidden);
     const auto context = scratch(tokens * dim), h = scratch(tokens * dim);
     thread_local std::vector<int32_t> bounds;
@@ -283,7 +312,7 @@ void Encoder::eval_cpu(const std::vector<mx::array>& inputs,
     auto product = [&](const float* in, const float* packed, const float* bias, bool gelu,
                        float* result, int64_t depth, int64_t cols) {
       const ProductJob job{k,      in,     packed, bias, gelu ? kGelu : 0,
-                           result, tokens, depth,  cols, bf16};
+                           result, tokens, depth,  cols, kind};
       job.run(panels(cols, panel), threads);
     };
     auto norm = [&](const float* bias, const float* gamma, const float* beta) {
@@ -315,7 +344,7 @@ void Transformer::eval_cpu(const std::vector<mx::array>& inputs,
   for (const auto& in : inputs) encoder.set_input_array(in);
   encoder.set_output_array(out);
   std::vector<const float*> w = slots(inputs, 2, present_);
-  const bool bf16 = packed_bf16(inputs);
+  const Weights kind = packed_weights(inputs);
   const Settings& s = settings_;
   const int64_t hidden = packed_depth(
       inputs[2 + std::count(present_.begin(), present_.begin() + kHeads + kDown, true)]);
@@ -324,15 +353,15 @@ void Transformer::eval_cpu(const std::vector<mx::array>& inputs,
                     sequences = static_cast<int64_t>(inputs[1].size()) - 1,
                     x = out.data<float>(), tokens = static_cast<int64_t>(inputs[0].shape(0)),
                     dim = static_cast<int64_t>(inputs[0].shape(1)), hidden, w = std::move(w),
-                    s, bf16, threads = threads_]() {
-    run(*k, s, x_in, offsets, sequences, x, tokens, dim, hidden, w, bf16, threads);
+                    s, kind, threads = threads_]() {
+    run(*k, s, x_in, offsets, sequences, x, tokens, dim, hidden, w, kind, threads);
   });
 }
 
 void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
                       const int32_t* offsets, int64_t sequences, float* x, int64_t tokens,
                       int64_t dim, int64_t hidden, const std::vector<const float*>& w,
-                      bool bf16, int threads) {
+                      Weights weights, int threads) {
   const int64_t q_dim = s.heads * s.width;
   const int64_t qkv_cols = (s.heads + 2 * s.kv_heads) * s.width;
   const int64_t panel = k.panel_width();
@@ -342,7 +371,7 @@ void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
   std::copy(x_in, x_in + tokens * dim, x);
   auto product = [&](const float* in, const float* packed, const float* bias, int mode,
                      float* result, int64_t depth, int64_t cols) {
-    const ProductJob job{&k, in, packed, bias, mode, result, tokens, depth, cols, bf16};
+    const ProductJob job{&k, in, packed, bias, mode, result, tokens, depth, cols, weights};
     job.run(mode & kGlu ? glu_panels(cols, panel) : panels(cols, panel), threads);
   };
   // in -> out (out += with kNormAccumulate); in may be out.

@@ -25,26 +25,37 @@ bool supports_bf16() {
   return __builtin_cpu_supports("avx512bf16");
 }
 
+bool supports_vnni() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vnni");
+}
+
+constexpr Products kNone{nullptr, nullptr, nullptr, nullptr};
+
 const Kernels kAvx2{"avx2",
                     avx2::add_layernorm,
                     avx2::norm_rows,
                     avx2::attention_scratch,
                     avx2::attention,
                     avx2::panel_width,
-                    avx2::product_scratch,
-                    avx2::packed_product,
-                    nullptr,
-                    nullptr};
-const Kernels kAvx512{"avx512",
-                      avx512::add_layernorm,
-                      avx512::norm_rows,
-                      avx512::attention_scratch,
-                      avx512::attention,
-                      avx512::panel_width,
-                      avx512::product_scratch,
-                      avx512::packed_product,
-                      supports_bf16() ? avx512bf16::product_scratch : nullptr,
-                      supports_bf16() ? avx512bf16::packed_product : nullptr};
+                    {avx2::product_scratch, avx2::packed_product, nullptr, nullptr},
+                    kNone,
+                    {avx2int8::product_scratch, avx2int8::packed_product,
+                     avx2int8::quantized_size, avx2int8::quantize_inputs}};
+const Kernels kAvx512{
+    "avx512",
+    avx512::add_layernorm,
+    avx512::norm_rows,
+    avx512::attention_scratch,
+    avx512::attention,
+    avx512::panel_width,
+    {avx512::product_scratch, avx512::packed_product, nullptr, nullptr},
+    supports_bf16() ? Products{avx512bf16::product_scratch, avx512bf16::packed_product, nullptr,
+                               nullptr}
+                    : kNone,
+    supports_vnni() ? Products{avx512int8::product_scratch, avx512int8::packed_product,
+                               avx512int8::quantized_size, avx512int8::quantize_inputs}
+                    : kNone};
 
 bool supports(const Kernels& k) {
   __builtin_cpu_init();

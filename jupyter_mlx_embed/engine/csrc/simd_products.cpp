@@ -4,14 +4,28 @@
 //
 // Compiled once per instruction set (JME_ISA, JME_WIDTH) like every simd_*.cpp file, and
 // bound by the same rule (see simd_vec.h): no C++ standard library, no inline function shared
-// with another translation unit. This file alone is compiled a third time, with JME_BF16 and
-// AVX512_BF16 flags (JME_ISA=avx512bf16): the same products on bfloat16 weights, whose panel
-// rows hold pairs of depth rows, and inputs rounded to bfloat16 pairs as they are read, with
-// float32 sums (vdpbf16ps: twice the multiply-adds of an FMA per instruction).
+// with another translation unit. This file alone is compiled more times:
+// - with JME_BF16 and AVX512_BF16 flags (JME_ISA=avx512bf16): the same products on bfloat16
+//   weights, whose panel rows hold pairs of depth rows, and inputs rounded to bfloat16 pairs
+//   as they are read, with float32 sums (vdpbf16ps: twice an FMA's multiply-adds);
+// - with JME_INT8, once per instruction set (JME_ISA=avx2int8, avx512int8): the products on
+//   int8 weights (per output column scales), whose panel rows hold quads of depth rows, and
+//   inputs quantized once per product to int8 with one scale per row (quantize_inputs), with
+//   int32 sums: AVX-512 VNNI's vpdpbusd (four times an FMA's multiply-adds per instruction) on
+//   the inputs offset to unsigned bytes; on AVX2 vpmaddubsw on the inputs' magnitudes and the
+//   weights given the inputs' signs (so that no pair of products overflows 16 bits), then
+//   vpmaddwd. Both compute the same integer sums.
 
 #include "simd_vec.h"
 
-#if JME_BF16
+#ifndef JME_BF16
+#define JME_BF16 0
+#endif
+#ifndef JME_INT8
+#define JME_INT8 0
+#endif
+
+#if JME_BF16 || JME_INT8
 #include <immintrin.h>  // intrinsics only: always inlined, never emitted as shared symbols
 #endif
 
@@ -20,16 +34,24 @@ namespace JME_ISA {
 
 // Columns per panel (two vectors) and rows per tile. A tile keeps its rows x panel results in
 // registers: 2 * kTileRows accumulators, two panel vectors and one broadcast fit the 16 ymm
-// (AVX2) or 32 zmm (AVX-512) registers.
+// (AVX2) or 32 zmm (AVX-512) registers; AVX2's int8 products need four more (both forms of
+// the input, the signed weights, the 16-bit ones).
 constexpr int64_t kPanel = 2 * W;
-constexpr int kTileRows = W == 16 ? 12 : 6;
+constexpr int kTileRows = W == 16 ? 12 : JME_INT8 ? 4 : 6;
 #if JME_BF16
 typedef uint16_t weight_t;  // bfloat16 bits
 typedef uint32_t input_t;   // a pair of bfloat16 inputs (two depth rows)
+typedef vf sum_t;
 constexpr int64_t kDepthStep = 2;
+#elif JME_INT8
+typedef int8_t weight_t;   // quantized weights
+typedef uint32_t input_t;  // a quad of quantized inputs (four depth rows)
+typedef vi sum_t;
+constexpr int64_t kDepthStep = 4;
 #else
 typedef float weight_t;
 typedef float input_t;
+typedef vf sum_t;
 constexpr int64_t kDepthStep = 1;
 #endif
 // Depth rows per panel row, and weights per panel row (128 bytes either way).
@@ -66,15 +88,68 @@ inline void put(float* p, vf v, int64_t n, bool accumulate) {
 // kPanel values. With kGlu the panel's two halves are the activated and the gate columns of
 // `cols` (<= W) outputs. A depth block of a deeper product starts from the sums in `partial`
 // (R x kPanel) unless it is the first, and leaves its sums there unless it is the last.
+#if JME_INT8
+// No correction for the inputs' offset (AVX2, whose inputs are not offset).
+alignas(64) const int32_t kNoOffsets[kPanel] = {};
+
+inline vf vabs(vf v) { return v < 0 ? -v : v; }
+
+// To the nearest integer, ties to even (the default rounding mode).
+inline vi vround(vf v) {
+#if JME_WIDTH == 16
+  return (vi)_mm512_cvtps_epi32((__m512)v);
+#else
+  return (vi)_mm256_cvtps_epi32((__m256)v);
+#endif
+}
+#endif
+
+// A tile's sums: float32, or int32 scaled to float32 (with kInt8) by the row's input scale
+// and the column's weight scale, less the inputs' offset times the column's weight sums.
+struct Scales {
+  const float* rows;     // each row's input scale, or null (float sums)
+  const float* columns;  // the panel's kPanel weight scales
+  const int32_t* offsets;  // the panel's kPanel corrections for the inputs' offset (VNNI)
+};
+
+inline sum_t load_sum(const float* p) {
+  sum_t v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store_sum(float* p, sum_t v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// The float value of sums `v` of row r, columns half*W...
+inline vf scaled(sum_t v, const Scales& s, int r, int half) {
+#if JME_INT8
+  vi offset;
+  __builtin_memcpy(&offset, s.offsets + half * W, sizeof offset);
+  return __builtin_convertvector(v - offset, vf) * (splat(s.rows[r]) * load(s.columns + half * W));
+#else
+  (void)s, (void)r, (void)half;
+  return v;
+#endif
+}
+
+// c[r, 0:cols] = a[r, :] . panel (+ bias, then the epilogue `mode`) for R rows of `a` (row
+// stride lda) over `depth` panel rows of kPanelRow weights; bias (or null) holds this panel's
+// kPanel values. With kGlu the panel's two halves are the activated and the gate columns of
+// `cols` (<= W) outputs. A depth block of a deeper product starts from the sums in `partial`
+// (R x kPanel) unless it is the first, and leaves its sums there unless it is the last.
+// int8 on AVX2: each row's input magnitudes follow its signed inputs at a + row * lda + lda / 2.
 template <int R>
 inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
                          float* c, int64_t ldc, int64_t cols, const float* bias, int mode,
-                         float* partial, bool first, bool last) {
-  vf low[R], high[R];
+                         const Scales& scales, float* partial, bool first, bool last) {
+  sum_t low[R], high[R];
   for (int r = 0; r < R; ++r) {
-    low[r] = first ? vf{} : load(partial + r * kPanel);
-    high[r] = first ? vf{} : load(partial + r * kPanel + W);
+    low[r] = first ? sum_t{} : load_sum(partial + r * kPanel);
+    high[r] = first ? sum_t{} : load_sum(partial + r * kPanel + W);
   }
+#if JME_INT8 && JME_WIDTH == 8
+  const __m256i ones = _mm256_set1_epi16(1);
+#endif
   for (int64_t p = 0; p < depth; ++p) {
     const weight_t* ahead = panel + (p + kPrefetchAhead) * kPanelRow;
     for (int64_t line = 0; line < kPanelRow; line += 64 / sizeof(weight_t))
@@ -87,6 +162,23 @@ inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const wei
       low[r] = _mm512_dpbf16_ps(low[r], x, b0);
       high[r] = _mm512_dpbf16_ps(high[r], x, b1);
     }
+#elif JME_INT8 && JME_WIDTH == 16
+    const __m512i b0 = _mm512_loadu_si512(panel + p * kPanelRow);
+    const __m512i b1 = _mm512_loadu_si512(panel + p * kPanelRow + 4 * W);
+    for (int r = 0; r < R; ++r) {
+      const __m512i x = _mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
+      low[r] = (vi)_mm512_dpbusd_epi32((__m512i)low[r], x, b0);
+      high[r] = (vi)_mm512_dpbusd_epi32((__m512i)high[r], x, b1);
+    }
+#elif JME_INT8
+    const __m256i b0 = _mm256_loadu_si256((const __m256i*)(panel + p * kPanelRow));
+    const __m256i b1 = _mm256_loadu_si256((const __m256i*)(panel + p * kPanelRow + 4 * W));
+    for (int r = 0; r < R; ++r) {
+      const __m256i x = _mm256_set1_epi32(static_cast<int>(a[r * lda + p]));
+      const __m256i size = _mm256_set1_epi32(static_cast<int>(a[r * lda + lda / 2 + p]));
+      low[r] += (vi)_mm256_madd_epi16(_mm256_maddubs_epi16(size, _mm256_sign_epi8(b0, x)), ones);
+      high[r] += (vi)_mm256_madd_epi16(_mm256_maddubs_epi16(size, _mm256_sign_epi8(b1, x)), ones);
+    }
 #else
     const vf b0 = load(panel + p * kPanel), b1 = load(panel + p * kPanel + W);
     for (int r = 0; r < R; ++r) {
@@ -98,8 +190,8 @@ inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const wei
   }
   if (!last) {
     for (int r = 0; r < R; ++r) {
-      store(partial + r * kPanel, low[r]);
-      store(partial + r * kPanel + W, high[r]);
+      store_sum(partial + r * kPanel, low[r]);
+      store_sum(partial + r * kPanel + W, high[r]);
     }
     return;
   }
@@ -108,11 +200,13 @@ inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const wei
   const bool accumulate = mode & kAccumulate;
   for (int r = 0; r < R; ++r) {
     float* row = c + r * ldc;
+    const vf sum0 = scaled(low[r], scales, r, 0) + bias0;
+    const vf sum1 = scaled(high[r], scales, r, 1) + bias1;
     if (mode & kGlu) {
-      put(row, activate(low[r] + bias0, activation) * (high[r] + bias1), cols, accumulate);
+      put(row, activate(sum0, activation) * sum1, cols, accumulate);
       continue;
     }
-    const vf v0 = activate(low[r] + bias0, activation), v1 = activate(high[r] + bias1, activation);
+    const vf v0 = activate(sum0, activation), v1 = activate(sum1, activation);
     if (cols > W) {
       put(row, v0, W, accumulate);
       put(row + W, v1, cols - W, accumulate);
@@ -124,13 +218,14 @@ inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const wei
 
 template <int R>
 void tail_tile(int64_t rows, const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
-               float* c, int64_t ldc, int64_t cols, const float* bias, int mode, float* partial,
-               bool first, bool last) {
+               float* c, int64_t ldc, int64_t cols, const float* bias, int mode,
+               const Scales& scales, float* partial, bool first, bool last) {
   if constexpr (R > 0) {
     if (rows == R)
-      return product_tile<R>(a, lda, depth, panel, c, ldc, cols, bias, mode, partial, first,
-                             last);
-    tail_tile<R - 1>(rows, a, lda, depth, panel, c, ldc, cols, bias, mode, partial, first, last);
+      return product_tile<R>(a, lda, depth, panel, c, ldc, cols, bias, mode, scales, partial,
+                             first, last);
+    tail_tile<R - 1>(rows, a, lda, depth, panel, c, ldc, cols, bias, mode, scales, partial,
+                     first, last);
   }
 }
 
@@ -164,27 +259,83 @@ int64_t panel_width() { return kPanel; }
 // Floats of scratch memory packed_product() needs per thread: the sums between depth blocks,
 // and (bf16) a row block's inputs rounded to bfloat16.
 int64_t product_scratch() {
-  return kPanelGroup * kRowBlock * kPanel + (kDepthStep == 2 ? kRowBlock * kDepthBlock / 2 : 0);
+  return kPanelGroup * kRowBlock * kPanel + (JME_BF16 ? kRowBlock * kDepthBlock / 2 : 0);
 }
+
+#if JME_INT8
+namespace {
+// quantize_inputs()'s layout: the rows' scales (padded to a cache line), then per row its
+// quads of signed inputs (VNNI: offset by 128 to unsigned bytes), and on AVX2 their
+// magnitudes after them; lda: a row's stride in quads.
+constexpr int64_t quad_stride(int64_t depth) { return (JME_WIDTH == 8 ? 2 : 1) * ((depth + 3) / 4); }
+constexpr int64_t scales_size(int64_t rows) { return (rows + 15) / 16 * 16; }
+}  // namespace
+
+// Bytes quantize_inputs() writes for `rows` inputs of `depth` values.
+int64_t quantized_size(int64_t rows, int64_t depth) {
+  return 4 * (scales_size(rows) + rows * quad_stride(depth));
+}
+
+// The rows [first, last) of a (rows x depth floats) quantized for packed_product into `out`
+// (quantized_size(rows, depth) bytes): each row scaled by 127 / its largest magnitude and
+// rounded to the nearest integer (ties to even), its scale being the inverse; a row of zeros
+// has scale 0. Rows are independent, so threads may split them.
+void quantize_inputs(const float* a, int64_t rows, int64_t depth, int64_t first, int64_t last,
+                     void* out) {
+  float* scales = static_cast<float*>(out);
+  const int64_t lda = quad_stride(depth), quads = (depth + 3) / 4;
+  for (int64_t r = first; r < last; ++r) {
+    const float* x = a + r * depth;
+    vf big{};
+    int64_t j = 0;
+    for (; j + W <= depth; j += W) big = vmax(big, vabs(load(x + j)));
+    float largest = hmax(big);
+    for (; j < depth; ++j) largest = __builtin_fabsf(x[j]) > largest ? __builtin_fabsf(x[j]) : largest;
+    scales[r] = largest / 127.0f;
+    const float inverse = largest > 0 ? 127.0f / largest : 0.0f;
+    int8_t* q = reinterpret_cast<int8_t*>(scales + scales_size(rows) + r * lda);
+    for (j = 0; j + W <= depth; j += W) {
+      const vi v = vround(load(x + j) * inverse);
+      for (int i = 0; i < W; ++i) q[j + i] = static_cast<int8_t>(v[i]);
+    }
+    for (; j < depth; ++j) q[j] = static_cast<int8_t>(__builtin_nearbyintf(x[j] * inverse));
+    for (; j < 4 * quads; ++j) q[j] = 0;
+#if JME_WIDTH == 8
+    int8_t* size = q + 4 * quads;
+    for (j = 0; j < 4 * quads; ++j) size[j] = static_cast<int8_t>(q[j] < 0 ? -q[j] : q[j]);
+#else
+    for (j = 0; j < 4 * quads; ++j) q[j] = static_cast<int8_t>(q[j] ^ 0x80);
+#endif
+  }
+}
+#endif
 
 // c (rows x cols) = a (rows x depth) @ w^T (+ bias, then the epilogue `mode`) for the panels
 // [first, last) of w packed by pack_linear: panel p holds w's rows p*kPanel... as `depth` rows
 // of kPanel floats (bf16: depth / 2 rows, rounded up, each holding two depth rows' weights
-// as a pair per column), and zeros past the last row. Panels are independent, so threads may
-// split them. bias (or null) holds `cols` floats. scratch: product_scratch() floats (fp32:
-// or null when depth <= kDepthBlock).
+// as a pair per column; int8: depth / 4 rows, rounded up, of quads, then a row of the kPanel
+// columns' float scales and one of their int32 sums times 128), and zeros past the last row.
+// Panels are independent, so threads may split them. a: rows x depth floats (int8: what
+// quantize_inputs() made of them). bias (or null) holds `cols` floats. scratch:
+// product_scratch() floats (fp32 and int8: or null when depth <= kDepthBlock).
 //
 // With kGlu, w was packed by pack_glu: panel p holds W rows of the activated half and the
 // same W rows of the gate half, for the outputs p*W...; c has `cols` of those, and bias (or
 // null) holds kPanel floats per panel in the same order.
-void packed_product(const float* a, const void* weights, const float* bias, int mode, float* c,
+void packed_product(const void* a, const void* weights, const float* bias, int mode, float* c,
                     int64_t rows, int64_t depth, int64_t cols, int64_t first, int64_t last,
                     float* scratch) {
   const weight_t* packed = static_cast<const weight_t*>(weights);
-  const int64_t steps = (depth + kDepthStep - 1) / kDepthStep;  // panel rows
+  const int64_t steps = (depth + kDepthStep - 1) / kDepthStep;  // panel rows of weights
+  const int64_t panel_rows = steps + (JME_INT8 ? 2 : 0);         // and of the scales
   float panel_bias[kPanel];
   const bool glu = mode & kGlu;
   const int64_t step = glu ? W : kPanel;  // outputs per panel
+#if JME_INT8
+  const float* row_scales = static_cast<const float*>(a);
+  const input_t* quads = reinterpret_cast<const input_t*>(row_scales + scales_size(rows));
+  const int64_t lda = quad_stride(depth);
+#endif
   for (int64_t g0 = first; g0 < last; g0 += kPanelGroup) {
     const int64_t g1 = g0 + kPanelGroup < last ? g0 + kPanelGroup : last;
     for (int64_t m0 = 0; m0 < rows; m0 += kRowBlock) {
@@ -194,16 +345,18 @@ void packed_product(const float* a, const void* weights, const float* bias, int 
         const bool first_block = k0 == 0, last_block = k0 + kc == depth;
 #if JME_BF16
         uint32_t* inputs = reinterpret_cast<uint32_t*>(scratch + kPanelGroup * kRowBlock * kPanel);
-        to_bf16_pairs(a + m0 * depth + k0, depth, m1 - m0, kc, inputs);
+        to_bf16_pairs(static_cast<const float*>(a) + m0 * depth + k0, depth, m1 - m0, kc, inputs);
         const int64_t lda = kDepthBlock / 2;
         auto row_inputs = [&](int64_t r) { return inputs + (r - m0) * lda; };
+#elif JME_INT8
+        auto row_inputs = [&](int64_t r) { return quads + r * lda + k0 / 4; };
 #else
         const int64_t lda = depth;
-        auto row_inputs = [&](int64_t r) { return a + r * depth + k0; };
+        auto row_inputs = [&](int64_t r) { return static_cast<const float*>(a) + r * depth + k0; };
 #endif
         const int64_t kn = (kc + kDepthStep - 1) / kDepthStep;  // this block's panel rows
         for (int64_t p = g0; p < g1; ++p) {
-          const weight_t* panel = packed + (p * steps + k0 / kDepthStep) * kPanelRow;
+          const weight_t* panel = packed + (p * panel_rows + k0 / kDepthStep) * kPanelRow;
           const int64_t width = cols - p * step < step ? cols - p * step : step;
           const float* b = nullptr;
           if (bias && glu) {
@@ -213,15 +366,30 @@ void packed_product(const float* a, const void* weights, const float* bias, int 
               panel_bias[j] = j < width ? bias[p * kPanel + j] : 0;
             b = panel_bias;
           }
+          Scales scales{nullptr, nullptr, nullptr};
+#if JME_INT8
+          const weight_t* trailer = packed + (p * panel_rows + steps) * kPanelRow;
+          scales.columns = reinterpret_cast<const float*>(trailer);
+          scales.offsets = JME_WIDTH == 16 ? reinterpret_cast<const int32_t*>(trailer + kPanelRow)
+                                           : kNoOffsets;
+#endif
           float* out = c + p * step;
           float* partial = scratch ? scratch + (p - g0) * kRowBlock * kPanel : nullptr;
           int64_t r = m0;
-          for (; r + kTileRows <= m1; r += kTileRows)
+          for (; r + kTileRows <= m1; r += kTileRows) {
+#if JME_INT8
+            scales.rows = row_scales + r;
+#endif
             product_tile<kTileRows>(row_inputs(r), lda, kn, panel, out + r * cols, cols,
-                                    width, b, mode, partial ? partial + (r - m0) * kPanel : nullptr,
+                                    width, b, mode, scales,
+                                    partial ? partial + (r - m0) * kPanel : nullptr,
                                     first_block, last_block);
+          }
+#if JME_INT8
+          scales.rows = row_scales + r;
+#endif
           tail_tile<kTileRows - 1>(m1 - r, row_inputs(r), lda, kn, panel, out + r * cols,
-                                   cols, width, b, mode,
+                                   cols, width, b, mode, scales,
                                    partial ? partial + (r - m0) * kPanel : nullptr, first_block,
                                    last_block);
         }

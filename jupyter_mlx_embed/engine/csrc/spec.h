@@ -53,7 +53,7 @@ constexpr int kNormAccumulate = 2;  // out += the result
 #define JME_DECLARE_PRODUCTS()                                                               \
   int64_t panel_width();                                                                     \
   int64_t product_scratch();                                                                 \
-  void packed_product(const float*, const void*, const float*, int, float*, int64_t,          \
+  void packed_product(const void*, const void*, const float*, int, float*, int64_t,           \
                       int64_t, int64_t, int64_t, int64_t, float*);
 JME_DECLARE_KERNELS(avx2)
 JME_DECLARE_KERNELS(avx512)
@@ -61,6 +61,16 @@ JME_DECLARE_KERNELS(avx512)
 namespace avx512bf16 {
 JME_DECLARE_PRODUCTS()
 }
+// The products on int8 weights (simd_products.cpp built with JME_INT8), with their inputs'
+// quantization.
+#define JME_DECLARE_INT8_PRODUCTS(isa)                                                       \
+  namespace isa {                                                                            \
+  JME_DECLARE_PRODUCTS()                                                                     \
+  int64_t quantized_size(int64_t, int64_t);                                                  \
+  void quantize_inputs(const float*, int64_t, int64_t, int64_t, int64_t, void*);             \
+  }
+JME_DECLARE_INT8_PRODUCTS(avx2int8)
+JME_DECLARE_INT8_PRODUCTS(avx512int8)
 
 }  // namespace jme_native
 
