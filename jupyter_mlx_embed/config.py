@@ -162,9 +162,9 @@ class EngineConfig(_Settings):
         "inputs to bfloat16 and sums in float32 (CPUs with AVX512_BF16); 'int8' rounds "
         "weights (per output feature) and inputs (per token) to int8 and sums in int32 "
         "(AVX2 CPUs, and AVX-512 ones with VNNI). Each is faster than fp32 where the CPU "
-        "runs it well and moves vectors, int8 more (see BENCHMARKS.md). Where the CPU lacks them fp32 runs, as it does for "
-        "models without a native path (info()['precision'] says which). Vectors are cached "
-        "per precision.",
+        "runs it well and moves vectors, int8 more (see BENCHMARKS.md). Where the CPU lacks "
+        "them fp32 runs, as it does for models without a native path "
+        "(info()['precision'] says which). Vectors are cached per precision.",
         choices=PRECISIONS,
     )
     blas: str | None = setting(
