@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Iterator
@@ -89,7 +90,14 @@ def test_input_variable_pandas_series(shell) -> None:
 
 
 def _interrupt_after(seconds: float, shell, line: str) -> None:
-    """Run ``%embed line`` and press Ctrl-C (SIGINT to the main thread) after ``seconds``."""
+    """Run ``%embed line`` and press Ctrl-C (SIGINT to the main thread) after ``seconds``.
+
+    As a kernel receives it: Python's own handler, SIGINT not blocked, and no garbage left by
+    earlier tests (Ray's, the browsers') whose finalizers could run on the main thread at that
+    moment and swallow the KeyboardInterrupt as an unraisable exception."""
+    gc.collect()
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     main = threading.main_thread().ident
     timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
     timer.start()
@@ -98,6 +106,8 @@ def _interrupt_after(seconds: float, shell, line: str) -> None:
             shell.run_line_magic("embed", line)
     finally:
         timer.cancel()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_interrupt_stores_nothing_and_worker_keeps_serving(shell, capsys) -> None:

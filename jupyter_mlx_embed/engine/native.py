@@ -62,7 +62,7 @@ _MODULE = "_jme_native"  # the NB_MODULE name in csrc/ops.cpp
 _FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add_module writes
 #: The C++ sources, in ``csrc/`` beside this file: the module's own translation units, and
 #: the vectorised ones compiled once per instruction set.
-_MAIN_SOURCES = ("runtime.cpp", "primitives.cpp", "ops.cpp")
+_MAIN_SOURCES = ("runtime.cpp", "primitives.cpp", "packing.cpp", "ops.cpp")
 _SIMD_SOURCES = ("simd_norm_attention.cpp", "simd_products.cpp")
 #: Compiled again for the other kinds of weights: with AVX512_BF16 flags (bfloat16), and once
 #: per instruction set for int8 (AVX-512 with VNNI flags).

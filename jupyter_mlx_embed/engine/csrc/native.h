@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -96,6 +97,14 @@ inline int64_t packed_depth(const mx::array& packed) {
     case Weights::kInt8: return (packed.shape(1) - 2) * 4;
     default: return packed.shape(1);
   }
+}
+
+// An op's float32 input, contiguous, on its stream; throws std::invalid_argument naming it
+// if it is not float32.
+inline mx::array float_input(const mx::array& a, const char* what, mx::Stream s) {
+  if (a.dtype() != mx::float32)
+    throw std::invalid_argument(std::string(what) + " must be float32");
+  return mx::contiguous(a, false, s);
 }
 
 // pack_glu's layout: a gated product of `cols` outputs has panels(cols, panel / 2) panels,
@@ -295,6 +304,20 @@ class Transformer : public CpuOnly {
   std::vector<bool> present_;  // per input after x and offsets: given or None
   int threads_;
 };
+
+// ------------------------------------------------------------------------------------------
+// Packed weights (packing.cpp; the ops' documentation is in ops.cpp's bindings)
+// ------------------------------------------------------------------------------------------
+
+// Whether `packed` has pack_linear's layout for `depth` inputs (its panel count aside) with
+// the kernels in use.
+bool packed_for(const mx::array& packed, int64_t depth);
+mx::array pack_linear(const mx::array& weight, const std::string& precision,
+                      mx::StreamOrDevice stream = {});
+mx::array pack_glu(const mx::array& activated, const mx::array& gate,
+                   const std::string& precision, mx::StreamOrDevice stream = {});
+mx::array pack_glu_bias(const mx::array& activated, const mx::array& gate,
+                        mx::StreamOrDevice stream = {});
 
 }  // namespace jme_native
 

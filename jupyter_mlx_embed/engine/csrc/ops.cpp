@@ -1,5 +1,5 @@
 // The native module's ops and Python bindings (engine-private): matrix products with weights
-// packed once (bias and an activation fused in, gated (GLU) products, results added to a
+// packed once (packing.cpp) (bias and an activation fused in, gated (GLU) products, results added to a
 // residual), LayerNorm and RMSNorm, attention over a fused QKV projection (grouped key/value
 // heads, sliding windows, causal masks, per-head RMSNorm and rotary embeddings applied as q
 // and k are read), and whole encoders in one op: BERT's post-LayerNorm layers (`encoder`) and
@@ -14,7 +14,10 @@
 // passed as mx::StreamOrDevice) and runs on the stream that is current when it is called if
 // given none.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -37,12 +40,6 @@ namespace jme_native {
 
 namespace {
 
-mx::array float_input(const mx::array& a, const char* what, mx::Stream s) {
-  if (a.dtype() != mx::float32)
-    throw std::invalid_argument(std::string(what) + " must be float32");
-  return mx::contiguous(a, false, s);
-}
-
 // An op's int32 offsets, contiguous, on its stream.
 mx::array offsets_input(const mx::array& offsets, mx::Stream s) {
   return mx::contiguous(mx::astype(offsets, mx::int32, s), false, s);
@@ -54,87 +51,9 @@ void check_vector(const mx::array& v, int64_t size, const char* what) {
                                 std::to_string(size) + ",)");
 }
 
-// Whether `packed` has pack_linear's layout for `depth` inputs (its panel count aside):
-// float32 (panels, depth, panel), bfloat16 (panels, depth / 2 rounded up, 2 * panel) or int8
-// (panels, depth / 4 rounded up + 2, 4 * panel) on kernels with those products.
-bool packed_for(const mx::array& packed, int64_t depth) {
-  const int64_t panel = kernels().panel_width();
-  if (packed.ndim() != 3) return false;
-  if (packed.dtype() == mx::bfloat16)
-    return kernels().bf16.product && packed.shape(2) == 2 * panel &&
-           packed.shape(1) == (depth + 1) / 2;
-  if (packed.dtype() == mx::int8)
-    return kernels().int8.product && packed.shape(2) == 4 * panel &&
-           packed.shape(1) == (depth + 3) / 4 + 2;
-  return packed.dtype() == mx::float32 && packed.shape(2) == panel && packed.shape(1) == depth;
-}
-
 // A packed weight (checked by packed_for), contiguous, on the op's stream.
 mx::array packed_input(const mx::array& packed, mx::Stream s) {
   return mx::contiguous(packed, false, s);
-}
-
-// The packed weights a precision name asks for ('fp32', 'bf16' or 'int8'), which the kernels
-// in use must have.
-Weights precision_weights(const std::string& precision) {
-  if (precision == "fp32") return Weights::kFloat32;
-  if (precision == "bf16") {
-    if (!kernels().bf16.product)
-      throw std::invalid_argument("precision='bf16' needs the avx512 kernels on a CPU with "
-                                  "AVX512_BF16 (see has_bf16())");
-    return Weights::kBFloat16;
-  }
-  if (precision == "int8") {
-    if (!kernels().int8.product)
-      throw std::invalid_argument("precision='int8' needs the avx2 kernels, or the avx512 "
-                                  "ones on a CPU with AVX512_VNNI (see has_int8())");
-    return Weights::kInt8;
-  }
-  throw std::invalid_argument("precision must be 'fp32', 'bf16' or 'int8', got '" + precision +
-                              "'");
-}
-
-// Rows (count * panel, depth) of float32 weights laid out as panels of `weights`:
-// - float32 (count, depth, panel);
-// - bfloat16 (count, depth / 2 rounded up, 2 * panel) holding, per panel row, each column's
-//   weights of two consecutive depth rows side by side (a zero pads an odd depth);
-// - int8 (count, depth / 4 rounded up + 2, 4 * panel): per panel row each column's weights of
-//   four consecutive depth rows (zeros pad the depth), each row (column) rounded to the
-//   nearest of 255 steps of its largest magnitude / 127 (ties to even); then a row of the
-//   columns' float32 scales (that magnitude / 127; 0 for a row of zeros) and one of 128 times
-//   their int32 sums (what inputs offset by 128 add, see simd_products.cpp), as bytes.
-mx::array to_panels(const mx::array& rows, int64_t count, Weights weights, mx::Stream s) {
-  const int panel = static_cast<int>(kernels().panel_width());
-  const int n = static_cast<int>(count);
-  const int depth = rows.shape(1);
-  if (weights == Weights::kFloat32) {
-    mx::array packed = mx::reshape(rows, {n, panel, depth}, s);
-    return mx::contiguous(mx::transpose(packed, {0, 2, 1}, s), false, s);
-  }
-  const int step = weights == Weights::kInt8 ? 4 : 2;  // depth rows per panel row
-  const int padded = (depth + step - 1) / step * step;
-  mx::array values = rows, trailer = mx::array(0);
-  if (weights == Weights::kInt8) {
-    const mx::array scale = mx::divide(mx::max(mx::abs(rows, s), 1, true, s), mx::array(127.0f), s);
-    const mx::array safe = mx::where(mx::equal(scale, mx::array(0.0f), s), mx::array(1.0f), scale, s);
-    values = mx::astype(mx::clip(mx::round(mx::divide(rows, safe, s), 0, s), mx::array(-127.0f),
-                                 mx::array(127.0f), s),
-                        mx::int8, s);
-    const mx::array offsets = mx::multiply(mx::sum(mx::astype(values, mx::int32, s), 1, false, s),
-                                           mx::array(128, mx::int32), s);
-    auto as_bytes = [&](const mx::array& column) {  // (count * panel,) 4-byte values
-      return mx::reshape(mx::view(mx::contiguous(column, false, s), mx::int8, s),
-                         {n, 1, 4 * panel}, s);
-    };
-    trailer = mx::concatenate({as_bytes(mx::reshape(scale, {-1}, s)), as_bytes(offsets)}, 1, s);
-  }
-  if (padded != depth)
-    values = mx::pad(values, {{0, 0}, {0, padded - depth}}, mx::array(0, values.dtype()),
-                     "constant", s);
-  mx::array groups = mx::reshape(values, {n, panel, padded / step, step}, s);
-  groups = mx::reshape(mx::transpose(groups, {0, 2, 1, 3}, s), {n, padded / step, step * panel}, s);
-  if (weights == Weights::kBFloat16) return mx::contiguous(mx::astype(groups, mx::bfloat16, s), false, s);
-  return mx::contiguous(mx::concatenate({groups, trailer}, 1, s), false, s);
 }
 
 // The epilogue code of an activation's name ("" for none).
@@ -145,25 +64,6 @@ int activation_code(const std::string& name) {
   if (name == "gelu_tanh") return kGeluTanh;
   throw std::invalid_argument("activation must be 'gelu', 'silu' or 'gelu_tanh', got '" + name +
                               "'");
-}
-
-// The rows of `a` and `b` (same shape, (out, ...)) interleaved by half panels, zero-padded:
-// (glu_panels(out), panel, ...), each panel / 2 rows of a then the same rows of b.
-mx::array interleave_halves(const mx::array& a, const mx::array& b, mx::Stream s) {
-  const int64_t half = kernels().panel_width() / 2;
-  const int64_t count = panels(a.shape(0), half);
-  auto split = [&](const mx::array& m) {
-    std::vector<std::pair<int, int>> pad(m.ndim(), {0, 0});
-    pad[0].second = static_cast<int>(count * half - m.shape(0));
-    mx::Shape shape = m.shape();
-    shape[0] = static_cast<int>(half);
-    shape.insert(shape.begin(), static_cast<int>(count));
-    return mx::reshape(mx::pad(m, pad, mx::array(0), "constant", s), shape, s);
-  };
-  mx::array both = mx::concatenate({split(a), split(b)}, 1, s);
-  mx::Shape shape = a.shape();
-  shape[0] = static_cast<int>(count * 2 * half);
-  return mx::reshape(both, shape, s);
 }
 
 }  // namespace
@@ -253,40 +153,6 @@ mx::array attention(const mx::array& qkv, const mx::array& offsets, int heads,
                    std::make_shared<Attention>(s, settings, query_bias.has_value(),
                                                q_norm.has_value(), k_norm.has_value(), threads),
                    std::move(inputs));
-}
-
-mx::array pack_linear(const mx::array& weight, const std::string& precision,
-                      mx::StreamOrDevice stream = {}) {
-  if (weight.ndim() != 2) throw std::invalid_argument("weight must be (out, in)");
-  const Weights weights = precision_weights(precision);
-  const mx::Stream s = mx::to_stream(stream);
-  const int64_t panel = kernels().panel_width();
-  const int64_t count = panels(weight.shape(0), panel);
-  mx::array padded = mx::pad(float_input(weight, "weight", s),
-                             {{0, static_cast<int>(count * panel - weight.shape(0))}, {0, 0}},
-                             mx::array(0), "constant", s);
-  return to_panels(padded, count, weights, s);
-}
-
-mx::array pack_glu(const mx::array& activated, const mx::array& gate,
-                   const std::string& precision, mx::StreamOrDevice stream = {}) {
-  if (activated.ndim() != 2 || gate.shape() != activated.shape())
-    throw std::invalid_argument("activated and gate must be (out, in) weights of one shape");
-  const Weights weights = precision_weights(precision);
-  const mx::Stream s = mx::to_stream(stream);
-  mx::array rows = interleave_halves(float_input(activated, "activated", s),
-                                     float_input(gate, "gate", s), s);
-  return to_panels(rows, rows.shape(0) / kernels().panel_width(), weights, s);
-}
-
-mx::array pack_glu_bias(const mx::array& activated, const mx::array& gate,
-                        mx::StreamOrDevice stream = {}) {
-  if (activated.ndim() != 1 || gate.shape() != activated.shape())
-    throw std::invalid_argument("activated and gate must be bias vectors of one shape");
-  const mx::Stream s = mx::to_stream(stream);
-  return mx::contiguous(interleave_halves(float_input(activated, "activated", s),
-                                          float_input(gate, "gate", s), s),
-                        false, s);
 }
 
 mx::array linear(const mx::array& x, const mx::array& packed, int64_t cols,
