@@ -233,7 +233,8 @@ class ServingConfig(_Settings):
     max_connections: int = setting(
         128,
         "Standalone server: authenticated connections at most (more are answered 503 and "
-        "closed), and as many again that have not authenticated (a new one closes the oldest).",
+        "closed), and as many again that have not authenticated (a new one closes the oldest; "
+        "those under half a second old are spared, up to twice as many).",
         minimum=1,
     )
 

@@ -17,6 +17,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ STOP_TIMEOUT = 30.0
 #: headers at once; until they do, the connection holds a place that others need. Capped by
 #: ``body_timeout``, which stays the idle timeout of authenticated connections.
 HEADER_TIMEOUT = 5.0
+#: Seconds a new connection is spared when the unauthenticated pool is full: a client's
+#: fresh connection must get to send its headers even when a flood of connections arrives in
+#: the same accept burst. Up to twice ``max_connections`` such young ones are kept.
+NEW_CONNECTION_GRACE = 0.5
 
 
 class _Connections:
@@ -59,14 +64,16 @@ class _Connections:
     A connection joins the authenticated pool with its first request that needs the token
     and presents it; beyond the maximum, that request gets 503 and its connection is closed.
     Every other connection (half-sent request lines, idle sockets, health probes) is in the
-    unauthenticated pool, where a new connection closes the oldest one when the pool is full:
+    unauthenticated pool, where a new connection closes the oldest one when the pool is full
+    (sparing those younger than :data:`NEW_CONNECTION_GRACE`, up to twice the maximum):
     clients that never authenticate only push each other out and cannot lock out those that
     do. Both pools log once when they fill up, and again only after they have drained to half.
     """
 
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
-        self._unauthenticated: OrderedDict[iostream.IOStream, None] = OrderedDict()
+        # Each with the time it joined the pool, oldest first.
+        self._unauthenticated: OrderedDict[iostream.IOStream, float] = OrderedDict()
         self._authenticated: set[iostream.IOStream] = set()
         self._evicting = False
         self._refusing = False
@@ -77,8 +84,13 @@ class _Connections:
         if the pool is full."""
         if stream in self._unauthenticated or stream in self._authenticated:
             return
+        now = time.monotonic()
         while len(self._unauthenticated) >= self.max_connections:
-            oldest, _ = self._unauthenticated.popitem(last=False)
+            oldest, joined = next(iter(self._unauthenticated.items()))
+            young = now - joined < NEW_CONNECTION_GRACE
+            if young and len(self._unauthenticated) < 2 * self.max_connections:
+                break
+            del self._unauthenticated[oldest]
             if not self._evicting:
                 log.warning(
                     "%d connections have not authenticated (max_connections); closing the "
@@ -87,7 +99,7 @@ class _Connections:
                 )
                 self._evicting = True
             oldest.close()
-        self._unauthenticated[stream] = None
+        self._unauthenticated[stream] = now
 
     def spoke(self, stream: iostream.IOStream) -> None:
         """A connection sent a request's whole headers: no longer one to close for room
