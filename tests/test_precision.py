@@ -51,6 +51,47 @@ def to_bf16(a: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
+def operands(rows: int, depth: int, cols: int) -> dict[str, np.ndarray]:
+    """Inputs, a weight, a gate, a bias and a residual of one product's shape."""
+    rng = np.random.default_rng(rows)
+    return {
+        "x": rng.standard_normal((rows, depth)).astype(np.float32),
+        "w": (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32),
+        "gate": (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32),
+        "bias": rng.standard_normal(cols).astype(np.float32),
+        "residual": rng.standard_normal((rows, cols)).astype(np.float32),
+    }
+
+
+def products(k: Any, mx: Any, o: dict[str, np.ndarray], precision: str) -> dict[str, np.ndarray]:
+    """The kernels' products at ``precision``: plain on 1 and 2 threads, onto a residual, and
+    gated (SiLU)."""
+    cols = o["w"].shape[0]
+    xs, bs = mx.array(o["x"]), mx.array(o["bias"])
+    packed = k.pack_linear(mx.array(o["w"]), precision=precision)
+    glu = k.pack_glu(mx.array(o["w"]), mx.array(o["gate"]), precision=precision)
+    glu_bias = k.pack_glu_bias(bs, mx.zeros((cols,)))
+    assert packed.dtype == {"bf16": mx.bfloat16, "int8": mx.int8}[precision]
+    out = {f"plain{t}": k.linear(xs, packed, cols, bs, threads=t) for t in (1, 2)}
+    out["residual"] = k.linear(xs, packed, cols, residual=mx.array(o["residual"]), threads=2)
+    out["glu"] = k.linear(xs, glu, cols, glu_bias, glu="silu", threads=2)
+    return {name: np.array(v) for name, v in out.items()}
+
+
+def expected_products(
+    product: np.ndarray, gated: np.ndarray, o: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """What :func:`products` should give, from the reference's x @ w.T and x @ gate.T."""
+    bias = o["bias"]
+    silu = (product + bias) / (1 + np.exp(-(product + bias)))
+    return {
+        "plain1": product + bias,
+        "plain2": product + bias,
+        "residual": product + o["residual"],
+        "glu": silu * gated,
+    }
+
+
 def on_kernels(worker: Worker, fn: Callable[[Any, Any], Any]) -> Any:
     """``fn(kernels, mx)`` on the worker's MLX thread."""
 
@@ -79,41 +120,17 @@ def test_kernels_say_whether_they_have_bf16_products(worker: Worker) -> None:
 def test_bf16_products_match_a_bf16_rounded_reference(
     worker: Worker, rows: int, depth: int, cols: int
 ) -> None:
-    rng = np.random.default_rng(rows)
-    x = rng.standard_normal((rows, depth)).astype(np.float32)
-    w = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
-    gate = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
-    bias = rng.standard_normal(cols).astype(np.float32)
-    residual = rng.standard_normal((rows, cols)).astype(np.float32)
-
-    def run(k: Any, mx: Any) -> dict[str, np.ndarray]:
-        xs, bs = mx.array(x), mx.array(bias)
-        packed = k.pack_linear(mx.array(w), precision="bf16")
-        glu = k.pack_glu(mx.array(w), mx.array(gate), precision="bf16")
-        glu_bias = k.pack_glu_bias(bs, mx.zeros((cols,)))
-        assert packed.dtype == mx.bfloat16
-        out = {f"plain{t}": k.linear(xs, packed, cols, bs, threads=t) for t in (1, 2)} | {
-            "residual": k.linear(xs, packed, cols, residual=mx.array(residual), threads=2),
-            "glu": k.linear(xs, glu, cols, glu_bias, glu="silu", threads=2),
-        }
-        return {name: np.array(v) for name, v in out.items()}
-
-    got = on_kernels(worker, run)
-    product = to_bf16(x) @ to_bf16(w).T
-    gated = to_bf16(x) @ to_bf16(gate).T
-    silu = (product + bias) / (1 + np.exp(-(product + bias)))
-    expected = {
-        "plain1": product + bias,
-        "plain2": product + bias,
-        "residual": product + residual,
-        "glu": silu * gated,
-    }
+    o = operands(rows, depth, cols)
+    x, w = o["x"], o["w"]
+    got = on_kernels(worker, lambda k, mx: products(k, mx, o, "bf16"))
+    expected = expected_products(to_bf16(x) @ to_bf16(w).T, to_bf16(x) @ to_bf16(o["gate"]).T, o)
     for name, value in expected.items():
         error = np.abs(got[name] - value).max() / np.abs(value).max()
         assert error < 2e-6, (name, error)
     # The rounding is the products' own: float32 weights give visibly other values.
     assert (
-        np.abs(got["plain1"] - (x.astype(np.float64) @ w.T.astype(np.float64) + bias)).max() > 1e-4
+        np.abs(got["plain1"] - (x.astype(np.float64) @ w.T.astype(np.float64) + o["bias"])).max()
+        > 1e-4
     )
 
 
@@ -147,48 +164,27 @@ def test_int8_products_match_an_int8_rounded_reference(
     """Every instruction set's int8 products compute the same integer sums as numpy on
     inputs and weights rounded the same way: plain, with a residual, gated, on 1 or 2
     threads; rows of zeros give zeros."""
-    rng = np.random.default_rng(rows)
-    x = rng.standard_normal((rows, depth)).astype(np.float32)
+    o = operands(rows, depth, cols)
     zero = rows // 2 if rows > 1 else None
     if zero is not None:
-        x[zero] = 0
-    w = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
-    gate = (rng.standard_normal((cols, depth)) / np.sqrt(depth)).astype(np.float32)
-    bias = rng.standard_normal(cols).astype(np.float32)
-    residual = rng.standard_normal((rows, cols)).astype(np.float32)
+        o["x"][zero] = 0
+    x, w, bias = o["x"], o["w"], o["bias"]
 
     def run(k: Any, mx: Any) -> dict[str, dict[str, np.ndarray]]:
         isas, found = k.supported_isas(), {}
         try:
             for isa in isas:
                 k.set_isa(isa)
-                if not k.has_int8():
-                    continue
-                xs, bs = mx.array(x), mx.array(bias)
-                packed = k.pack_linear(mx.array(w), precision="int8")
-                glu = k.pack_glu(mx.array(w), mx.array(gate), precision="int8")
-                glu_bias = k.pack_glu_bias(bs, mx.zeros((cols,)))
-                assert packed.dtype == mx.int8
-                out = {f"plain{t}": k.linear(xs, packed, cols, bs, threads=t) for t in (1, 2)}
-                out["residual"] = k.linear(xs, packed, cols, residual=mx.array(residual), threads=2)
-                out["glu"] = k.linear(xs, glu, cols, glu_bias, glu="silu", threads=2)
-                found[isa] = {name: np.array(v) for name, v in out.items()}
+                if k.has_int8():
+                    found[isa] = products(k, mx, o, "int8")
         finally:
             k.set_isa(isas[0])
         return found
 
     found = on_kernels(worker, run)
     assert found, "no instruction set with int8 products"
-    (xq, xs), (wq, ws), (gq, gs) = to_int8(x), to_int8(w), to_int8(gate)
-    product = (xq @ wq.T) * xs * ws.T
-    gated = (xq @ gq.T) * xs * gs.T
-    silu = (product + bias) / (1 + np.exp(-(product + bias)))
-    expected = {
-        "plain1": product + bias,
-        "plain2": product + bias,
-        "residual": product + residual,
-        "glu": silu * gated,
-    }
+    (xq, xs), (wq, ws), (gq, gs) = to_int8(x), to_int8(w), to_int8(o["gate"])
+    expected = expected_products((xq @ wq.T) * xs * ws.T, (xq @ gq.T) * xs * gs.T, o)
     for isa, got in found.items():
         for name, value in expected.items():
             # float32 rounding of the scaling, and inputs on a rounding tie (x * 127 / max in
