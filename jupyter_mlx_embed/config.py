@@ -119,6 +119,7 @@ class EngineConfig(_Settings):
         2, "Models kept in memory (the least recently used is evicted).", minimum=1
     )
     max_inputs: int = setting(2048, "Items per request.", minimum=1)
+    max_rerank_documents: int = setting(1000, "Documents per rerank request.", minimum=1)
     max_request_tokens: int = setting(300_000, "Tokens per request, after truncation.", minimum=1)
     truncate: bool = setting(
         True, "Truncate over-long inputs to the model maximum; false rejects them (HTTP 400)."

@@ -1,9 +1,12 @@
-"""What a model folder says about itself: architecture, pooling, limits (pure: no MLX).
+"""What a model folder says about itself: task, architecture, pooling, limits (pure: no MLX).
 
 Pooling, the ``Dense`` layers after it and the maximum sequence length come from the folder's
 sentence-transformers files (``modules.json``, ``1_Pooling/config.json``,
 ``2_Dense/config.json``, ``sentence_bert_config.json``) so that vectors match
-sentence-transformers, and not from a fixed choice per architecture.
+sentence-transformers, and not from a fixed choice per architecture. A checkpoint whose
+``config.json`` names a ``*ForSequenceClassification`` architecture is a reranker
+(cross-encoder): it scores (query, document) pairs as sentence-transformers' ``CrossEncoder``
+does, with the activation its config names.
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ DENSE_ACTIVATIONS = {
     "torch.nn.modules.activation.Sigmoid": "sigmoid",
     "torch.nn.modules.activation.SiLU": "silu",
 }
+#: What a model does: ``embed`` texts into vectors, or ``rerank`` (score query-document pairs).
+TASKS = ("embed", "rerank")
+#: Cross-encoder architectures we score with (``config.json`` ``architectures``), by the
+#: classification head each puts on its encoder.
+RERANKER_HEADS = {
+    "BertForSequenceClassification": "bert",  # the pooler (CLS, dense, tanh), a linear layer
+    "XLMRobertaForSequenceClassification": "roberta",  # CLS, dense, tanh, a linear layer
+    "ModernBertForSequenceClassification": "modernbert",  # pooled, dense, act, norm, linear
+}
+_ST_CONFIG = "config_sentence_transformers.json"
 _GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 # A tokenizer's "no limit" sentinel is a huge int; anything above this is not a real limit.
 _UNBOUNDED = 1_000_000
@@ -93,6 +106,27 @@ class DenseModule:
 
 
 @dataclass(frozen=True)
+class Reranker:
+    """How a cross-encoder turns its encoder's last hidden state into one score per pair.
+
+    Attributes:
+        head: One of the values of :data:`RERANKER_HEADS`.
+        activation: Applied to the logit (one of :data:`DENSE_ACTIVATIONS`' values): the
+            config's sentence-transformers ``activation_fn``, else sigmoid (CrossEncoder's
+            default for one label).
+        segments: Whether the pair's second text gets token type 1 (``type_vocab_size`` > 1).
+        pooling: ModernBERT's ``classifier_pooling`` (``cls`` or ``mean``); ``cls`` otherwise.
+        head_activation: ModernBERT's ``classifier_activation`` (``gelu`` is exact GELU).
+    """
+
+    head: str
+    activation: str = "sigmoid"
+    segments: bool = False
+    pooling: str = "cls"
+    head_activation: str = "gelu"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A resolved, validated embedding model folder.
 
@@ -112,6 +146,7 @@ class ModelSpec:
             ``{"query": "query: ", "document": "passage: "}``.
         default_prompt_name: The prompt used when a request names none, if any.
         dense: The sentence-transformers Dense modules applied after pooling, in order.
+        reranker: For a cross-encoder, its scoring head (``task`` is then ``rerank``).
     """
 
     name: str
@@ -127,6 +162,12 @@ class ModelSpec:
     prompts: dict[str, str] = field(default_factory=dict, hash=False)
     default_prompt_name: str | None = None
     dense: tuple[DenseModule, ...] = ()
+    reranker: Reranker | None = None
+
+    @property
+    def task(self) -> str:
+        """What the model does: one of :data:`TASKS`."""
+        return "embed" if self.reranker is None else "rerank"
 
 
 def _read_json(path: Path) -> Any:
@@ -158,7 +199,9 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         raise ModelLoadError(f"Model '{name}' has no valid config.json in {path}")
     model_type = str(config.get("model_type", "")).replace("-", "_")
     modules = _read_json(path / "modules.json")
-    _check_embedding_model(name, model_type, config, modules)
+    reranker = _reranker(name, model_type, config)
+    if reranker is None:
+        _check_embedding_model(name, model_type, config, modules)
 
     if not any(path.glob("model*.safetensors")) and not any(path.glob("*/model*.safetensors")):
         raise ModelLoadError(f"Model '{name}' has no model*.safetensors weights in {path}")
@@ -170,21 +213,74 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
     vocab_size = config.get("vocab_size")
     if not isinstance(hidden, int) or not isinstance(vocab_size, int):
         raise ModelLoadError(f"Model '{name}': config.json lacks hidden_size or vocab_size")
-    dense = _dense_modules(name, model_type, modules, path, hidden)
+    dense = () if reranker else _dense_modules(name, model_type, modules, path, hidden)
     pad = config.get("pad_token_id")
     return ModelSpec(
         name=name,
         path=path,
         source=source,
         model_type=model_type,
-        pooling=_pooling_mode(name, model_type, config, modules, path),
+        pooling="cls" if reranker else _pooling_mode(name, model_type, config, modules, path),
         max_seq_length=_max_seq_length(model_type, config, path),
         dimension=dense[-1].out_features if dense else hidden,
         vocab_size=vocab_size,
         pad_token_id=pad if isinstance(pad, int) and 0 <= pad < vocab_size else 0,
         quantization=_quantization(name, config),
-        **_prompts(name, _read_json(path / "config_sentence_transformers.json")),
+        **({} if reranker else _prompts(name, _read_json(path / _ST_CONFIG))),
         dense=dense,
+        reranker=reranker,
+    )
+
+
+def _reranker(name: str, model_type: str, config: dict[str, Any]) -> Reranker | None:
+    """The scoring head of a cross-encoder checkpoint (``*ForSequenceClassification``), or
+    None for any other model.
+
+    Raises:
+        ModelTypeError: A classification architecture we do not score with, or one with
+            more than one label (a reranker gives one relevance score per pair).
+    """
+    architectures = [str(a) for a in config.get("architectures") or []]
+    classifiers = [a for a in architectures if a.endswith("ForSequenceClassification")]
+    if not classifiers:
+        return None
+    head = RERANKER_HEADS.get(classifiers[0])
+    if head is None:
+        raise ModelTypeError(
+            f"Model '{name}' is a {classifiers[0]}, which is not a supported reranker "
+            f"architecture; supported: {', '.join(RERANKER_HEADS)}",
+            model_type=model_type,
+        )
+    labels = config.get("id2label")
+    count = len(labels) if isinstance(labels, dict) else config.get("num_labels", 1)
+    if count != 1:
+        raise ModelTypeError(
+            f"Model '{name}' is a classifier with {count} labels; a reranker gives one "
+            "relevance score per pair (one label)",
+            model_type=model_type,
+        )
+    st = config.get("sentence_transformers")
+    path = st.get("activation_fn") if isinstance(st, dict) else None
+    path = path or config.get("sbert_ce_default_activation_function")
+    if path is not None and path not in DENSE_ACTIVATIONS:
+        supported = ", ".join(p.rsplit(".", 1)[-1] for p in DENSE_ACTIVATIONS)
+        raise ModelTypeError(
+            f"Model '{name}' scores with the activation {elide(path)}, which is not supported "
+            f"(supported: {supported})",
+            model_type=model_type,
+        )
+    pooling = str(config.get("classifier_pooling", "mean")) if head == "modernbert" else "cls"
+    if pooling not in ("cls", "mean"):
+        raise ModelTypeError(
+            f"Model '{name}' pools with {elide(pooling)}; supported: cls, mean",
+            model_type=model_type,
+        )
+    return Reranker(
+        head=head,
+        activation=DENSE_ACTIVATIONS[path] if path else "sigmoid",
+        segments=int(config.get("type_vocab_size", 0) or 0) > 1,
+        pooling=pooling,
+        head_activation=str(config.get("classifier_activation", "gelu")),
     )
 
 

@@ -26,7 +26,6 @@ from .cache import EmbeddingCache
 from .errors import EmbedError, InvalidRequestError
 from .modelspec import ModelSpec
 from .options import EmbedOptions
-from .results import EmbedResult
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,11 @@ PIECE = 128
 INLINE_CHARS = 8192
 
 
-class RequestFuture(Future[EmbedResult]):
+class RequestFuture(Future[Any]):
     """The future of one request. ``cancel()`` of a request that is already being served
     returns False, as for any future, but drops the request at its next batch boundary: the
-    rest of its work is not done and it fails with ``CancelledError``."""
+    rest of its work is not done and it fails with ``CancelledError``. It resolves to an
+    ``EmbedResult``, or a ``RerankResult`` for a rerank request."""
 
     abandoned = False
 
@@ -65,6 +65,8 @@ class Request:
     truncate: bool  # the options', else the worker's setting
     future: RequestFuture
     first_index: int = 0
+    #: A rerank request's query (its inputs are the documents, each pair a row).
+    query: str | None = None
     spec: ModelSpec | None = None
     loaded: Any = None
     #: The text put before every input, and the model's cache identity (None: no cache).
@@ -223,6 +225,13 @@ class Preparer:
                 truncate=request.truncate,
                 positions=[request.first_index + i for i in positions],
             )
+        elif request.query is not None:
+            rows = tokenizer.encode_pairs(
+                request.query,
+                request.inputs[start:stop],
+                truncate=request.truncate,
+                positions=list(positions),
+            )
         else:
             texts = [request.text(i) for i in positions]
             if request.identity is not None and self._cache is not None:
@@ -261,7 +270,8 @@ class Preparer:
 
 def _size(request: Request) -> int:
     """Characters a request's inputs have as the model sees them (ids for token rows)."""
-    return sum(len(item) for item in request.inputs) + len(request.prefix) * len(request.inputs)
+    extra = len(request.prefix) + len(request.query or "")
+    return sum(len(item) for item in request.inputs) + extra * len(request.inputs)
 
 
 def _start(request: Request) -> None:
@@ -269,7 +279,8 @@ def _start(request: Request) -> None:
     n = len(request.inputs)
     request.rows = [[] for _ in range(n)]
     request.token_counts = [0] * n
-    request.out = np.empty((n, request.spec.dimension), dtype=np.float32)
+    width = 1 if request.query is not None else request.spec.dimension  # a score per pair
+    request.out = np.empty((n, width), dtype=np.float32)
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""What one embedding request gives back, whichever transport served it (pure)."""
+"""What one embedding or rerank request gives back, whichever transport served it (pure)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,31 @@ class EmbedResult:
             token_counts=tuple(n for p in parts for n in p.token_counts),
             prompt_tokens=sum(p.prompt_tokens for p in parts),
         )
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The relevance scores of one rerank request, in the documents' order.
+
+    Attributes:
+        scores: float32 array (documents,): the reranker's score of each (query, document)
+            pair, as sentence-transformers' ``CrossEncoder.predict`` gives it (after the
+            model's activation: sigmoid unless its config names another).
+        model: Canonical name of the reranker.
+        token_counts: Tokens of each pair (special tokens included, after truncation); empty
+            when only the total is known (results received over HTTP).
+        prompt_tokens: Tokens processed for the whole request.
+    """
+
+    scores: np.ndarray
+    model: str
+    token_counts: tuple[int, ...] = ()
+    prompt_tokens: int = -1
+
+    def __post_init__(self) -> None:
+        if self.prompt_tokens < 0:
+            object.__setattr__(self, "prompt_tokens", sum(self.token_counts))
+
+    def ranking(self) -> np.ndarray:
+        """Document indices, best first (ties keep the documents' order)."""
+        return np.argsort(-self.scores, kind="stable")

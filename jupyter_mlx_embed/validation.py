@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .errors import InputTypeError, InvalidRequestError, elide
+from .errors import InputTypeError, InvalidRequestError, ModelTypeError, elide
 from .modelspec import ModelSpec
 
 #: Characters a caller's own ``prompt`` may have: it is put before every input, so its cost
@@ -182,18 +182,68 @@ def unicode_problem(text: str) -> str | None:
     return None
 
 
-def check_texts(texts: Sequence[Any], *, name: str = "input", first_index: int = 0) -> None:
+def check_texts(
+    texts: Sequence[Any], *, name: str = "input", first_index: int = 0, param: str = "input"
+) -> None:
     """Check that every item is a string with something besides whitespace, of valid Unicode.
 
     Raises:
         InvalidRequestError: Naming the first bad item as ``name[index]``
-            (``InputTypeError`` when it is not a string).
+            (``InputTypeError`` when it is not a string), with ``param``.
     """
     for i, text in enumerate(texts, start=first_index):
         problem = text_problem(text)
         if problem is not None:
             kind = InvalidRequestError if isinstance(text, str) else InputTypeError
-            raise kind(f"{name}[{i}] {problem}", param="input")
+            raise kind(f"{name}[{i}] {problem}", param=param)
+
+
+def check_rerank(query: object, documents: object, *, max_documents: int) -> None:
+    """Check a rerank request: a query text and 1 to ``max_documents`` document texts.
+
+    Raises:
+        InvalidRequestError: Naming the field (``query``, ``documents``) and the index.
+    """
+    if not isinstance(query, str):
+        raise InputTypeError(
+            "query must be a string" if query is not None else "query is missing",
+            param="query",
+        )
+    problem = text_problem(query)
+    if problem is not None:
+        raise InvalidRequestError(f"query {problem}", param="query")
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+        raise InputTypeError("documents must be a list of strings", param="documents")
+    if len(documents) == 0:
+        raise InvalidRequestError("documents must not be empty", param="documents")
+    if len(documents) > max_documents:
+        raise InvalidRequestError(
+            f"documents has {len(documents)} items, more than the maximum of {max_documents} "
+            "per request",
+            param="documents",
+        )
+    check_texts(documents, name="documents", param="documents")
+
+
+def check_task(spec: ModelSpec, task: str) -> None:
+    """Check that the model does ``task`` (``embed`` or ``rerank``).
+
+    Raises:
+        ModelTypeError: It does the other (HTTP 400 ``unsupported_model``), saying what.
+    """
+    if spec.task == task:
+        return
+    if spec.task == "rerank":
+        message = (
+            f"Model '{spec.name}' is a reranker (cross-encoder): it scores query-document "
+            "pairs and gives no embeddings; use it with rerank (POST /v1/rerank)"
+        )
+    else:
+        message = (
+            f"Model '{spec.name}' is an embedding model: it embeds texts and cannot rerank; "
+            "name a reranker (GET /v1/models gives each model's task)"
+        )
+    raise ModelTypeError(message, model_type=spec.model_type)
 
 
 def check_inputs(

@@ -1,5 +1,9 @@
 """The worker: one thread that owns MLX, a bounded request queue and fair dynamic batching.
 
+It serves two kinds of request: texts to embed (:meth:`Worker.submit`) and a query's
+documents to rerank (:meth:`Worker.rerank`: each pair a row), in the same forward passes'
+rounds under the same rules.
+
 Requests from any thread are queued; the worker thread loads their model, hands them to the
 preparing thread (:mod:`.preparation`: cache lookup and tokenizing, off the MLX thread) and
 serves the prepared ones one forward pass at a time, each pass chosen afresh by
@@ -35,15 +39,28 @@ import numpy as np
 from . import metrics
 from .cache import CacheUnavailableError, EmbeddingCache
 from .config import EngineConfig
-from .errors import EmbedError, ModelLoadError, OverloadedError, WorkerClosedError
+from .errors import (
+    EmbedError,
+    InvalidRequestError,
+    ModelLoadError,
+    OverloadedError,
+    WorkerClosedError,
+)
 from .modelspec import ModelSpec
 from .options import EmbedOptions
 from .preparation import Preparer, Request, RequestFuture
 from .registry import BUNDLED_SHA256, ModelRegistry
-from .results import EmbedResult
+from .results import EmbedResult, RerankResult
 from .scheduling import fresh_lanes, pick_rows
 from .schema import WorkerCounters, engine_status, model_card, worker_status
-from .validation import check_dimensions, check_inputs, check_prompt, model_prompt
+from .validation import (
+    check_dimensions,
+    check_inputs,
+    check_prompt,
+    check_rerank,
+    check_task,
+    model_prompt,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,6 +197,47 @@ class Worker:
             future=RequestFuture(),
             first_index=first_index,
         )
+        return self._admit(request)
+
+    def rerank(
+        self, query: str, documents: Sequence[str], options: EmbedOptions | None = None
+    ) -> RequestFuture:
+        """Queue a query and its documents for scoring by a reranker (a cross-encoder).
+
+        Each (query, document) pair is one row of the forward passes, batched with every
+        other request's rows under the same fairness and budgets.
+
+        Args:
+            query: The query text.
+            documents: Non-empty texts, at most ``max_rerank_documents``.
+            options: The model (a reranker) and truncation; ``dimensions`` and prompts do
+                not apply.
+
+        Returns:
+            A future resolving to a :class:`RerankResult` (scores in the documents' order).
+
+        Raises:
+            InvalidRequestError: The query, documents or options are malformed.
+            OverloadedError: ``queue_size`` requests are already pending.
+            WorkerClosedError: The worker is closed.
+        """
+        check_rerank(query, documents, max_documents=self.config.max_rerank_documents)
+        options = options or EmbedOptions()
+        for name in ("dimensions", "prompt_name", "prompt"):
+            if getattr(options, name) is not None:
+                raise InvalidRequestError(f"{name} does not apply to rerank", param=name)
+        request = Request(
+            inputs=documents,
+            tokens=False,
+            options=options,
+            truncate=self.config.truncate if options.truncate is None else options.truncate,
+            future=RequestFuture(),
+            query=query,
+        )
+        return self._admit(request)
+
+    def _admit(self, request: Request) -> RequestFuture:
+        """Queue a checked request, within ``queue_size``."""
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
                 raise OverloadedError(
@@ -497,8 +555,9 @@ class Worker:
         thread; any error fails this request alone."""
         try:
             loaded = self._load(spec)
+            check_task(spec, "embed" if request.query is None else "rerank")
             check_dimensions(request.options.dimensions, spec.dimension, model=spec.name)
-            if not request.tokens:
+            if not request.tokens and request.query is None:
                 request.prefix = model_prompt(
                     spec, request.options.prompt_name, request.options.prompt
                 )
@@ -632,9 +691,15 @@ class Worker:
         metrics.BATCH_PADDED_TOKENS.observe(len(batch) * batch[-1][0])
 
 
-def _finish(request: Request, spec: ModelSpec) -> EmbedResult:
+def _finish(request: Request, spec: ModelSpec) -> EmbedResult | RerankResult:
     vectors = request.out
     assert vectors is not None
+    if request.query is not None:
+        return RerankResult(
+            scores=np.ascontiguousarray(vectors[:, 0]),
+            model=spec.name,
+            token_counts=tuple(request.token_counts),
+        )
     dimensions = request.options.dimensions
     if dimensions is not None and dimensions < spec.dimension:
         vectors = np.ascontiguousarray(vectors[:, :dimensions])

@@ -143,6 +143,13 @@ def attention(q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array) -> mx.a
     return summed[..., :width] / summed[..., width:]
 
 
+def split_segments(ids: mx.array, vocab: int) -> tuple[mx.array, mx.array]:
+    """Token ids and token types of rows whose second segment's ids are offset by ``vocab``
+    (how a reranker's pairs travel through the worker, which knows only rows of ids)."""
+    types = (ids >= vocab).astype(mx.int32)
+    return ids - types * vocab, types
+
+
 def _cores() -> int:
     """CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -300,6 +307,8 @@ class FastEncoder:
         kernels: The C++ kernels module (:func:`.native.load_kernels`); None runs the
             MLX-op version of the fast path (compiled per shape, JIT-built by g++).
         precision: The native products' precision (see :class:`Packing`).
+        segments: The vocabulary size where ids carry token types (:func:`split_segments`:
+            a reranker's pairs), else 0 (every token is of type 0).
     """
 
     def __init__(
@@ -309,8 +318,10 @@ class FastEncoder:
         streams: int = 2,
         kernels: ModuleType | None = None,
         precision: str = "fp32",
+        segments: int = 0,
     ) -> None:
         self._model = model
+        self._segments = segments
         self._kernels = kernels
         self._xlmr = model_type == "xlm_roberta"
         config = model.config
@@ -341,12 +352,16 @@ class FastEncoder:
             positions = (mx.cumsum(mask, axis=1) * mask).astype(mx.int32) + self._pad
         else:
             positions = mx.arange(ids.shape[1], dtype=mx.int32)[None, :]
-        x = (
-            emb.word_embeddings.weight[ids]
-            + emb.position_embeddings.weight[positions]
-            + emb.token_type_embeddings.weight[0]
-        )
+        x = self._tokens(ids) + emb.position_embeddings.weight[positions]
         return x, ((1.0 - mask) * -10000.0)[:, None, :, None]
+
+    def _tokens(self, ids: mx.array) -> mx.array:
+        """Word plus token type embeddings of ``ids``."""
+        emb = self._model.embeddings
+        if not self._segments:
+            return emb.word_embeddings.weight[ids] + emb.token_type_embeddings.weight[0]
+        ids, types = split_segments(ids, self._segments)
+        return emb.word_embeddings.weight[ids] + emb.token_type_embeddings.weight[types]
 
     def _attention_block(
         self, x: mx.array, residual: mx.array, key_mask: mx.array, *w: mx.array
@@ -389,11 +404,7 @@ class FastEncoder:
         k = self._kernels
         assert k is not None
         emb = self._model.embeddings
-        h = (
-            emb.word_embeddings.weight[ids]
-            + emb.position_embeddings.weight[positions]
-            + emb.token_type_embeddings.weight[0]
-        )
+        h = self._tokens(ids) + emb.position_embeddings.weight[positions]
         x = k.add_layernorm(h, None, None, emb.LayerNorm.weight, emb.LayerNorm.bias, self._eps)
         return k.encoder(x, offsets, self._native_layers, self._heads, self._eps, threads)
 

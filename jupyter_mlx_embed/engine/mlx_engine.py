@@ -196,7 +196,10 @@ class Engine:
                     log.info("dequantized %d layers of %s for the CPU", count, spec.name)
                 self._mx.eval(model.parameters())
             tokenizer = TextTokenizer(
-                spec.path, max_length=spec.max_seq_length, vocab_size=spec.vocab_size
+                spec.path,
+                max_length=spec.max_seq_length,
+                vocab_size=spec.vocab_size,
+                segments=spec.reranker is not None and spec.reranker.segments,
             )
         except EmbedError:
             raise
@@ -214,12 +217,14 @@ class Engine:
                     ", ".join(still_quantized[:3]),
                 )
             elif spec.model_type in FAST_MODEL_TYPES:
+                segments = spec.reranker is not None and spec.reranker.segments
                 fast = FastEncoder(
                     model,
                     spec.model_type,
                     self._config.cpu_streams,
                     kernels=self._kernels,
                     precision=self.precision.in_use,
+                    segments=spec.vocab_size if segments else 0,
                 )
             elif self._kernels is not None:
                 from .native_models import NATIVE_MODEL_TYPES, prenorm_encoder
@@ -235,28 +240,40 @@ class Engine:
         return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
-        """Pooled, L2-normalised float32 vectors (one per row) for a batch of token ids."""
+        """One float32 row per row of token ids: the pooled, L2-normalised vector, or for a
+        reranker its pair's score (a row of one value; pairs' second texts carry token type
+        1 as ids offset by the vocabulary size, see ``Reranker.segments``)."""
         self._check_thread()
         mx = self._mx
         ids, mask = _pad(rows, loaded.spec.pad_token_id)
         mode = loaded.spec.pooling
-        # sentence-transformers' Dense modules act on the pooled vector, before normalisation.
-        dense = loaded.model[_DENSE] if loaded.spec.dense else (lambda pooled: pooled)
-        if loaded.fast is not None:
-            # Normalised on each part's own stream: no hand-over to another stream's thread.
-            vectors = loaded.fast(
-                ids, mask, lambda h, m: _normalize(mx, dense(_pool(mx, mode, h, m)))
-            )
+        finish: Any
+        if loaded.spec.reranker is not None:
+            head = loaded.model[_HEAD]
+            finish = lambda h, m: head(h, m)[:, None]  # noqa: E731
         else:
-            hidden = self._hidden(loaded, mx.array(ids), mx.array(mask))
-            vectors = _normalize(mx, dense(_pool(mx, mode, hidden, mx.array(mask))))
+            # sentence-transformers' Dense modules act on the pooled vector, before
+            # normalisation.
+            dense = loaded.model[_DENSE] if loaded.spec.dense else (lambda pooled: pooled)
+            finish = lambda h, m: _normalize(mx, dense(_pool(mx, mode, h, m)))  # noqa: E731
+        if loaded.fast is not None:
+            # Finished on each part's own stream: no hand-over to another stream's thread.
+            vectors = loaded.fast(ids, mask, finish)
+        else:
+            m = mx.array(mask)
+            vectors = finish(self._hidden(loaded, mx.array(ids), m), m)
         mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 
     def _hidden(self, loaded: LoadedModel, ids: Any, mask: Any) -> Any:
         model, kind = loaded.model, loaded.spec.model_type
         if kind in ("bert", "xlm_roberta"):
-            return model(ids, attention_mask=mask).last_hidden_state
+            types = None
+            if loaded.spec.reranker is not None and loaded.spec.reranker.segments:
+                from .cpu_kernels import split_segments
+
+                ids, types = split_segments(ids, loaded.spec.vocab_size)
+            return model(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         if kind == "qwen3":
             return model.model(ids, attention_mask=mask)
         if kind == "modernbert":
@@ -297,6 +314,8 @@ def _keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512
 _MODELS_ALIAS = "jupyter_mlx_embed._mlx_embeddings_models"
 #: The child of a loaded model holding its sentence-transformers Dense modules.
 _DENSE = "st_dense"
+#: The child of a loaded reranker holding its classification head (``architectures.classifier``).
+_HEAD = "score_head"
 
 
 def _architecture(model_type: str) -> Any:
@@ -349,12 +368,18 @@ def _build_model(mx: Any, spec: ModelSpec) -> Any:
 
     arch = _architecture(spec.model_type)
     config = json.loads((spec.path / "config.json").read_text(encoding="utf-8"))
-    model = arch.Model(arch.ModelArgs.from_dict(config))
     weights: dict[str, Any] = {}
     for file in sorted(spec.path.glob("model*.safetensors")):
         weights.update(mx.load(str(file)))
     if not weights:
         raise ModelLoadError(f"Model '{spec.name}' has no model*.safetensors weights")
+    head_weights: dict[str, Any] = {}
+    if spec.reranker is not None:  # the encoder is the embedding architecture, the head ours
+        from .architectures import classifier
+
+        config = classifier.encoder_config(spec.reranker, config)
+        weights, head_weights = classifier.split_weights(spec.reranker, weights)
+    model = arch.Model(arch.ModelArgs.from_dict(config))
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
     quantization = spec.quantization
@@ -383,6 +408,8 @@ def _build_model(mx: Any, spec: ModelSpec) -> Any:
         from .architectures.dense import load_dense
 
         model[_DENSE] = load_dense(spec.dense, spec.name)
+    if spec.reranker is not None:
+        model[_HEAD] = classifier.load_head(spec.reranker, config, head_weights, spec.name)
     mx.eval(model.parameters())
     model.eval()
     return model

@@ -53,11 +53,15 @@ def _drop_extra_whitespace(tok: Any) -> None:
 class TextTokenizer:
     """Encodes inputs for one model. Safe to call from any one thread at a time."""
 
-    def __init__(self, path: Path, *, max_length: int, vocab_size: int) -> None:
+    def __init__(
+        self, path: Path, *, max_length: int, vocab_size: int, segments: bool = False
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.max_length = max_length
         self.vocab_size = vocab_size
+        self._segments = segments
+        self._pairs: Any = None  # the pair encoder, made on first use
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         _drop_extra_whitespace(self._tok)
         self._tok.no_padding()
@@ -123,6 +127,50 @@ class TextTokenizer:
         return [
             self._fit(row, where[i], truncate, tail=tail, cut=i in cut) for i, row in enumerate(ids)
         ]
+
+    def encode_pairs(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        truncate: bool = True,
+        positions: Sequence[int] = (),
+    ) -> list[list[int]]:
+        """Token ids of each (query, document) pair as the tokenizer's pair template joins
+        them (a reranker's input), cut to the context longest-first (the longer text loses a
+        token at a time), as transformers' tokenizers and so sentence-transformers'
+        ``CrossEncoder`` do. With ``segments``, the document's ids (type 1) are offset by
+        ``vocab_size`` (see ``cpu_kernels.split_segments``).
+
+        Raises:
+            InvalidRequestError: ``truncate`` is false and a pair is longer than the maximum.
+        """
+        if self._pairs is None:
+            from tokenizers import Tokenizer
+
+            self._pairs = Tokenizer.from_str(self._tok.to_str())
+            self._pairs.enable_truncation(self.max_length, strategy="longest_first")
+        query = self.head(query)
+        pairs = [(query, self.head(doc)) for doc in documents]
+        encoded = []
+        for start in range(0, len(pairs), _PIECE):
+            encoded.extend(self._pairs.encode_batch(pairs[start : start + _PIECE]))
+        where = positions or range(len(encoded))
+        rows = []
+        for i, enc in zip(where, encoded, strict=True):
+            if enc.overflowing and not truncate:
+                raise InvalidRequestError(
+                    f"documents[{i}] with the query has more than {self.max_length} tokens, "
+                    "this model's maximum context length; shorten it or enable truncation",
+                    param="documents",
+                    code="context_length_exceeded",
+                )
+            if self._segments:
+                offset = self.vocab_size
+                rows.append([t + offset * k for t, k in zip(enc.ids, enc.type_ids, strict=True)])
+            else:
+                rows.append(list(enc.ids))
+        return rows
 
     def wrap_token_ids(
         self, rows: Sequence[Sequence[int]], *, truncate: bool = True, positions: Sequence[int] = ()

@@ -15,7 +15,8 @@ import mlx.nn as nn
 from ...errors import ModelLoadError
 from ...modelspec import DenseModule
 
-_ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
+#: The activations ``modelspec.DENSE_ACTIVATIONS`` names, as torch computes them.
+ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
     "identity": lambda x: x,
     "tanh": mx.tanh,
     "relu": nn.relu,
@@ -37,7 +38,7 @@ class Dense(nn.Module):
         self._add_input = spec.residual
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = _ACTIVATIONS[self._activation](self.linear(x))
+        out = ACTIVATIONS[self._activation](self.linear(x))
         if not self._add_input:
             return out
         return out + (self.residual(x) if "residual" in self else x)
