@@ -1,4 +1,4 @@
-"""jupyter-mlx-embed: local text embeddings with MLX for Jupyter."""
+"""jupyter-mlx-embed: local text embeddings and reranking with MLX for Jupyter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .api import (
     aembed,
+    arerank,
     async_openai_client,
     configure,
     embed,
@@ -15,10 +16,11 @@ from .api import (
     info,
     openai_client,
     openai_endpoint,
+    rerank,
     set_transport,
 )
 from .config import EngineConfig, ServingConfig
-from .embeddings import Embeddings, Hit, SearchResults, register_explorer
+from .embeddings import Embeddings, register_explorer
 from .errors import (
     EmbedError,
     InputTypeError,
@@ -31,7 +33,8 @@ from .errors import (
     WorkerClosedError,
 )
 from .explorer.projection import project
-from .results import EmbedResult
+from .ranking import Hit, Ranking, SearchResults
+from .results import EmbedResult, RerankResult
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -93,6 +96,8 @@ __all__ = [
     "ModelTypeError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "Ranking",
+    "RerankResult",
     "SearchResults",
     "ServingConfig",
     "SimilarityExplorer",
@@ -100,6 +105,7 @@ __all__ = [
     "WorkerClosedError",
     "__version__",
     "aembed",
+    "arerank",
     "async_openai_client",
     "configure",
     "embed",
@@ -110,5 +116,6 @@ __all__ = [
     "openai_client",
     "openai_endpoint",
     "project",
+    "rerank",
     "set_transport",
 ]

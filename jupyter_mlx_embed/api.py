@@ -1,4 +1,5 @@
-"""The Python API: ``embed``, ``aembed`` and ``info`` through this process's transport.
+"""The Python API: ``embed``, ``aembed``, ``rerank``, ``arerank`` and ``info`` through this
+process's transport.
 
 In a kernel started by a Jupyter server that runs the extension, requests go to the server's
 worker over HTTP; elsewhere to this process's own worker (see :mod:`.transport`). Inputs are
@@ -21,9 +22,10 @@ from ._version import __version__
 from .config import EngineConfig, ServingConfig
 from .errors import EmbedError
 from .options import EmbedOptions
+from .ranking import Ranking
 from .results import EmbedResult
 from .transport import Transport, choose_transport, find_parent_server
-from .validation import to_texts
+from .validation import to_strings, to_texts
 from .worker import Worker, current_worker
 
 _lock = threading.RLock()
@@ -200,6 +202,65 @@ async def aembed(
             future.cancel()
             raise
     return _shape(EmbedResult.concatenate(parts), single)
+
+
+def _rerank_args(documents: Iterable[str], model: str | None) -> tuple[list[str], EmbedOptions]:
+    return to_strings(documents, name="documents"), EmbedOptions(model=model)
+
+
+def rerank(
+    query: str,
+    documents: Iterable[str],
+    *,
+    model: str | None = None,
+    top_n: int | None = None,
+) -> Ranking:
+    """Score each document's relevance to ``query`` with a reranker (a cross-encoder).
+
+    Args:
+        query: The query.
+        documents: The texts to score (list, tuple, array, Series), at most
+            ``max_rerank_documents`` (1,000).
+        model: The reranker; the configured default model when ``None`` (which must be a
+            reranker).
+        top_n: Keep the best ``top_n`` in ``hits`` (all by default).
+
+    Returns:
+        A :class:`~.ranking.Ranking`: ``scores`` in the documents' order (as
+        sentence-transformers' ``CrossEncoder.predict`` gives them), ``hits`` best first.
+
+    Raises:
+        EmbedError: Invalid input, unknown model, or a model that is not a reranker.
+    """
+    texts, options = _rerank_args(documents, model)
+    transport = get_transport()
+    future = transport.rerank(query, texts, options)
+    try:
+        result = future.result(timeout=transport.timeout)
+    except BaseException:
+        future.cancel()
+        raise
+    return Ranking(query, texts, result.scores, model=result.model, top_n=top_n)
+
+
+async def arerank(
+    query: str,
+    documents: Iterable[str],
+    *,
+    model: str | None = None,
+    top_n: int | None = None,
+) -> Ranking:
+    """Awaitable :func:`rerank`: the event loop keeps running while the worker computes."""
+    import asyncio
+
+    texts, options = _rerank_args(documents, model)
+    future = get_transport().rerank(query, texts, options)
+    try:
+        result = await asyncio.wrap_future(future)
+    except BaseException:
+        future.cancel()
+        raise
+    return Ranking(query, texts, result.scores, model=result.model, top_n=top_n)
 
 
 def openai_endpoint() -> tuple[str, str]:

@@ -98,6 +98,12 @@ class EngineConfig(_Settings):
     default_model: str = setting(
         DEFAULT_MODEL, "Model used when a request names none.", flag="--model"
     )
+    default_reranker: str | None = setting(
+        None,
+        "Reranker used when a rerank request names none (TEI clients never do); unset, such "
+        "a request is refused (HTTP 400).",
+        flag="--reranker",
+    )
     model_roots: tuple[Path, ...] = setting(
         (),
         "Folders whose sub-folders (name or org/name) are models; os.pathsep-separated in "

@@ -13,15 +13,15 @@ import operator
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import api
 from ._version import __version__
 from .fileio import atomic_path
+from .ranking import Hit, SearchResults, count, import_pandas, shorten, top_k
 from .validation import to_strings
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ FORMAT = "jupyter-mlx-embed/embeddings"
 FORMAT_VERSION = 1
 
 _PREVIEW_ROWS = 5
-_PREVIEW_WIDTH = 80
 # Rows further than this from unit length are renormalised before taking dot products.
 _UNIT_TOLERANCE = 1e-4
 
@@ -133,29 +132,61 @@ class Embeddings:
             raise ValueError(f"converting float32 vectors to {np.dtype(dtype)} needs a copy")
         return self.vectors.astype(dtype)
 
-    def search(self, query: str | np.ndarray, k: int = 5) -> SearchResults:
-        """The ``k`` texts most similar to ``query``, by cosine similarity.
+    def search(
+        self,
+        query: str | np.ndarray,
+        k: int = 5,
+        *,
+        rerank: str | None = None,
+        candidates: int = 100,
+    ) -> SearchResults:
+        """The ``k`` texts most similar to ``query``, by cosine similarity; with ``rerank``,
+        the ``candidates`` most similar reranked by that reranker (retrieve, then rerank).
 
         Args:
             query: A string, embedded with this collection's model and number of dimensions,
-                or a vector of ``dimensions`` values (normalised here).
+                or a vector of ``dimensions`` values (normalised here; not with ``rerank``,
+                which reads the query's text).
             k: Number of hits; at most ``len(self)`` are returned.
+            rerank: A reranker's name (a cross-encoder, e.g. ``ms-marco-MiniLM-L6-v2``).
+            candidates: With ``rerank``: how many of the most similar texts it scores
+                (at least ``k``).
 
         Returns:
-            Hits from most to least similar; equal scores keep index order.
+            Hits from most to least similar (reranked: by the reranker's score, each with
+            its cosine ``similarity``); equal scores keep index order.
 
         Raises:
-            ValueError: ``k`` is below 1, or the vector has the wrong shape or is zero.
-            EmbedError: The string could not be embedded.
+            ValueError: ``k`` or ``candidates`` is below 1, the vector has the wrong shape or
+                is zero, or ``rerank`` is given with a vector query.
+            EmbedError: The string could not be embedded or reranked.
         """
         k = _checked_k(k)  # before embedding the query
+        if rerank is not None and not isinstance(query, str):
+            raise ValueError("rerank needs the query's text, not a vector")
         if isinstance(query, str):
             vector = api.embed(query, model=self.model, dimensions=self.dimensions)
             text: str | None = query
         else:
             vector = self._query_vector(query)
             text = None
-        return self.rank(self.similarity(vector)[:, 0], k, query=text)
+        similarities = self.similarity(vector)[:, 0]
+        if rerank is None:
+            return self.rank(similarities, k, query=text)
+        assert text is not None
+        pool = top_k(similarities, min(max(k, _checked_k(candidates)), len(self)))
+        ranking = api.rerank(text, [self.texts[i] for i in pool], model=rerank, top_n=k)
+        hits = [
+            Hit(
+                rank=hit.rank,
+                index=int(pool[hit.index]),
+                score=hit.score,
+                text=hit.text,
+                similarity=float(similarities[pool[hit.index]]),
+            )
+            for hit in ranking.hits
+        ]
+        return SearchResults(hits, query=text, model=f"{self.model}, reranked by {ranking.model}")
 
     def rank(self, scores: np.ndarray, k: int = 5, *, query: str | None = None) -> SearchResults:
         """The ``k`` texts with the highest ``scores``, ranked as :meth:`search` ranks them.
@@ -176,7 +207,7 @@ class Embeddings:
             raise ValueError(
                 f"scores must hold one score per text ({len(self)}), got shape {scores.shape}"
             )
-        order = _top_k(scores, min(k, len(self)))
+        order = top_k(scores, min(k, len(self)))
         hits = [
             Hit(rank=rank, index=int(i), score=float(scores[i]), text=self.texts[i])
             for rank, i in enumerate(order, start=1)
@@ -252,7 +283,7 @@ class Embeddings:
         Raises:
             ImportError: pandas is not installed.
         """
-        pandas = _import_pandas()
+        pandas = import_pandas()
         return pandas.DataFrame(
             {"text": self.texts, "embedding": list(self.vectors.copy())}, index=self.index
         )
@@ -330,125 +361,22 @@ class Embeddings:
 
     def __repr__(self) -> str:
         return (
-            f"Embeddings({_count(len(self), 'text')}, model={self.model!r}, "
+            f"Embeddings({count(len(self), 'text')}, model={self.model!r}, "
             f"dimensions={self.dimensions})"
         )
 
     def _repr_html_(self) -> str:
         items = "".join(
-            f"<li>{html.escape(_shorten(text))}</li>" for text in self.texts[:_PREVIEW_ROWS]
+            f"<li>{html.escape(shorten(text))}</li>" for text in self.texts[:_PREVIEW_ROWS]
         )
         more = len(self) - _PREVIEW_ROWS
         return (
             '<div class="jme-embeddings">'
-            f"<strong>Embeddings</strong>: {_count(len(self), 'text')}, "
+            f"<strong>Embeddings</strong>: {count(len(self), 'text')}, "
             f"model <code>{html.escape(self.model)}</code>, {self.dimensions} dimensions"
             + (f"<ol>{items}</ol>" if items else "")
             + (f"<div>… and {more} more</div>" if more > 0 else "")
             + "</div>"
-        )
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result.
-
-    Attributes:
-        rank: Position in the results, from 1 (most similar).
-        index: Row of the text in the searched ``Embeddings``.
-        score: Cosine similarity to the query.
-        text: The text itself.
-    """
-
-    rank: int
-    index: int
-    score: float
-    text: str
-
-
-class SearchResults(Sequence[Hit]):
-    """Hits of one search, most similar first; a read-only list of :class:`Hit`.
-
-    Args:
-        hits: The hits, in rank order.
-        query: The query string, or ``None`` for a vector query.
-        model: Model of the searched embeddings.
-    """
-
-    def __init__(self, hits: Sequence[Hit], *, query: str | None, model: str) -> None:
-        self._hits = tuple(hits)
-        self.query = query
-        self.model = model
-
-    @overload
-    def __getitem__(self, key: int) -> Hit: ...
-
-    @overload
-    def __getitem__(self, key: slice) -> SearchResults: ...
-
-    def __getitem__(self, key: int | slice) -> Hit | SearchResults:
-        if isinstance(key, slice):
-            return SearchResults(self._hits[key], query=self.query, model=self.model)
-        return self._hits[key]
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-    @property
-    def texts(self) -> list[str]:
-        """The texts, in rank order."""
-        return [hit.text for hit in self._hits]
-
-    @property
-    def scores(self) -> np.ndarray:
-        """float32 cosine similarities, in rank order."""
-        return np.array([hit.score for hit in self._hits], dtype=np.float32)
-
-    @property
-    def indices(self) -> np.ndarray:
-        """Rows of the hits in the searched ``Embeddings``, in rank order."""
-        return np.array([hit.index for hit in self._hits], dtype=np.intp)
-
-    def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame with columns ``rank``, ``index``, ``score`` and ``text``.
-
-        Raises:
-            ImportError: pandas is not installed.
-        """
-        pandas = _import_pandas()
-        return pandas.DataFrame(
-            {
-                "rank": [hit.rank for hit in self._hits],
-                "index": self.indices,
-                "score": self.scores,
-                "text": self.texts,
-            }
-        )
-
-    def _title(self) -> str:
-        return "a vector query" if self.query is None else repr(self.query)
-
-    def __repr__(self) -> str:
-        lines = [f"SearchResults for {self._title()} ({_count(len(self), 'hit')}, {self.model})"]
-        if self._hits:
-            lines.append(f"{'rank':>4}  {'score':>6}  text")
-            lines += [
-                f"{hit.rank:>4}  {hit.score:>6.3f}  {_shorten(hit.text)}" for hit in self._hits
-            ]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{hit.rank}</td><td>{hit.score:.3f}</td>"
-            f'<td style="text-align:left">{html.escape(_shorten(hit.text, 300))}</td></tr>'
-            for hit in self._hits
-        )
-        return (
-            '<table class="jme-search-results">'
-            f"<caption>Search for {html.escape(self._title())} "
-            f"({_count(len(self), 'hit')}, <code>{html.escape(self.model)}</code>)</caption>"
-            '<thead><tr><th>rank</th><th>score</th><th style="text-align:left">text</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table>"
         )
 
 
@@ -474,33 +402,3 @@ def _checked_k(k: int) -> int:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     return k
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores, descending, equal scores in index order."""
-    if k < len(scores):
-        # Partition first (linear) so that only candidates are sorted; every score equal to
-        # the k-th largest is kept so that ties are resolved by index, not by partition order.
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        candidates = np.flatnonzero(scores >= kth)
-    else:
-        candidates = np.arange(len(scores))
-    return candidates[np.lexsort((candidates, -scores[candidates]))][:k]
-
-
-def _shorten(text: str, width: int = _PREVIEW_WIDTH) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _import_pandas() -> Any:
-    try:
-        import pandas
-    except ImportError as exc:
-        raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
-    return pandas

@@ -279,7 +279,8 @@ def _start(request: Request) -> None:
     n = len(request.inputs)
     request.rows = [[] for _ in range(n)]
     request.token_counts = [0] * n
-    width = 1 if request.query is not None else request.spec.dimension  # a score per pair
+    # A rerank request's rows: each pair's score and logit.
+    width = 2 if request.query is not None else request.spec.dimension
     request.out = np.empty((n, width), dtype=np.float32)
 
 

@@ -51,12 +51,15 @@ class RerankResult:
         token_counts: Tokens of each pair (special tokens included, after truncation); empty
             when only the total is known (results received over HTTP).
         prompt_tokens: Tokens processed for the whole request.
+        logits: The scores before the activation (TEI's ``raw_scores``); None when the
+            result came over HTTP.
     """
 
     scores: np.ndarray
     model: str
     token_counts: tuple[int, ...] = ()
     prompt_tokens: int = -1
+    logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 0:

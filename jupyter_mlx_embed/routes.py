@@ -1,4 +1,5 @@
-"""Tornado handlers for ``/v1/embeddings``, ``/v1/models`` and the status route (HTTP layer).
+"""Tornado handlers for ``/v1/embeddings``, the rerank routes (``/v1/rerank``, ``/v2/rerank``,
+``/rerank``), ``/v1/models`` and the status route (HTTP layer).
 
 The logic lives in mixins that any ``RequestHandler`` can take, and :func:`route_table` is
 the one table of routes both servers mount: the Jupyter server extension combines them with
@@ -41,7 +42,8 @@ from .errors import (
     elide,
 )
 from .options import EmbedOptions
-from .results import EmbedResult
+from .rerank_schema import RERANK_SHAPES, RerankRequest, parse_rerank_request, rerank_response
+from .results import EmbedResult, RerankResult
 from .schema import (
     EmbeddingsRequest,
     embeddings_response,
@@ -135,7 +137,8 @@ class OpenAIErrorsMixin(HandlerBase):
         exc_info = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
         status, body = error_body(exc, status_code)
-        if getattr(self, "_pending", None) is None and self.request.path.endswith("/embeddings"):
+        path = self.request.path
+        if getattr(self, "_pending", None) is None and path.endswith(("/embeddings", "rerank")):
             # Refused before the worker took it (auth, body, schema, a full queue): the
             # worker counts the requests it accepts, this counts the others.
             metrics.REQUESTS.labels(metrics.UNKNOWN_MODEL, body["error"]["type"]).inc()
@@ -249,14 +252,48 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
             )
         )
 
+    def _submit_rerank(
+        self, parts: Sequence[bytes], shape: str
+    ) -> tuple[RerankRequest, Future[RerankResult]]:
+        """Decode and check a rerank request of ``shape`` and queue it."""
+        body = b"".join(parts)
+        large = len(body) > _INLINE_BODY_BYTES
+        data = parse_large_json_body(body) if large else parse_json_body(body)
+        request = parse_rerank_request(data, shape)
+        options = EmbedOptions(model=request.model, truncate=request.truncate)
+        future = self.worker.rerank(request.query, request.documents, options)
+        return request, future
+
+    @staticmethod
+    def _encode_rerank(result: RerankResult, request: RerankRequest) -> bytes:
+        return encode_json_in_pieces(rerank_response(request, result))
+
     async def post_embeddings(self) -> None:
         """``POST /v1/embeddings``."""
+        await self._serve(self._submit, self._encode, lambda r: r.vectors.size)
+
+    async def post_rerank(self, shape: str) -> None:
+        """``POST v1/rerank``, ``v2/rerank`` or ``rerank``: the request ``shape``'s."""
+        await self._serve(
+            lambda parts: self._submit_rerank(parts, shape),
+            self._encode_rerank,
+            lambda r: r.scores.size * 8,  # with the texts returned, a few values each
+        )
+
+    async def _serve(
+        self,
+        submit: Callable[[Sequence[bytes]], tuple[Any, Future[Any]]],
+        encode: Callable[[Any, Any], bytes],
+        size: Callable[[Any], int],
+    ) -> None:
+        """Read the body, ``submit`` it, wait for the worker and ``encode`` its answer (in a
+        thread when the body or the answer's ``size`` in values is large)."""
         parts, self._body_parts = self._body_parts or [], None
         loop = asyncio.get_running_loop()
         if self._body_size <= _INLINE_BODY_BYTES:
-            request, future = self._submit(parts)
+            request, future = submit(parts)
         else:
-            request, future = await loop.run_in_executor(None, self._submit, parts)
+            request, future = await loop.run_in_executor(None, submit, parts)
         self._pending = future
         if self._client_gone:  # left while the body was decoded
             future.cancel()
@@ -269,10 +306,10 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
             raise
         if self._client_gone:
             return
-        if result.vectors.size <= _INLINE_RESPONSE_VALUES:
-            payload = self._encode(result, request)
+        if size(result) <= _INLINE_RESPONSE_VALUES:
+            payload = encode(result, request)
         else:
-            payload = await loop.run_in_executor(None, self._encode, result, request)
+            payload = await loop.run_in_executor(None, encode, result, request)
         if self._client_gone:
             return
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -318,6 +355,14 @@ class EmbeddingsRoute(EmbeddingsMixin):
         await self.post_embeddings()
 
 
+class RerankRoute(EmbeddingsMixin):
+    """``POST v1/rerank`` (Jina, Cohere v1), ``v2/rerank`` (Cohere v2) and ``rerank`` (TEI):
+    the URL pattern's group names the shape."""
+
+    async def post(self, shape: str) -> None:
+        await self.post_rerank(_RERANK_PATHS[shape])
+
+
 class ModelsRoute(EmbeddingsMixin):
     """``GET v1/models`` and ``GET v1/models/{id}``."""
 
@@ -347,13 +392,16 @@ class UnknownRoute(EmbeddingsMixin):
 #: the route's HTTP methods).
 ROUTES: tuple[tuple[str, type[EmbeddingsMixin]], ...] = (
     (r"/v1/embeddings", EmbeddingsRoute),
+    (r"/(v1/rerank|v2/rerank|rerank)", RerankRoute),
     (r"/v1/models", ModelsRoute),
     (r"/v1/models/(.+)", ModelsRoute),
     (r"/mlx-embed/status", StatusRoute),
 )
+#: The rerank routes' paths and the request shape each speaks (``rerank_schema``).
+_RERANK_PATHS = dict(zip(("v1/rerank", "v2/rerank", "rerank"), RERANK_SHAPES, strict=True))
 #: The paths under the base URL that get :class:`UnknownRoute`'s 404 unless a server owns
-#: them all: those under ``v1/`` (the Jupyter server serves the others).
-UNKNOWN_PATHS = r"/v1(?:/.*)?"
+#: them all: those under ``v1/`` and ``v2/`` (the Jupyter server serves the others).
+UNKNOWN_PATHS = r"/v[12](?:/.*)?"
 
 _HTTP_METHODS = {method.lower() for method in web.RequestHandler.SUPPORTED_METHODS}
 

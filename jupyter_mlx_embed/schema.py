@@ -137,6 +137,9 @@ class ModelFacts(Protocol):
     def source(self) -> str: ...
 
     @property
+    def task(self) -> str: ...
+
+    @property
     def dimension(self) -> int: ...
 
     @property
@@ -157,8 +160,9 @@ class ModelFacts(Protocol):
 
 def model_card(name: str, model: ModelFacts, *, loaded: bool) -> dict[str, Any]:
     """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields (:func:`model_object`),
-    then extra fields that OpenAI clients ignore (its dimensions, max input tokens, pooling,
-    prompts, default prompt, quantization and whether it is loaded).
+    then extra fields that OpenAI clients ignore (its task, ``embed`` or ``rerank``, its
+    dimensions (none for a reranker), max input tokens, pooling, prompts, default prompt,
+    quantization and whether it is loaded).
 
     Args:
         name: The model's id, as the client named it.
@@ -168,7 +172,8 @@ def model_card(name: str, model: ModelFacts, *, loaded: bool) -> dict[str, Any]:
     quantization = model.quantization
     return {
         **model_object(name, model.source),
-        "dimensions": model.dimension,
+        "task": model.task,
+        "dimensions": model.dimension if model.task == "embed" else None,
         "max_input_tokens": model.max_seq_length,
         "pooling": model.pooling,
         "prompts": dict(model.prompts),

@@ -29,7 +29,7 @@ from . import envvars
 from .config import TRANSPORT_MODES
 from .errors import EmbedError, InvalidRequestError, OverloadedError, error_from_response
 from .options import EmbedOptions
-from .results import EmbedResult
+from .results import EmbedResult, RerankResult
 
 if TYPE_CHECKING:
     import ssl
@@ -115,6 +115,12 @@ class Transport(Protocol):
         """Queue one request (``first_index``: the caller's index of ``inputs[0]``)."""
         ...
 
+    def rerank(
+        self, query: str, documents: Sequence[str], options: EmbedOptions
+    ) -> Future[RerankResult]:
+        """Queue one rerank request (scores in the documents' order)."""
+        ...
+
     def info(self) -> dict[str, Any]: ...
 
     def model_info(self, name: str | None) -> dict[str, Any]:
@@ -142,6 +148,12 @@ class LocalTransport:
     ) -> Future[EmbedResult]:
         worker = self._get_worker()
         return _retrying(lambda: worker.submit(inputs, options, first_index=first_index))
+
+    def rerank(
+        self, query: str, documents: Sequence[str], options: EmbedOptions
+    ) -> Future[RerankResult]:
+        worker = self._get_worker()
+        return _retrying(lambda: worker.rerank(query, documents, options))
 
     def info(self) -> dict[str, Any]:
         return {"transport": self.kind, **self._get_worker().info()}
@@ -207,12 +219,11 @@ class ServerTransport:
                 f"{self.endpoint.url}: {exc}"
             ) from exc
 
-    def _embed(self, inputs: list[str], first_index: int, options: EmbedOptions) -> EmbedResult:
-        body: dict[str, Any] = {"input": inputs, "encoding_format": "base64", **options.wire()}
+    def _post(self, path: str, body: dict[str, Any], first_index: int = 0) -> Any:
+        """POST ``body``, tried again while the server's queue is full (HTTP 429)."""
         for attempt in itertools.count():
             try:
-                reply = self._call("v1/embeddings", body)
-                break
+                return self._call(path, body)
             except OverloadedError as exc:
                 if attempt + 1 >= RETRY_ATTEMPTS:
                     raise
@@ -222,6 +233,25 @@ class ServerTransport:
                     exc.message += f" (in the request starting at input[{first_index}])"
                     exc.args = (exc.message,)
                 raise
+
+    def _rerank(self, query: str, documents: list[str], options: EmbedOptions) -> RerankResult:
+        body = {"query": query, "documents": documents, "return_documents": False}
+        reply = self._post("v1/rerank", {**body, **options.wire()})
+        scores = np.empty(len(documents), dtype=np.float32)
+        for item in reply["results"]:
+            scores[item["index"]] = item["relevance_score"]
+        return RerankResult(
+            scores=scores, model=reply["model"], prompt_tokens=int(reply["usage"]["total_tokens"])
+        )
+
+    def rerank(
+        self, query: str, documents: Sequence[str], options: EmbedOptions
+    ) -> Future[RerankResult]:
+        return self._pool.submit(self._rerank, query, list(documents), options)
+
+    def _embed(self, inputs: list[str], first_index: int, options: EmbedOptions) -> EmbedResult:
+        body: dict[str, Any] = {"input": inputs, "encoding_format": "base64", **options.wire()}
+        reply = self._post("v1/embeddings", body, first_index)
         vectors = [
             np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
             for item in sorted(reply["data"], key=lambda item: item["index"])

@@ -236,12 +236,12 @@ def check_task(spec: ModelSpec, task: str) -> None:
     if spec.task == "rerank":
         message = (
             f"Model '{spec.name}' is a reranker (cross-encoder): it scores query-document "
-            "pairs and gives no embeddings; use it with rerank (POST /v1/rerank)"
+            "pairs and gives no embeddings; use it to rerank (POST v1/rerank, rerank())"
         )
     else:
         message = (
             f"Model '{spec.name}' is an embedding model: it embeds texts and cannot rerank; "
-            "name a reranker (GET /v1/models gives each model's task)"
+            "name a reranker (GET v1/models gives each model's task)"
         )
     raise ModelTypeError(message, model_type=spec.model_type)
 

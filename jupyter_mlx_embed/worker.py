@@ -510,7 +510,10 @@ class Worker:
                 self._loaded_names = tuple(self._engine.loaded_models)  # after a preload
             return
         metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - item.submitted)
-        name = item.options.model if item.options.model is not None else self.config.default_model
+        name = item.options.model if item.options.model is not None else self._default(item)
+        if name is None:
+            _fail(item.future, _no_reranker())
+            return
         spec = self.registry.cached(name)
         if spec is not None:
             self._start(item, spec)
@@ -525,6 +528,12 @@ class Worker:
             threading.Thread(
                 target=self._resolve, args=(name,), name="mlx-embed-resolve", daemon=True
             ).start()
+
+    def _default(self, request: Request) -> str | None:
+        """The model a request that names none gets (rerank: the default reranker)."""
+        if request.query is None:
+            return self.config.default_model
+        return self.config.default_reranker
 
     def _resolve(self, name: str) -> None:
         """Look a model name up (reads its folder, hashes new weights for the cache) off the
@@ -699,6 +708,7 @@ def _finish(request: Request, spec: ModelSpec) -> EmbedResult | RerankResult:
             scores=np.ascontiguousarray(vectors[:, 0]),
             model=spec.name,
             token_counts=tuple(request.token_counts),
+            logits=np.ascontiguousarray(vectors[:, 1]),
         )
     dimensions = request.options.dimensions
     if dimensions is not None and dimensions < spec.dimension:
@@ -775,6 +785,14 @@ def _open_cache(config: EngineConfig) -> EmbeddingCache | None:
 def _error_type(error: BaseException) -> str:
     """The OpenAI error type a failure is reported with (its metrics outcome)."""
     return error.type if isinstance(error, EmbedError) else "server_error"
+
+
+def _no_reranker() -> InvalidRequestError:
+    return InvalidRequestError(
+        "This rerank request names no model and the server has no default reranker: name one "
+        "(model), or start the server with default_reranker set",
+        param="model",
+    )
 
 
 def _lookup_timeout(name: str) -> ModelLoadError:

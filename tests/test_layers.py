@@ -29,6 +29,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "options": (3, "core"),  # one request's options, checked once
     "modelspec": (1, "core"),
     "schema": (1, "core"),
+    "ranking": (0, "core"),  # ranked hits and their tables (search, rerank)
+    "rerank_schema": (1, "core"),  # the rerank routes' wire shapes (Jina/Cohere v1, v2, TEI)
     "codec": (1, "core"),  # the JSON text of HTTP bodies, decoded and encoded in pieces
     "engine.tokenization": (1, "core"),
     "engine.blas_probe": (1, "core"),  # which BLAS libmlx bound (GOT, dladdr)
@@ -46,6 +48,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.architectures.gemma3_text": (1, "core"),
     "engine.architectures.nomic_bert": (1, "core"),
     "engine.architectures.dense": (2, "core"),  # sentence-transformers Dense heads
+    "engine.architectures.classifier": (3, "core"),  # cross-encoders' score heads
     "engine.mlx_engine": (4, "core"),
     "scheduling": (0, "core"),  # the worker's batching policy, pure
     "preparation": (5, "core"),  # cache lookup and tokenizing, off the MLX thread

@@ -241,16 +241,15 @@ class Engine:
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """One float32 row per row of token ids: the pooled, L2-normalised vector, or for a
-        reranker its pair's score (a row of one value; pairs' second texts carry token type
-        1 as ids offset by the vocabulary size, see ``Reranker.segments``)."""
+        reranker its pair's score and logit (pairs' second texts carry token type 1 as ids
+        offset by the vocabulary size, see ``Reranker.segments``)."""
         self._check_thread()
         mx = self._mx
         ids, mask = _pad(rows, loaded.spec.pad_token_id)
         mode = loaded.spec.pooling
         finish: Any
         if loaded.spec.reranker is not None:
-            head = loaded.model[_HEAD]
-            finish = lambda h, m: head(h, m)[:, None]  # noqa: E731
+            finish = loaded.model[_HEAD]
         else:
             # sentence-transformers' Dense modules act on the pooled vector, before
             # normalisation.

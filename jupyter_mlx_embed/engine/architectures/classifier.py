@@ -71,7 +71,8 @@ def split_weights(reranker: Reranker, weights: dict[str, Any]) -> tuple[dict, di
 
 class ScoreHead(nn.Module):
     """The classification head of a cross-encoder and its activation: (pairs, tokens, hidden)
-    hidden states and their (pairs, tokens) mask -> (pairs,) scores."""
+    hidden states and their (pairs, tokens) mask -> (pairs, 2): each pair's score (the
+    activation applied) and its logit."""
 
     def __init__(self, reranker: Reranker, config: dict[str, Any]) -> None:
         super().__init__()
@@ -104,7 +105,8 @@ class ScoreHead(nn.Module):
             x = self.norm(_HEAD_ACTIVATIONS[r.head_activation](x))
         else:
             x = mx.tanh(x)
-        return ACTIVATIONS[r.activation](self.classifier(x)[:, 0])
+        logits = self.classifier(x)[:, 0]
+        return mx.stack([ACTIVATIONS[r.activation](logits), logits], axis=1)
 
 
 def load_head(reranker: Reranker, config: dict[str, Any], weights: dict, name: str) -> ScoreHead:
