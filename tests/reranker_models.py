@@ -42,38 +42,12 @@ from typing import Any
 import numpy as np
 
 if __package__:
-    from .real_models import (
-        BUILD_VERSION as _REAL_BUILD_VERSION,
-    )
-    from .real_models import (
-        Tensor,
-        _bert_layout,
-        _modernbert_layout,
-        _modernbert_tokenizer,
-        _wordpiece_tokenizer,
-        _write_json,
-        _xlmr_tokenizer,
-        layer_count,
-        training_lines,
-        write_safetensors,
-    )
+    from . import real_models
 else:  # run as a script: python tests/reranker_models.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.real_models import (
-        BUILD_VERSION as _REAL_BUILD_VERSION,
-    )
-    from tests.real_models import (
-        Tensor,
-        _bert_layout,
-        _modernbert_layout,
-        _modernbert_tokenizer,
-        _wordpiece_tokenizer,
-        _write_json,
-        _xlmr_tokenizer,
-        layer_count,
-        training_lines,
-        write_safetensors,
-    )
+    from tests import real_models
+
+Tensor = real_models.Tensor
 
 #: Bump when a builder's output changes (real_models' own BUILD_VERSION is in the key too).
 BUILD_VERSION = 1
@@ -199,8 +173,8 @@ GTE_RERANKER_MODERNBERT_BASE: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------
 # Tensor layouts: the encoders' tensors come from real_models' layouts, prefixed.
-# Init kind "head" marks a head's last projection (to the labels): N(0, the card's head_std), or real_models'
-# N(0, 0.02) where the card has none (see _write_weights).
+# Init kind "head" marks a head's last projection (to the labels): N(0, the card's head_std),
+# or real_models' N(0, 0.02) where the card has none (see _write_weights).
 
 
 def _prefixed(prefix: str, tensors: Iterator[Tensor]) -> Iterator[Tensor]:
@@ -211,7 +185,7 @@ def _prefixed(prefix: str, tensors: Iterator[Tensor]) -> Iterator[Tensor]:
 def _bert_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
     """BertForSequenceClassification: ``bert.`` (pooler included; ``position_ids`` kept, as
     in the checkpoints of transformers < 4.31 this one descends from), then ``classifier``."""
-    yield from _prefixed("bert.", _bert_layout(c))
+    yield from _prefixed("bert.", real_models._bert_layout(c))
     yield "classifier.weight", (len(c["id2label"]), c["hidden_size"]), "head"
     yield "classifier.bias", (len(c["id2label"]),), "normal"
 
@@ -221,7 +195,7 @@ def _xlmr_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
     no pooler and no ``position_ids`` (a non-persistent buffer since 4.31), then the
     ``classifier.dense`` -> tanh -> ``classifier.out_proj`` head."""
     h = c["hidden_size"]
-    for name, shape, init in _bert_layout(c):
+    for name, shape, init in real_models._bert_layout(c):
         if not name.startswith("pooler.") and name != "embeddings.position_ids":
             yield "roberta." + name, shape, init
     yield "classifier.dense.weight", (h, h), "normal"
@@ -234,7 +208,7 @@ def _modernbert_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
     """ModernBertForSequenceClassification: ``model.``, then ``head`` (dense and norm, no
     biases: ``classifier_bias`` and ``norm_bias`` false) and ``classifier`` (with bias)."""
     h = c["hidden_size"]
-    yield from _prefixed("model.", _modernbert_layout(c))
+    yield from _prefixed("model.", real_models._modernbert_layout(c))
     yield "head.dense.weight", (h, h), "normal"
     if c["classifier_bias"]:
         yield "head.dense.bias", (h,), "normal"
@@ -251,7 +225,7 @@ def _write_weights(
     """real_models' :func:`write_safetensors` (which knows no "head" init: it writes those
     at std 0.02), then, given ``head_std``, the "head" tensors overwritten in place at it."""
     normal = [(name, shape, "normal" if i == "head" else i) for name, shape, i in tensors]
-    write_safetensors(path, normal, dtype, seed)
+    real_models.write_safetensors(path, normal, dtype, seed)
     if head_std is None:
         return
     assert dtype == "F32"
@@ -305,7 +279,7 @@ RERANKERS: dict[str, PublishedReranker] = {
         config=MS_MARCO_MINILM_L6_V2,
         dtype="F32",
         layout=_bert_classifier_layout,
-        tokenizer=_wordpiece_tokenizer,  # [CLS] $A [SEP] $B:1 [SEP]:1
+        tokenizer=real_models._wordpiece_tokenizer,  # [CLS] $A [SEP] $B:1 [SEP]:1
         max_length=512,
         head_std=0.3,
     ),
@@ -314,7 +288,7 @@ RERANKERS: dict[str, PublishedReranker] = {
         config=BGE_RERANKER_BASE,
         dtype="F32",
         layout=_xlmr_classifier_layout,
-        tokenizer=_xlmr_tokenizer,  # <s> $A </s> </s> $B </s>, all type id 0
+        tokenizer=real_models._xlmr_tokenizer,  # <s> $A </s> </s> $B </s>, all type id 0
         max_length=512,
         head_std=0.3,
     ),
@@ -323,7 +297,7 @@ RERANKERS: dict[str, PublishedReranker] = {
         config=GTE_RERANKER_MODERNBERT_BASE,
         dtype="F32",
         layout=_modernbert_classifier_layout,
-        tokenizer=_modernbert_tokenizer,  # [CLS] $A [SEP] $B [SEP]
+        tokenizer=real_models._modernbert_tokenizer,  # [CLS] $A [SEP] $B [SEP]
         max_length=8192,
     ),
 }
@@ -333,7 +307,7 @@ def reranker_config(name: str, layers: int | None = None) -> dict[str, Any]:
     """The published ``config.json`` of ``name``, with ``layers`` layers if given."""
     config = json.loads(json.dumps(RERANKERS[name].config))
     if layers is not None:
-        published = layer_count(config)
+        published = real_models.layer_count(config)
         if not 1 <= layers <= published:
             raise ValueError(f"layers must be 1-{published}, got {layers}")
         config["num_hidden_layers"] = layers
@@ -345,12 +319,12 @@ def _write_reranker(
 ) -> None:
     card = RERANKERS[name]
     config = reranker_config(name, layers)
-    _write_json(folder / "config.json", config)
+    real_models._write_json(folder / "config.json", config)
     tensors = list(card.layout(config))
     _write_weights(folder / "model.safetensors", tensors, card.dtype, seed, card.head_std)
     card.tokenizer(folder, config, max_length or card.max_length)
     (folder / "README.md").write_text(
-        f"Random weights at the published shapes of {card.repo} ({layer_count(config)} "
+        f"Random weights at the published shapes of {card.repo} ({real_models.layer_count(config)} "
         f"layers), built by tests/reranker_models.py for tests and benchmarks. Not a real "
         f"model.\n"
     )
@@ -379,9 +353,9 @@ def build_reranker(
     """
     if name not in RERANKERS:
         raise KeyError(f"unknown reranker {name!r}; known: {', '.join(RERANKERS)}")
-    key = [BUILD_VERSION, _REAL_BUILD_VERSION, name, layers, max_length, seed]
+    key = [BUILD_VERSION, real_models.BUILD_VERSION, name, layers, max_length, seed]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
-    count = layers or layer_count(RERANKERS[name].config)
+    count = layers or real_models.layer_count(RERANKERS[name].config)
     folder = Path(root) / f"{name}-{count}L-{digest}"
     if (folder / "config.json").is_file():
         return folder
@@ -422,9 +396,9 @@ CHECK_PAIRS = [
 def _long_pair(tokenizer: Any, max_length: int) -> tuple[str, str]:
     """A query and a document of local text, each alone longer than ``max_length`` tokens
     (so that longest-first truncation cuts both), the query a little shorter."""
-    lines = training_lines()
+    lines = real_models.training_lines()
     text, i = "", 0
-    while len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) < max_length + 64:
+    while len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids) < max_length + 64:
         chunk = " ".join(lines[i : i + 200])
         text, i = f"{text} {chunk}".strip(), i + 200
     query = " ".join(text.split()[: int(len(text.split()) * 0.8)])

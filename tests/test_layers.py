@@ -191,6 +191,7 @@ def test_only_engine_modules_import_mlx() -> None:
         "engine.native",
         "engine.native_models",
         "engine.architectures.dense",
+        "engine.architectures.classifier",
         "engine.architectures.gemma3_text",
         "engine.architectures.nomic_bert",
     }
