@@ -9,9 +9,8 @@ tokenizer of the published kind trained on local text with the published special
 and pair template, and no sentence-transformers module files (cross-encoders publish none:
 the activation is read from ``config.json``'s ``sentence_transformers`` key, else Sigmoid for
 one label). Weights are random: normal with std 0.02 as in :mod:`tests.real_models`, except
-the classification heads' projection weights of the BERT and XLM-R rerankers, whose std is
-raised (:attr:`PublishedReranker.head_std`) so that distinct pairs get clearly distinct
-scores.
+the last projection of the BERT and XLM-R heads (to the one label), whose std is raised
+(:attr:`PublishedReranker.head_std`) so that distinct pairs get clearly distinct scores.
 
 Folders are cached under a caller's folder, keyed by the builder's parameters::
 
@@ -173,8 +172,8 @@ GTE_RERANKER_MODERNBERT_BASE: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------
 # Tensor layouts: the encoders' tensors come from real_models' layouts, prefixed.
-# Init kind "head" marks a head's last projection (to the labels): N(0, the card's head_std),
-# or real_models' N(0, 0.02) where the card has none (see _write_weights).
+# Init kind "logits" marks a head's last projection (to the labels): N(0, the card's
+# head_std), or real_models' N(0, 0.02) where the card has none (see _write_weights).
 
 
 def _prefixed(prefix: str, tensors: Iterator[Tensor]) -> Iterator[Tensor]:
@@ -186,7 +185,7 @@ def _bert_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
     """BertForSequenceClassification: ``bert.`` (pooler included; ``position_ids`` kept, as
     in the checkpoints of transformers < 4.31 this one descends from), then ``classifier``."""
     yield from _prefixed("bert.", real_models._bert_layout(c))
-    yield "classifier.weight", (len(c["id2label"]), c["hidden_size"]), "head"
+    yield "classifier.weight", (len(c["id2label"]), c["hidden_size"]), "logits"
     yield "classifier.bias", (len(c["id2label"]),), "normal"
 
 
@@ -200,7 +199,7 @@ def _xlmr_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
             yield "roberta." + name, shape, init
     yield "classifier.dense.weight", (h, h), "normal"
     yield "classifier.dense.bias", (h,), "normal"
-    yield "classifier.out_proj.weight", (len(c["id2label"]), h), "head"
+    yield "classifier.out_proj.weight", (len(c["id2label"]), h), "logits"
     yield "classifier.out_proj.bias", (len(c["id2label"]),), "normal"
 
 
@@ -215,21 +214,21 @@ def _modernbert_classifier_layout(c: dict[str, Any]) -> Iterator[Tensor]:
     yield "head.norm.weight", (h,), "norm"
     if c["norm_bias"]:
         yield "head.norm.bias", (h,), "normal"
-    yield "classifier.weight", (len(c["id2label"]), h), "head"
+    yield "classifier.weight", (len(c["id2label"]), h), "logits"
     yield "classifier.bias", (len(c["id2label"]),), "normal"
 
 
 def _write_weights(
     path: Path, tensors: list[Tensor], dtype: str, seed: int, head_std: float | None
 ) -> None:
-    """real_models' :func:`write_safetensors` (which knows no "head" init: it writes those
-    at std 0.02), then, given ``head_std``, the "head" tensors overwritten in place at it."""
-    normal = [(name, shape, "normal" if i == "head" else i) for name, shape, i in tensors]
+    """real_models' :func:`write_safetensors` (which knows no "logits" init: it writes those
+    at std 0.02), then, given ``head_std``, the "logits" tensors overwritten in place at it."""
+    normal = [(name, shape, "normal" if i == "logits" else i) for name, shape, i in tensors]
     real_models.write_safetensors(path, normal, dtype, seed)
     if head_std is None:
         return
     assert dtype == "F32"
-    heads = [(name, shape) for name, shape, init in tensors if init == "head"]
+    heads = [(name, shape) for name, shape, init in tensors if init == "logits"]
     rng = np.random.default_rng(seed + 1)
     with path.open("r+b") as f:
         (size,) = struct.unpack("<Q", f.read(8))
@@ -259,9 +258,11 @@ class PublishedReranker:
             real_models' writer of the same tokenizer kind.
         max_length: Its ``tokenizer_config.json`` ``model_max_length`` (CrossEncoder's
             truncation length, capped at ``max_position_embeddings``).
-        head_std: Std of the head's projection weights (``None``: real_models' 0.02). At
-            0.02 the BERT and XLM-R heads, whose inputs are tanh outputs of std ~0.3, give
-            logits within ~0.05 of each other for any pair (sigmoid scores std ~0.002).
+        head_std: Std of the head's last projection weight (``None``: real_models' 0.02).
+            At 0.02 the BERT and XLM-R heads, fed tanh outputs of rms ~0.3 that vary little
+            from pair to pair, give sigmoid scores within ~0.01 of each other (std
+            0.002-0.004 over :data:`CHECK_PAIRS`); at 0.3, std 0.02-0.06. ModernBERT's head
+            ends in a LayerNorm (inputs of rms ~1): 0.02 already gives std ~0.07.
     """
 
     repo: str
@@ -323,10 +324,10 @@ def _write_reranker(
     tensors = list(card.layout(config))
     _write_weights(folder / "model.safetensors", tensors, card.dtype, seed, card.head_std)
     card.tokenizer(folder, config, max_length or card.max_length)
+    count = real_models.layer_count(config)
     (folder / "README.md").write_text(
-        f"Random weights at the published shapes of {card.repo} ({real_models.layer_count(config)} "
-        f"layers), built by tests/reranker_models.py for tests and benchmarks. Not a real "
-        f"model.\n"
+        f"Random weights at the published shapes of {card.repo} ({count} layers), built by "
+        f"tests/reranker_models.py for tests and benchmarks. Not a real model.\n"
     )
 
 
