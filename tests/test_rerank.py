@@ -46,11 +46,12 @@ DOCUMENTS = [
 
 
 def _long(words: int) -> str:
-    base = (
+    text = (
         "A function definition is an executable statement. Its execution binds the function "
         "name in the current local namespace to a function object, a wrapper around the "
         "executable code for the function. "
-    ).split()
+    )
+    base = text.split()
     return " ".join(base[i % len(base)] for i in range(words))
 
 
@@ -155,9 +156,9 @@ def test_pairs_get_their_own_scores_among_other_requests(rerankers, make_worker)
 def test_task_mismatch_is_refused_naming_the_task(rerankers, make_worker) -> None:
     worker = make_worker()
     reranker = rerankers["ms-marco-MiniLM-L6-v2"].name
-    with pytest.raises(ModelTypeError, match="is a reranker .*gives no embeddings"):
+    with pytest.raises(ModelTypeError, match=r"is a reranker .*gives no embeddings"):
         worker.submit(["a text"], EmbedOptions(model=reranker)).result(120)
-    with pytest.raises(ModelTypeError, match="is an embedding model: .*cannot rerank"):
+    with pytest.raises(ModelTypeError, match=r"is an embedding model: .*cannot rerank"):
         worker.rerank("q", ["d"], EmbedOptions(model="all-MiniLM-L6-v2")).result(120)
     card = worker.model_card(reranker)
     assert card["task"] == "rerank" and card["dimensions"] is None
