@@ -100,3 +100,19 @@ def reference() -> dict[str, np.ndarray]:
     """sentence-transformers vectors and token counts for the corpus."""
     with np.load(DATA / "minilm_reference.npz") as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def reranker_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the rerankers at published shapes are built (``JME_REAL_MODELS_DIR`` keeps them
+    between sessions, as for the embedding models of ``test_real_shapes.py``)."""
+    kept = os.environ.get("JME_REAL_MODELS_DIR")
+    return Path(kept) if kept else tmp_path_factory.mktemp("rerankers")
+
+
+@pytest.fixture(scope="session")
+def ms_marco(reranker_root: Path) -> Path:
+    """cross-encoder/ms-marco-MiniLM-L6-v2 at its published shape (random weights)."""
+    from .reranker_models import build_reranker
+
+    return build_reranker("ms-marco-MiniLM-L6-v2", reranker_root)

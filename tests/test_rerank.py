@@ -11,7 +11,6 @@ sessions, as for ``test_real_shapes.py``.
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Iterator
 from concurrent.futures import wait
 from pathlib import Path
@@ -59,12 +58,6 @@ def _long(words: int) -> str:
 #: (both cut, longest first).
 LONG_DOCUMENTS = [_long(900), _long(300)]
 LONG_QUERY = _long(400)
-
-
-@pytest.fixture(scope="session")
-def reranker_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    kept = os.environ.get("JME_REAL_MODELS_DIR")
-    return Path(kept) if kept else tmp_path_factory.mktemp("rerankers")
 
 
 @pytest.fixture(scope="session")
