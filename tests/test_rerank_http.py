@@ -1,12 +1,20 @@
 """The rerank routes as their clients speak them (#25), against a real ``jupyter server`` with
 the extension and a real ``jupyter-mlx-embed serve``: the official ``cohere`` clients (v1 and
 v2 APIs), TEI's ``POST rerank``, errors in the OpenAI error shape naming the field, a hostile
-request among good ones, and ``rerank()`` in a kernel going through the server's worker."""
+request among good ones, ``rerank()`` in a kernel going through the server's worker, and the
+README's reranking examples run as programs.
+
+README examples are the fenced blocks after ``<!-- rerank-example: NAME -->`` in its
+"Reranking" section; a Python one leaves ``query``, ``documents`` and ``ranked`` ((index,
+score) pairs, best first) behind, a shell one prints the server's JSON answer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -213,3 +221,68 @@ def test_rerank_in_a_kernel_goes_through_the_servers_worker(server, ms_marco, ex
     assert reply["transport"] == "server" and reply["mlx"] is False
     np.testing.assert_allclose(reply["scores"], expected, atol=1e-4)
     assert reply["top"] == list(np.argsort(-expected, kind="stable")[:2])
+
+
+README = Path(__file__).parents[1] / "README.md"
+#: Appended to a Python example: hands its results back as JSON.
+RESULTS = """
+import json as _json, os as _os
+with open(_os.environ["JME_RESULT"], "w") as _f:
+    _json.dump({"query": query, "documents": documents,
+                "ranked": [[int(i), float(s)] for i, s in ranked]}, _f)
+"""
+
+
+def readme_examples() -> dict[str, tuple[str, str]]:
+    """``{name: (language, code)}`` of the README's reranking examples."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Reranking\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"<!-- rerank-example: ([\w-]+) -->\n```(\w+)\n(.*?)```", section, re.S)
+    return {name: (language, code) for name, language, code in blocks}
+
+
+def test_the_readme_has_the_examples_run_here() -> None:
+    assert set(readme_examples()) == {"curl", "cohere", "langchain"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["server", "standalone"])
+@pytest.mark.parametrize("name", ["curl", "cohere", "langchain"])
+def test_readme_example(name, which, request, ms_marco, tmp_path) -> None:
+    if name == "langchain":
+        pytest.importorskip("langchain_cohere")
+    url: str = request.getfixturevalue(which)
+    language, code = readme_examples()[name]
+    result = tmp_path / "result.json"
+    env = {
+        **os.environ,
+        "JME_SERVER_URL": url.rstrip("/"),
+        "JME_API_KEY": TOKEN,
+        "JME_RERANKER": ms_marco.name,
+        "JME_RESULT": str(result),
+    }
+    if language == "bash":
+        done = subprocess.run(["bash", "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        body = re.search(r"-d '(.*?)'\n", code, re.S)
+        assert body is not None
+        sent = json.loads(body.group(1).replace("'\"$JME_RERANKER\"'", ms_marco.name))
+        query, documents = sent["query"], sent["documents"]
+        answer = json.loads(done.stdout)["results"]
+        ranked = [(r["index"], r["relevance_score"]) for r in answer]
+    else:
+        script = tmp_path / "example.py"
+        script.write_text(code + RESULTS, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        out = json.loads(result.read_text())
+        query, documents, ranked = out["query"], out["documents"], out["ranked"]
+    status, own = _post(
+        url + "v1/rerank", {"model": ms_marco.name, "query": query, "documents": documents}
+    )
+    assert status == 200 and isinstance(own, dict)
+    best = [(r["index"], r["relevance_score"]) for r in own["results"]][: len(ranked)]
+    assert len(ranked) == 2 and [i for i, _ in ranked] == [i for i, _ in best]
+    np.testing.assert_allclose([s for _, s in ranked], [s for _, s in best], atol=1e-5)
