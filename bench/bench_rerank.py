@@ -190,7 +190,8 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., A
         versions = {"sentence_transformers": sentence_transformers.__version__}
         return predict, {**versions, "torch": torch.__version__, "torch_dtype": str(model.dtype)}
     import jupyter_mlx_embed
-    from jupyter_mlx_embed import EmbedOptions, EngineConfig, Worker
+    from jupyter_mlx_embed import EngineConfig, Worker
+    from jupyter_mlx_embed.options import EmbedOptions
 
     worker = Worker(EngineConfig(cache=False, model_roots=(folder.parent,)))
     options = EmbedOptions(model=folder.name)

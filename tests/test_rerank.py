@@ -206,3 +206,27 @@ def test_rerank_and_search_through_the_api(rerankers, make_worker) -> None:
         assert hit.similarity == pytest.approx(by_index[hit.index], abs=1e-6)
     assert list(reranked.scores) == sorted(reranked.scores, reverse=True)
     assert "cosine" in repr(reranked) and "similarity" in reranked.to_pandas().columns
+
+
+def test_explorer_query_reranks_its_best_matches(rerankers, make_worker) -> None:
+    reranker = rerankers["ms-marco-MiniLM-L6-v2"].name
+    make_worker()
+    collection = jme.Embeddings(DOCUMENTS, jme.embed(DOCUMENTS), model="all-MiniLM-L6-v2")
+    explorer = collection.explore(projection="pca", reranker=reranker, k=3)
+    try:
+        assert explorer.rerank and explorer.reranker == reranker
+        hits = explorer.search_text(QUERY)
+        expected = collection.search(QUERY, k=3, rerank=reranker, candidates=50)
+        assert hits.indices.tolist() == expected.indices.tolist()
+        np.testing.assert_allclose(hits.scores, expected.scores, atol=1e-6)
+        assert [row["index"] for row in explorer.top_k] == hits.indices.tolist()
+        assert all("similarity" in row for row in explorer.top_k)
+        assert "reranked by" in explorer.status
+        # The map stays coloured by similarity: the scores are the query's cosines.
+        plain = collection.search(QUERY, k=3)
+        explorer.rerank = False
+        hits = explorer.search_text(QUERY)
+        assert hits.indices.tolist() == plain.indices.tolist()
+        assert all("similarity" not in row for row in explorer.top_k)
+    finally:
+        explorer.close()

@@ -2,6 +2,10 @@
 in the background (or at once for ``search_text``), and answered with similarity scores and
 the top k unless a newer query came meanwhile; and a clicked point's neighbours.
 
+With a reranker switched on, the top k shown first (by similarity) is then replaced by the
+reranker's best k of the :data:`RERANK_CANDIDATES` nearest texts, each with both scores; the
+map stays coloured by similarity.
+
 The front end sets ``query`` with ``query_seq`` (each edit takes the next number); answers
 carry ``result_seq``, the number of the query they answer, so a stale answer is never shown.
 """
@@ -19,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import api
-from ..embeddings import Embeddings, Hit, SearchResults
+from ..embeddings import Embeddings
 from ..errors import EmbedError
 from ..options import EmbedOptions
+from ..ranking import Hit, SearchResults, top_k
 from ._format import TEXT_LIMIT, clip, count, describe, quote
 from .background import Handoff
 from .data import quantize_scores
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
     from ..transport import Transport
 
 log = logging.getLogger(__name__)
+
+#: The nearest texts (by similarity) a query's reranker scores, when there are more than k.
+RERANK_CANDIDATES = 50
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class Queries:
         k: How many hits a query shows (read when its answer comes).
         publish: Shows an :class:`Answer` (sets the widget's traits).
         set_status: Shows a message and its level in the status line.
+        reranker: The reranker switched on ("" for none; read when a query's answer comes).
+        publish_hits: Shows reranked ``top_k`` rows and a status line (the scores stay).
     """
 
     def __init__(
@@ -71,8 +81,12 @@ class Queries:
         k: Callable[[], int],
         publish: Callable[[Answer], None],
         set_status: Callable[[str, str], None],
+        reranker: Callable[[], str] = str,
+        publish_hits: Callable[[list[dict[str, Any]], str], None] | None = None,
     ) -> None:
         self._embeddings = embeddings
+        self._reranker = reranker
+        self._publish_hits = publish_hits
         self._transport = transport
         self._lock = lock
         self._handoff = handoff
@@ -119,7 +133,8 @@ class Queries:
         """Embed query ``seq`` now and wait for its answer (``search_text``).
 
         Raises:
-            EmbedError: The query could not be embedded (also shown in the status line).
+            EmbedError: The query could not be embedded or reranked (also shown in the status
+                line).
         """
         if not text.strip():
             self._show(seq, text, None)
@@ -134,8 +149,19 @@ class Queries:
             raise
         with self._lock:
             if seq == self.latest:
-                self._show(seq, text, result.vectors[0])
-        return self.hits(text)
+                self._show(seq, text, result.vectors[0], rerank=False)
+        reranked = self._rerank(seq, text)
+        if reranked is None:
+            return self.hits(text)
+        pending, pool, reranker = reranked
+        try:
+            scores = pending.result(timeout=timeout or transport.timeout).scores
+        except Exception as exc:
+            pending.cancel()
+            self._set_status(f"Reranking failed: {describe(exc)}", "error")
+            raise
+        self._finish_rerank(seq, text, pool, reranker, pending)
+        return self._reranked_hits(text, pool, scores, reranker)
 
     def hits(self, text: str | None) -> SearchResults:
         """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them."""
@@ -176,8 +202,79 @@ class Queries:
         except Exception as exc:  # noqa: BLE001 - a done callback has nobody to raise to
             self.fail(exc, seq)
 
-    def _show(self, seq: int, text: str, vector: np.ndarray | None) -> None:
-        """Publish the answer to query ``seq`` (``vector`` None: an empty query)."""
+    def _rerank(self, seq: int, text: str) -> tuple[Future[Any], np.ndarray, str] | None:
+        """Have the reranker switched on score the nearest texts of query ``seq`` on show
+        (None: no reranker, or nothing to rerank)."""
+        reranker = self._reranker()
+        if not reranker or self.similarities is None or not len(self._embeddings):
+            return None
+        n = len(self._embeddings)
+        pool = top_k(self.similarities, min(max(self._k(), RERANK_CANDIDATES), n))
+        texts = [self._embeddings.texts[i] for i in pool]
+        self._set_status(
+            f"Reranking the {count(len(pool), 'nearest text')} with {quote(reranker)}…", "busy"
+        )
+        future = self.transport().rerank(text, texts, EmbedOptions(model=reranker))
+        return future, pool, reranker
+
+    def _rerank_later(self, seq: int, text: str) -> None:
+        """:meth:`_rerank`, its answer shown when it comes (if ``seq`` is still the latest)."""
+        try:
+            reranked = self._rerank(seq, text)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full queue: shown in the status line
+            self._set_status(f"Reranking failed: {describe(exc)}", "error")
+            return
+        if reranked is not None:
+            future, pool, reranker = reranked
+            future.add_done_callback(
+                lambda done: self._handoff.post(
+                    self._finish_rerank, seq, text, pool, reranker, done
+                )
+            )
+
+    def _reranked_hits(
+        self, text: str, pool: np.ndarray, scores: np.ndarray, reranker: str
+    ) -> SearchResults:
+        assert self.similarities is not None
+        order = top_k(np.asarray(scores), min(self._k(), len(pool)))
+        hits = [
+            Hit(
+                rank=rank,
+                index=int(pool[j]),
+                score=float(scores[j]),
+                text=self._embeddings.texts[int(pool[j])],
+                similarity=float(self.similarities[pool[j]]),
+            )
+            for rank, j in enumerate(order, start=1)
+        ]
+        model = f"{self._embeddings.model}, reranked by {reranker}"
+        return SearchResults(hits, query=text, model=model)
+
+    def _finish_rerank(
+        self, seq: int, text: str, pool: np.ndarray, reranker: str, future: Future[Any]
+    ) -> None:
+        try:
+            with self._lock:
+                if seq != self.latest or self._publish_hits is None:
+                    return
+                error = future.exception()
+                if error is not None:
+                    self._set_status(f"Reranking failed: {describe(error)}", "error")
+                    return
+                hits = self._reranked_hits(text, pool, future.result().scores, reranker)
+                rows = hit_rows(hits)
+                status = (
+                    f"{len(rows)} best of the {count(len(pool), 'nearest text')}, reranked by "
+                    f"{quote(reranker)}, for {quote(text)}"
+                )
+                self._publish_hits(rows, status)
+        except Exception as exc:  # noqa: BLE001 - a done callback has nobody to raise to
+            self._set_status(f"Reranking failed: {describe(exc)}", "error")
+
+    def _show(self, seq: int, text: str, vector: np.ndarray | None, *, rerank: bool = True) -> None:
+        """Publish the answer to query ``seq`` (``vector`` None: an empty query), then
+        rerank its nearest texts when a reranker is switched on (unless ``rerank`` is
+        false: the caller does)."""
         n = len(self._embeddings)
         if vector is None:
             self.similarities = None
@@ -186,9 +283,11 @@ class Queries:
         similarities = self._embeddings.similarity(vector)[:, 0] if n else np.zeros(0)
         self.similarities = similarities.astype(np.float32)
         codes, lo, hi = quantize_scores(self.similarities)
-        top_k = hit_rows(self.hits(text))
-        status = f"{len(top_k)} nearest of {count(n, 'text')} for {quote(text)}"
-        self._publish(Answer(seq, codes, [lo, hi] if n else [], top_k, status))
+        rows = hit_rows(self.hits(text))
+        status = f"{len(rows)} nearest of {count(n, 'text')} for {quote(text)}"
+        self._publish(Answer(seq, codes, [lo, hi] if n else [], rows, status))
+        if rerank:
+            self._rerank_later(seq, text)
 
     def _query_options(self, prefix: str) -> EmbedOptions:
         """How queries are embedded: like the texts (model, dimensions), prompted with the
@@ -217,7 +316,12 @@ def nearest_neighbors(embeddings: Embeddings, index: int, k: int) -> list[Hit]:
 
 
 def hit_rows(hits: Iterable[Hit]) -> list[dict[str, Any]]:
-    """Hits as the ``top_k`` and ``neighbors`` traits carry them (texts clipped)."""
-    return [
-        {"index": hit.index, "text": clip(hit.text, TEXT_LIMIT), "score": hit.score} for hit in hits
-    ]
+    """Hits as the ``top_k`` and ``neighbors`` traits carry them (texts clipped; a reranked
+    hit also with its ``similarity``)."""
+    rows = []
+    for hit in hits:
+        row = {"index": hit.index, "text": clip(hit.text, TEXT_LIMIT), "score": hit.score}
+        if hit.similarity is not None:
+            row["similarity"] = hit.similarity
+        rows.append(row)
+    return rows

@@ -128,6 +128,10 @@ class SimilarityExplorer(anywidget.AnyWidget):
             instead of the model's own query prompt: by default a model with a prompt named
             ``query`` (``config_sentence_transformers.json``) gets it. The texts' vectors are
             used as they are.
+        reranker: A reranker's name: the query box then has a "rerank" toggle (on at first)
+            that reorders the query's best matches by this reranker's scores (of its 50
+            nearest texts); the map stays coloured by similarity. Also the ``reranker`` and
+            ``rerank`` traits.
         height: Height of the map in pixels.
         seed: Seed of the projection and the clusters (the same seed, the same map).
         transport: Where queries are embedded; the process's transport
@@ -161,6 +165,9 @@ class SimilarityExplorer(anywidget.AnyWidget):
     height = traitlets.Int(440).tag(sync=True)
     # Requests, front end (or Python) to Python.
     query = traitlets.Unicode("").tag(sync=True)
+    #: A reranker for the query's nearest texts ("" for none), and whether it is switched on.
+    reranker = traitlets.Unicode("").tag(sync=True)
+    rerank = traitlets.Bool(False).tag(sync=True)
     query_seq = traitlets.Int(0).tag(sync=True)
     k = traitlets.Int(5).tag(sync=True)
     clicked = traitlets.Int(-1).tag(sync=True)
@@ -192,6 +199,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         k: int = 5,
         heatmap_limit: int = HEATMAP_LIMIT,
         query_prefix: str = "",
+        reranker: str | None = None,
         height: int = 440,
         seed: int = 0,
         transport: Transport | None = None,
@@ -238,6 +246,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
             k=lambda: self.k,
             publish=self._show_answer,
             set_status=self._set_status,
+            reranker=lambda: self.reranker if self.rerank else "",
+            publish_hits=self._show_reranked,
         )
         self._map_version = 0  # bumped when the coordinates change
         self._cluster_result: Clusters | None = None
@@ -258,6 +268,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
             embedding_model=embeddings.model,
             height=height,
             k=k,
+            reranker=reranker or "",
+            rerank=bool(reranker),
             status=self._ready_message(),
             view_key=uuid.uuid4().hex,
             **heatmap_state(embeddings, [], heatmap_limit),
@@ -489,6 +501,23 @@ class SimilarityExplorer(anywidget.AnyWidget):
             seq = queries.latest = self.query_seq
             text = self.query
         queries.start(seq, text)
+
+    @traitlets.observe("rerank", "reranker")
+    @_reports_errors
+    def _on_rerank(self, change: dict[str, Any]) -> None:
+        """Switching the reranker on or off (or changing it) answers the query on show again."""
+        with self._lock:
+            seq = self._queries.latest = self._queries.latest + 1
+            text = self.query
+            with self._queries.quietly():
+                self.query_seq = seq
+        if text.strip():
+            self._queries.start(seq, text)
+
+    def _show_reranked(self, rows: list[dict[str, Any]], status: str) -> None:
+        with self.hold_sync():
+            self.top_k = rows
+            self._set_status(status, "info")
 
     def _show_answer(self, answer: Answer) -> None:
         with self.hold_sync():

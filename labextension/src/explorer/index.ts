@@ -61,7 +61,14 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   const legend = new Legend(explorer, layout.legend, root);
   const toolbar = new Toolbar(explorer, layout);
   const tables = new HitTables(explorer, layout.topkTable, layout.neighborCaption, layout.neighborTable);
-  const search = new SearchBox(model, layout.input, layout.queryWrap, layout.kSelect);
+  const search = new SearchBox(
+    model,
+    layout.input,
+    layout.queryWrap,
+    layout.kSelect,
+    layout.rerankLabel,
+    layout.rerankToggle
+  );
 
   function updateMeta(): void {
     layout.meta.textContent = `${points.n.toLocaleString()} texts · ${model.get('embedding_model')} · ${(
@@ -177,6 +184,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   model.onChange('query_seq', () => search.updateBusy());
   model.onChange('result_seq', () => search.updateBusy());
   model.onChange('k', () => search.updateK());
+  model.onChange('reranker', () => search.updateRerank());
+  model.onChange('rerank', () => search.updateRerank());
 
   // Narrow outputs (side panels, small windows): one column.
   const sizeObserver = new ResizeObserver(() => {
@@ -200,6 +209,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   updateStatus();
   search.updateBusy();
   search.updateK();
+  search.updateRerank();
 
   let retired = false;
   const retire = (): void => {

@@ -27,6 +27,9 @@ export interface Layout {
   mapStatus: HTMLDivElement;
   legend: HTMLDivElement;
   queryWrap: HTMLDivElement;
+  /** The reranker switch (hook: input.jme-rerank), shown when the explorer has a reranker. */
+  rerankLabel: HTMLLabelElement;
+  rerankToggle: HTMLInputElement;
   input: HTMLInputElement;
   kSelect: HTMLSelectElement;
   topkTable: HTMLTableElement;
@@ -91,7 +94,11 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   queryWrap.append(input, h('span', 'jme-spinner'));
   const kSelect = h('select', 'jme-k');
   kSelect.title = 'Number of matches and neighbours';
-  search.append(queryWrap, kSelect);
+  const rerankLabel = h('label', 'jme-rerank-label');
+  const rerankToggle = h('input', 'jme-rerank');
+  rerankToggle.type = 'checkbox';
+  rerankLabel.append(rerankToggle, document.createTextNode('rerank'));
+  search.append(queryWrap, kSelect, rerankLabel);
   const topkHead = h('div', 'jme-section', 'Best matches');
   const topkTable = h('table', 'jme-table jme-topk');
   const neighborHead = h('div', 'jme-section', 'Nearest neighbours');
@@ -124,6 +131,8 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
     queryWrap,
     input,
     kSelect,
+    rerankLabel,
+    rerankToggle,
     topkTable,
     neighborCaption,
     neighborTable,

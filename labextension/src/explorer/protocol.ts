@@ -19,7 +19,10 @@ import type { AnyModel } from '@anywidget/types';
 export interface Hit {
   index: number;
   text: string;
+  /** The similarity, or the reranker's score for a reranked match. */
   score: number;
+  /** A reranked match's similarity to the query. */
+  similarity?: number;
 }
 
 /** A cluster's label at its centre (data coordinates, as `coords`). */
@@ -67,6 +70,9 @@ export interface ExplorerState {
   height: number;
   // Requests, front end (or Python) to Python.
   query: string;
+  /** A reranker for the query's nearest texts ('' for none), and whether it is switched on. */
+  reranker: string;
+  rerank: boolean;
   /** Set with `query`: each edit takes the next number. */
   query_seq: number;
   k: number;

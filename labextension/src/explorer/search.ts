@@ -1,7 +1,8 @@
 /**
- * The query box (hook: input.jme-query) and the k menu: typing sends the query after a pause
- * (Enter at once, Escape clears it), each edit with the next `query_seq`; the spinner turns
- * while an answer is due (`query_seq` ahead of `result_seq`).
+ * The query box (hook: input.jme-query), the k menu and the rerank switch: typing sends the
+ * query after a pause (Enter at once, Escape clears it), each edit with the next `query_seq`;
+ * the spinner turns while an answer is due (`query_seq` ahead of `result_seq`). The switch
+ * (hook: input.jme-rerank) shows when the explorer has a `reranker` and sets `rerank`.
  */
 
 import { h } from './dom';
@@ -25,11 +26,24 @@ export class SearchBox {
   private lastSent: string;
   private timer: number | undefined;
 
-  constructor(model: SyncedModel, input: HTMLInputElement, queryWrap: HTMLElement, kSelect: HTMLSelectElement) {
+  private readonly rerankLabel: HTMLLabelElement;
+  private readonly rerankToggle: HTMLInputElement;
+
+  constructor(
+    model: SyncedModel,
+    input: HTMLInputElement,
+    queryWrap: HTMLElement,
+    kSelect: HTMLSelectElement,
+    rerankLabel: HTMLLabelElement,
+    rerankToggle: HTMLInputElement
+  ) {
     this.model = model;
     this.input = input;
     this.queryWrap = queryWrap;
     this.kSelect = kSelect;
+    this.rerankLabel = rerankLabel;
+    this.rerankToggle = rerankToggle;
+    rerankToggle.addEventListener('change', () => model.save({ rerank: rerankToggle.checked }));
     this.seq = model.get('query_seq') || 0;
     this.lastSent = model.get('query') || '';
     input.value = this.lastSent;
@@ -71,6 +85,14 @@ export class SearchBox {
         return option;
       })
     );
+  }
+
+  /** `reranker` or `rerank` changed. */
+  updateRerank(): void {
+    const reranker = this.model.get('reranker') || '';
+    this.rerankLabel.hidden = reranker === '';
+    this.rerankLabel.title = `Rerank the best matches with ${reranker} (the map stays coloured by similarity)`;
+    this.rerankToggle.checked = Boolean(this.model.get('rerank'));
   }
 
   /** `query_seq` or `result_seq` changed. */

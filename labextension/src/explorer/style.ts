@@ -135,6 +135,12 @@ select.jme-k {
   font: inherit; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg);
   background: var(--jme-bg2); border: 1px solid var(--jme-border); border-radius: 4px; padding: 4px 2px;
 }
+.jme-rerank-label {
+  display: flex; align-items: center; gap: 3px; font-size: var(--jp-ui-font-size0, 12px);
+  color: var(--jme-fg2); white-space: nowrap; cursor: pointer;
+}
+.jme-rerank-label[hidden] { display: none; }
+.jme-cosine { display: block; font-size: 10px; color: var(--jme-fg2); opacity: 0.85; }
 .jme-section {
   display: flex; justify-content: space-between; align-items: baseline; gap: 8px;
   font-size: 11px; font-weight: 600; letter-spacing: 0.04em; text-transform: uppercase;

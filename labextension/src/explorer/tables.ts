@@ -83,6 +83,11 @@ export class HitTables {
         scoreCell.append(h('span', 'jme-rank', String(rank + 1)));
       }
       scoreCell.append(document.createTextNode(score(hit.score)));
+      if (hit.similarity !== undefined) {
+        const cosine = h('span', 'jme-cosine', `cos ${score(hit.similarity)}`);
+        cosine.title = 'Similarity to the query (the reranker ranked this match)';
+        scoreCell.append(cosine);
+      }
       const bar = h('div', 'jme-bar');
       const fill = h('span');
       fill.style.width = `${Math.round(Math.max(0, Math.min(1, hit.score)) * 100)}%`;
