@@ -90,6 +90,13 @@ MS_MARCO_MINILM_L6_V2: dict[str, Any] = {
     "vocab_size": 30522,
 }
 
+#: A BERT-base cross-encoder (12 x 768: the shape of the ms-marco fine-tunes of
+#: bert-base-uncased): ms-marco-MiniLM-L6-v2's config at bert-base-uncased's sizes, without
+#: the sentence-transformers key (older CrossEncoder checkpoints have none: sigmoid applies).
+BERT_BASE_RERANKER: dict[str, Any] = {
+    key: value for key, value in MS_MARCO_MINILM_L6_V2.items() if key != "sentence_transformers"
+} | {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12}
+
 #: BAAI/bge-reranker-base, config.json (XLMRobertaForSequenceClassification, transformers
 #: 4.33.3; its local ``_name_or_path`` left out). No sentence-transformers key: CrossEncoder
 #: applies Sigmoid to its one label.
@@ -281,6 +288,15 @@ RERANKERS: dict[str, PublishedReranker] = {
         dtype="F32",
         layout=_bert_classifier_layout,
         tokenizer=real_models._wordpiece_tokenizer,  # [CLS] $A [SEP] $B:1 [SEP]:1
+        max_length=512,
+        head_std=0.3,
+    ),
+    "bert-base-reranker": PublishedReranker(
+        repo="a BERT-base cross-encoder (bert-base-uncased fine-tuned on MS MARCO)",
+        config=BERT_BASE_RERANKER,
+        dtype="F32",
+        layout=_bert_classifier_layout,
+        tokenizer=real_models._wordpiece_tokenizer,
         max_length=512,
         head_std=0.3,
     ),
