@@ -1,31 +1,24 @@
 """Benchmark jupyter_mlx_embed's reranking against sentence-transformers and ONNX Runtime.
 
-The models are random-weight cross-encoders at published shapes (``tests/reranker_models.py``:
-ms-marco-MiniLM-L6-v2, bge-reranker-base, gte-reranker-modernbert-base), built once into
-``--root`` (by default ``~/.cache/jupyter-mlx-embed-bench``). Run::
+Random-weight cross-encoders at published shapes (``tests/reranker_models.py``), built once
+into ``--root`` (``~/.cache/jupyter-mlx-embed-bench``). Run::
 
     python bench/bench_rerank.py [--models NAME ...] [--rounds N] [--quick] [--json OUT]
 
 Per model, three sides score the same (query, document) pairs, each in its own long-lived,
 warmed-up process, taking turns within each round (the order rotates per round), as in
-``bench_models.py``:
+``bench_models.py``: MLX (a ``jupyter_mlx_embed.Worker``, cache off, one ``rerank`` request
+per query); sentence-transformers' ``CrossEncoder.predict`` (torch float32, batches of 32);
+ONNX Runtime: the ``*ForSequenceClassification`` model exported by torch's TorchScript
+exporter (eager attention), fused by ``onnxruntime.transformers.optimizer`` and cached under
+``--root``/onnx, run as infinity, fastembed or TEI run it (pairs tokenized in one call,
+longest-first truncation, sorted by token count, batches of 32 right-padded, sigmoid).
 
-- MLX: a ``jupyter_mlx_embed.Worker`` (vector cache off), one ``rerank`` request per query;
-- torch: sentence-transformers' ``CrossEncoder.predict`` in float32, batches of 32;
-- ONNX Runtime: the ``*ForSequenceClassification`` model exported with torch's TorchScript
-  exporter (eager attention) and fused by ``onnxruntime.transformers.optimizer`` (BERT
-  fusions), run as infinity, fastembed or TEI run it: every pair tokenized in one call
-  (longest-first truncation at the model's maximum), sorted by token count, batches of 32
-  right-padded, sigmoid of the logit. Exports are cached under ``--root``/onnx; an
-  architecture the exporter cannot handle is reported with the reason.
-
-Workloads: "rerank 100 passages" (queries of 8-40 tokens, each with 100 passages of 100-200
-tokens: a retrieve-then-rerank call), "short pairs" (each query with 100 sentences of 8-40
-tokens), one small request (a query and 10 sentences; latency p50) and the time to the first
-score of a fresh process. Reported: pairs/s and tokens/s (pair tokens, special tokens
-included, after truncation), median and best round, MLX's paired per-round ratio to each
-side (median [min-max]; > 1: MLX faster), and each side's max |score - torch| (a side that
-tokenizes differently would be fast and wrong). The CPU is printed first.
+Workloads: queries of 8-40 tokens with 100 passages of 100-200 tokens each (retrieve, then
+rerank) or with 100 sentences of 8-40 tokens; one query with 10 sentences (latency p50); the
+time to the first score of a fresh process. Reported: pairs/s and tokens/s (pair tokens after
+truncation), median (best) round, MLX's paired per-round ratios (median [min-max]; > 1: MLX
+faster) and each side's max |score - torch| (fast and wrong would show there).
 """
 
 from __future__ import annotations
@@ -38,10 +31,7 @@ import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
-import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -162,7 +152,7 @@ def ensure_onnx(folder: Path, root: Path) -> tuple[Path | None, str]:
 # The sides' processes.
 
 
-def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., Any], dict]:
+def _load_scorer(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., Any], dict]:
     """The side's score function ((query, documents) -> float32 scores) and its versions."""
     if side == "onnx":
         import onnxruntime
@@ -192,7 +182,7 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., A
     def rerank(query: str, documents: list[str]) -> np.ndarray:
         return worker.rerank(query, documents, options).result().scores
 
-    rerank("warm up", ["warm up"])
+    rerank("warm up", ["warm up"])  # loads the model: info() then names its kernels
     data = worker.info()
     kernels = data.get("native_kernels") or {}
     return rerank, {
@@ -203,32 +193,23 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., A
     }
 
 
-def _serve(side: str, folder: str, onnx_path: str, conn: Connection) -> None:
-    """Child process: load the side, then answer ``(op, requests)`` messages until ``None``."""
-    import resource
+def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., Any], dict]:
+    """``bench_models._load_side``'s shape for its ``_serve`` loop: a function of a list of
+    requests -> their scores, concatenated (warmed up), and the side's versions."""
+    score, info = _load_scorer(side, folder, onnx_path)
 
-    try:
-        score, info = _load_side(side, Path(folder), onnx_path)
-        score("warm up", ["warm up"] * 3)
-        conn.send(("ok", info))
-        while (msg := conn.recv()) is not None:
-            op, requests = msg
-            if op == "run":  # all requests: wall time, cores busy, the scores
-                start, cpu = time.perf_counter(), time.process_time()
-                scores = [np.asarray(score(q, docs), dtype=np.float32) for q, docs in requests]
-                wall = time.perf_counter() - start
-                conn.send(("ok", (wall, (time.process_time() - cpu) / wall, scores)))
-            elif op == "each":  # each request's latency
-                times = []
-                for q, docs in requests:
-                    start = time.perf_counter()
-                    score(q, docs)
-                    times.append(time.perf_counter() - start)
-                conn.send(("ok", times))
-            elif op == "rss":
-                conn.send(("ok", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-    except BaseException:  # noqa: BLE001 - report any failure to the parent, then stop
-        conn.send(("error", traceback.format_exc()))
+    def score_all(requests: list[Request]) -> np.ndarray:
+        return np.concatenate([np.asarray(score(q, docs), np.float32) for q, docs in requests])
+
+    score_all([("warm up", ["warm up"] * 3)])
+    return score_all, info
+
+
+def _serve(side: str, folder: str, onnx_path: str, conn: Connection) -> None:
+    """Child process: ``bench_models._serve`` (ops ``batch``, ``each``, ``rss``) with this
+    file's sides, a request (query, documents) in place of a text."""
+    with mock.patch.object(bench_models, "_load_side", _load_side):
+        bench_models._serve(side, folder, onnx_path, conn)
 
 
 class RerankSide(bench_models.Side):
@@ -257,19 +238,10 @@ _FIRST_SCORE = {
 
 
 def first_score_s(side: str, folder: Path, onnx_path: Path | None) -> float:
-    """Seconds from launching a fresh Python process to its first score."""
-    code = _FIRST_SCORE[side].format(
-        folder=str(folder), name=folder.name, onnx=str(onnx_path), bench=str(Path(__file__).parent)
-    )
-    code += "import time; print(time.time())\n"
-    env = {**os.environ, "JUPYTER_MLX_EMBED_MODEL_ROOTS": str(folder.parent)}
-    start = time.time()
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"the {side} first-score probe failed:\n{out.stderr}")
-    return float(out.stdout.split()[-1]) - start
+    """Seconds from launching a fresh Python process to its first score: bench_models'
+    probe (environment, timing) running :data:`_FIRST_SCORE`'s code."""
+    with mock.patch.dict(bench_models._FIRST_VECTOR, _FIRST_SCORE):
+        return bench_models.first_vector_s(side, folder, onnx_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,7 +283,7 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
     procs = {s: RerankSide(s, folder, onnx_path) for s in sides}
     diff: dict[str, float] = {}
     for reqs in work.values():  # warm-up pass, also gives the fidelity check
-        scores = {s: np.concatenate(procs[s].ask("run", reqs)[2]) for s in sides}
+        scores = {s: procs[s].ask("batch", reqs)[2] for s in sides}
         for s in sides:
             worst = float(np.max(np.abs(scores[s] - scores["torch"])))
             diff[s] = max(diff.get(s, 0.0), worst)
@@ -323,7 +295,7 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
         line = f"[{name}] round {r + 1}/{args.rounds} ({', '.join(order)})"
         for w, reqs in work.items():
             for s in order:
-                wall, cores, _ = procs[s].ask("run", reqs)
+                wall, cores, _ = procs[s].ask("batch", reqs)
                 pps[w][s].append(len(pairs[w]) / wall)
                 busy[s].append(cores)
             line += f"  {w}: " + ", ".join(f"{s} {pps[w][s][-1]:,.0f}" for s in sides) + " pairs/s"
@@ -368,21 +340,10 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
         + onnx_note
         + (f"\nFIDELITY: {', '.join(low)} over {FIDELITY:g} from torch's scores." if low else "")
     )
-    result = {
-        "model": name,
-        "folder": str(folder),
-        "layers": layers,
-        "pairs": {w: len(p) for w, p in pairs.items()},
-        "tokens": tokens,
-        "pairs_per_s": pps,
-        "latency_p50_ms": p50,
-        "first_score_s": ttfs,
-        "peak_rss_mib": rss,
-        "cores_busy": busy,
-        "max_abs_diff_to_torch": diff,
-        "onnx": onnx_note,
-        "versions": info,
-    }
+    result = dict(model=name, folder=str(folder), layers=layers, onnx=onnx_note, versions=info)
+    result.update(pairs={w: len(p) for w, p in pairs.items()}, tokens=tokens, pairs_per_s=pps)
+    result.update(latency_p50_ms=p50, first_score_s=ttfs, peak_rss_mib=rss, cores_busy=busy)
+    result["max_abs_diff_to_torch"] = diff
     return result, report
 
 

@@ -214,8 +214,17 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
     def _last_response(self) -> bool:
         return self._state.stopping or self._refused
 
+    @property
+    def _body_unread(self) -> bool:
+        """Whether the request was answered before its body was read (refused in ``prepare``:
+        401, 404, 413...): Tornado then closes the connection after the answer."""
+        prepared = self._prepared_future  # set for streamed bodies, done once prepare() is
+        return prepared is not None and not prepared.done()
+
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
-        if self._last_response:
+        if self._last_response or self._body_unread:
+            # Said, so that a keep-alive client opens a new connection for its next request
+            # instead of sending it down this one.
             self.set_header("Connection", "close")
         if self._refused:
             self.set_header("Retry-After", "1")

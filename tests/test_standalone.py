@@ -429,3 +429,22 @@ def test_embed_serve_answers_cells_of_its_own_kernel_and_clients_while_a_cell_ru
         asyncio.run(kernel())
     finally:
         shell.run_line_magic("embed_serve", "--stop")
+
+
+@pytest.mark.parametrize(("path", "token"), [("/v1/nothing", TOKEN), ("/v1/models", "wrong")])
+def test_an_error_before_the_body_says_it_closes_the_connection(served, path, token) -> None:
+    """A request refused before its body is read (401, an unknown route) ends its connection:
+    the answer says so (``Connection: close``), so a keep-alive client does not send its next
+    request down a closed connection (which it would see as a reset)."""
+    url, _, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=30)
+    try:
+        for _ in range(3):
+            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            refused = conn.getresponse()
+            refused.read()
+            assert refused.status in (401, 404)
+            assert refused.getheader("Connection", "").lower() == "close"
+            assert _get_keep_alive(conn, "/v1/models") == 200  # on a new connection
+    finally:
+        conn.close()
