@@ -183,6 +183,7 @@ class Embeddings:
                 score=hit.score,
                 text=hit.text,
                 similarity=float(similarities[pool[hit.index]]),
+                label=self.label(int(pool[hit.index])),
             )
             for hit in ranking.hits
         ]
@@ -209,10 +210,20 @@ class Embeddings:
             )
         order = top_k(scores, min(k, len(self)))
         hits = [
-            Hit(rank=rank, index=int(i), score=float(scores[i]), text=self.texts[i])
+            Hit(
+                rank=rank,
+                index=int(i),
+                score=float(scores[i]),
+                text=self.texts[i],
+                label=self.label(int(i)),
+            )
             for rank, i in enumerate(order, start=1)
         ]
         return SearchResults(hits, query=query, model=self.model)
+
+    def label(self, row: int) -> Any:
+        """Row ``row``'s label in the table the texts came from, or None without labels."""
+        return None if self.index is None else self.index[row]
 
     def _query_vector(self, query: Any) -> np.ndarray:
         vector = np.asarray(query, dtype=np.float32)

@@ -30,6 +30,9 @@ class Hit:
         text: The text itself.
         similarity: Where a reranker ranked the hit, its cosine similarity to the query
             (what retrieved it); else None.
+        label: The row's label in the table the texts came from (``Embeddings.index``: a
+            Series' index, e.g. after ``%embed -i df.text``), or None where they have none.
+            ``df.loc[hit.label]`` is the hit's row; ``index`` is its position.
     """
 
     rank: int
@@ -37,6 +40,7 @@ class Hit:
     score: float
     text: str
     similarity: float | None = None
+    label: Any = None
 
 
 class SearchResults(Sequence[Hit]):
@@ -83,23 +87,31 @@ class SearchResults(Sequence[Hit]):
         return np.array([hit.index for hit in self._hits], dtype=np.intp)
 
     @property
+    def labels(self) -> list[Any] | None:
+        """The hits' labels in the table the texts came from, in rank order (None when the
+        texts have no labels)."""
+        if not any(hit.label is not None for hit in self._hits):
+            return None
+        return [hit.label for hit in self._hits]
+
+    @property
     def reranked(self) -> bool:
         """Whether a reranker ranked the hits (each then has its ``similarity`` too)."""
         return any(hit.similarity is not None for hit in self._hits)
 
     def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame with columns ``rank``, ``index``, ``score`` (and ``similarity`` when
-        reranked) and ``text``.
+        """A DataFrame with columns ``rank`` (``label`` where the texts have labels),
+        ``index``, ``score`` (and ``similarity`` when reranked) and ``text``.
 
         Raises:
             ImportError: pandas is not installed.
         """
         pandas = import_pandas()
-        columns: dict[str, Any] = {
-            "rank": [hit.rank for hit in self._hits],
-            "index": self.indices,
-            "score": self.scores,
-        }
+        columns: dict[str, Any] = {"rank": [hit.rank for hit in self._hits]}
+        labels = self.labels
+        if labels is not None:
+            columns["label"] = labels
+        columns |= {"index": self.indices, "score": self.scores}
         if self.reranked:
             columns["similarity"] = [hit.similarity for hit in self._hits]
         columns["text"] = self.texts
@@ -110,19 +122,23 @@ class SearchResults(Sequence[Hit]):
 
     def __repr__(self) -> str:
         lines = [f"SearchResults for {self._title()} ({count(len(self), 'hit')}, {self.model})"]
-        similarity = self.reranked
+        similarity, labels = self.reranked, self.labels
         if self._hits:
             extra = f"  {'cosine':>6}" if similarity else ""
-            lines.append(f"{'rank':>4}  {'score':>6}{extra}  text")
+            label = "  label" if labels is not None else ""
+            lines.append(f"{'rank':>4}{label}  {'score':>6}{extra}  text")
             for hit in self._hits:
                 extra = f"  {hit.similarity:>6.3f}" if similarity else ""
-                lines.append(f"{hit.rank:>4}  {hit.score:>6.3f}{extra}  {shorten(hit.text)}")
+                label = f"  {hit.label!s}" if labels is not None else ""
+                lines.append(f"{hit.rank:>4}{label}  {hit.score:>6.3f}{extra}  {shorten(hit.text)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        similarity = self.reranked
+        similarity, labels = self.reranked, self.labels
         rows = "".join(
-            f"<tr><td>{hit.rank}</td><td>{hit.score:.3f}</td>"
+            f"<tr><td>{hit.rank}</td>"
+            + (f"<td>{html.escape(str(hit.label))}</td>" if labels is not None else "")
+            + f"<td>{hit.score:.3f}</td>"
             + (f"<td>{hit.similarity:.3f}</td>" if similarity else "")
             + f'<td style="text-align:left">{html.escape(shorten(hit.text, 300))}</td></tr>'
             for hit in self._hits
@@ -132,7 +148,9 @@ class SearchResults(Sequence[Hit]):
             '<table class="jme-search-results">'
             f"<caption>{what} for {html.escape(self._title())} "
             f"({count(len(self), 'hit')}, <code>{html.escape(self.model)}</code>)</caption>"
-            "<thead><tr><th>rank</th><th>score</th>"
+            "<thead><tr><th>rank</th>"
+            + ("<th>label</th>" if labels is not None else "")
+            + "<th>score</th>"
             + ("<th>cosine</th>" if similarity else "")
             + f'<th style="text-align:left">text</th></tr></thead><tbody>{rows}</tbody></table>'
         )

@@ -135,6 +135,20 @@ def test_search_breaks_ties_by_index() -> None:
     assert e.search(np.array([1.0, 0.0]), k=5).indices.tolist() == [1, 3, 4, 0, 2]
 
 
+def test_hits_carry_the_labels_of_the_table_the_texts_came_from() -> None:
+    """After ``%embed -i df.text --skip-invalid`` positions and labels differ: each hit says
+    both, so ``df.loc[hit.label]`` is its row."""
+    vectors = np.array([[0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    e = Embeddings(["a", "b", "c"], vectors, MODEL, index=["r3", "r7", "r9"])
+    hits = e.search(np.array([1.0, 0.0]), k=2)
+    assert hits.indices.tolist() == [1, 2] and hits.labels == ["r7", "r9"]
+    table = hits.to_pandas()
+    assert table["label"].tolist() == ["r7", "r9"] and table["index"].tolist() == [1, 2]
+    assert "r7" in repr(hits) and "<th>label</th>" in hits._repr_html_()
+    unlabelled = Embeddings(["a", "b"], vectors[:2], MODEL).search(np.array([1.0, 0.0]), k=1)
+    assert unlabelled.labels is None and "label" not in unlabelled.to_pandas().columns
+
+
 def test_search_renormalises_rows_that_are_not_unit_length() -> None:
     vectors = np.array([[10, 0], [0.6, 0.8]], dtype=np.float32)
     results = Embeddings(["x", "y"], vectors, MODEL).search(np.array([1.0, 0.0]), k=2)

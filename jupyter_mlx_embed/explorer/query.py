@@ -244,6 +244,7 @@ class Queries:
                 score=float(scores[j]),
                 text=self._embeddings.texts[int(pool[j])],
                 similarity=float(self.similarities[pool[j]]),
+                label=self._embeddings.label(int(pool[j])),
             )
             for rank, j in enumerate(order, start=1)
         ]

@@ -268,8 +268,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             embedding_model=embeddings.model,
             height=height,
             k=k,
-            reranker=reranker or "",
-            rerank=bool(reranker),
+            **({"reranker": reranker, "rerank": True} if reranker else {}),
             status=self._ready_message(),
             view_key=uuid.uuid4().hex,
             **heatmap_state(embeddings, [], heatmap_limit),
@@ -506,13 +505,14 @@ class SimilarityExplorer(anywidget.AnyWidget):
     @_reports_errors
     def _on_rerank(self, change: dict[str, Any]) -> None:
         """Switching the reranker on or off (or changing it) answers the query on show again."""
+        if change["old"] == change["new"] or not self.query.strip():
+            return
         with self._lock:
             seq = self._queries.latest = self._queries.latest + 1
             text = self.query
             with self._queries.quietly():
                 self.query_seq = seq
-        if text.strip():
-            self._queries.start(seq, text)
+        self._queries.start(seq, text)
 
     def _show_reranked(self, rows: list[dict[str, Any]], status: str) -> None:
         with self.hold_sync():
