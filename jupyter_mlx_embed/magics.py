@@ -231,11 +231,12 @@ class EmbedMagics(Magics):
             try:
                 result = self._run(texts, args, progress=bar)
             except KeyboardInterrupt:
-                print(
+                # A fresh exception, without the waiting threads' frames: IPython then shows
+                # a few lines ending with this message rather than a page of traceback.
+                raise KeyboardInterrupt(
                     f"Interrupted after {bar.n} of {len(texts)} texts; nothing was stored "
                     "(vectors already computed are cached: running the cell again resumes)."
-                )
-                raise
+                ) from None
         embeddings = Embeddings(texts, result.vectors, result.model, index=index, skipped=skipped)
         if args.name is None:
             return embeddings

@@ -96,7 +96,7 @@ def to_texts(
         message = (
             f"{len(problems)} items of {name} are not texts: {shown}{more}. Drop them first "
             "(e.g. series.dropna() and remove blank strings), or skip them "
-            "(%embed --skip-invalid)"
+            "(%embed -i ... --skip-invalid, explore(..., skip_invalid=True))"
         )
     raise (kind or InvalidRequestError)(message, param="input")
 
@@ -149,9 +149,14 @@ def not_texts_error(
     return (kind or InvalidRequestError)(message, param="input")
 
 
+#: pandas' missing-value markers, by type name (pandas is not imported for this).
+_PANDAS_MISSING = {"NAType": "<NA>", "NaTType": "NaT"}
+
+
 def _type_problem(item: object) -> str:
-    if item is None or (isinstance(item, float) and item != item):
-        missing = "None" if item is None else "NaN"
+    missing = _PANDAS_MISSING.get(type(item).__name__)
+    if item is None or (isinstance(item, float) and item != item) or missing:
+        missing = missing or ("None" if item is None else "NaN")
         return f"is {missing}, a missing value, not a string (every item must be a string)"
     return f"is {type(item).__name__}, not a string (every item must be a string)"
 

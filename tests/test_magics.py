@@ -89,8 +89,9 @@ def test_input_variable_pandas_series(shell) -> None:
     assert isinstance(result, Embeddings) and result.texts == ["one", "two"]
 
 
-def _interrupt_after(seconds: float, shell, line: str) -> None:
-    """Run ``%embed line`` and press Ctrl-C (SIGINT to the main thread) after ``seconds``.
+def _interrupt_after(seconds: float, shell, line: str) -> str:
+    """Run ``%embed line`` and press Ctrl-C (SIGINT to the main thread) after ``seconds``;
+    returns the message of the KeyboardInterrupt it raises.
 
     As a kernel receives it: Python's own handler, SIGINT not blocked, and no garbage left by
     earlier tests (Ray's, the browsers') whose finalizers could run on the main thread at that
@@ -102,23 +103,25 @@ def _interrupt_after(seconds: float, shell, line: str) -> None:
     timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
     timer.start()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as raised:
             shell.run_line_magic("embed", line)
     finally:
         timer.cancel()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGINT, handler)
+    return str(raised.value)
 
 
-def test_interrupt_stores_nothing_and_worker_keeps_serving(shell, capsys) -> None:
+def test_interrupt_stores_nothing_and_worker_keeps_serving(shell) -> None:
     shell.user_ns["texts"] = [f"sentence {i} " + "word " * 60 for i in range(3000)]
     shell.run_line_magic("config", "MLXEmbed.chunk_size = 50")
     try:
-        _interrupt_after(1.5, shell, "-i texts -o out")
+        message = _interrupt_after(1.5, shell, "-i texts -o out")
     finally:
         shell.run_line_magic("config", "MLXEmbed.chunk_size = 256")
     assert "out" not in shell.user_ns
-    assert "nothing was stored" in capsys.readouterr().out
+    # The message is the exception's own (IPython shows it last, after a short traceback).
+    assert message.startswith("Interrupted after ") and "nothing was stored" in message
     assert shell.run_line_magic("embed", "still working").shape == (384,)
 
 
@@ -268,6 +271,14 @@ def test_dirty_column_is_refused_whole_with_positions_labels_and_the_fix(shell, 
     assert "--skip-invalid" in message and "docs" not in shell.user_ns
 
 
+def test_pandas_missing_values_are_named_as_missing(shell) -> None:
+    """A nullable string column holds pd.NA, not None or NaN: it is missing all the same."""
+    pandas = pytest.importorskip("pandas")
+    shell.user_ns["s"] = pandas.Series(["a cat", None, "a dog"], dtype="string")
+    with pytest.raises(UsageError, match=r"s\[1\] is <NA>, a missing value, not a string"):
+        shell.run_line_magic("embed", "-i s")
+
+
 def test_skip_invalid_embeds_the_rest_and_records_what_was_skipped(shell, table) -> None:
     shell.user_ns["df"] = table
     shell.run_line_magic("embed", "-i df.text -o docs --skip-invalid")
@@ -305,7 +316,7 @@ def test_openai_client_reaches_this_kernels_server(shell, monkeypatch) -> None:
         shell.run_line_magic("embed_serve", "--stop")
 
 
-def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp_path) -> None:
+def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, tmp_path) -> None:
     shell.user_ns["texts"] = [f"resumable sentence {i} " + "word " * 40 for i in range(3000)]
     for line in ("cache = True", f"cache_dir = {str(tmp_path)!r}", "chunk_size = 50"):
         shell.run_line_magic("config", f"MLXEmbed.{line}")
@@ -313,8 +324,7 @@ def test_rerunning_an_interrupted_cell_resumes_from_the_cache(shell, capsys, tmp
         shell.run_line_magic("embed", "warm")  # the worker restarts with the cache on
         worker = jme.get_worker()
         misses_before = worker.stats.cache_misses
-        _interrupt_after(1.5, shell, "-i texts -o docs")
-        assert "running the cell again resumes" in capsys.readouterr().out
+        assert "running the cell again resumes" in _interrupt_after(1.5, shell, "-i texts -o docs")
         worker._cache.flush()
         started = worker.stats.cache_misses - misses_before  # chunks begun before Ctrl-C
         assert 0 < started < 3000

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -136,6 +137,9 @@ def _fit(data: np.ndarray, seed: int, neighbors: int) -> np.ndarray:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in the terminal of the Jupyter server reaches this helper too (same process
+    # group): the parent decides when it stops (it closes the pipe), so SIGINT is ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _serve(
         Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
     )
