@@ -221,7 +221,8 @@ class EmbedMagics(Magics):
         index = None if labels is None else [x for i, x in enumerate(labels) if i not in bad]
         skipped = [i if labels is None else labels[i] for i in skipped]
         if skipped:
-            print(f"Skipped {len(skipped)} items that are not texts (see .skipped).")
+            items = "item that is not a text" if len(skipped) == 1 else "items that are not texts"
+            print(f"Skipped {len(skipped)} {items} (see .skipped).")
         if not texts:
             raise UsageError(f"%embed -i: {expression} has no texts")
         self._sync()
