@@ -267,9 +267,10 @@ def _export(folder: Path, out: Path) -> dict[str, Any]:
     return stats
 
 
-def ensure_onnx(folder: Path, root: Path) -> tuple[Path | None, str]:
+def ensure_onnx(folder: Path, root: Path, exporter: str = __file__) -> tuple[Path | None, str]:
     """The fused ONNX file of ``folder`` (exported once, cached) and a note: the fused
-    operators, or why there is no export."""
+    operators, or why there is no export. ``exporter``: the script run as ``exporter --export
+    FOLDER OUT`` (printing the fusions as its last line), this one by default."""
     import onnxruntime
 
     cache = root / "onnx" / f"{folder.name}-ort{onnxruntime.__version__}"
@@ -278,7 +279,7 @@ def ensure_onnx(folder: Path, root: Path) -> tuple[Path | None, str]:
         cache.mkdir(parents=True, exist_ok=True)
         try:
             out = subprocess.run(
-                [sys.executable, __file__, "--export", str(folder), str(onnx_path)],
+                [sys.executable, exporter, "--export", str(folder), str(onnx_path)],
                 capture_output=True,
                 text=True,
                 timeout=EXPORT_TIMEOUT_S,
@@ -373,12 +374,16 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[[Any],
     }
 
 
-def _serve(side: str, folder: str, onnx_path: str, conn: Connection) -> None:
-    """Child process: load the side, then answer ``(op, texts)`` messages until ``None``."""
+#: Loads a side in its process: (side, model folder, ONNX path) -> (its function, versions).
+Loader = Callable[[str, Path, str], tuple[Callable[[Any], Any], dict]]
+
+
+def _serve(side: str, folder: str, onnx_path: str, conn: Connection, load: Loader) -> None:
+    """Child process: load the side, then answer ``(op, inputs)`` messages until ``None``."""
     import resource
 
     try:
-        embed, info = _load_side(side, Path(folder), onnx_path)
+        embed, info = load(side, Path(folder), onnx_path)
         conn.send(("ok", info))
         while (msg := conn.recv()) is not None:
             op, texts = msg
@@ -401,14 +406,17 @@ def _serve(side: str, folder: str, onnx_path: str, conn: Connection) -> None:
 
 
 class Side:
-    """Parent's handle on one side's long-lived process."""
+    """Parent's handle on one side's long-lived process (``load``: how it loads the side, a
+    module-level function: the process is spawned)."""
 
-    def __init__(self, side: str, folder: Path, onnx_path: Path | None) -> None:
+    def __init__(
+        self, side: str, folder: Path, onnx_path: Path | None, load: Loader = _load_side
+    ) -> None:
         self.name = side
         context = mp.get_context("spawn")
         self.conn, child = context.Pipe()
         self.proc = context.Process(
-            target=_serve, args=(side, str(folder), str(onnx_path), child), daemon=True
+            target=_serve, args=(side, str(folder), str(onnx_path), child, load), daemon=True
         )
         self.proc.start()
         self.info = self._reply()
@@ -444,9 +452,12 @@ _FIRST_VECTOR = {
 }
 
 
-def first_vector_s(side: str, folder: Path, onnx_path: Path | None) -> float:
-    """Seconds from launching a fresh Python process to its first vector."""
-    code = _FIRST_VECTOR[side].format(
+def first_vector_s(
+    side: str, folder: Path, onnx_path: Path | None, probes: dict[str, str] = _FIRST_VECTOR
+) -> float:
+    """Seconds from launching a fresh Python process to its first vector (``probes``: each
+    side's code that loads it and computes one)."""
+    code = probes[side].format(
         folder=str(folder), name=folder.name, onnx=str(onnx_path), bench=str(Path(__file__).parent)
     )
     code += "import time; print(time.time())\n"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import random
@@ -33,10 +32,8 @@ import re
 import statistics
 import sys
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import bench_embed
 import bench_models
@@ -106,7 +103,8 @@ class OrtReranker:
 
 def _export(folder: Path, out: Path) -> dict[str, int]:
     """Export ``folder``'s classifier (ids -> logits) to ``out`` and fuse it; returns the
-    fusion counts. Runs in its own process (``--export``, called by ``ensure_onnx``)."""
+    fusion counts. Runs in its own process (``--export``, run by ``bench_models.ensure_onnx``).
+    """
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoModelForSequenceClassification
@@ -139,13 +137,6 @@ def _export(folder: Path, out: Path) -> dict[str, int]:
     optimized.save_model_to_file(str(out))
     raw.unlink()
     return stats
-
-
-def ensure_onnx(folder: Path, root: Path) -> tuple[Path | None, str]:
-    """``bench_models.ensure_onnx`` (its cache, timeout and error report) with this file's
-    ``--export``: it runs its own ``__file__`` as the exporter, so that is pointed here."""
-    with mock.patch.object(bench_models, "__file__", __file__):
-        return bench_models.ensure_onnx(folder, root)
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,27 +196,6 @@ def _load_side(side: str, folder: Path, onnx_path: str) -> tuple[Callable[..., A
     return score_all, info
 
 
-def _serve(side: str, folder: str, onnx_path: str, conn: Connection) -> None:
-    """Child process: ``bench_models._serve`` (ops ``batch``, ``each``, ``rss``) with this
-    file's sides, a request (query, documents) in place of a text."""
-    with mock.patch.object(bench_models, "_load_side", _load_side):
-        bench_models._serve(side, folder, onnx_path, conn)
-
-
-class RerankSide(bench_models.Side):
-    """``bench_models.Side`` (ask, close) around this file's :func:`_serve`."""
-
-    def __init__(self, side: str, folder: Path, onnx_path: Path | None) -> None:
-        self.name = side
-        context = mp.get_context("spawn")
-        self.conn, child = context.Pipe()
-        self.proc = context.Process(
-            target=_serve, args=(side, str(folder), str(onnx_path), child), daemon=True
-        )
-        self.proc.start()
-        self.info = self._reply()
-
-
 _FIRST_SCORE = {
     "torch": "from sentence_transformers import CrossEncoder\n"
     "CrossEncoder({folder!r}, device='cpu').predict([('Hello?', 'Hello, world.')])\n",
@@ -235,13 +205,6 @@ _FIRST_SCORE = {
     "mlx": "import jupyter_mlx_embed\n"
     "jupyter_mlx_embed.rerank('Hello?', ['Hello, world.'], model={name!r})\n",
 }
-
-
-def first_score_s(side: str, folder: Path, onnx_path: Path | None) -> float:
-    """Seconds from launching a fresh Python process to its first score: bench_models'
-    probe (environment, timing) running :data:`_FIRST_SCORE`'s code."""
-    with mock.patch.dict(bench_models._FIRST_VECTOR, _FIRST_SCORE):
-        return bench_models.first_vector_s(side, folder, onnx_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,17 +233,17 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
     tokens = {w: sum(len(e.ids) for e in tok.encode_batch(p)) for w, p in pairs.items()}
     sides = list(SIDES)
     print(f"[{name}] exporting to ONNX (cached after the first run) ...", flush=True)
-    onnx_path, onnx_note = ensure_onnx(folder, args.root)
-    print(f"[{name}] {onnx_note}", flush=True)
+    onnx_path, onnx_note = bench_models.ensure_onnx(folder, args.root, exporter=__file__)
     if onnx_path is None:
         sides.remove("onnx")
     elif missing := set(onnx_side.REQUIRED_FUSIONS) - set(re.findall(r"(\w+) \d+", onnx_note)):
-        print(f"[{name}] WARNING: no {', '.join(sorted(missing))} fusion: ORT runs unfused")
+        onnx_note += f"; WARNING: no {', '.join(sorted(missing))} fusion (those ops run unfused)"
+    print(f"[{name}] {onnx_note}", flush=True)
 
     print(f"[{name}] time to first score: one fresh process per side ...", flush=True)
-    ttfs = {s: [first_score_s(s, folder, onnx_path)] for s in sides}
+    ttfs = {s: [bench_models.first_vector_s(s, folder, onnx_path, _FIRST_SCORE)] for s in sides}
     print(f"[{name}] starting the long-lived processes and warming up ...", flush=True)
-    procs = {s: RerankSide(s, folder, onnx_path) for s in sides}
+    procs = {s: bench_models.Side(s, folder, onnx_path, _load_side) for s in sides}
     diff: dict[str, float] = {}
     for reqs in work.values():  # warm-up pass, also gives the fidelity check
         scores = {s: procs[s].ask("batch", reqs)[2] for s in sides}
