@@ -44,6 +44,23 @@ def to_int8(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(a / np.where(scale == 0, 1, scale)), -127, 127), scale
 
 
+#: Where a depth is a multiple of this, int8 products rotate inputs and weights in blocks
+#: of this many values by the orthonormal Hadamard matrix of this order (Sylvester's).
+ROTATION_BLOCK = 64
+
+
+def rotated(a: np.ndarray) -> np.ndarray:
+    """Rows of ``a`` rotated as the int8 products rotate them (where the depth allows)."""
+    depth = a.shape[1]
+    if depth % ROTATION_BLOCK:
+        return a
+    hadamard = np.ones((1, 1))
+    while len(hadamard) < ROTATION_BLOCK:
+        hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+    blocks = a.astype(np.float64).reshape(len(a), depth // ROTATION_BLOCK, ROTATION_BLOCK)
+    return (blocks @ hadamard / np.sqrt(ROTATION_BLOCK)).reshape(a.shape)
+
+
 def to_bf16(a: np.ndarray) -> np.ndarray:
     """float32 values rounded to bfloat16 (to nearest, ties to even), as float64."""
     bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
@@ -162,8 +179,8 @@ def test_int8_products_match_an_int8_rounded_reference(
     worker: Worker, rows: int, depth: int, cols: int
 ) -> None:
     """Every instruction set's int8 products compute the same integer sums as numpy on
-    inputs and weights rounded the same way: plain, with a residual, gated, on 1 or 2
-    threads; rows of zeros give zeros."""
+    inputs and weights rotated and rounded the same way: plain, with a residual, gated, on 1
+    or 2 threads; rows of zeros give zeros."""
     o = operands(rows, depth, cols)
     zero = rows // 2 if rows > 1 else None
     if zero is not None:
@@ -183,7 +200,9 @@ def test_int8_products_match_an_int8_rounded_reference(
 
     found = on_kernels(worker, run)
     assert found, "no instruction set with int8 products"
-    (xq, xs), (wq, ws), (gq, gs) = to_int8(x), to_int8(w), to_int8(o["gate"])
+    # Inputs and weights rotated alike where the depth allows (384 here), then rounded.
+    (xq, xs), (wq, ws) = to_int8(rotated(x)), to_int8(rotated(w))
+    gq, gs = to_int8(rotated(o["gate"]))
     expected = expected_products((xq @ wq.T) * xs * ws.T, (xq @ gq.T) * xs * gs.T, o)
     for isa, got in found.items():
         for name, value in expected.items():

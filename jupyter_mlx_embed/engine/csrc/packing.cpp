@@ -37,17 +37,42 @@ Weights precision_weights(const std::string& precision) {
                               "'");
 }
 
+// `row` (depth values, a multiple of kRotationBlock) times the orthonormal Hadamard matrix of
+// that order, block by block, in place: what quantize_inputs() does to each input row.
+void rotate_blocks(float* row, int64_t depth) {
+  for (int64_t b = 0; b < depth; b += kRotationBlock) {
+    float* block = row + b;
+    for (int64_t h = 1; h < kRotationBlock; h *= 2) {
+      for (int64_t i = 0; i < kRotationBlock; ++i) {
+        if (i & h) continue;
+        const float first = block[i], second = block[i + h];
+        block[i] = first + second;
+        block[i + h] = first - second;
+      }
+    }
+    for (int64_t i = 0; i < kRotationBlock; ++i) block[i] *= 0.125f;
+  }
+}
+
 // to_panels' int8 layout, computed here in one pass over the evaluated weights (MLX ops took
-// five times as long as packing float32 at load).
+// five times as long as packing float32 at load). Rows are rotated first where the depth is
+// a multiple of kRotationBlock.
 mx::array int8_panels(const mx::array& rows, int64_t count, mx::Stream s) {
   const int64_t panel = kernels().panel_width(), depth = rows.shape(1);
   const int64_t steps = (depth + 3) / 4, line = 4 * panel;  // panel rows of quads, their bytes
   mx::array weights = mx::contiguous(rows, false, s);
   mx::eval(weights);
   const float* w = weights.data<float>();
+  const bool rotated = depth % kRotationBlock == 0;
+  std::vector<float> turned(rotated ? depth : 0);
   std::vector<int8_t> packed(static_cast<size_t>(count * (steps + 2) * line), 0);
   for (int64_t c = 0; c < count * panel; ++c) {
     const float* row = w + c * depth;
+    if (rotated) {
+      std::copy(row, row + depth, turned.begin());
+      rotate_blocks(turned.data(), depth);
+      row = turned.data();
+    }
     float largest = 0.0f;
     for (int64_t k = 0; k < depth; ++k) largest = std::max(largest, std::fabs(row[k]));
     const float scale = largest / 127.0f, divisor = scale == 0.0f ? 1.0f : scale;

@@ -269,6 +269,39 @@ namespace {
 // magnitudes after them; lda: a row's stride in quads.
 constexpr int64_t quad_stride(int64_t depth) { return (JME_WIDTH == 8 ? 2 : 1) * ((depth + 3) / 4); }
 constexpr int64_t scales_size(int64_t rows) { return (rows + 15) / 16 * 16; }
+
+// One step of the fast Walsh-Hadamard transform between lanes h apart: lane i becomes
+// v[i] + v[i ^ h] where bit h of i is clear, v[i ^ h] - v[i] where it is set.
+inline vf butterfly(vf v, int h) {
+  vi partner;
+  vf sign;
+  for (int i = 0; i < W; ++i) {
+    partner[i] = i ^ h;
+    sign[i] = (i & h) ? -1.0f : 1.0f;
+  }
+  return __builtin_shuffle(v, partner) + sign * v;
+}
+
+// `x` (depth values, a multiple of kRotationBlock) times the orthonormal Hadamard matrix of
+// order kRotationBlock, block by block, into `out` (see kRotationBlock in spec.h).
+void rotate_blocks(const float* x, int64_t depth, float* out) {
+  constexpr int V = kRotationBlock / W;  // vectors per block
+  for (int64_t b = 0; b < depth; b += kRotationBlock) {
+    vf v[V];
+    for (int i = 0; i < V; ++i) v[i] = load(x + b + i * W);
+    for (int h = 1; h < W; h *= 2)
+      for (int i = 0; i < V; ++i) v[i] = butterfly(v[i], h);
+    for (int h = 1; h < V; h *= 2) {
+      for (int i = 0; i < V; ++i) {
+        if (i & h) continue;
+        const vf first = v[i], second = v[i + h];
+        v[i] = first + second;
+        v[i + h] = first - second;
+      }
+    }
+    for (int i = 0; i < V; ++i) store(out + b + i * W, v[i] * splat(0.125f));
+  }
+}
 }  // namespace
 
 // Bytes quantize_inputs() writes for `rows` inputs of `depth` values.
@@ -277,15 +310,23 @@ int64_t quantized_size(int64_t rows, int64_t depth) {
 }
 
 // The rows [first, last) of a (rows x depth floats) quantized for packed_product into `out`
-// (quantized_size(rows, depth) bytes): each row scaled by 127 / its largest magnitude and
+// (quantized_size(rows, depth) bytes): each row rotated (where depth is a multiple of
+// kRotationBlock, as the weights were at packing), scaled by 127 / its largest magnitude and
 // rounded to the nearest integer (ties to even), its scale being the inverse; a row of zeros
 // has scale 0. Rows are independent, so threads may split them.
 void quantize_inputs(const float* a, int64_t rows, int64_t depth, int64_t first, int64_t last,
                      void* out) {
   float* scales = static_cast<float*>(out);
   const int64_t lda = quad_stride(depth), quads = (depth + 3) / 4;
+  const bool rotated = depth % kRotationBlock == 0;
+  // One row's rotated values, on the stack (4 bytes per value of depth).
+  float* turned = rotated ? static_cast<float*>(__builtin_alloca(4 * depth)) : nullptr;
   for (int64_t r = first; r < last; ++r) {
     const float* x = a + r * depth;
+    if (rotated) {
+      rotate_blocks(x, depth, turned);
+      x = turned;
+    }
     vf big{};
     int64_t j = 0;
     for (; j + W <= depth; j += W) big = vmax(big, vabs(load(x + j)));

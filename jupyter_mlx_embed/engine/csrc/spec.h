@@ -33,6 +33,13 @@ constexpr int kGlu = 4;             // gated: each panel holds W activated and W
                                     // and the result is act(activated) * gate
 constexpr int kAccumulate = 8;      // c += result rather than c = result
 
+// int8 products: where a product's depth is a multiple of this, its inputs and weights are
+// both rotated, in blocks of this many values, by the orthonormal Hadamard matrix of this
+// order (Sylvester's, entries +-1/8) before they are rounded to int8. The product is the same
+// in exact arithmetic (H H^T = I); the rotation spreads a few outlier channels over their
+// block, so that one scale per row rounds the rest finely (BENCHMARKS.md, int8).
+constexpr int64_t kRotationBlock = 64;
+
 // norm_rows' flags.
 constexpr int kRms = 1;             // RMSNorm rather than LayerNorm
 constexpr int kNormAccumulate = 2;  // out += the result
