@@ -230,3 +230,20 @@ def test_explorer_query_reranks_its_best_matches(rerankers, make_worker) -> None
         assert all("similarity" not in row for row in explorer.top_k)
     finally:
         explorer.close()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_rerankers_take_the_precision_setting(precision, rerankers, make_worker) -> None:
+    """The reduced precisions reach a reranker's encoder as they reach an embedder's (the
+    scores move a little; where the CPU lacks the precision, fp32 runs and says so)."""
+    name = rerankers["ms-marco-MiniLM-L6-v2"].name
+    exact = make_worker()
+    options = EmbedOptions(model=name)
+    expected = exact.rerank(QUERY, DOCUMENTS, options).result(120).scores
+    exact.close()
+    reduced = make_worker(precision=precision)
+    scores = reduced.rerank(QUERY, DOCUMENTS, options).result(120).scores
+    if reduced.info()["precision"]["in_use"] != precision:
+        pytest.skip(reduced.info()["precision"]["detail"])
+    assert np.abs(scores - expected).max() < 2e-2
+    assert not np.array_equal(scores, expected)  # the products did run at that precision
