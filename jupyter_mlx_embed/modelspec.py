@@ -199,7 +199,7 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         raise ModelLoadError(f"Model '{name}' has no valid config.json in {path}")
     model_type = str(config.get("model_type", "")).replace("-", "_")
     modules = _read_json(path / "modules.json")
-    reranker = _reranker(name, model_type, config)
+    reranker = _reranker(name, model_type, config, _read_json(path / _ST_CONFIG))
     if reranker is None:
         _check_embedding_model(name, model_type, config, modules)
 
@@ -232,9 +232,15 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
     )
 
 
-def _reranker(name: str, model_type: str, config: dict[str, Any]) -> Reranker | None:
+def _reranker(
+    name: str, model_type: str, config: dict[str, Any], st_config: Any
+) -> Reranker | None:
     """The scoring head of a cross-encoder checkpoint (``*ForSequenceClassification``), or
-    None for any other model.
+    None for any other model. Its activation is the first that sentence-transformers'
+    ``CrossEncoder`` finds: ``activation_fn`` of ``config_sentence_transformers.json``
+    (``st_config``, as sentence-transformers 5 and later save it), of ``config.json``'s
+    ``sentence_transformers`` key (version 4), its older ``sbert_ce_default_activation_function``,
+    else sigmoid.
 
     Raises:
         ModelTypeError: A classification architecture we do not score with, or one with
@@ -259,8 +265,9 @@ def _reranker(name: str, model_type: str, config: dict[str, Any]) -> Reranker | 
             "relevance score per pair (one label)",
             model_type=model_type,
         )
+    saved = st_config.get("activation_fn") if isinstance(st_config, dict) else None
     st = config.get("sentence_transformers")
-    path = st.get("activation_fn") if isinstance(st, dict) else None
+    path = saved or (st.get("activation_fn") if isinstance(st, dict) else None)
     path = path or config.get("sbert_ce_default_activation_function")
     if path is not None and path not in DENSE_ACTIVATIONS:
         supported = ", ".join(p.rsplit(".", 1)[-1] for p in DENSE_ACTIVATIONS)

@@ -247,3 +247,25 @@ def test_rerankers_take_the_precision_setting(precision, rerankers, make_worker)
         pytest.skip(reduced.info()["precision"]["detail"])
     assert np.abs(scores - expected).max() < 2e-2
     assert not np.array_equal(scores, expected)  # the products did run at that precision
+
+
+def test_a_cross_encoder_saved_by_sentence_transformers_keeps_its_activation(
+    rerankers, tmp_path
+) -> None:
+    """sentence-transformers 5+ saves a CrossEncoder with ``config_sentence_transformers.json``
+    (model_type CrossEncoder, activation_fn) and ``modules.json``: the saved activation (here
+    Identity: raw logits) is what its scores use, and so ours."""
+    from sentence_transformers import CrossEncoder
+
+    saved = tmp_path / "identity-reranker"
+    source = CrossEncoder(str(rerankers["ms-marco-MiniLM-L6-v2"]), device="cpu")
+    source.activation_fn = torch.nn.Identity()
+    source.save_pretrained(str(saved))
+    written = (saved / "config_sentence_transformers.json").read_text()
+    assert "CrossEncoder" in written and "Identity" in written
+    expected = CrossEncoder(str(saved), device="cpu").predict([(QUERY, d) for d in DOCUMENTS])
+    with Worker(EngineConfig(model_roots=(tmp_path,), cache=False)) as worker:
+        scores = worker.rerank(QUERY, DOCUMENTS, EmbedOptions(model=saved.name)).result(120)
+    np.testing.assert_allclose(scores.scores, expected, atol=1e-4)
+    assert scores.logits is not None
+    np.testing.assert_allclose(scores.scores, scores.logits, atol=1e-6)  # no sigmoid
