@@ -1151,17 +1151,27 @@ def build_model(
     """
     if name not in PUBLISHED:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(PUBLISHED)}")
-    key = json.dumps([BUILD_VERSION, name, layers, max_seq_length, seed]).encode()
-    digest = hashlib.sha256(key).hexdigest()[:10]
     count = layers or layer_count(PUBLISHED[name].config)
-    folder = root / f"{name}-{count}L-{digest}"
+    return cached_folder(
+        root,
+        f"{name}-{count}L",
+        [BUILD_VERSION, name, layers, max_seq_length, seed],
+        lambda work: _write_model(work, name, layers, max_seq_length, seed),
+    )
+
+
+def cached_folder(root: Path, stem: str, key: list[Any], write: Callable[[Path], None]) -> Path:
+    """``root/STEM-DIGEST`` (DIGEST: of ``key``, the builder's parameters), written by
+    ``write(folder)`` on first use: built aside and renamed into place, so that a half-built
+    folder is never found, and another process building it meanwhile does no harm."""
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
+    folder = Path(root) / f"{stem}-{digest}"
     if (folder / "config.json").is_file():
         return folder
-    root.mkdir(parents=True, exist_ok=True)
-    # Built aside and renamed into place, so a half-built folder is never found.
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder.parent))
     try:
-        _write_model(work, name, layers, max_seq_length, seed)
+        write(work)
         work.chmod(0o755)  # mkdtemp's 0700 would hide the folder from other users
         try:
             os.rename(work, folder)

@@ -25,14 +25,10 @@ needs torch, transformers and sentence-transformers.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
-import shutil
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,27 +366,13 @@ def build_reranker(
     """
     if name not in RERANKERS:
         raise KeyError(f"unknown reranker {name!r}; known: {', '.join(RERANKERS)}")
-    key = [BUILD_VERSION, real_models.BUILD_VERSION, name, layers, max_length, seed]
-    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
     count = layers or real_models.layer_count(RERANKERS[name].config)
-    folder = Path(root) / f"{name}-{count}L-{digest}"
-    if (folder / "config.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Built aside and renamed into place, so a half-built folder is never found.
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
-        _write_reranker(work, name, layers, max_length, seed)
-        work.chmod(0o755)  # mkdtemp's 0700 would hide the folder from other users
-        try:
-            os.rename(work, folder)
-        except OSError:  # built meanwhile by another process
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return folder
+    return real_models.cached_folder(
+        root,
+        f"{name}-{count}L",
+        [BUILD_VERSION, real_models.BUILD_VERSION, name, layers, max_length, seed],
+        lambda work: _write_reranker(work, name, layers, max_length, seed),
+    )
 
 
 # ---------------------------------------------------------------------------------------

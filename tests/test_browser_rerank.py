@@ -14,27 +14,15 @@ from playwright.sync_api import Browser, Page, expect
 
 from .browser import LabServer, open_lab, open_notebook, requires_chromium, run_cell, screenshot
 from .browser import start_lab as start_lab_server
+from .test_browser_explorer import CELL as CELL_NOTES
 
 pytest_plugins = ("tests.browser",)
 pytestmark = [requires_chromium, pytest.mark.slow]
 
-CELL = """\
-import jupyter_mlx_embed as jme
-import pandas as pd
-texts = [
-    "How do I reset my password?",
-    "The quarterly revenue grew by twelve percent.",
-    "Our cat likes to sleep on the warm laptop.",
-    "Preheat the oven before baking the bread.",
-    "The train to the airport leaves every twenty minutes.",
-    "Sales figures improved compared with last year.",
-    "My dog chased the ball into the lake.",
-    "Knead the dough for ten minutes until it is smooth.",
-]
-explorer = jme.explore(pd.DataFrame({"text": texts}), "text", projection="pca",
-                       reranker=RERANKER)
-explorer
-"""
+# The notes of the explorer tests, with the reranker named by the test (RERANKER).
+CELL = CELL_NOTES.replace(
+    'tooltip=["topic"], projection="pca")', 'projection="pca", reranker=RERANKER)'
+)
 
 
 @pytest.fixture(scope="module")
