@@ -115,14 +115,15 @@ class Reranker:
             config's sentence-transformers ``activation_fn``, else sigmoid (CrossEncoder's
             default for one label).
         segments: Whether the pair's second text gets token type 1 (``type_vocab_size`` > 1).
-        pooling: ModernBERT's ``classifier_pooling`` (``cls`` or ``mean``); ``cls`` otherwise.
         head_activation: ModernBERT's ``classifier_activation`` (``gelu`` is exact GELU).
+
+    What the head pools is the spec's ``pooling``: ModernBERT's ``classifier_pooling`` (``cls``
+    or ``mean``), the first token otherwise.
     """
 
     head: str
     activation: str = "sigmoid"
     segments: bool = False
-    pooling: str = "cls"
     head_activation: str = "gelu"
 
 
@@ -220,7 +221,9 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         path=path,
         source=source,
         model_type=model_type,
-        pooling="cls" if reranker else _pooling_mode(name, model_type, config, modules, path),
+        pooling=_classifier_pooling(name, model_type, config, reranker)
+        if reranker
+        else _pooling_mode(name, model_type, config, modules, path),
         max_seq_length=_max_seq_length(model_type, config, path),
         dimension=dense[-1].out_features if dense else hidden,
         vocab_size=vocab_size,
@@ -276,19 +279,28 @@ def _reranker(
             f"(supported: {supported})",
             model_type=model_type,
         )
-    pooling = str(config.get("classifier_pooling", "mean")) if head == "modernbert" else "cls"
+    return Reranker(
+        head=head,
+        activation=DENSE_ACTIVATIONS[path] if path else "sigmoid",
+        segments=int(config.get("type_vocab_size", 0) or 0) > 1,
+        head_activation=str(config.get("classifier_activation", "gelu")),
+    )
+
+
+def _classifier_pooling(
+    name: str, model_type: str, config: dict[str, Any], reranker: Reranker
+) -> str:
+    """What a cross-encoder's head reads of the last hidden state: ModernBERT's
+    ``classifier_pooling``, the first token (``cls``) for the others."""
+    if reranker.head != "modernbert":
+        return "cls"
+    pooling = str(config.get("classifier_pooling", "mean"))
     if pooling not in ("cls", "mean"):
         raise ModelTypeError(
             f"Model '{name}' pools with {elide(pooling)}; supported: cls, mean",
             model_type=model_type,
         )
-    return Reranker(
-        head=head,
-        activation=DENSE_ACTIVATIONS[path] if path else "sigmoid",
-        segments=int(config.get("type_vocab_size", 0) or 0) > 1,
-        pooling=pooling,
-        head_activation=str(config.get("classifier_activation", "gelu")),
-    )
+    return pooling
 
 
 def _prompts(name: str, st_config: Any) -> dict[str, Any]:

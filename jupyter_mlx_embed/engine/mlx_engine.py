@@ -180,6 +180,8 @@ class Engine:
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
         log.info("loading model %s from %s", spec.name, spec.path)
+        # A reranker's pairs whose second texts get token type 1 (ids offset by the vocabulary).
+        segments = spec.reranker is not None and spec.reranker.segments
         try:
             model = _build_model(self._mx, spec)
             if not self._cpu and self.precision.in_use == "bf16":
@@ -199,7 +201,7 @@ class Engine:
                 spec.path,
                 max_length=spec.max_seq_length,
                 vocab_size=spec.vocab_size,
-                segments=spec.reranker is not None and spec.reranker.segments,
+                segments=segments,
             )
         except EmbedError:
             raise
@@ -217,7 +219,6 @@ class Engine:
                     ", ".join(still_quantized[:3]),
                 )
             elif spec.model_type in FAST_MODEL_TYPES:
-                segments = spec.reranker is not None and spec.reranker.segments
                 fast = FastEncoder(
                     model,
                     spec.model_type,
@@ -249,7 +250,8 @@ class Engine:
         mode = loaded.spec.pooling
         finish: Any
         if loaded.spec.reranker is not None:
-            finish = loaded.model[_HEAD]
+            head = loaded.model[_HEAD]
+            finish = lambda h, m: head(_pool(mx, mode, h, m))  # noqa: E731
         else:
             # sentence-transformers' Dense modules act on the pooled vector, before
             # normalisation.

@@ -9,8 +9,9 @@ loaded from the checkpoint's encoder tensors; the head's tensors are loaded into
 - ``bert``: the pooler (``bert.pooler.dense``: the first token, dense, tanh), then
   ``classifier``;
 - ``roberta``: ``classifier.dense`` on the first token, tanh, then ``classifier.out_proj``;
-- ``modernbert``: the first token or the mean (``classifier_pooling``), ``head.dense``, the
-  ``classifier_activation``, ``head.norm``, then ``classifier``.
+- ``modernbert``: the first token or the mean (``classifier_pooling``: the spec's
+  ``pooling``), ``head.dense``, the ``classifier_activation``, ``head.norm``, then
+  ``classifier``.
 """
 
 from __future__ import annotations
@@ -35,12 +36,9 @@ _HEAD_TENSORS = {
 }
 #: ModernBERT's ``classifier_activation`` values, as transformers' ACT2FN computes them.
 _HEAD_ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
-    "gelu": nn.gelu,  # exact (erf)
+    **{name: ACTIVATIONS[name] for name in ("gelu", "tanh", "relu", "silu")},  # gelu: exact
     "gelu_new": nn.gelu_approx,
     "gelu_pytorch_tanh": nn.gelu_approx,
-    "tanh": mx.tanh,
-    "relu": nn.relu,
-    "silu": nn.silu,
 }
 
 
@@ -70,9 +68,9 @@ def split_weights(reranker: Reranker, weights: dict[str, Any]) -> tuple[dict, di
 
 
 class ScoreHead(nn.Module):
-    """The classification head of a cross-encoder and its activation: (pairs, tokens, hidden)
-    hidden states and their (pairs, tokens) mask -> (pairs, 2): each pair's score (the
-    activation applied) and its logit."""
+    """The classification head of a cross-encoder and its activation: (pairs, hidden) pooled
+    hidden states (the model's ``pooling``) -> (pairs, 2): each pair's score (the activation
+    applied) and its logit."""
 
     def __init__(self, reranker: Reranker, config: dict[str, Any]) -> None:
         super().__init__()
@@ -93,14 +91,9 @@ class ScoreHead(nn.Module):
                 bias=bool(config.get("norm_bias", False)),
             )
 
-    def __call__(self, hidden: mx.array, mask: mx.array) -> mx.array:
+    def __call__(self, pooled: mx.array) -> mx.array:
         r = self._reranker
-        if r.pooling == "mean":
-            m = mask[:, :, None]
-            x = mx.sum(hidden * m, axis=1) / mx.maximum(mx.sum(m, axis=1), 1e-9)
-        else:
-            x = hidden[:, 0]
-        x = self.dense(x)
+        x = self.dense(pooled)
         if r.head == "modernbert":
             x = self.norm(_HEAD_ACTIVATIONS[r.head_activation](x))
         else:
