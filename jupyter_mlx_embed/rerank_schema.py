@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from .errors import InvalidRequestError, elide
+from .ranking import top_k
 from .results import RerankResult
 
 #: The request shapes, by route: Jina / Cohere v1, Cohere v2, TEI.
@@ -56,7 +57,16 @@ class RerankRequest:
     truncate: bool | None = None
 
 
-def _flag(data: dict[str, Any], name: str, default: bool) -> bool:
+@overload
+def _flag(data: dict[str, Any], name: str, default: bool) -> bool: ...
+
+
+@overload
+def _flag(data: dict[str, Any], name: str, default: None) -> bool | None: ...
+
+
+def _flag(data: dict[str, Any], name: str, default: bool | None) -> bool | None:
+    """Field ``name``: true or false, ``default`` when absent or null."""
     value = data.get(name)
     if value is None:
         return default
@@ -119,7 +129,7 @@ def parse_rerank_request(data: object, shape: str) -> RerankRequest:
             model=model,
             return_documents=_flag(data, "return_text", False),
             raw_scores=_flag(data, "raw_scores", False),
-            truncate=_flag(data, "truncate", True) if data.get("truncate") is not None else None,
+            truncate=_flag(data, "truncate", None),
         )
     top_n = data.get("top_n")
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
@@ -133,13 +143,14 @@ def parse_rerank_request(data: object, shape: str) -> RerankRequest:
         model=model,
         top_n=top_n,
         return_documents=_flag(data, "return_documents", shape == "v1"),
-        truncate=_flag(data, "truncate", True) if data.get("truncate") is not None else None,
+        truncate=_flag(data, "truncate", None),
     )
 
 
 def rerank_response(request: RerankRequest, result: RerankResult) -> Any:
     """The response body of ``request``'s shape: the best ``top_n`` results, best first."""
-    order = result.ranking()[: request.top_n]
+    scores = result.scores
+    order = top_k(scores, min(request.top_n or len(scores), len(scores)))
     if request.shape == "tei":
         values = result.logits if request.raw_scores else result.scores
         assert values is not None  # a local worker's result carries its logits

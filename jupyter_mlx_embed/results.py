@@ -64,7 +64,3 @@ class RerankResult:
     def __post_init__(self) -> None:
         if self.prompt_tokens < 0:
             object.__setattr__(self, "prompt_tokens", sum(self.token_counts))
-
-    def ranking(self) -> np.ndarray:
-        """Document indices, best first (ties keep the documents' order)."""
-        return np.argsort(-self.scores, kind="stable")
