@@ -219,15 +219,19 @@ def check_rerank(query: object, documents: object, *, max_documents: int) -> Non
         raise InvalidRequestError(f"query {problem}", param="query")
     if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
         raise InputTypeError("documents must be a list of strings", param="documents")
-    if len(documents) == 0:
-        raise InvalidRequestError("documents must not be empty", param="documents")
-    if len(documents) > max_documents:
-        raise InvalidRequestError(
-            f"documents has {len(documents)} items, more than the maximum of {max_documents} "
-            "per request",
-            param="documents",
-        )
+    _check_count(documents, max_documents, name="documents", param="documents")
     check_texts(documents, name="documents", param="documents")
+
+
+def _check_count(items: Sequence[Any], maximum: int | None, *, name: str, param: str) -> None:
+    """Check that a request has 1 to ``maximum`` items (``None``: no limit)."""
+    if len(items) == 0:
+        raise InvalidRequestError(f"{name} must not be empty", param=param)
+    if maximum is not None and len(items) > maximum:
+        raise InvalidRequestError(
+            f"{name} has {len(items)} items, more than the maximum of {maximum} per request",
+            param=param,
+        )
 
 
 def check_task(spec: ModelSpec, task: str) -> None:
@@ -278,13 +282,7 @@ def check_inputs(
         raise InputTypeError(
             f"{name} must be a list of strings or a list of token-id lists", param="input"
         )
-    if len(inputs) == 0:
-        raise InvalidRequestError(f"{name} must not be empty", param="input")
-    if max_inputs is not None and len(inputs) > max_inputs:
-        raise InvalidRequestError(
-            f"{name} has {len(inputs)} items, more than the maximum of {max_inputs} per request",
-            param="input",
-        )
+    _check_count(inputs, max_inputs, name=name, param="input")
     if isinstance(inputs[0], str):
         check_texts(inputs, name=name, first_index=first_index)
         return False

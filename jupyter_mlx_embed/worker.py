@@ -189,15 +189,7 @@ class Worker:
         elif fields:
             raise TypeError("give options or its fields, not both")
         check_prompt(options.prompt_name, options.prompt, tokens=tokens)
-        request = Request(
-            inputs=inputs,
-            tokens=tokens,
-            options=options,
-            truncate=self.config.truncate if options.truncate is None else options.truncate,
-            future=RequestFuture(),
-            first_index=first_index,
-        )
-        return self._admit(request)
+        return self._admit(inputs, options, tokens=tokens, first_index=first_index)
 
     def rerank(
         self, query: str, documents: Sequence[str], options: EmbedOptions | None = None
@@ -226,18 +218,28 @@ class Worker:
         for name in ("dimensions", "prompt_name", "prompt"):
             if getattr(options, name) is not None:
                 raise InvalidRequestError(f"{name} does not apply to rerank", param=name)
+        return self._admit(documents, options, query=query)
+
+    def _admit(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        options: EmbedOptions,
+        *,
+        tokens: bool = False,
+        first_index: int = 0,
+        query: str | None = None,
+    ) -> RequestFuture:
+        """Queue a checked request (see :class:`Request`), within ``queue_size``; its
+        truncation is the options', else the worker's setting."""
         request = Request(
-            inputs=documents,
-            tokens=False,
+            inputs=inputs,
+            tokens=tokens,
             options=options,
             truncate=self.config.truncate if options.truncate is None else options.truncate,
             future=RequestFuture(),
+            first_index=first_index,
             query=query,
         )
-        return self._admit(request)
-
-    def _admit(self, request: Request) -> RequestFuture:
-        """Queue a checked request, within ``queue_size``."""
         with self._admitted_lock:
             if self._admitted >= self.config.queue_size:
                 raise OverloadedError(
