@@ -175,19 +175,35 @@ class Embeddings:
             return self.rank(similarities, k, query=text)
         assert text is not None
         pool = top_k(similarities, min(max(k, _checked_k(candidates)), len(self)))
-        ranking = api.rerank(text, [self.texts[i] for i in pool], model=rerank, top_n=k)
+        ranking = api.rerank(text, [self.texts[i] for i in pool], model=rerank)
+        return self.reranked(pool, ranking.scores, similarities, k, query=text, by=ranking.model)
+
+    def reranked(
+        self,
+        pool: np.ndarray,
+        scores: np.ndarray,
+        similarities: np.ndarray,
+        k: int,
+        *,
+        query: str,
+        by: str,
+    ) -> SearchResults:
+        """The ``k`` rows of ``pool`` with the highest reranker ``scores`` (one per row of
+        ``pool``), ranked as :meth:`rank` ranks, each with its ``similarities[row]`` to the
+        query: what :meth:`search` with a reranker (``by``) gives."""
+        order = top_k(np.asarray(scores), min(k, len(pool)))
         hits = [
             Hit(
-                rank=hit.rank,
-                index=int(pool[hit.index]),
-                score=hit.score,
-                text=hit.text,
-                similarity=float(similarities[pool[hit.index]]),
-                label=self.label(int(pool[hit.index])),
+                rank=rank,
+                index=int(pool[j]),
+                score=float(scores[j]),
+                text=self.texts[int(pool[j])],
+                similarity=float(similarities[pool[j]]),
+                label=self.label(int(pool[j])),
             )
-            for hit in ranking.hits
+            for rank, j in enumerate(order, start=1)
         ]
-        return SearchResults(hits, query=text, model=f"{self.model}, reranked by {ranking.model}")
+        return SearchResults(hits, query=query, model=f"{self.model}, reranked by {by}")
 
     def rank(self, scores: np.ndarray, k: int = 5, *, query: str | None = None) -> SearchResults:
         """The ``k`` texts with the highest ``scores``, ranked as :meth:`search` ranks them.

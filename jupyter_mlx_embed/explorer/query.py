@@ -160,8 +160,10 @@ class Queries:
             pending.cancel()
             self._set_status(f"Reranking failed: {describe(exc)}", "error")
             raise
-        self._finish_rerank(seq, text, pool, reranker, pending)
-        return self._reranked_hits(text, pool, scores, reranker)
+        with self._lock:
+            hits = self._reranked_hits(text, pool, scores, reranker)
+            self._show_reranked(seq, text, len(pool), reranker, hits)
+        return hits
 
     def hits(self, text: str | None) -> SearchResults:
         """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them."""
@@ -236,41 +238,39 @@ class Queries:
         self, text: str, pool: np.ndarray, scores: np.ndarray, reranker: str
     ) -> SearchResults:
         assert self.similarities is not None
-        order = top_k(np.asarray(scores), min(self._k(), len(pool)))
-        hits = [
-            Hit(
-                rank=rank,
-                index=int(pool[j]),
-                score=float(scores[j]),
-                text=self._embeddings.texts[int(pool[j])],
-                similarity=float(self.similarities[pool[j]]),
-                label=self._embeddings.label(int(pool[j])),
-            )
-            for rank, j in enumerate(order, start=1)
-        ]
-        model = f"{self._embeddings.model}, reranked by {reranker}"
-        return SearchResults(hits, query=text, model=model)
+        return self._embeddings.reranked(
+            pool, scores, self.similarities, self._k(), query=text, by=reranker
+        )
 
     def _finish_rerank(
         self, seq: int, text: str, pool: np.ndarray, reranker: str, future: Future[Any]
     ) -> None:
+        """Done callback of :meth:`_rerank_later`'s request (on the kernel's loop)."""
         try:
             with self._lock:
-                if seq != self.latest or self._publish_hits is None:
+                if seq != self.latest:
                     return
                 error = future.exception()
                 if error is not None:
                     self._set_status(f"Reranking failed: {describe(error)}", "error")
                     return
                 hits = self._reranked_hits(text, pool, future.result().scores, reranker)
-                rows = hit_rows(hits)
-                status = (
-                    f"{len(rows)} best of the {count(len(pool), 'nearest text')}, reranked by "
-                    f"{quote(reranker)}, for {quote(text)}"
-                )
-                self._publish_hits(rows, status)
+                self._show_reranked(seq, text, len(pool), reranker, hits)
         except Exception as exc:  # noqa: BLE001 - a done callback has nobody to raise to
             self._set_status(f"Reranking failed: {describe(exc)}", "error")
+
+    def _show_reranked(
+        self, seq: int, text: str, candidates: int, reranker: str, hits: SearchResults
+    ) -> None:
+        """Show the reranked top-k of query ``seq`` if it is still the latest (lock held)."""
+        if seq != self.latest or self._publish_hits is None:
+            return
+        rows = hit_rows(hits)
+        status = (
+            f"{len(rows)} best of the {count(candidates, 'nearest text')}, reranked by "
+            f"{quote(reranker)}, for {quote(text)}"
+        )
+        self._publish_hits(rows, status)
 
     def _show(self, seq: int, text: str, vector: np.ndarray | None, *, rerank: bool = True) -> None:
         """Publish the answer to query ``seq`` (``vector`` None: an empty query), then
