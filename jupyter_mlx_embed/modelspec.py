@@ -6,7 +6,9 @@ sentence-transformers files (``modules.json``, ``1_Pooling/config.json``,
 sentence-transformers, and not from a fixed choice per architecture. A checkpoint whose
 ``config.json`` names a ``*ForSequenceClassification`` architecture is a reranker
 (cross-encoder): it scores (query, document) pairs as sentence-transformers' ``CrossEncoder``
-does, with the activation its config names.
+does, with the activation its config names. A SigLIP checkpoint (``model_type: siglip``) embeds
+texts and images into one space: its image tower's input comes from
+``preprocessor_config.json`` (:class:`ImageInput`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .errors import ModelLoadError, ModelTypeError, elide
 #: Architectures whose text forward we run and test (module names in ``mlx_embeddings.models``,
 #: or in ``engine/architectures`` for those we implement ourselves).
 SUPPORTED_MODEL_TYPES = ("bert", "xlm_roberta", "modernbert", "qwen3", "gemma3_text", "nomic_bert")
+#: Image-text architectures: a text tower and an image tower into one space.
+IMAGE_TEXT_MODEL_TYPES = ("siglip",)
 
 #: Pooling modes we implement, named as sentence-transformers' ``pooling_mode_*`` keys.
 POOLING_MODES = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len_tokens")
@@ -127,6 +131,57 @@ class Reranker:
     head_activation: str = "gelu"
 
 
+#: A model folder's tokenizer: ``tokenizer.json``, or SentencePiece's model as Google
+#: publishes SigLIP (no ``tokenizer.json``).
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+
+
+def tokenizer_file(path: Path) -> Path | None:
+    """The first of :data:`TOKENIZER_FILES` the folder holds, or None."""
+    for name in TOKENIZER_FILES:
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+#: transformers' ``SiglipTextConfig`` / ``SiglipVisionConfig`` defaults for the sizes that
+#: Google's published ``config.json`` files leave out.
+_SIGLIP_TEXT_DEFAULTS = {"vocab_size": 32000, "hidden_size": 768, "max_position_embeddings": 64}
+_SIGLIP_VISION_DEFAULTS = {"hidden_size": 768, "image_size": 224, "patch_size": 16}
+#: PIL's resampling filters by the number image processors store (``resample``).
+RESAMPLING = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What an image tower takes, as the checkpoint's ``preprocessor_config.json`` says:
+    pictures converted to RGB, resized to ``height`` x ``width`` with ``resample``, then each
+    value ``(v * rescale - mean) / std`` per channel.
+
+    Attributes:
+        height: Pixel rows the tower takes.
+        width: Pixel columns.
+        patch: Side of the square patches the tower cuts (each one token).
+        resample: One of :data:`RESAMPLING`'s values.
+        rescale: Factor of the 0-255 values (1/255).
+        mean: Per channel, subtracted after rescaling.
+        std: Per channel, divided by last.
+    """
+
+    height: int
+    width: int
+    patch: int
+    resample: str = "bicubic"
+    rescale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def tokens(self) -> int:
+        """Patches per picture: the tower's sequence length, what a picture costs."""
+        return (self.height // self.patch) * (self.width // self.patch)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A resolved, validated embedding model folder.
@@ -148,6 +203,7 @@ class ModelSpec:
         default_prompt_name: The prompt used when a request names none, if any.
         dense: The sentence-transformers Dense modules applied after pooling, in order.
         reranker: For a cross-encoder, its scoring head (``task`` is then ``rerank``).
+        image: For an image-text model, what its image tower takes (None: texts only).
     """
 
     name: str
@@ -164,11 +220,17 @@ class ModelSpec:
     default_prompt_name: str | None = None
     dense: tuple[DenseModule, ...] = ()
     reranker: Reranker | None = None
+    image: ImageInput | None = None
 
     @property
     def task(self) -> str:
         """What the model does: one of :data:`TASKS`."""
         return "embed" if self.reranker is None else "rerank"
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What it embeds: ``("text",)``, or ``("text", "image")`` for an image-text model."""
+        return ("text",) if self.image is None else ("text", "image")
 
 
 def _read_json(path: Path) -> Any:
@@ -199,6 +261,8 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
     if not isinstance(config, dict):
         raise ModelLoadError(f"Model '{name}' has no valid config.json in {path}")
     model_type = str(config.get("model_type", "")).replace("-", "_")
+    if model_type in IMAGE_TEXT_MODEL_TYPES:
+        return _siglip_spec(path, name=name, source=source, config=config)
     modules = _read_json(path / "modules.json")
     reranker = _reranker(name, model_type, config, _read_json(path / _ST_CONFIG))
     if reranker is None:
@@ -232,6 +296,89 @@ def read_model_spec(path: Path, *, name: str, source: str) -> ModelSpec:
         **({} if reranker else _prompts(name, _read_json(path / _ST_CONFIG))),
         dense=dense,
         reranker=reranker,
+    )
+
+
+def _siglip_spec(path: Path, *, name: str, source: str, config: dict[str, Any]) -> ModelSpec:
+    """A SigLIP checkpoint as Google publishes it (``spiece.model``, no ``tokenizer.json``) or
+    converted (``tokenizer.json``). Its text tower reads texts padded to its full context with
+    ``</s>`` and pools the last position (no attention mask), as the model was trained; its
+    vector is the text or image tower's head output, normalised.
+
+    Raises:
+        ModelLoadError: A file is missing or unreadable.
+    """
+    text = {**_SIGLIP_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+    vision = {**_SIGLIP_VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    if not any(path.glob("model*.safetensors")):
+        raise ModelLoadError(f"Model '{name}' has no model*.safetensors weights in {path}")
+    if tokenizer_file(path) is None:
+        raise ModelLoadError(
+            f"Model '{name}' has neither tokenizer.json nor spiece.model in {path}"
+        )
+    preprocessor = _read_json(path / "preprocessor_config.json")
+    if not isinstance(preprocessor, dict):
+        raise ModelLoadError(f"Model '{name}' has no valid preprocessor_config.json in {path}")
+    image = _image_input(name, preprocessor, vision)
+    projection = text.get("projection_size") or text["hidden_size"]
+    if projection != vision["hidden_size"]:
+        raise ModelLoadError(
+            f"Model '{name}': its text vectors ({projection}) and image vectors "
+            f"({vision['hidden_size']}) differ in length"
+        )
+    tok = _read_json(path / "tokenizer_config.json")
+    declared = tok.get("model_max_length") if isinstance(tok, dict) else None
+    context = int(text["max_position_embeddings"])
+    if isinstance(declared, int) and 0 < declared < context:
+        context = declared
+    return ModelSpec(
+        name=name,
+        path=path,
+        source=source,
+        model_type="siglip",
+        pooling="lasttoken",
+        max_seq_length=context,
+        dimension=int(projection),
+        vocab_size=int(text["vocab_size"]),
+        pad_token_id=int(text.get("pad_token_id", 1)),
+        quantization=_quantization(name, config),
+        image=image,
+    )
+
+
+def _image_input(name: str, pre: dict[str, Any], vision: dict[str, Any]) -> ImageInput:
+    """The image tower's input from ``preprocessor_config.json`` (transformers' defaults where
+    it is silent), checked against the tower's own ``image_size``."""
+    size = pre.get("size") or {}
+    side = int(vision["image_size"])
+    height, width = int(size.get("height", side)), int(size.get("width", side))
+    if (height, width) != (side, side):
+        raise ModelLoadError(
+            f"Model '{name}': preprocessor_config.json resizes to {height} x {width}, but its "
+            f"image tower takes {side} x {side}"
+        )
+    resample = RESAMPLING.get(pre.get("resample", 3))
+    if resample is None:
+        raise ModelLoadError(f"Model '{name}': unknown resample {pre.get('resample')!r}")
+
+    def triple(key: str, default: float) -> tuple[float, float, float]:
+        value = (
+            pre.get(key, default) if pre.get("do_normalize", True) else float(key == "image_std")
+        )
+        if isinstance(value, (int, float)):
+            value = [value] * 3
+        if not isinstance(value, list) or len(value) != 3:
+            raise ModelLoadError(f"Model '{name}': preprocessor_config.json {key} is not 3 values")
+        return (float(value[0]), float(value[1]), float(value[2]))
+
+    return ImageInput(
+        height=height,
+        width=width,
+        patch=int(vision["patch_size"]),
+        resample=resample,
+        rescale=float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0,
+        mean=triple("image_mean", 0.5),
+        std=triple("image_std", 0.5),
     )
 
 

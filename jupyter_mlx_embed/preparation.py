@@ -1,22 +1,26 @@
-"""Requests on their way to the MLX thread: prompt, cache lookup and tokenizing (no MLX).
+"""Requests on their way to the MLX thread: prompt, cache lookup and tokenizing, or decoding
+and resizing pictures (no MLX).
 
 Tokenizing is a request's cost that grows with what a client sends, so it never runs on the
 MLX thread: one preparing thread takes the requests in turns, a piece of each at a time (so a
 huge request cannot hold up a small one), and stops a request as soon as its tokens pass the
 per-request limit (so refusing one costs at most that many tokens). Each text's tokenizing is
 bounded by the model's context (:meth:`TextTokenizer.head`), and a prompt is tokenized once
-and refused when it leaves no room for the input.
+and refused when it leaves no room for the input. Pictures are decoded and resized by a pool
+of threads (Pillow works without the GIL), a few per turn; each is keyed for the cache by a
+hash of its content.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +38,13 @@ log = logging.getLogger(__name__)
 PIECE = 128
 #: Characters (prompt included, per input) up to which a request is prepared at once on the
 #: worker's thread (about a millisecond), so that it joins the very next forward pass and a
-#: single text pays no hand-over between threads.
+#: single text pays no hand-over between threads. Pictures never are.
 INLINE_CHARS = 8192
+#: Pictures prepared per turn (each some milliseconds to decode and resize).
+IMAGE_PIECE = 16
+#: Bounds on one picture, checked before it is decoded: its encoded bytes and its pixels.
+MAX_IMAGE_BYTES = 32 << 20
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class RequestFuture(Future[Any]):
@@ -59,7 +68,7 @@ class Request:
     worker (model, prefix, identity), then by the preparing thread (rows, counts, order), then
     read by the worker again: each stage owns it in turn."""
 
-    inputs: Sequence[str] | Sequence[Sequence[int]]
+    inputs: Sequence[Any]  # texts, token-id rows (``tokens``) or pictures (``images``)
     tokens: bool
     options: EmbedOptions
     truncate: bool  # the options', else the worker's setting
@@ -67,15 +76,19 @@ class Request:
     first_index: int = 0
     #: A rerank request's query (its inputs are the documents, each pair a row).
     query: str | None = None
+    #: Pictures for the image tower (each row its resized pixels, keyed by content).
+    images: bool = False
     spec: ModelSpec | None = None
     loaded: Any = None
     #: The text put before every input, and the model's cache identity (None: no cache).
     prefix: str = ""
     identity: str | None = None
-    #: Token ids per input ([] for cache hits), vectors (hits filled in) and token counts.
-    rows: list[list[int]] = field(default_factory=list)
+    #: Token ids (or a picture's pixels) per input ([] for cache hits), vectors (hits
+    #: filled in), token counts, and the pictures' content keys.
+    rows: list[Any] = field(default_factory=list)
     out: np.ndarray | None = None
     token_counts: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
     #: Inputs to compute (cache misses), shortest first; their lengths in that order; how
     #: many were handed to forward passes, how many are not done, tokens computed so far.
     order: list[int] = field(default_factory=list)
@@ -92,8 +105,19 @@ class Request:
         return self.future.done() or self.future.abandoned
 
     def text(self, i: int) -> str:
-        """Input ``i`` as the model sees it (after the prompt)."""
-        return self.prefix + self.inputs[i]  # type: ignore[operator]
+        """Input ``i`` as the cache keys it: the text as the model sees it (after the
+        prompt), or a picture's content key."""
+        if self.images:
+            return self.keys[i]
+        return self.prefix + self.inputs[i]  # type: ignore[no-any-return]
+
+
+def image_identity(identity: str) -> str:
+    """The cache identity of a model's image vectors: its own, plus the Pillow version that
+    decodes and resizes the pictures (a picture's key is its content, not its pixels)."""
+    import PIL
+
+    return f"{identity}:image:pillow-{PIL.__version__}"
 
 
 @dataclass
@@ -125,6 +149,7 @@ class Preparer:
         self._deliver = deliver
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._cancelled: BaseException | None = None
+        self._pictures: ThreadPoolExecutor | None = None  # decodes pictures, made on first use
         self._thread = threading.Thread(target=self._run, name="mlx-embed-prepare", daemon=True)
         self._thread.start()
 
@@ -147,6 +172,8 @@ class Preparer:
         """Finish the requests taken in, then stop the thread."""
         self._inbox.put(None)
         self._thread.join()
+        if self._pictures is not None:
+            self._pictures.shutdown(wait=True)
 
     def _run(self) -> None:
         jobs: deque[_Job] = deque()
@@ -192,8 +219,8 @@ class Preparer:
             return True
         if job.done < len(request.inputs):
             return False
-        request.order = sorted(job.misses, key=lambda i: len(request.rows[i]))
-        request.lengths = [len(request.rows[i]) for i in request.order]
+        request.order = sorted(job.misses, key=lambda i: request.token_counts[i])
+        request.lengths = [request.token_counts[i] for i in request.order]
         request.remaining = len(request.order)
         return True
 
@@ -213,8 +240,57 @@ class Preparer:
                 code="prompt_too_long",
             )
 
+    def _prepare_pictures(self, job: _Job) -> None:
+        """Decode and resize a piece of a picture request on the pool (cache hits skipped)."""
+        from . import images
+
+        request = job.request
+        spec = request.spec
+        assert spec is not None and spec.image is not None and request.out is not None
+        start, stop = job.done, min(job.done + IMAGE_PIECE, len(request.inputs))
+        if self._pictures is None:
+            self._pictures = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="mlx-embed-pictures"
+            )
+        positions = range(start, stop)
+
+        def key(i: int) -> str:
+            try:
+                return images.content_key(request.inputs[i])
+            except OSError as exc:
+                where = request.first_index + i
+                raise images.image_error(where, f"cannot read the image ({exc})") from exc
+
+        request.keys[start:stop] = list(self._pictures.map(key, positions))
+        misses = list(positions)
+        if request.identity is not None and self._cache is not None:
+            found = self._cache.lookup(request.identity, request.keys[start:stop], spec.dimension)
+            for k, (vector, _) in found.items():
+                request.out[start + k] = vector
+                request.token_counts[start + k] = spec.image.tokens
+            misses = [i for i in positions if i - start not in found]
+            request.hits += len(found)
+
+        def load(i: int) -> Any:
+            return images.load_pixels(
+                request.inputs[i],
+                spec.image,  # type: ignore[union-attr, arg-type]
+                index=request.first_index + i,
+                max_pixels=MAX_IMAGE_PIXELS,
+                max_bytes=MAX_IMAGE_BYTES,
+            )
+
+        for i, pixels in zip(misses, self._pictures.map(load, misses), strict=True):
+            request.rows[i] = pixels
+            request.token_counts[i] = spec.image.tokens
+        job.misses.extend(misses)
+        job.done = stop
+
     def _prepare_piece(self, job: _Job) -> None:
         request = job.request
+        if request.images:
+            self._prepare_pictures(job)
+            return
         start, stop = job.done, min(job.done + PIECE, len(request.inputs))
         tokenizer = request.loaded.tokenizer
         positions = range(start, stop)
@@ -269,7 +345,10 @@ class Preparer:
 
 
 def _size(request: Request) -> int:
-    """Characters a request's inputs have as the model sees them (ids for token rows)."""
+    """Characters a request's inputs have as the model sees them (ids for token rows; a
+    picture request is never small)."""
+    if request.images:
+        return INLINE_CHARS + 1
     extra = len(request.prefix) + len(request.query or "")
     return sum(len(item) for item in request.inputs) + extra * len(request.inputs)
 
@@ -279,6 +358,7 @@ def _start(request: Request) -> None:
     n = len(request.inputs)
     request.rows = [[] for _ in range(n)]
     request.token_counts = [0] * n
+    request.keys = [""] * n
     # A rerank request's rows: each pair's score and logit.
     width = 2 if request.query is not None else request.spec.dimension
     request.out = np.empty((n, width), dtype=np.float32)

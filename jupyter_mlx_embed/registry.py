@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import EngineConfig
 from .errors import ModelLoadError, ModelNotFoundError, elide
 from .fileio import atomic_path
-from .modelspec import ModelSpec, read_model_spec
+from .modelspec import ModelSpec, read_model_spec, tokenizer_file
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,9 @@ def _folders_in_root(root: Path) -> list[ModelEntry]:
 def _check_regular_files(spec: ModelSpec) -> None:
     """Refuse a model whose files are not regular files (a FIFO or device would block the
     worker thread that reads them)."""
-    files = [spec.path / "config.json", spec.path / "tokenizer.json"]
+    files = [spec.path / "config.json", tokenizer_file(spec.path) or spec.path / "tokenizer.json"]
+    if spec.image is not None:
+        files.append(spec.path / "preprocessor_config.json")
     files += sorted(spec.path.glob("model*.safetensors")) + sorted(
         spec.path.glob("*/model*.safetensors")
     )
@@ -269,7 +271,7 @@ def _hf_cache_entries() -> list[ModelEntry]:
             continue
         for revision in repo.revisions:
             path = Path(revision.snapshot_path)
-            if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
+            if (path / "config.json").is_file() and tokenizer_file(path) is not None:
                 found.append(ModelEntry(repo.repo_id, "hf-cache", path))
                 break
     return found

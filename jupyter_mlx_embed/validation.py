@@ -255,6 +255,45 @@ def check_task(spec: ModelSpec, task: str) -> None:
     raise ModelTypeError(message, model_type=spec.model_type)
 
 
+def check_modality(spec: ModelSpec, modality: str) -> None:
+    """Check that the model embeds ``modality`` (``text`` or ``image``).
+
+    Raises:
+        ModelTypeError: It does not (HTTP 400 ``unsupported_model``).
+    """
+    if modality not in spec.modalities:
+        raise ModelTypeError(
+            f"Model '{spec.name}' embeds {' and '.join(spec.modalities)} only, not {modality}s; "
+            "name an image-text model such as SigLIP (GET v1/models gives each model's "
+            "modalities)",
+            model_type=spec.model_type,
+        )
+
+
+def check_images(images: object, *, max_inputs: int | None, first_index: int = 0) -> None:
+    """Check a picture request's shape: 1 to ``max_inputs`` pictures of the kinds taken
+    (each picture's content is checked when it is decoded).
+
+    Raises:
+        InvalidRequestError: Not a sequence, empty or too long, or an item of another kind.
+    """
+    from .images import is_image_item
+
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise InputTypeError(
+            "images must be a list of file paths, bytes, PIL images or uint8 arrays",
+            param="input",
+        )
+    _check_count(images, max_inputs, name="images", param="input")
+    for i, item in enumerate(images, start=first_index):
+        if not is_image_item(item):
+            raise InputTypeError(
+                f"images[{i}] must be a file path, bytes, a PIL image or a uint8 array, got "
+                f"{type(item).__name__}",
+                param="input",
+            )
+
+
 def check_inputs(
     inputs: object,
     *,

@@ -1,8 +1,9 @@
 """The worker: one thread that owns MLX, a bounded request queue and fair dynamic batching.
 
-It serves two kinds of request: texts to embed (:meth:`Worker.submit`) and a query's
-documents to rerank (:meth:`Worker.rerank`: each pair a row), in the same forward passes'
-rounds under the same rules.
+It serves three kinds of request: texts to embed (:meth:`Worker.submit`), pictures to embed
+with an image-text model (:meth:`Worker.submit_images`: each picture a row of its patches) and
+a query's documents to rerank (:meth:`Worker.rerank`: each pair a row), in the same forward
+passes' rounds under the same rules.
 
 Requests from any thread are queued; the worker thread loads their model, hands them to the
 preparing thread (:mod:`.preparation`: cache lookup and tokenizing, off the MLX thread) and
@@ -48,14 +49,16 @@ from .errors import (
 )
 from .modelspec import ModelSpec
 from .options import EmbedOptions
-from .preparation import Preparer, Request, RequestFuture
+from .preparation import Preparer, Request, RequestFuture, image_identity
 from .registry import BUNDLED_SHA256, ModelRegistry
 from .results import EmbedResult, RerankResult
 from .scheduling import fresh_lanes, pick_rows
 from .schema import WorkerCounters, engine_status, model_card, worker_status
 from .validation import (
     check_dimensions,
+    check_images,
     check_inputs,
+    check_modality,
     check_prompt,
     check_rerank,
     check_task,
@@ -191,6 +194,32 @@ class Worker:
         check_prompt(options.prompt_name, options.prompt, tokens=tokens)
         return self._admit(inputs, options, tokens=tokens, first_index=first_index)
 
+    def submit_images(
+        self, images: Sequence[Any], options: EmbedOptions | None = None, *, first_index: int = 0
+    ) -> RequestFuture:
+        """Queue pictures for embedding by an image-text model's image tower (decoded and
+        resized on the preparing thread's pool, never on this worker's thread).
+
+        Args:
+            images: File paths, encoded files (bytes), PIL images or uint8 arrays.
+            options: The model (an image-text model) and ``dimensions``; prompts do not apply.
+            first_index: Index of ``images[0]`` in the caller's whole input.
+
+        Returns:
+            A future resolving to an :class:`EmbedResult` (vectors in the images' order).
+
+        Raises:
+            InvalidRequestError: The images or options are malformed.
+            OverloadedError: ``queue_size`` requests are already pending.
+            WorkerClosedError: The worker is closed.
+        """
+        check_images(images, max_inputs=self.config.max_inputs, first_index=first_index)
+        options = options or EmbedOptions()
+        for name in ("prompt_name", "prompt"):
+            if getattr(options, name) is not None:
+                raise InvalidRequestError(f"{name} does not apply to images", param=name)
+        return self._admit(images, options, first_index=first_index, images=True)
+
     def rerank(
         self, query: str, documents: Sequence[str], options: EmbedOptions | None = None
     ) -> RequestFuture:
@@ -228,12 +257,14 @@ class Worker:
         tokens: bool = False,
         first_index: int = 0,
         query: str | None = None,
+        images: bool = False,
     ) -> RequestFuture:
         """Queue a checked request (see :class:`Request`), within ``queue_size``; its
         truncation is the options', else the worker's setting."""
         request = Request(
             inputs=inputs,
             tokens=tokens,
+            images=images,
             options=options,
             truncate=self.config.truncate if options.truncate is None else options.truncate,
             future=RequestFuture(),
@@ -567,8 +598,13 @@ class Worker:
         try:
             loaded = self._load(spec)
             check_task(spec, "embed" if request.query is None else "rerank")
+            if request.images:
+                check_modality(spec, "image")
             check_dimensions(request.options.dimensions, spec.dimension, model=spec.name)
-            if not request.tokens and request.query is None:
+            if request.images:
+                identity = self._identity(spec)
+                request.identity = None if identity is None else image_identity(identity)
+            elif not request.tokens and request.query is None:
                 request.prefix = model_prompt(
                     spec, request.options.prompt_name, request.options.prompt
                 )
@@ -646,7 +682,8 @@ class Worker:
         if not self._active:
             return
         lanes = sorted(self._active, key=lambda r: r.served)  # stable: arrival order on ties
-        lanes = [r for r in lanes if r.loaded is lanes[0].loaded]
+        # One model, and one of its towers (texts, or pictures), per pass.
+        lanes = [r for r in lanes if (r.loaded, r.images) == (lanes[0].loaded, lanes[0].images)]
         fresh = fresh_lanes([r.taken > 0 for r in lanes], self._after_fresh)
         self._after_fresh = fresh is not None
         if fresh is not None:
@@ -670,7 +707,11 @@ class Worker:
         loaded = batch[0][1].loaded
         self._set_busy(True)
         try:
-            vectors = self._engine.embed(loaded, [r.rows[i] for _, r, i in batch])
+            rows = [r.rows[i] for _, r, i in batch]
+            if batch[0][1].images:
+                vectors = self._engine.embed_images(loaded, np.stack(rows))  # type: ignore[arg-type]
+            else:
+                vectors = self._engine.embed(loaded, rows)
         except Exception as exc:
             log.exception("forward pass failed")
             for request in owners.values():

@@ -22,11 +22,11 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import EmbedError, ModelLoadError, ModelTypeError
-from ..modelspec import ModelSpec
+from ..modelspec import IMAGE_TEXT_MODEL_TYPES, ModelSpec
 from . import blas, blas_probe, native
 from ._build import build_folder
 from .architectures import OWN_MODEL_TYPES
-from .tokenization import TextTokenizer
+from .tokenization import BaseTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class LoadedModel:
 
     spec: ModelSpec
     model: Any
-    tokenizer: TextTokenizer
+    tokenizer: BaseTokenizer
     fast: Any = None  # a cpu_kernels.FastEncoder on the CPU device, else None
 
 
@@ -197,11 +197,13 @@ class Engine:
                     count = _dequantize(self._mx, model)
                     log.info("dequantized %d layers of %s for the CPU", count, spec.name)
                 self._mx.eval(model.parameters())
-            tokenizer = TextTokenizer(
+            tokenizer = load_tokenizer(
                 spec.path,
                 max_length=spec.max_seq_length,
                 vocab_size=spec.vocab_size,
                 segments=segments,
+                # SigLIP reads texts padded to its whole context, without a mask.
+                pad=spec.model_type in IMAGE_TEXT_MODEL_TYPES,
             )
         except EmbedError:
             raise
@@ -254,8 +256,8 @@ class Engine:
             finish = lambda h, m: head(_pool(mx, mode, h, m))  # noqa: E731
         else:
             # sentence-transformers' Dense modules act on the pooled vector, before
-            # normalisation.
-            dense = loaded.model[_DENSE] if loaded.spec.dense else (lambda pooled: pooled)
+            # normalisation; so does an image-text model's text head.
+            dense = loaded.model[_DENSE] if loaded.spec.dense else _projection(loaded.model)
             finish = lambda h, m: _normalize(mx, dense(_pool(mx, mode, h, m)))  # noqa: E731
         if loaded.fast is not None:
             # Finished on each part's own stream: no hand-over to another stream's thread.
@@ -264,6 +266,18 @@ class Engine:
             m = mx.array(mask)
             vectors = finish(self._hidden(loaded, mx.array(ids), m), m)
         mx.eval(vectors)
+        return np.array(vectors, dtype=np.float32, copy=True)
+
+    def embed_images(self, loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
+        """One float32 unit row per picture of ``pixels`` ((n, h, w, 3) uint8, resized for
+        the model): its image tower's vector, normalised."""
+        from ..images import normalise
+
+        self._check_thread()
+        assert loaded.spec.image is not None
+        x = self._mx.array(normalise(pixels, loaded.spec.image))
+        vectors = _normalize(self._mx, loaded.model.image_features(x))
+        self._mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 
     def _hidden(self, loaded: LoadedModel, ids: Any, mask: Any) -> Any:
@@ -457,6 +471,14 @@ def _dequantize(mx: Any, model: Any) -> int:
 def _quantized_layers(model: Any) -> list[str]:
     """Paths of the layers of ``model`` that still hold quantized weights (with scales)."""
     return [path for path, module in model.named_modules() if "scales" in module]
+
+
+def _projection(model: Any) -> Any:
+    """What maps a pooled text vector before normalisation: an image-text model's text head
+    (``project_text``), else nothing."""
+    if "project_text" in dir(model):
+        return model.project_text
+    return lambda pooled: pooled
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
