@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, elide
 from .modelspec import ImageInput
 
 #: What ``embed_images`` takes as one picture.
@@ -44,11 +44,10 @@ def from_data_uri(value: Any, index: int, *, max_bytes: int, param: str = "input
             than ``max_bytes`` once decoded.
     """
     if not isinstance(value, str) or not _DATA_URI.match(value):
-        shown = value[:40] + "..." if isinstance(value, str) and len(value) > 40 else value
         raise image_error(
             index,
-            f"an image must be a data URI (data:image/png;base64,...); got {shown!r}. URLs and "
-            "file paths are not fetched",
+            f"an image must be a data URI (data:image/png;base64,...); got {elide(value)}. "
+            "URLs and file paths are not fetched",
             param,
         )
     payload = value[value.index(",") + 1 :]
@@ -139,6 +138,10 @@ def load_pixels(
         return np.asarray(picture, dtype=np.uint8)
     except InvalidRequestError:
         raise
+    except UnidentifiedImageError as exc:
+        raise image_error(
+            index, "not a picture file that Pillow can decode (PNG, JPEG, WebP, GIF, ...)"
+        ) from exc
     except (
         UnidentifiedImageError,
         OSError,

@@ -74,6 +74,9 @@ class Request:
     truncate: bool  # the options', else the worker's setting
     future: RequestFuture
     first_index: int = 0
+    #: The caller's index of each input, where they are not ``first_index`` onwards (the
+    #: texts or pictures of a request that mixes both), for messages.
+    positions: Sequence[int] | None = None
     #: A rerank request's query (its inputs are the documents, each pair a row).
     query: str | None = None
     #: Pictures for the image tower (each row its resized pixels, keyed by content).
@@ -103,6 +106,10 @@ class Request:
     def stopped(self) -> bool:
         """Answered, failed, cancelled, or abandoned by its caller."""
         return self.future.done() or self.future.abandoned
+
+    def index(self, i: int) -> int:
+        """The caller's index of input ``i``, for messages."""
+        return self.positions[i] if self.positions is not None else self.first_index + i
 
     def text(self, i: int) -> str:
         """Input ``i`` as the cache keys it: the text as the model sees it (after the
@@ -258,7 +265,7 @@ class Preparer:
             try:
                 return images.content_key(request.inputs[i])
             except OSError as exc:
-                where = request.first_index + i
+                where = request.index(i)
                 raise images.image_error(where, f"cannot read the image ({exc})") from exc
 
         request.keys[start:stop] = list(self._pictures.map(key, positions))
@@ -275,7 +282,7 @@ class Preparer:
             return images.load_pixels(
                 request.inputs[i],
                 spec.image,  # type: ignore[union-attr, arg-type]
-                index=request.first_index + i,
+                index=request.index(i),
                 max_pixels=MAX_IMAGE_PIXELS,
                 max_bytes=MAX_IMAGE_BYTES,
             )
@@ -299,7 +306,7 @@ class Preparer:
             rows = tokenizer.wrap_token_ids(
                 request.inputs[start:stop],
                 truncate=request.truncate,
-                positions=[request.first_index + i for i in positions],
+                positions=[request.index(i) for i in positions],
             )
         elif request.query is not None:
             rows = tokenizer.encode_pairs(
@@ -326,7 +333,7 @@ class Preparer:
             rows = tokenizer.encode_texts(
                 [texts[i - start] for i in misses],
                 truncate=request.truncate,
-                positions=[request.first_index + i for i in misses],
+                positions=[request.index(i) for i in misses],
             )
         for i, row in zip(misses, rows, strict=True):
             request.rows[i] = row

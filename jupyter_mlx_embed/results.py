@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,24 @@ class EmbedResult:
             model=parts[-1].model,
             token_counts=tuple(n for p in parts for n in p.token_counts),
             prompt_tokens=sum(p.prompt_tokens for p in parts),
+        )
+
+    @classmethod
+    def interleave(cls, parts: Sequence[tuple[Sequence[int], EmbedResult]], n: int) -> EmbedResult:
+        """One result of ``n`` inputs from the results of parts of them (e.g. a request's
+        texts and its pictures), each part's rows going to its inputs' positions."""
+        first = parts[0][1]
+        vectors = np.empty((n, first.vectors.shape[1]), dtype=np.float32)
+        counts = [0] * n
+        for positions, part in parts:
+            vectors[list(positions)] = part.vectors
+            for at, count in zip(positions, part.token_counts or [0] * len(positions), strict=True):
+                counts[at] = count
+        return cls(
+            vectors=vectors,
+            model=first.model,
+            token_counts=tuple(counts),
+            prompt_tokens=sum(part.prompt_tokens for _, part in parts),
         )
 
 

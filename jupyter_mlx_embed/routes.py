@@ -44,12 +44,15 @@ from .errors import (
 from .options import EmbedOptions
 from .rerank_schema import RERANK_SHAPES, RerankRequest, parse_rerank_request, rerank_response
 from .results import EmbedResult, RerankResult
+from .preparation import MAX_IMAGE_BYTES
 from .schema import (
     EmbeddingsRequest,
     embeddings_response,
     models_response,
     parse_embeddings_request,
+    split_mixed_input,
 )
+from .validation import check_count
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -238,8 +241,20 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
         options = EmbedOptions(
             request.model, request.dimensions, request.prompt_name, request.prompt
         )
-        future = self.worker.submit(request.inputs, options)
-        return request, future
+        mixed = split_mixed_input(request.inputs, max_image_bytes=MAX_IMAGE_BYTES)
+        if mixed is None:
+            return request, self.worker.submit(request.inputs, options)
+        check_count(request.inputs, self.worker.config.max_inputs, name="input", param="input")
+        parts = []
+        if mixed.texts:
+            texts = self.worker.submit(mixed.texts, options, positions=mixed.text_positions)
+            parts.append((mixed.text_positions, texts))
+        if mixed.images:
+            pictures = self.worker.submit_images(
+                mixed.images, options, positions=mixed.image_positions
+            )
+            parts.append((mixed.image_positions, pictures))
+        return request, joined(parts, len(request.inputs))
 
     @staticmethod
     def _encode(result: EmbedResult, request: EmbeddingsRequest) -> bytes:
@@ -337,6 +352,35 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
     def reject_unknown_route(self) -> NoReturn:
         """Unknown paths under ``/v1``: 404 in the OpenAI shape (after authentication)."""
         raise web.HTTPError(404, "Unknown route %s", elide(self.request.path, quote=False))
+
+
+def joined(parts: Sequence[tuple[list[int], Future[EmbedResult]]], n: int) -> Future[EmbedResult]:
+    """One future for the worker requests of one HTTP request's parts (its texts, its
+    pictures): their vectors in the input's order once all are done; the first failure
+    fails it (and cancels the rest), and cancelling it cancels them."""
+    whole: Future[EmbedResult] = Future()
+    whole.add_done_callback(
+        lambda f: [part.cancel() for _, part in parts] if f.cancelled() else None
+    )
+
+    def settle(_: Future[EmbedResult]) -> None:
+        if whole.done():
+            return
+        for _, part in parts:
+            if part.done() and (part.cancelled() or part.exception() is not None):
+                if part.cancelled():
+                    whole.cancel()
+                else:
+                    whole.set_exception(part.exception())  # type: ignore[arg-type]
+                for _, other in parts:
+                    other.cancel()
+                return
+        if all(part.done() for _, part in parts):
+            whole.set_result(EmbedResult.interleave([(p, f.result()) for p, f in parts], n))
+
+    for _, part in parts:
+        part.add_done_callback(settle)
+    return whole
 
 
 def _too_large(size: int, limit: int, *, so_far: bool = False) -> PayloadTooLargeError:

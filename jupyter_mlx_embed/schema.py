@@ -50,6 +50,52 @@ def _parse_input(value: object) -> list[Any]:
     return value
 
 
+@dataclass(frozen=True)
+class MixedInput:
+    """The items of an ``input`` that holds objects (Jina's shape for image-text models):
+    ``{"text": ...}`` and ``{"image": "data:image/...;base64,..."}``, split by kind, each with
+    its index in ``input`` (the answer's ``data`` follows ``input``'s order)."""
+
+    texts: list[str]
+    text_positions: list[int]
+    images: list[bytes]
+    image_positions: list[int]
+
+
+def split_mixed_input(items: Sequence[Any], *, max_image_bytes: int) -> MixedInput | None:
+    """:class:`MixedInput` when ``items`` holds an object, else None (plain texts or ids).
+    A plain string among objects is a text.
+
+    Raises:
+        InvalidRequestError: An item is neither a string nor an object with one ``text`` or
+            ``image`` field; an image is not a ``data:image/...;base64,`` URI (URLs and paths
+            are never fetched) or is larger than ``max_image_bytes``; a text is malformed.
+    """
+    from .images import from_data_uri
+    from .validation import check_texts
+
+    if not any(isinstance(item, dict) for item in items):
+        return None
+    mixed = MixedInput([], [], [], [])
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, dict) or len(item.keys() & {"text", "image"}) != 1:
+            raise InvalidRequestError(
+                f"input[{i}] must be a string, {{\"text\": ...}} or {{\"image\": "
+                f"\"data:image/...;base64,...\"}}; got {elide(item)}",
+                param="input",
+            )
+        if "text" in item:
+            check_texts([item["text"]], name="input", first_index=i)
+            mixed.texts.append(item["text"])
+            mixed.text_positions.append(i)
+        else:
+            mixed.images.append(from_data_uri(item["image"], i, max_bytes=max_image_bytes))
+            mixed.image_positions.append(i)
+    return mixed
+
+
 def parse_embeddings_request(data: object) -> EmbeddingsRequest:
     """Check the JSON types of a decoded ``POST /v1/embeddings`` body (the values of
     ``input`` and ``dimensions`` are checked by the worker, for every front end alike).
@@ -157,10 +203,30 @@ class ModelFacts(Protocol):
     @property
     def quantization(self) -> QuantizationFacts | None: ...
 
+    @property
+    def modalities(self) -> tuple[str, ...]: ...
+
+    @property
+    def image(self) -> ImageFacts | None: ...
+
+
+class ImageFacts(Protocol):
+    """What :func:`model_card` reads of an image tower's input (``ModelSpec.image``)."""
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def tokens(self) -> int: ...
+
 
 def model_card(name: str, model: ModelFacts, *, loaded: bool) -> dict[str, Any]:
     """What ``GET /v1/models/{id}`` shows of a model: the OpenAI fields (:func:`model_object`),
-    then extra fields that OpenAI clients ignore (its task, ``embed`` or ``rerank``, its
+    then extra fields that OpenAI clients ignore (its task, ``embed`` or ``rerank``, what it
+    embeds (``text``, and ``image`` for an image-text model, with the pictures' size), its
     dimensions (none for a reranker), max input tokens, pooling, prompts, default prompt,
     quantization and whether it is loaded).
 
@@ -173,6 +239,8 @@ def model_card(name: str, model: ModelFacts, *, loaded: bool) -> dict[str, Any]:
     return {
         **model_object(name, model.source),
         "task": model.task,
+        "modalities": list(model.modalities),
+        "image_size": None if model.image is None else [model.image.height, model.image.width],
         "dimensions": model.dimension if model.task == "embed" else None,
         "max_input_tokens": model.max_seq_length,
         "pooling": model.pooling,

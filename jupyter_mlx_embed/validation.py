@@ -219,11 +219,11 @@ def check_rerank(query: object, documents: object, *, max_documents: int) -> Non
         raise InvalidRequestError(f"query {problem}", param="query")
     if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
         raise InputTypeError("documents must be a list of strings", param="documents")
-    _check_count(documents, max_documents, name="documents", param="documents")
+    check_count(documents, max_documents, name="documents", param="documents")
     check_texts(documents, name="documents", param="documents")
 
 
-def _check_count(items: Sequence[Any], maximum: int | None, *, name: str, param: str) -> None:
+def check_count(items: Sequence[Any], maximum: int | None, *, name: str, param: str) -> None:
     """Check that a request has 1 to ``maximum`` items (``None``: no limit)."""
     if len(items) == 0:
         raise InvalidRequestError(f"{name} must not be empty", param=param)
@@ -284,7 +284,7 @@ def check_images(images: object, *, max_inputs: int | None, first_index: int = 0
             "images must be a list of file paths, bytes, PIL images or uint8 arrays",
             param="input",
         )
-    _check_count(images, max_inputs, name="images", param="input")
+    check_count(images, max_inputs, name="images", param="input")
     for i, item in enumerate(images, start=first_index):
         if not is_image_item(item):
             raise InputTypeError(
@@ -321,7 +321,7 @@ def check_inputs(
         raise InputTypeError(
             f"{name} must be a list of strings or a list of token-id lists", param="input"
         )
-    _check_count(inputs, max_inputs, name=name, param="input")
+    check_count(inputs, max_inputs, name=name, param="input")
     if isinstance(inputs[0], str):
         check_texts(inputs, name=name, first_index=first_index)
         return False

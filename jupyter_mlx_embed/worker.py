@@ -160,6 +160,7 @@ class Worker:
         options: EmbedOptions | None = None,
         *,
         first_index: int = 0,
+        positions: Sequence[int] | None = None,
         **fields: Any,
     ) -> RequestFuture:
         """Queue texts (or token-id rows) for embedding.
@@ -170,6 +171,8 @@ class Worker:
             options: The request's options (model, dimensions, prompt, truncation).
             first_index: Index of ``inputs[0]`` in the caller's whole input (a chunk's
                 offset), so that error messages name the caller's own index.
+            positions: Instead, the caller's index of each input (the texts of a request
+                that mixes texts and pictures).
             **fields: Instead of ``options``, its fields (``EmbedOptions(**fields)``).
 
         Returns:
@@ -192,10 +195,17 @@ class Worker:
         elif fields:
             raise TypeError("give options or its fields, not both")
         check_prompt(options.prompt_name, options.prompt, tokens=tokens)
-        return self._admit(inputs, options, tokens=tokens, first_index=first_index)
+        return self._admit(
+            inputs, options, tokens=tokens, first_index=first_index, positions=positions
+        )
 
     def submit_images(
-        self, images: Sequence[Any], options: EmbedOptions | None = None, *, first_index: int = 0
+        self,
+        images: Sequence[Any],
+        options: EmbedOptions | None = None,
+        *,
+        first_index: int = 0,
+        positions: Sequence[int] | None = None,
     ) -> RequestFuture:
         """Queue pictures for embedding by an image-text model's image tower (decoded and
         resized on the preparing thread's pool, never on this worker's thread).
@@ -204,6 +214,7 @@ class Worker:
             images: File paths, encoded files (bytes), PIL images or uint8 arrays.
             options: The model (an image-text model) and ``dimensions``; prompts do not apply.
             first_index: Index of ``images[0]`` in the caller's whole input.
+            positions: Instead, the caller's index of each picture.
 
         Returns:
             A future resolving to an :class:`EmbedResult` (vectors in the images' order).
@@ -218,7 +229,9 @@ class Worker:
         for name in ("prompt_name", "prompt"):
             if getattr(options, name) is not None:
                 raise InvalidRequestError(f"{name} does not apply to images", param=name)
-        return self._admit(images, options, first_index=first_index, images=True)
+        return self._admit(
+            images, options, first_index=first_index, positions=positions, images=True
+        )
 
     def rerank(
         self, query: str, documents: Sequence[str], options: EmbedOptions | None = None
@@ -258,6 +271,7 @@ class Worker:
         first_index: int = 0,
         query: str | None = None,
         images: bool = False,
+        positions: Sequence[int] | None = None,
     ) -> RequestFuture:
         """Queue a checked request (see :class:`Request`), within ``queue_size``; its
         truncation is the options', else the worker's setting."""
@@ -269,6 +283,7 @@ class Worker:
             truncate=self.config.truncate if options.truncate is None else options.truncate,
             future=RequestFuture(),
             first_index=first_index,
+            positions=positions,
             query=query,
         )
         with self._admitted_lock:
