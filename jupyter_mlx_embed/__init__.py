@@ -1,4 +1,4 @@
-"""jupyter-mlx-embed: local text embeddings and reranking with MLX for Jupyter."""
+"""jupyter-mlx-embed: local text and image embeddings and reranking with MLX for Jupyter."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .api import (
     aembed,
+    aembed_images,
     arerank,
     async_openai_client,
     configure,
     embed,
+    embed_images,
     get_transport,
     get_worker,
     info,
@@ -105,10 +107,12 @@ __all__ = [
     "WorkerClosedError",
     "__version__",
     "aembed",
+    "aembed_images",
     "arerank",
     "async_openai_client",
     "configure",
     "embed",
+    "embed_images",
     "explore",
     "get_transport",
     "get_worker",

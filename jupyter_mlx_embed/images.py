@@ -59,6 +59,47 @@ def from_data_uri(value: Any, index: int, *, max_bytes: int, param: str = "input
         raise image_error(index, f"the image's base64 is invalid ({exc})", param) from exc
 
 
+#: The picture formats told apart by their first bytes, for a data URI's media type.
+_SIGNATURES = (
+    (b"\x89PNG", "png"),
+    (b"\xff\xd8", "jpeg"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def encoded(item: ImageItem) -> bytes:
+    """A picture as a file's bytes, to send over HTTP: a path's or bytes' own content, a PIL
+    image or an array as PNG (lossless: the server sees these pixels).
+
+    Raises:
+        OSError: A path cannot be read.
+    """
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).read_bytes()
+    from PIL import Image
+
+    picture = Image.fromarray(np.ascontiguousarray(item)) if isinstance(item, np.ndarray) else item
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
+
+
+def data_uri(content: bytes) -> str:
+    """A ``data:image/...;base64,`` URI of a picture file's bytes (what v1/embeddings takes)."""
+    kind = "png"
+    for signature, name in _SIGNATURES:
+        if content.startswith(signature):
+            kind = name
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        kind = "webp"
+    return f"data:image/{kind};base64,{base64.b64encode(content).decode('ascii')}"
+
+
 def content_key(item: ImageItem) -> str:
     """A hash of a picture's content (the vector cache's key for it): of the file's bytes for
     a path or bytes, of the pixels (with mode and size) for a PIL image or an array.
@@ -143,7 +184,6 @@ def load_pixels(
             index, "not a picture file that Pillow can decode (PNG, JPEG, WebP, GIF, ...)"
         ) from exc
     except (
-        UnidentifiedImageError,
         OSError,
         ValueError,
         SyntaxError,

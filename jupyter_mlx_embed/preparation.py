@@ -116,7 +116,7 @@ class Request:
         prompt), or a picture's content key."""
         if self.images:
             return self.keys[i]
-        return self.prefix + self.inputs[i]  # type: ignore[no-any-return]
+        return self.prefix + self.inputs[i]
 
 
 def image_identity(identity: str) -> str:
@@ -281,7 +281,7 @@ class Preparer:
         def load(i: int) -> Any:
             return images.load_pixels(
                 request.inputs[i],
-                spec.image,  # type: ignore[union-attr, arg-type]
+                spec.image,  # type: ignore[arg-type]
                 index=request.index(i),
                 max_pixels=MAX_IMAGE_PIXELS,
                 max_bytes=MAX_IMAGE_BYTES,

@@ -42,9 +42,9 @@ from .errors import (
     elide,
 )
 from .options import EmbedOptions
+from .preparation import MAX_IMAGE_BYTES
 from .rerank_schema import RERANK_SHAPES, RerankRequest, parse_rerank_request, rerank_response
 from .results import EmbedResult, RerankResult
-from .preparation import MAX_IMAGE_BYTES
 from .schema import (
     EmbeddingsRequest,
     embeddings_response,
@@ -245,16 +245,16 @@ class EmbeddingsMixin(OpenAIErrorsMixin):
         if mixed is None:
             return request, self.worker.submit(request.inputs, options)
         check_count(request.inputs, self.worker.config.max_inputs, name="input", param="input")
-        parts = []
+        queued: list[tuple[list[int], Future[EmbedResult]]] = []
         if mixed.texts:
             texts = self.worker.submit(mixed.texts, options, positions=mixed.text_positions)
-            parts.append((mixed.text_positions, texts))
+            queued.append((mixed.text_positions, texts))
         if mixed.images:
             pictures = self.worker.submit_images(
                 mixed.images, options, positions=mixed.image_positions
             )
-            parts.append((mixed.image_positions, pictures))
-        return request, joined(parts, len(request.inputs))
+            queued.append((mixed.image_positions, pictures))
+        return request, joined(queued, len(request.inputs))
 
     @staticmethod
     def _encode(result: EmbedResult, request: EmbeddingsRequest) -> bytes:
@@ -363,7 +363,7 @@ def joined(parts: Sequence[tuple[list[int], Future[EmbedResult]]], n: int) -> Fu
         lambda f: [part.cancel() for _, part in parts] if f.cancelled() else None
     )
 
-    def settle(_: Future[EmbedResult]) -> None:
+    def settle(done: Future[EmbedResult]) -> None:
         if whole.done():
             return
         for _, part in parts:
@@ -371,7 +371,7 @@ def joined(parts: Sequence[tuple[list[int], Future[EmbedResult]]], n: int) -> Fu
                 if part.cancelled():
                     whole.cancel()
                 else:
-                    whole.set_exception(part.exception())  # type: ignore[arg-type]
+                    whole.set_exception(part.exception())
                 for _, other in parts:
                     other.cancel()
                 return

@@ -82,8 +82,8 @@ def split_mixed_input(items: Sequence[Any], *, max_image_bytes: int) -> MixedInp
             item = {"text": item}
         if not isinstance(item, dict) or len(item.keys() & {"text", "image"}) != 1:
             raise InvalidRequestError(
-                f"input[{i}] must be a string, {{\"text\": ...}} or {{\"image\": "
-                f"\"data:image/...;base64,...\"}}; got {elide(item)}",
+                f'input[{i}] must be a string, {{"text": ...}} or {{"image": '
+                f'"data:image/...;base64,..."}}; got {elide(item)}',
                 param="input",
             )
         if "text" in item:

@@ -115,6 +115,12 @@ class Transport(Protocol):
         """Queue one request (``first_index``: the caller's index of ``inputs[0]``)."""
         ...
 
+    def submit_images(
+        self, images: Sequence[Any], options: EmbedOptions, *, first_index: int = 0
+    ) -> Future[EmbedResult]:
+        """Queue one request of pictures for an image-text model."""
+        ...
+
     def rerank(
         self, query: str, documents: Sequence[str], options: EmbedOptions
     ) -> Future[RerankResult]:
@@ -148,6 +154,12 @@ class LocalTransport:
     ) -> Future[EmbedResult]:
         worker = self._get_worker()
         return _retrying(lambda: worker.submit(inputs, options, first_index=first_index))
+
+    def submit_images(
+        self, images: Sequence[Any], options: EmbedOptions, *, first_index: int = 0
+    ) -> Future[EmbedResult]:
+        worker = self._get_worker()
+        return _retrying(lambda: worker.submit_images(images, options, first_index=first_index))
 
     def rerank(
         self, query: str, documents: Sequence[str], options: EmbedOptions
@@ -249,7 +261,7 @@ class ServerTransport:
     ) -> Future[RerankResult]:
         return self._pool.submit(self._rerank, query, list(documents), options)
 
-    def _embed(self, inputs: list[str], first_index: int, options: EmbedOptions) -> EmbedResult:
+    def _embed(self, inputs: list[Any], first_index: int, options: EmbedOptions) -> EmbedResult:
         body: dict[str, Any] = {"input": inputs, "encoding_format": "base64", **options.wire()}
         reply = self._post("v1/embeddings", body, first_index)
         vectors = [
@@ -270,6 +282,24 @@ class ServerTransport:
         first_index: int = 0,
     ) -> Future[EmbedResult]:
         return self._pool.submit(self._embed, list(inputs), first_index, options)
+
+    def _embed_images(
+        self, images: list[Any], first_index: int, options: EmbedOptions
+    ) -> EmbedResult:
+        from .images import data_uri, encoded, image_error
+
+        items = []
+        for i, image in enumerate(images):
+            try:
+                items.append({"image": data_uri(encoded(image))})
+            except OSError as exc:
+                raise image_error(first_index + i, f"cannot read the image ({exc})") from exc
+        return self._embed(items, first_index, options)
+
+    def submit_images(
+        self, images: Sequence[Any], options: EmbedOptions, *, first_index: int = 0
+    ) -> Future[EmbedResult]:
+        return self._pool.submit(self._embed_images, list(images), first_index, options)
 
     def model_info(self, name: str | None) -> dict[str, Any]:
         if name is None:

@@ -724,7 +724,7 @@ class Worker:
         try:
             rows = [r.rows[i] for _, r, i in batch]
             if batch[0][1].images:
-                vectors = self._engine.embed_images(loaded, np.stack(rows))  # type: ignore[arg-type]
+                vectors = self._engine.embed_images(loaded, np.stack(rows))
             else:
                 vectors = self._engine.embed(loaded, rows)
         except Exception as exc:

@@ -206,6 +206,16 @@ class PatchEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding((args.image_size // side) ** 2, dim)
 
 
+class PackedAttention(nn.Module):
+    """``nn.MultiheadAttention``'s parameters: the packed q/k/v projection and the output."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.in_proj_weight = mx.zeros((3 * dim, dim))
+        self.in_proj_bias = mx.zeros((3 * dim,))
+        self.out_proj = nn.Linear(dim, dim)
+
+
 class AttentionPool(nn.Module):
     """transformers' ``SiglipMultiheadAttentionPoolingHead``: a probe attends over the
     patches (``nn.MultiheadAttention`` with packed in-projections), then LayerNorm and MLP."""
@@ -215,17 +225,13 @@ class AttentionPool(nn.Module):
         dim = t.hidden_size
         self.heads = t.num_attention_heads
         self.probe = mx.zeros((1, 1, dim))
-        self.attention = {
-            "in_proj_weight": mx.zeros((3 * dim, dim)),
-            "in_proj_bias": mx.zeros((3 * dim,)),
-            "out_proj": nn.Linear(dim, dim),
-        }
+        self.attention = PackedAttention(dim)
         self.layernorm = nn.LayerNorm(dim, eps=t.layer_norm_eps)
         self.mlp = MLP(dim, t.intermediate_size, t.approx)
 
     def __call__(self, x: mx.array) -> mx.array:
         b, t, d = x.shape
-        w, bias = self.attention["in_proj_weight"], self.attention["in_proj_bias"]
+        w, bias = self.attention.in_proj_weight, self.attention.in_proj_bias
         heads = self.heads
         q = self.probe[0] @ w[:d].T + bias[:d]  # (1, d): the same for every picture
         kv = x @ w[d:].T + bias[d:]
@@ -234,7 +240,7 @@ class AttentionPool(nn.Module):
         k = k.reshape(b, t, heads, -1).transpose(0, 2, 1, 3)
         v = v.reshape(b, t, heads, -1).transpose(0, 2, 1, 3)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=(d // heads) ** -0.5)
-        h = self.attention["out_proj"](out.transpose(0, 2, 1, 3).reshape(b, d))
+        h = self.attention.out_proj(out.transpose(0, 2, 1, 3).reshape(b, d))
         return h + self.mlp(self.layernorm(h))
 
 
