@@ -116,3 +116,12 @@ def ms_marco(reranker_root: Path) -> Path:
     from .reranker_models import build_reranker
 
     return build_reranker("ms-marco-MiniLM-L6-v2", reranker_root)
+
+
+@pytest.fixture(scope="session")
+def siglip(reranker_root: Path) -> Path:
+    """google/siglip-base-patch16-224 at its published shapes and file layout (random
+    weights), 2 layers per tower (the layer shape is what is checked, not the depth)."""
+    from .siglip_models import build_siglip
+
+    return build_siglip("siglip-base-patch16-224", reranker_root, layers=2)
