@@ -179,6 +179,10 @@ def load_pixels(
         return np.asarray(picture, dtype=np.uint8)
     except InvalidRequestError:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own bound, far above ours
+        raise image_error(
+            index, f"the image has more pixels than the maximum of {max_pixels}"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise image_error(
             index, "not a picture file that Pillow can decode (PNG, JPEG, WebP, GIF, ...)"
@@ -187,7 +191,6 @@ def load_pixels(
         OSError,
         ValueError,
         SyntaxError,
-        Image.DecompressionBombError,
     ) as exc:
         raise image_error(index, f"cannot read the image ({exc})", "input") from exc
 
