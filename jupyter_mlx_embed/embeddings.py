@@ -7,6 +7,7 @@ String queries are embedded through :mod:`.api`, with the collection's model.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import operator
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import api
 from ._version import __version__
+from .errors import EmbedError
 from .fileio import atomic_path
 from .ranking import Hit, SearchResults, count, import_pandas, shorten, top_k
 from .validation import to_strings
@@ -47,7 +49,7 @@ def register_explorer(open_explorer: Callable[..., Any]) -> None:
 
 
 class Embeddings:
-    """Texts and their vectors from one model.
+    """Texts (or pictures) and their vectors from one model.
 
     Indexing returns another ``Embeddings``: ``e[2]`` has one row, ``e[1:3]``, ``e[[0, 2]]``
     and ``e[mask]`` (a boolean array of ``len(e)``) have the rows selected, in that order.
@@ -60,6 +62,10 @@ class Embeddings:
             where cosine similarities are computed.
         model: Name of the model that produced the vectors; ``search`` embeds string
             queries with it.
+        images: For pictures (``embed_images``, ``%embed_images``): each row's source, a
+            file path, or a small JPEG thumbnail (bytes) of a picture that has no file; the
+            texts then describe them (the path, or the picture's size). ``search("a red
+            car")`` finds pictures with an image-text model's text tower.
 
     Raises:
         InputTypeError: ``texts`` is not a sequence of strings (also a ``TypeError``).
@@ -75,6 +81,7 @@ class Embeddings:
         *,
         index: Sequence[Any] | None = None,
         skipped: Sequence[Any] = (),
+        images: Sequence[str | bytes] | None = None,
     ) -> None:
         texts = to_strings(texts, name="texts")
         if not isinstance(model, str):
@@ -99,6 +106,19 @@ class Embeddings:
         self.index: list[Any] | None = None if index is None else list(index)
         #: Labels (or positions) of the inputs left out by ``%embed --skip-invalid``.
         self.skipped: list[Any] = list(skipped)
+        if images is not None and len(images) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} rows but {len(images)} image sources")
+        #: Each row's picture (a path, or JPEG thumbnail bytes), or None for texts.
+        self.images: list[str | bytes] | None = None if images is None else list(images)
+
+    @property
+    def modality(self) -> str:
+        """What the rows are: ``text`` or ``image``."""
+        return "text" if self.images is None else "image"
+
+    @property
+    def _noun(self) -> str:
+        return "text" if self.images is None else "picture"
 
     @property
     def dimensions(self) -> int:
@@ -121,8 +141,13 @@ class Embeddings:
                 f"boolean mask, not {type(key).__name__}"
             )
         index = None if self.index is None else [self.index[i] for i in rows]
+        images = None if self.images is None else [self.images[i] for i in rows]
         return Embeddings(
-            [self.texts[i] for i in rows], self.vectors[rows], self.model, index=index
+            [self.texts[i] for i in rows],
+            self.vectors[rows],
+            self.model,
+            index=index,
+            images=images,
         )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
@@ -164,6 +189,8 @@ class Embeddings:
         k = _checked_k(k)  # before embedding the query
         if rerank is not None and not isinstance(query, str):
             raise ValueError("rerank needs the query's text, not a vector")
+        if rerank is not None and self.images is not None:
+            raise ValueError("a reranker scores texts: pictures cannot be reranked")
         if isinstance(query, str):
             vector = api.embed(query, model=self.model, dimensions=self.dimensions)
             text: str | None = query
@@ -338,16 +365,21 @@ class Embeddings:
         }
         if self.index is not None:
             meta["index"] = [_json_label(label) for label in self.index]
+        arrays: dict[str, np.ndarray] = {}
+        if self.images is not None:
+            # Paths in the metadata; thumbnails one after the other in one byte array.
+            meta["images"] = [item if isinstance(item, str) else None for item in self.images]
+            thumbs = [item for item in self.images if isinstance(item, bytes)]
+            arrays["thumbnails"] = np.frombuffer(b"".join(thumbs), dtype=np.uint8)
+            arrays["thumbnail_sizes"] = np.array([len(t) for t in thumbs], dtype=np.int64)
         texts = np.array(self.texts, dtype=np.str_)
         # open() rather than mkstemp: mkstemp creates files 0600, while a saved file should
         # get the usual permissions (0666 less the umask).
         with atomic_path(target) as temp, open(temp, "xb") as file:
-            np.savez(
-                file,
-                vectors=self.vectors,
-                texts=texts,
-                meta=np.array(json.dumps(meta), dtype=np.str_),
+            arrays.update(
+                vectors=self.vectors, texts=texts, meta=np.array(json.dumps(meta), dtype=np.str_)
             )
+            np.savez(file, allow_pickle=False, **arrays)
         return target
 
     @classmethod
@@ -372,7 +404,8 @@ class Embeddings:
             try:
                 meta = json.loads(str(data["meta"][()]))
                 texts, vectors = data["texts"], data["vectors"]
-            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+                images = _saved_images(meta, data)
+            except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
                 raise ValueError(not_ours) from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{not_ours} (no format marker)")
@@ -384,27 +417,54 @@ class Embeddings:
             )
         if texts.ndim != 1 or texts.dtype.kind != "U" or not isinstance(meta.get("model"), str):
             raise ValueError(f"{not_ours} (malformed texts or model)")
-        return cls(texts.tolist(), vectors, meta["model"], index=meta.get("index"))
+        return cls(texts.tolist(), vectors, meta["model"], index=meta.get("index"), images=images)
 
     def __repr__(self) -> str:
         return (
-            f"Embeddings({count(len(self), 'text')}, model={self.model!r}, "
+            f"Embeddings({count(len(self), self._noun)}, model={self.model!r}, "
             f"dimensions={self.dimensions})"
         )
 
     def _repr_html_(self) -> str:
         items = "".join(
-            f"<li>{html.escape(shorten(text))}</li>" for text in self.texts[:_PREVIEW_ROWS]
+            f"<li>{self._preview(i)}{html.escape(shorten(text))}</li>"
+            for i, text in enumerate(self.texts[:_PREVIEW_ROWS])
         )
         more = len(self) - _PREVIEW_ROWS
         return (
             '<div class="jme-embeddings">'
-            f"<strong>Embeddings</strong>: {count(len(self), 'text')}, "
+            f"<strong>Embeddings</strong>: {count(len(self), self._noun)}, "
             f"model <code>{html.escape(self.model)}</code>, {self.dimensions} dimensions"
             + (f"<ol>{items}</ol>" if items else "")
             + (f"<div>… and {more} more</div>" if more > 0 else "")
             + "</div>"
         )
+
+    def _preview(self, row: int) -> str:
+        """An ``<img>`` of row ``row``'s picture (a thumbnail, inline), or nothing."""
+        if self.images is None:
+            return ""
+        from .images import thumbnail
+
+        source = self.images[row]
+        try:
+            jpeg = source if isinstance(source, bytes) else thumbnail(source, 48)
+        except (EmbedError, OSError, ValueError):
+            return "(unreadable) "
+        data = base64.b64encode(jpeg).decode("ascii")
+        return f'<img src="data:image/jpeg;base64,{data}" style="height:48px"> '
+
+
+def _saved_images(meta: dict[str, Any], data: Any) -> list[str | bytes] | None:
+    """The picture sources :meth:`Embeddings.save` wrote: paths from the metadata, and
+    thumbnails cut from their byte array where a row has no path."""
+    paths = meta.get("images")
+    if paths is None:
+        return None
+    blob = data["thumbnails"].tobytes()
+    ends = np.cumsum(data["thumbnail_sizes"]).tolist()
+    thumbs = iter([blob[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)])
+    return [path if isinstance(path, str) else next(thumbs) for path in paths]
 
 
 def _json_label(label: Any) -> Any:

@@ -252,3 +252,24 @@ def normalise(pixels: np.ndarray, image: ImageInput) -> np.ndarray:
     out -= mean
     out /= std
     return out
+
+
+#: Longest side of the thumbnails kept for in-memory pictures and shown in tables.
+THUMBNAIL_SIDE = 128
+
+
+def thumbnail(item: ImageItem, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A small JPEG of a picture (its longest side ``side`` pixels), for tables and for
+    ``Embeddings`` of pictures that have no file.
+
+    Raises:
+        OSError: The picture cannot be read or decoded.
+        ValueError: Likewise (Pillow raises both).
+    """
+    picture = _open(item, 0, max_bytes=1 << 40)
+    picture.draft("RGB", (side, side))  # JPEG: decode at a reduced scale
+    picture = _rgb(picture)
+    picture.thumbnail((side, side))
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=85)
+    return out.getvalue()

@@ -1,4 +1,5 @@
-"""IPython magics: ``%embed``, ``%%embed``, ``%embed_info`` and ``%embed_serve`` (notebook layer).
+"""IPython magics: ``%embed``, ``%%embed``, ``%embed_images``, ``%embed_info`` and
+``%embed_serve`` (notebook layer).
 
 Magics block on a future with a timeout (never ``asyncio.run`` or a nested loop). User mistakes
 become ``UsageError`` (a one-line message, no traceback).
@@ -7,6 +8,7 @@ become ``UsageError`` (a one-line message, no traceback).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shlex
@@ -19,7 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from . import api, envvars
 from .config import DEFAULT_PORT
 from .embeddings import Embeddings
-from .errors import EmbedError
+from .errors import EmbedError, InvalidRequestError
 from .options import EmbedOptions
 from .results import EmbedResult
 from .settings import MLXEmbed
@@ -44,6 +46,36 @@ def _line_parser() -> _Parser:
     _common(p)
     p.add_argument("text", nargs="*")
     return p
+
+
+def _images_parser() -> _Parser:
+    p = _Parser(prog="%embed_images", add_help=False)
+    p.add_argument("-i", "--input", dest="var", help="a folder, a glob, or an expression")
+    p.add_argument("-o", "--output", dest="name", help="store the Embeddings under this name")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="leave out items that are not pictures"
+    )
+    p.add_argument("--model", "-m", help="an image-text model (default: the configured default)")
+    p.add_argument("--dimensions", "-d", type=int, help="keep the first D values")
+    return p
+
+
+#: Files a folder given to ``%embed_images`` contributes (what Pillow reads).
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def picture_files(pattern: str) -> list[str]:
+    """The picture files a folder (its pictures, not its sub-folders') or a glob (``**``
+    recursive) names, sorted, as absolute paths; a file is itself."""
+    path = os.path.expanduser(pattern)
+    if os.path.isdir(path):
+        names = sorted(os.listdir(path))
+        found = [os.path.join(path, n) for n in names if n.lower().endswith(PICTURE_SUFFIXES)]
+    elif glob.has_magic(path):
+        found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+    else:
+        found = [path] if os.path.isfile(path) else []
+    return [os.path.abspath(f) for f in found]
 
 
 #: Options that end the ``-i`` expression (which may hold quotes, brackets and calls).
@@ -245,6 +277,139 @@ class EmbedMagics(Magics):
         return None
 
     @line_magic
+    def embed_images(self, line: str) -> Embeddings | None:
+        """Embed pictures with an image-text model (SigLIP).
+
+        ``%embed_images -i SOURCE [-o NAME] [--model M] [--dimensions D] [--skip-invalid]``:
+        SOURCE is a folder (its pictures), a glob (``photos/*.jpg``, ``**`` recursive) or an
+        expression giving file paths, bytes, PIL images or uint8 arrays (a DataFrame column
+        of paths, say). Embeds them in chunks with a progress bar; returns (or stores as
+        NAME) an ``Embeddings`` whose ``search("a red car")`` finds pictures by text.
+        ``--skip-invalid`` leaves out items that are not pictures or cannot be decoded
+        (listed in ``.skipped``) instead of failing.
+        """
+        args = _images_parser().parse_args(_split_line(line))
+        if args.var is None:
+            raise UsageError("%embed_images needs -i FOLDER, -i 'GLOB' or -i EXPRESSION")
+        if args.name is not None and not args.name.isidentifier():
+            raise UsageError(f"%embed_images -o: {args.name!r} is not a valid variable name")
+        items, labels = self._picture_items(args.var)
+        from .images import describe, is_image_item
+
+        keep = [i for i, item in enumerate(items) if is_image_item(item)]
+        if len(keep) < len(items) and not args.skip_invalid:
+            first = next(i for i in range(len(items)) if i not in set(keep))
+            raise UsageError(
+                f"%embed_images -i: item {first} is a {type(items[first]).__name__} "
+                f"({items[first]!r:.40}), not a picture; --skip-invalid leaves such items out"
+            )
+        self._sync()
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(keep), desc="embedding", unit="picture") as bar:
+            try:
+                vectors, done, model = self._run_pictures(items, keep, args, bar)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"Interrupted after {bar.n} of {len(keep)} pictures; nothing was stored "
+                    "(vectors already computed are cached: running the cell again resumes)."
+                ) from None
+        bad = [i for i in range(len(items)) if i not in set(done)]
+        skipped = [i if labels is None else labels[i] for i in bad]
+        if skipped:
+            noun = "item that is not a readable picture" if len(skipped) == 1 else "items"
+            print(f"Skipped {len(skipped)} {noun} (see .skipped).")
+        if not done:
+            raise UsageError(f"%embed_images -i: {args.var} has no readable pictures")
+        embeddings = Embeddings(
+            [describe(items[i]) for i in done],
+            vectors,
+            model,
+            index=None if labels is None else [labels[i] for i in done],
+            skipped=skipped,
+            images=[_source(items[i]) for i in done],
+        )
+        if args.name is None:
+            return embeddings
+        self._namespace[args.name] = embeddings
+        return None
+
+    def _picture_items(self, expression: str) -> tuple[list[Any], list[Any] | None]:
+        """The pictures ``-i`` names (a folder or glob as typed, or an expression's value)
+        and their labels (a Series' index), paths made absolute."""
+        try:
+            value = self.shell.ev(expression) if self.shell is not None else expression
+        except (SyntaxError, NameError):
+            value = expression.strip().strip("'\"")  # a folder or glob typed as is
+        except Exception as exc:  # noqa: BLE001 - the user's expression: reported, not raised
+            raise UsageError(
+                f"%embed_images -i: {expression} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if isinstance(value, (str, os.PathLike)):
+            files = picture_files(os.fspath(value))
+            if not files:
+                raise UsageError(f"%embed_images -i: no picture files match {os.fspath(value)!r}")
+            return files, None
+        from .images import is_image_item
+
+        if is_image_item(value) and not isinstance(value, list):
+            return [value], None
+        try:
+            items = list(value)
+        except TypeError:
+            raise UsageError(
+                f"%embed_images -i: {expression} is a {type(value).__name__}, not pictures"
+            ) from None
+        items = [os.path.abspath(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
+        return items, labels_of(value)
+
+    def _run_pictures(
+        self, items: list[Any], keep: list[int], args: argparse.Namespace, bar: Any
+    ) -> tuple[Any, list[int], str]:
+        """Embed ``items[keep]`` in chunks; with ``--skip-invalid``, a chunk refused for a bad
+        picture is sent again picture by picture, leaving the bad ones out. Returns the
+        vectors, the positions embedded and the model's name."""
+        import numpy as np
+
+        options = EmbedOptions(args.model, args.dimensions)
+        transport = api.get_transport()
+        vectors, done, model = [], [], ""
+
+        def send(positions: list[int]) -> Any:
+            chunk = [items[i] for i in positions]
+            return transport.submit_images(chunk, options, first_index=positions[0]).result(
+                timeout=transport.timeout
+            )
+
+        try:
+            for start in range(0, len(keep), api.IMAGE_CHUNK):
+                positions = keep[start : start + api.IMAGE_CHUNK]
+                try:
+                    parts = [(positions, send(positions))]
+                except InvalidRequestError as exc:
+                    if not args.skip_invalid or exc.code != "invalid_image":
+                        raise
+                    parts = []
+                    for i in positions:
+                        try:
+                            parts.append(([i], send([i])))
+                        except InvalidRequestError as one:
+                            if one.code != "invalid_image":
+                                raise
+                for where, result in parts:
+                    vectors.append(result.vectors)
+                    done.extend(where)
+                    model = result.model
+                bar.update(len(positions))
+        except EmbedError as exc:
+            raise UsageError(exc.message) from None
+        except TimeoutError:
+            timeout = api.serving_config().request_timeout
+            raise UsageError(f"no answer from the embedding worker in {timeout}s") from None
+        width = vectors[0].shape[1] if vectors else 0
+        return (np.concatenate(vectors) if vectors else np.zeros((0, width))), done, model
+
+    @line_magic
     def embed_info(self, line: str = "") -> None:
         """Show the transport (server or local), server URL, model, BLAS and queue."""
         self._sync()
@@ -319,6 +484,13 @@ class EmbedMagics(Magics):
             f"{envvars.TOKEN} environment variable (not printed, so it stays out of "
             f"the saved notebook).\n\n{_snippet(self._server.url, key)}"
         )
+
+
+def _source(item: Any) -> str | bytes:
+    """What ``Embeddings`` keeps of a picture: its path, else a thumbnail."""
+    from .images import thumbnail
+
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else thumbnail(item)
 
 
 def _describe_model(card: dict[str, Any]) -> str:

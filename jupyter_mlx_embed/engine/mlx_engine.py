@@ -39,6 +39,7 @@ class LoadedModel:
     model: Any
     tokenizer: BaseTokenizer
     fast: Any = None  # a cpu_kernels.FastEncoder on the CPU device, else None
+    fast_images: Any = None  # an image-text model's native_models.ImageTower, else None
 
 
 # On Linux the mlx package holds only the Python bindings; libmlx comes from mlx-cpu or
@@ -210,7 +211,15 @@ class Engine:
         except Exception as exc:
             raise ModelLoadError(f"Loading model '{spec.name}' failed: {exc}") from exc
         fast: Any = None  # a FastEncoder or a native_models.PreNormEncoder
-        if self._cpu and self._config.cpu_fast_path:
+        fast_images: Any = None
+        if self._cpu and self._config.cpu_fast_path and spec.model_type in IMAGE_TEXT_MODEL_TYPES:
+            if self._kernels is not None and not _quantized_layers(model):
+                from .native_models import siglip_towers
+
+                fast, fast_images = siglip_towers(
+                    model, self._kernels, self._config.cpu_streams, self.precision.in_use
+                )
+        elif self._cpu and self._config.cpu_fast_path:
             from .cpu_kernels import FAST_MODEL_TYPES, FastEncoder
 
             still_quantized = _quantized_layers(model)
@@ -240,7 +249,9 @@ class Engine:
                         self._config.cpu_streams,
                         precision=self.precision.in_use,
                     )
-        return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, fast=fast)
+        return LoadedModel(
+            spec=spec, model=model, tokenizer=tokenizer, fast=fast, fast_images=fast_images
+        )
 
     def embed(self, loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """One float32 row per row of token ids: the pooled, L2-normalised vector, or for a
@@ -276,7 +287,8 @@ class Engine:
         self._check_thread()
         assert loaded.spec.image is not None
         x = self._mx.array(normalise(pixels, loaded.spec.image))
-        vectors = _normalize(self._mx, loaded.model.image_features(x))
+        tower = loaded.fast_images or loaded.model.image_features
+        vectors = _normalize(self._mx, tower(x))
         self._mx.eval(vectors)
         return np.array(vectors, dtype=np.float32, copy=True)
 

@@ -1,4 +1,5 @@
-"""Pre-norm encoders (ModernBERT, Qwen3, Gemma 3) on the native CPU kernels (engine-private).
+"""Pre-norm encoders (ModernBERT, Qwen3, Gemma 3, SigLIP's two towers) on the native CPU
+kernels (engine-private).
 
 The BERT family runs through :class:`~.cpu_kernels.FastEncoder`; the architectures here share
 another layer shape, the pre-norm transformer, which the C++ ``transformer`` op runs whole
@@ -16,7 +17,11 @@ residual. What differs between the models is data, not code:
 - Gemma 3 (EmbeddingGemma; engine/architectures/gemma3_text.py): RMSNorm with weights stored
   as offsets from 1, norms after attention and after the MLP too, per-head q/k RMSNorm,
   grouped key/value heads (one, for EmbeddingGemma), GeGLU with the tanh GELU, sliding-window
-  layers (both ways when bidirectional) between full ones, scaled token embeddings.
+  layers (both ways when bidirectional) between full ones, scaled token embeddings;
+- SigLIP (engine/architectures/siglip.py): LayerNorm with bias, biased q/k/v/out projections,
+  a plain (not gated) MLP of fc1, the tanh GELU and fc2, learnt position embeddings, a final
+  norm; the text tower reads token ids, the image tower patch embeddings (its attention
+  pooling stays an MLX step: one query per picture).
 
 Weights are rearranged once at load: the attention scale folded into the query projection
 (ModernBERT) or the query norm's weights (Qwen3, Gemma 3), the query, key and value projections
@@ -40,7 +45,7 @@ import numpy as np
 
 from .cpu_kernels import Packing, _cores, run_packed
 
-__all__ = ["NATIVE_MODEL_TYPES", "PreNormEncoder", "prenorm_encoder"]
+__all__ = ["NATIVE_MODEL_TYPES", "ImageTower", "PreNormEncoder", "prenorm_encoder", "siglip_towers"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,7 @@ class TransformerShape:
     windows: tuple[int, ...]  # per layer: keys within this distance, or -1 (all)
     rope_thetas: tuple[float, ...]  # per layer: rotary base, or 0 (none)
     embedding_scale: float = 1.0  # the token embeddings' factor (Gemma: sqrt(hidden))
+    gated: bool = True  # the MLP's up product gated (GLU), else plain (SigLIP)
 
 
 class PreNormEncoder:
@@ -103,6 +109,8 @@ class PreNormEncoder:
         layers: Per layer, the arrays of :data:`_SLOTS` (None where absent), weights packed.
         shape: The op's settings.
         streams: CPU streams to split each batch over.
+        positions: A learnt position embedding table added to the token embeddings (SigLIP),
+            or None (rotary positions, or none).
     """
 
     def __init__(
@@ -113,24 +121,36 @@ class PreNormEncoder:
         layers: Sequence[Sequence[mx.array | None]],
         shape: TransformerShape,
         streams: int = 2,
+        positions: mx.array | None = None,
     ) -> None:
         self._kernels = kernels
         self._embeddings = embeddings
+        self._positions = positions
         self._head = list(head)
         self._layers = [a for layer in layers for a in layer]
         self.shape = shape
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
         # Threads a batch uses in all (its parts' streams and their helpers).
         self._threads = min(len(self._streams), _cores())
-        mx.eval([a for a in (embeddings, *self._head, *self._layers) if a is not None])
+        mx.eval([a for a in (embeddings, positions, *self._head, *self._layers) if a is not None])
 
-    def forward(self, ids: mx.array, offsets: mx.array, threads: int) -> mx.array:
+    def forward(
+        self, ids: mx.array, offsets: mx.array, threads: int, positions: np.ndarray | None = None
+    ) -> mx.array:
         """Hidden states (tokens x dim) of a packed batch: ``ids`` the tokens of all its
-        sequences one after the other, sequence b being ``offsets[b]:offsets[b + 1]``."""
+        sequences one after the other, sequence b being ``offsets[b]:offsets[b + 1]``
+        (``positions``: each token's, for a learnt position table)."""
         s = self.shape
         x = self._embeddings[ids]
         if s.embedding_scale != 1.0:
             x = x * s.embedding_scale
+        if self._positions is not None and positions is not None:
+            x = x + self._positions[mx.array(positions)]
+        return self.transform(x, offsets, threads)
+
+    def transform(self, x: mx.array, offsets: mx.array, threads: int) -> mx.array:
+        """The layers and final norm over packed inputs ``x`` (tokens x dim)."""
+        s = self.shape
         return self._kernels.transformer(
             x,
             offsets,
@@ -145,6 +165,7 @@ class PreNormEncoder:
             causal=s.causal,
             windows=list(s.windows),
             rope_thetas=list(s.rope_thetas),
+            gated=s.gated,
             threads=threads,
         )
 
@@ -154,8 +175,10 @@ class PreNormEncoder:
         """Pooled vectors (rows x dim) for right-padded ``ids`` and ``mask`` (numpy), rows
         in their order (see :func:`~.cpu_kernels.run_packed`)."""
 
-        def forward(ids: mx.array, _: np.ndarray, offsets: mx.array, threads: int) -> mx.array:
-            return self.forward(ids, offsets, threads)  # rotary positions come from offsets
+        def forward(
+            ids: mx.array, positions: np.ndarray, offsets: mx.array, threads: int
+        ) -> mx.array:
+            return self.forward(ids, offsets, threads, positions)
 
         return run_packed(self._streams, self._threads, ids, mask, forward, pool)
 
@@ -440,3 +463,109 @@ def prenorm_encoder(
         log.info("%s runs the stock forward: %s", model_type, exc)
         return None
     return PreNormEncoder(kernels, embeddings, head, layers, shape, streams)
+
+
+def _siglip_tower(packing: Packing, encoder: Any, final_norm: Any) -> tuple[list[Any], Any]:
+    """One SigLIP tower's layers for the ``transformer`` op (queries scaled once here) and
+    its shape."""
+    pack = packing.linear
+    first = encoder.layers[0]
+    heads = first.self_attn.heads
+    dim = first.self_attn.q_proj.weight.shape[0]
+    head_dim = dim // heads
+    eps = float(first.layer_norm1.eps)
+    layers, activations = [], set()
+    for layer in encoder.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        if any(n.eps != eps for n in (layer.layer_norm1, layer.layer_norm2, final_norm)):
+            raise UnsupportedModelError("norms with different eps")
+        activations.add(_gelu_kind(mlp.act))
+        scale = head_dim**-0.5
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        layers.append(
+            _layer(
+                attn_norm=layer.layer_norm1.weight,
+                attn_norm_bias=layer.layer_norm1.bias,
+                qkv=pack(
+                    mx.concatenate(
+                        [p.weight * f for p, f in zip(projections, (scale, 1, 1), strict=True)]
+                    )
+                ),
+                qkv_bias=mx.concatenate(
+                    [p.bias * f for p, f in zip(projections, (scale, 1, 1), strict=True)]
+                ),
+                out=pack(attention.out_proj.weight),
+                out_bias=attention.out_proj.bias,
+                mlp_norm=layer.layer_norm2.weight,
+                mlp_norm_bias=layer.layer_norm2.bias,
+                up=pack(mlp.fc1.weight),
+                up_bias=mlp.fc1.bias,
+                down=pack(mlp.fc2.weight),
+                down_bias=mlp.fc2.bias,
+            )
+        )
+    if len(activations) != 1:
+        raise UnsupportedModelError("layers with different activations")
+    count = len(layers)
+    shape = TransformerShape(
+        heads=heads,
+        kv_heads=heads,
+        head_dim=head_dim,
+        norm="layer",
+        eps=eps,
+        activation=activations.pop(),
+        causal=False,
+        windows=(-1,) * count,
+        rope_thetas=(0.0,) * count,
+        gated=False,
+    )
+    return layers, shape
+
+
+class ImageTower:
+    """A SigLIP image tower on the native kernels: patch embeddings (an MLX product), the
+    ``transformer`` op over every picture's patches with the final LayerNorm, then the
+    attention-pooling head (MLX). Called with normalised ``(b, h, w, 3)`` pixels."""
+
+    def __init__(self, model: Any, encoder: PreNormEncoder) -> None:
+        self._model = model
+        self._encoder = encoder
+        self._threads = _cores()
+
+    def __call__(self, pixels: mx.array) -> mx.array:
+        x = self._model.embed_patches(pixels)
+        b, t, d = x.shape
+        offsets = mx.arange(0, b * t + 1, t, dtype=mx.int32)
+        hidden = self._encoder.transform(x.reshape(b * t, d), offsets, self._threads)
+        return self._model.vision_model.head(hidden.reshape(b, t, d))
+
+
+def siglip_towers(
+    model: Any, kernels: ModuleType, streams: int = 2, precision: str = "fp32"
+) -> tuple[PreNormEncoder | None, ImageTower | None]:
+    """The text tower (a :class:`PreNormEncoder` with learnt positions, called like the
+    others: the engine pools its last position and applies the text head) and the
+    :class:`ImageTower` of a loaded engine/architectures SigLIP; (None, None), logged, where
+    the model has a feature the native transformer does not run."""
+    packing = Packing(kernels, precision)
+    text, vision = model.text_model, model.vision_model
+    try:
+        text_layers, text_shape = _siglip_tower(packing, text.encoder, text.final_layer_norm)
+        image_layers, image_shape = _siglip_tower(packing, vision.encoder, vision.post_layernorm)
+    except UnsupportedModelError as exc:
+        log.info("siglip runs the stock forward: %s", exc)
+        return None, None
+    text_head = [None, None, text.final_layer_norm.weight, text.final_layer_norm.bias]
+    text_encoder = PreNormEncoder(
+        kernels,
+        text.embeddings.token_embedding.weight,
+        text_head,
+        text_layers,
+        text_shape,
+        streams,
+        positions=text.embeddings.position_embedding.weight,
+    )
+    image_head = [None, None, vision.post_layernorm.weight, vision.post_layernorm.bias]
+    no_tokens = mx.zeros((1, image_shape.heads * image_shape.head_dim))
+    image_encoder = PreNormEncoder(kernels, no_tokens, image_head, image_layers, image_shape, 1)
+    return text_encoder, ImageTower(model, image_encoder)

@@ -275,6 +275,7 @@ class Transformer : public CpuOnly {
     bool rms, causal;
     int activation;
     float eps;
+    bool gated;  // the up product is gated (GLU, packed by pack_glu), else plain
     std::vector<int64_t> windows;  // per layer: keys within this distance, or < 0 (all)
     std::vector<double> thetas;    // per layer: rotary base, or 0 (none)
 

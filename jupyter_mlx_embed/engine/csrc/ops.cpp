@@ -242,7 +242,7 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
                       int kv_heads, int head_dim, const std::string& norm_kind, float eps,
                       const std::string& activation, bool causal,
                       const std::vector<int64_t>& windows, const std::vector<double>& thetas,
-                      int threads, mx::StreamOrDevice stream = {}) {
+                      bool gated, int threads, mx::StreamOrDevice stream = {}) {
   using T = Transformer;
   if (x.ndim() != 2) throw std::invalid_argument("x must be (tokens, dim)");
   if (offsets.ndim() != 1 || offsets.shape(0) < 1)
@@ -253,7 +253,7 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
   if (norm_kind != "layer" && norm_kind != "rms")
     throw std::invalid_argument("norm must be 'layer' or 'rms', got '" + norm_kind + "'");
   const int act = activation_code(activation);
-  if (act == 0) throw std::invalid_argument("activation must be given for the gated MLP");
+  if (act == 0) throw std::invalid_argument("activation must be given for the MLP");
   if (threads < 1) throw std::invalid_argument("threads must be at least 1");
   if (head.size() != T::kHeads)
     throw std::invalid_argument("head must hold 4 arrays or None: the embedding norm's weight "
@@ -305,14 +305,14 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
       case T::kQNorm:
       case T::kKNorm: add(a, what, head_dim); break;
       case T::kOut: add(a, what, dim, q_dim); break;
-      case T::kUp: add(a, what, hidden, dim, "pack_glu"); break;
-      case T::kUpBias: add(a, what, glu_panels(hidden, panel) * panel); break;
+      case T::kUp: add(a, what, hidden, dim, gated ? "pack_glu" : "pack_linear"); break;
+      case T::kUpBias: add(a, what, gated ? glu_panels(hidden, panel) * panel : hidden); break;
       case T::kDown: add(a, what, dim, hidden); break;
       default: add(a, what, dim);
     }
   }
-  T::Settings settings{heads,        kv_heads, head_dim, norm_kind == "rms", causal, act, eps,
-                       windows,      thetas};
+  T::Settings settings{heads, kv_heads, head_dim, norm_kind == "rms", causal, act, eps, gated,
+                       windows, thetas};
   return mx::array(x.shape(), mx::float32,
                    std::make_shared<T>(s, std::move(settings), std::move(present), threads),
                    std::move(inputs));
@@ -377,14 +377,15 @@ NB_MODULE(_jme_native, m) {
         "(GELU follows), the down weight packed, its bias, LayerNorm weight and bias.");
   m.def("transformer", &jme_native::transformer, "x"_a, "offsets"_a, "head"_a, "layers"_a,
         nb::kw_only(), "heads"_a, "kv_heads"_a, "head_dim"_a, "norm"_a, "eps"_a,
-        "activation"_a, "causal"_a, "windows"_a, "rope_thetas"_a, "threads"_a = 1,
-        "stream"_a = nb::none(),
+        "activation"_a, "causal"_a, "windows"_a, "rope_thetas"_a, "gated"_a = true,
+        "threads"_a = 1, "stream"_a = nb::none(),
         "A pre-norm transformer over a packed batch x (tokens, dim) in one op. head: the "
         "embedding norm's weight and bias, the final norm's weight and bias (each None if "
         "absent). layers: per layer, 18 arrays or None: attention norm weight, bias; fused "
         "QKV weight packed (queries, keys, values; scaled queries), its bias; q_norm, k_norm "
         "(RMSNorm per head); output weight packed, its bias; post-attention norm weight, "
-        "bias; MLP norm weight, bias; up weights packed by pack_glu, bias (pack_glu_bias); down "
+        "bias; MLP norm weight, bias; up weights packed by pack_glu, bias (pack_glu_bias) (gated=False: "
+        "one weight packed by pack_linear and its bias, act(x @ up.T + b)); down "
         "weight packed, its bias; post-MLP norm weight, bias. norm: 'layer' or 'rms'; "
         "activation: the gate's ('gelu', 'silu', 'gelu_tanh'); windows: per layer, keys "
         "within this distance (< 0: all); rope_thetas: per layer (0: no rotary embedding).");

@@ -406,7 +406,7 @@ void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
       norm(x, l[kMlpNorm], l[kMlpNormBias], h.get(), 0);
       in = h.get();
     }
-    product(in, l[kUp], l[kUpBias], kGlu | s.activation, up.get(), dim, hidden);
+    product(in, l[kUp], l[kUpBias], (s.gated ? kGlu : 0) | s.activation, up.get(), dim, hidden);
     if (l[kPostMlpNorm]) {
       product(up.get(), l[kDown], l[kDownBias], 0, h.get(), hidden, dim);
       norm(h.get(), l[kPostMlpNorm], l[kPostMlpNormBias], x, kNormAccumulate);
