@@ -25,10 +25,11 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine": (0, "core"),  # engine/__init__: a docstring only
     "engine.partition": (0, "core"),
     "config": (1, "core"),
-    "validation": (2, "core"),
-    "options": (3, "core"),  # one request's options, checked once
+    "images": (2, "core"),  # pictures decoded and resized as a model's processor does
+    "validation": (3, "core"),
+    "options": (4, "core"),  # one request's options, checked once
     "modelspec": (1, "core"),
-    "schema": (1, "core"),
+    "schema": (4, "core"),
     "ranking": (0, "core"),  # ranked hits and their tables (search, rerank)
     "rerank_schema": (1, "core"),  # the rerank routes' wire shapes (Jina/Cohere v1, v2, TEI)
     "codec": (1, "core"),  # the JSON text of HTTP bodies, decoded and encoded in pieces
@@ -47,6 +48,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.architectures": (0, "core"),  # the package: a docstring and its model types
     "engine.architectures.gemma3_text": (1, "core"),
     "engine.architectures.nomic_bert": (1, "core"),
+    "engine.architectures.siglip": (1, "core"),
     "engine.architectures.dense": (2, "core"),  # sentence-transformers Dense heads
     "engine.architectures.classifier": (3, "core"),  # cross-encoders' score heads
     "engine.mlx_engine": (4, "core"),
@@ -194,6 +196,7 @@ def test_only_engine_modules_import_mlx() -> None:
         "engine.architectures.classifier",
         "engine.architectures.gemma3_text",
         "engine.architectures.nomic_bert",
+        "engine.architectures.siglip",
     }
 
 
