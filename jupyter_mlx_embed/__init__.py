@@ -40,13 +40,13 @@ from .results import EmbedResult, RerankResult
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .explorer.widget import SimilarityExplorer, explore
+    from .explorer.widget import SimilarityExplorer, explore, explore_images
 
 
 def __getattr__(name: str) -> Any:
-    """``SimilarityExplorer`` and ``explore`` are imported on first use: they need anywidget
-    and ipywidgets."""
-    if name in ("SimilarityExplorer", "explore"):
+    """``SimilarityExplorer``, ``explore`` and ``explore_images`` are imported on first use:
+    they need anywidget and ipywidgets."""
+    if name in ("SimilarityExplorer", "explore", "explore_images"):
         from .explorer import widget
 
         return getattr(widget, name)
@@ -114,6 +114,7 @@ __all__ = [
     "embed",
     "embed_images",
     "explore",
+    "explore_images",
     "get_transport",
     "get_worker",
     "info",

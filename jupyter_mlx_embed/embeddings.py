@@ -21,9 +21,11 @@ import numpy as np
 
 from . import api
 from ._version import __version__
-from .errors import EmbedError
+from .errors import EmbedError, InputTypeError, InvalidRequestError
 from .fileio import atomic_path
+from .options import EmbedOptions
 from .ranking import Hit, SearchResults, count, import_pandas, shorten, top_k
+from .results import EmbedResult
 from .validation import to_strings
 
 if TYPE_CHECKING:
@@ -453,6 +455,87 @@ class Embeddings:
             return "(unreadable) "
         data = base64.b64encode(jpeg).decode("ascii")
         return f'<img src="data:image/jpeg;base64,{data}" style="height:48px"> '
+
+
+def embed_picture_collection(
+    items: Sequence[Any],
+    options: EmbedOptions,
+    *,
+    skip_invalid: bool = False,
+    labels: Sequence[Any] | None = None,
+    progress: Any = None,
+) -> Embeddings:
+    """Embed a collection of pictures chunk by chunk (what ``%embed_images`` and
+    ``explore_images`` do): an ``Embeddings`` keeping each picture's source (its path, or a
+    thumbnail).
+
+    Args:
+        items: Pictures (see :func:`embed_images`).
+        options: Model and dimensions.
+        skip_invalid: Leave out items that are not pictures or cannot be decoded instead of
+            failing: a chunk refused for a bad picture is sent again picture by picture.
+            Their labels (else positions) are the result's ``skipped``.
+        labels: Each item's label (a Series' index): the result's ``index``.
+        progress: Something with ``update(n)`` (a tqdm bar), told of each chunk.
+
+    Raises:
+        InputTypeError: An item is not a picture (naming it), without ``skip_invalid``.
+        EmbedError: A picture cannot be decoded (without ``skip_invalid``), the model embeds
+            no pictures, nothing was left to embed, or the embedding failed.
+    """
+    from .images import describe, is_image_item, source_of
+
+    keep = [i for i, item in enumerate(items) if is_image_item(item)]
+    if len(keep) < len(items) and not skip_invalid:
+        first = next(i for i, item in enumerate(items) if not is_image_item(item))
+        raise InputTypeError(
+            f"item {first} is a {type(items[first]).__name__} ({items[first]!r:.40}), not a "
+            "picture; skip_invalid (--skip-invalid) leaves such items out",
+            param="input",
+        )
+    transport = api.get_transport()
+
+    def send(positions: list[int]) -> EmbedResult:
+        future = transport.submit_images(
+            [items[i] for i in positions], options, first_index=positions[0]
+        )
+        return future.result(timeout=transport.timeout)
+
+    parts: list[EmbedResult] = []
+    done: list[int] = []
+    if progress is not None and len(keep) < len(items):
+        progress.update(len(items) - len(keep))
+    for start in range(0, len(keep), api.IMAGE_CHUNK):
+        positions = keep[start : start + api.IMAGE_CHUNK]
+        try:
+            answers = [(positions, send(positions))]
+        except InvalidRequestError as exc:
+            if not skip_invalid or exc.code != "invalid_image":
+                raise
+            answers = []
+            for i in positions:
+                try:
+                    answers.append(([i], send([i])))
+                except InvalidRequestError as one:
+                    if one.code != "invalid_image":
+                        raise
+        for where, result in answers:
+            parts.append(result)
+            done.extend(where)
+        if progress is not None:
+            progress.update(len(positions))
+    if not done:
+        raise InvalidRequestError("no item is a readable picture", param="input")
+    result = EmbedResult.concatenate(parts)
+    bad = sorted(set(range(len(items))) - set(done))
+    return Embeddings(
+        [describe(items[i]) for i in done],
+        result.vectors,
+        result.model,
+        index=None if labels is None else [labels[i] for i in done],
+        skipped=[i if labels is None else labels[i] for i in bad],
+        images=[source_of(items[i]) for i in done],
+    )
 
 
 def _saved_images(meta: dict[str, Any], data: Any) -> list[str | bytes] | None:

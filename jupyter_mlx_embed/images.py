@@ -273,3 +273,34 @@ def thumbnail(item: ImageItem, side: int = THUMBNAIL_SIDE) -> bytes:
     out = io.BytesIO()
     picture.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+#: Files a folder contributes to ``%embed_images`` and ``explore_images`` (what Pillow reads).
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def picture_files(pattern: str) -> list[str]:
+    """The picture files a folder (its pictures, not its sub-folders') or a glob (``**``
+    recursive) names, sorted, as absolute paths; a file is itself."""
+    import glob
+
+    path = os.path.expanduser(pattern)
+    if os.path.isdir(path):
+        names = sorted(os.listdir(path))
+        found = [os.path.join(path, n) for n in names if n.lower().endswith(PICTURE_SUFFIXES)]
+    elif glob.has_magic(path):
+        found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+    else:
+        found = [path] if os.path.isfile(path) else []
+    return [os.path.abspath(f) for f in found]
+
+
+def source_of(item: ImageItem) -> str | bytes:
+    """What ``Embeddings`` keeps of a picture: its absolute path, else a thumbnail.
+
+    Raises:
+        InvalidRequestError, OSError, ValueError: A picture with no file cannot be decoded.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(item))
+    return thumbnail(item)

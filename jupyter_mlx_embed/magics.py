@@ -8,7 +8,6 @@ become ``UsageError`` (a one-line message, no traceback).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import re
 import shlex
@@ -20,8 +19,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from . import api, envvars
 from .config import DEFAULT_PORT
-from .embeddings import Embeddings
-from .errors import EmbedError, InvalidRequestError
+from .embeddings import Embeddings, embed_picture_collection
+from .errors import EmbedError
 from .options import EmbedOptions
 from .results import EmbedResult
 from .settings import MLXEmbed
@@ -58,24 +57,6 @@ def _images_parser() -> _Parser:
     p.add_argument("--model", "-m", help="an image-text model (default: the configured default)")
     p.add_argument("--dimensions", "-d", type=int, help="keep the first D values")
     return p
-
-
-#: Files a folder given to ``%embed_images`` contributes (what Pillow reads).
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
-
-def picture_files(pattern: str) -> list[str]:
-    """The picture files a folder (its pictures, not its sub-folders') or a glob (``**``
-    recursive) names, sorted, as absolute paths; a file is itself."""
-    path = os.path.expanduser(pattern)
-    if os.path.isdir(path):
-        names = sorted(os.listdir(path))
-        found = [os.path.join(path, n) for n in names if n.lower().endswith(PICTURE_SUFFIXES)]
-    elif glob.has_magic(path):
-        found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
-    else:
-        found = [path] if os.path.isfile(path) else []
-    return [os.path.abspath(f) for f in found]
 
 
 #: Options that end the ``-i`` expression (which may hold quotes, brackets and calls).
@@ -294,41 +275,29 @@ class EmbedMagics(Magics):
         if args.name is not None and not args.name.isidentifier():
             raise UsageError(f"%embed_images -o: {args.name!r} is not a valid variable name")
         items, labels = self._picture_items(args.var)
-        from .images import describe, is_image_item
-
-        keep = [i for i, item in enumerate(items) if is_image_item(item)]
-        if len(keep) < len(items) and not args.skip_invalid:
-            first = next(i for i in range(len(items)) if i not in set(keep))
-            raise UsageError(
-                f"%embed_images -i: item {first} is a {type(items[first]).__name__} "
-                f"({items[first]!r:.40}), not a picture; --skip-invalid leaves such items out"
-            )
         self._sync()
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(keep), desc="embedding", unit="picture") as bar:
+        options = EmbedOptions(args.model, args.dimensions)
+        with tqdm(total=len(items), desc="embedding", unit="picture") as bar:
             try:
-                vectors, done, model = self._run_pictures(items, keep, args, bar)
+                embeddings = embed_picture_collection(
+                    items, options, skip_invalid=args.skip_invalid, labels=labels, progress=bar
+                )
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(
-                    f"Interrupted after {bar.n} of {len(keep)} pictures; nothing was stored "
+                    f"Interrupted after {bar.n} of {len(items)} pictures; nothing was stored "
                     "(vectors already computed are cached: running the cell again resumes)."
                 ) from None
-        bad = [i for i in range(len(items)) if i not in set(done)]
-        skipped = [i if labels is None else labels[i] for i in bad]
-        if skipped:
-            noun = "item that is not a readable picture" if len(skipped) == 1 else "items"
-            print(f"Skipped {len(skipped)} {noun} (see .skipped).")
-        if not done:
-            raise UsageError(f"%embed_images -i: {args.var} has no readable pictures")
-        embeddings = Embeddings(
-            [describe(items[i]) for i in done],
-            vectors,
-            model,
-            index=None if labels is None else [labels[i] for i in done],
-            skipped=skipped,
-            images=[_source(items[i]) for i in done],
-        )
+            except EmbedError as exc:
+                raise UsageError(f"%embed_images -i: {exc.message}") from None
+            except TimeoutError:
+                timeout = api.serving_config().request_timeout
+                raise UsageError(f"no answer from the embedding worker in {timeout}s") from None
+        if embeddings.skipped:
+            count = len(embeddings.skipped)
+            noun = "item that is not a readable picture" if count == 1 else "items"
+            print(f"Skipped {count} {noun} (see .skipped).")
         if args.name is None:
             return embeddings
         self._namespace[args.name] = embeddings
@@ -345,13 +314,13 @@ class EmbedMagics(Magics):
             raise UsageError(
                 f"%embed_images -i: {expression} failed: {type(exc).__name__}: {exc}"
             ) from None
+        from .images import is_image_item, picture_files
+
         if isinstance(value, (str, os.PathLike)):
             files = picture_files(os.fspath(value))
             if not files:
                 raise UsageError(f"%embed_images -i: no picture files match {os.fspath(value)!r}")
             return files, None
-        from .images import is_image_item
-
         if is_image_item(value) and not isinstance(value, list):
             return [value], None
         try:
@@ -360,54 +329,7 @@ class EmbedMagics(Magics):
             raise UsageError(
                 f"%embed_images -i: {expression} is a {type(value).__name__}, not pictures"
             ) from None
-        items = [os.path.abspath(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
         return items, labels_of(value)
-
-    def _run_pictures(
-        self, items: list[Any], keep: list[int], args: argparse.Namespace, bar: Any
-    ) -> tuple[Any, list[int], str]:
-        """Embed ``items[keep]`` in chunks; with ``--skip-invalid``, a chunk refused for a bad
-        picture is sent again picture by picture, leaving the bad ones out. Returns the
-        vectors, the positions embedded and the model's name."""
-        import numpy as np
-
-        options = EmbedOptions(args.model, args.dimensions)
-        transport = api.get_transport()
-        vectors, done, model = [], [], ""
-
-        def send(positions: list[int]) -> Any:
-            chunk = [items[i] for i in positions]
-            return transport.submit_images(chunk, options, first_index=positions[0]).result(
-                timeout=transport.timeout
-            )
-
-        try:
-            for start in range(0, len(keep), api.IMAGE_CHUNK):
-                positions = keep[start : start + api.IMAGE_CHUNK]
-                try:
-                    parts = [(positions, send(positions))]
-                except InvalidRequestError as exc:
-                    if not args.skip_invalid or exc.code != "invalid_image":
-                        raise
-                    parts = []
-                    for i in positions:
-                        try:
-                            parts.append(([i], send([i])))
-                        except InvalidRequestError as one:
-                            if one.code != "invalid_image":
-                                raise
-                for where, result in parts:
-                    vectors.append(result.vectors)
-                    done.extend(where)
-                    model = result.model
-                bar.update(len(positions))
-        except EmbedError as exc:
-            raise UsageError(exc.message) from None
-        except TimeoutError:
-            timeout = api.serving_config().request_timeout
-            raise UsageError(f"no answer from the embedding worker in {timeout}s") from None
-        width = vectors[0].shape[1] if vectors else 0
-        return (np.concatenate(vectors) if vectors else np.zeros((0, width))), done, model
 
     @line_magic
     def embed_info(self, line: str = "") -> None:
@@ -484,13 +406,6 @@ class EmbedMagics(Magics):
             f"{envvars.TOKEN} environment variable (not printed, so it stays out of "
             f"the saved notebook).\n\n{_snippet(self._server.url, key)}"
         )
-
-
-def _source(item: Any) -> str | bytes:
-    """What ``Embeddings`` keeps of a picture: its path, else a thumbnail."""
-    from .images import thumbnail
-
-    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else thumbnail(item)
 
 
 def _describe_model(card: dict[str, Any]) -> str:

@@ -1,9 +1,12 @@
-"""Notebook runs (``pytest --nbval``): a reranker for ``04-explorer``'s "Retrieve, then rerank".
+"""Notebook runs (``pytest --nbval``): a reranker for ``04-explorer``'s "Retrieve, then rerank"
+and an image-text model for ``06-pictures``.
 
-No reranker weights can be fetched here, so before any kernel starts, a random-weight copy of
-cross-encoder/ms-marco-MiniLM-L6-v2 at its published shape is built (``tests/reranker_models``)
-and named to the kernels through the environment they inherit: ``JME_RERANKER`` (the name the
-notebook uses) and a model root holding it. Its scores mean nothing; the notebook says so.
+No weights can be fetched here, so before any kernel starts, random-weight copies are built at
+the published shapes and layouts: cross-encoder/ms-marco-MiniLM-L6-v2
+(``tests/reranker_models``) and google/siglip-base-patch16-224 with 2 layers per tower
+(``tests/siglip_models``). They are named to the kernels through the environment they
+inherit: ``JME_RERANKER`` and ``JME_IMAGE_MODEL`` (the names the notebooks use) and a model
+root holding them. Their scores mean nothing; the notebooks say so.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     sys.path.insert(0, str(ROOT))
     from tests.reranker_models import build_reranker
+    from tests.siglip_models import build_siglip
 
-    where = os.environ.get("JME_REAL_MODELS_DIR") or tempfile.mkdtemp(prefix="jme-rerankers-")
-    folder = build_reranker("ms-marco-MiniLM-L6-v2", Path(where))
+    where = Path(os.environ.get("JME_REAL_MODELS_DIR") or tempfile.mkdtemp(prefix="jme-models-"))
+    reranker = build_reranker("ms-marco-MiniLM-L6-v2", where)
+    pictures = build_siglip("siglip-base-patch16-224", where, layers=2)
     roots = os.environ.get("JUPYTER_MLX_EMBED_MODEL_ROOTS")
     os.environ["JUPYTER_MLX_EMBED_MODEL_ROOTS"] = os.pathsep.join(
-        [str(folder.parent), *([roots] if roots else [])]
+        [str(where), *([roots] if roots else [])]
     )
-    os.environ["JME_RERANKER"] = folder.name
+    os.environ["JME_RERANKER"] = reranker.name
+    os.environ["JME_IMAGE_MODEL"] = pictures.name

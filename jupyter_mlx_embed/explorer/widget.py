@@ -16,7 +16,7 @@ Protocol (synced traits):
   ``color_kind`` (``none``/``categorical``/``numeric``), ``color_codes`` (n uint8),
   ``color_names``, ``color_counts``, ``color_palette``, ``color_range``; ``clusters``
   (``{label, x, y, size}``, largest first); ``tooltip_columns``, ``embedding_model``,
-  ``height``.
+  ``height``; ``pictures`` (the points are pictures: thumbnails are shown).
 * Front end to Python: ``query`` with ``query_seq`` (set together; each edit takes the next
   number), ``k``, ``clicked`` (a point index, -1 for none) and ``selection`` (indices).
 * Answers: ``result_seq`` (the query the answer belongs to), ``scores`` (n uint8: 0..254 from
@@ -27,7 +27,10 @@ Protocol (synced traits):
 
 Custom messages: the front end sends ``{"type": "rows", "id", "indices"}`` (hover, tables)
 and Python answers ``{"type": "rows", "id", "rows": [{index, text, fields}]}`` with each
-text clipped to ``TEXT_LIMIT`` and the ``tooltip_columns`` values as strings.
+text clipped to ``TEXT_LIMIT`` and the ``tooltip_columns`` values as strings. For pictures,
+``{"type": "thumbnails", "id", "indices"}`` is answered (from :mod:`.thumbnails`' pool) by
+``{"type": "thumbnails", "id", "indices", "sizes"}`` with one buffer: the JPEGs one after the
+other (size 0: unreadable).
 
 Saved notebooks: the display bundle carries ``image/png`` (the map drawn in Python) beside
 the widget view, kept up to date by :mod:`.snapshot`.
@@ -63,6 +66,7 @@ from .heatmap import HEATMAP_LIMIT, heatmap_state
 from .query import Answer, Queries, hit_rows, nearest_neighbors
 from .snapshot import Key, Picture, Snapshot
 from .table import choices, choose_colorings, columns_of, embed_column, row, tooltip_columns
+from .thumbnails import Thumbnails
 
 if TYPE_CHECKING:
     from ..transport import Transport
@@ -163,6 +167,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
     tooltip_columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
     embedding_model = traitlets.Unicode("").tag(sync=True)
     height = traitlets.Int(440).tag(sync=True)
+    pictures = traitlets.Bool(False).tag(sync=True)
     # Requests, front end (or Python) to Python.
     query = traitlets.Unicode("").tag(sync=True)
     #: A reranker for the query's nearest texts ("" for none), and whether it is switched on.
@@ -258,6 +263,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
             handoff=self._handoff,
         )
         self._done = threading.Event()  # set when the background map work is over
+        images = embeddings.images
+        self._thumbnails = None if images is None else Thumbnails(images)
 
         super().__init__(
             coords=np.ascontiguousarray(xy, dtype="<f4").tobytes(),
@@ -267,6 +274,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             tooltip_columns=tooltip,
             embedding_model=embeddings.model,
             height=height,
+            pictures=images is not None,
             k=k,
             **({"reranker": reranker, "rerank": True} if reranker else {}),
             status=self._ready_message(),
@@ -469,7 +477,16 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     def _on_message(self, widget: Any, content: Any, buffers: Sequence[bytes]) -> None:
         try:
-            if not isinstance(content, dict) or content.get("type") != "rows":
+            if not isinstance(content, dict):
+                return
+            if content.get("type") == "thumbnails" and self._thumbnails is not None:
+                asked = content.get("indices", [])
+                self._thumbnails.request(
+                    [int(i) for i in asked if isinstance(i, int)],
+                    functools.partial(self._handoff.post, self._send_thumbnails, content.get("id")),
+                )
+                return
+            if content.get("type") != "rows":
                 return
             n, texts = len(self._embeddings), self._embeddings.texts
             indices = [int(i) for i in content.get("indices", [])[:ROWS_LIMIT]]
@@ -479,6 +496,10 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self.send({"type": "rows", "id": content.get("id"), "rows": rows})
         except Exception as exc:  # noqa: BLE001 - a comm handler has nobody to raise to
             self._fail(exc)
+
+    def _send_thumbnails(self, request: Any, indices: list[int], jpegs: list[bytes]) -> None:
+        content = {"type": "thumbnails", "id": request, "indices": indices}
+        self.send({**content, "sizes": [len(j) for j in jpegs]}, buffers=[b"".join(jpegs)])
 
     # Queries ----------------------------------------------------------------------------
 
@@ -644,3 +665,80 @@ def explore(
         data, text, color=color, model=model, dimensions=dimensions, skip_invalid=skip_invalid
     )
     return SimilarityExplorer(embeddings, data=table, color=color, tooltip=tooltip, **options)
+
+
+def explore_images(
+    source: Any,
+    image: str = "path",
+    *,
+    color: str | Iterable[Any] | None = None,
+    tooltip: Sequence[str] = (),
+    model: str | None = None,
+    dimensions: int | None = None,
+    skip_invalid: bool = False,
+    **options: Any,
+) -> SimilarityExplorer:
+    """Embed pictures with an image-text model and open the explorer on them: thumbnails on
+    hover, in the tables and, at the closest zooms, in place of the points; the query box
+    embeds a typed text with the model's text tower.
+
+    Args:
+        source: A folder (its pictures) or a glob, a DataFrame with a column of paths
+            (``image``), or any collection of pictures (paths, bytes, PIL images, arrays).
+        image: The column of a DataFrame ``source`` that holds the pictures.
+        color: A column of the DataFrame to colour by, or one value per picture.
+        tooltip: Columns of the DataFrame shown when hovering.
+        model: An image-text model; the configured default when ``None``.
+        dimensions: Keep the first ``dimensions`` values of each vector.
+        skip_invalid: Leave out items that are not pictures or cannot be decoded.
+        **options: More options of :class:`SimilarityExplorer`.
+
+    Raises:
+        ValueError: ``image`` is not a column, or nothing matches a folder or glob.
+        EmbedError: A picture cannot be read (naming it), or the model embeds no pictures.
+    """
+    from tqdm.auto import tqdm
+
+    from ..embeddings import embed_picture_collection
+    from ..images import picture_files
+    from ..options import EmbedOptions
+    from ..validation import labels_of
+
+    table: dict[str, Any] | None = None
+    if isinstance(source, (str, Path)):
+        items: list[Any] = picture_files(str(source))
+        if not items:
+            raise ValueError(f"no picture files match {str(source)!r}")
+        labels = None
+    elif hasattr(source, "columns") or isinstance(source, dict):
+        table = columns_of(source, None)
+        if image not in table:
+            raise ValueError(f"image={image!r} is not a column of the table; {choices(table)}")
+        items, labels = list(table[image]), labels_of(table[image])
+    else:
+        items, labels = list(source), labels_of(source)
+    options_ = EmbedOptions(model, dimensions)
+    with tqdm(total=len(items), desc="embedding", unit="picture") as bar:
+        embeddings = embed_picture_collection(
+            items, options_, skip_invalid=skip_invalid, labels=labels, progress=bar
+        )
+    if embeddings.skipped:
+        kept = [i for i in range(len(items)) if i not in _positions(embeddings.skipped, labels)]
+        if table is not None:
+            table = {name: _pick(column, kept) for name, column in table.items()}
+        if color is not None and not isinstance(color, str):
+            color = _pick(list(color), kept)
+    return SimilarityExplorer(embeddings, data=table, color=color, tooltip=tooltip, **options)
+
+
+def _positions(skipped: Sequence[Any], labels: Sequence[Any] | None) -> set[int]:
+    """The positions of skipped items (given by label when the items had labels)."""
+    if labels is None:
+        return set(skipped)
+    wanted = set(skipped)
+    return {i for i, label in enumerate(labels) if label in wanted}
+
+
+def _pick(values: Any, positions: Sequence[int]) -> Any:
+    iloc = getattr(values, "iloc", None)
+    return iloc[list(positions)] if iloc is not None else [values[i] for i in positions]

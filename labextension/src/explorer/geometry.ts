@@ -173,3 +173,31 @@ export function pointsInside(xs: Float32Array, ys: Float32Array, a: [number, num
   }
   return inside;
 }
+
+/**
+ * The points inside the rectangle spanned by two corners, as `pointsInside` gives them, or
+ * null as soon as there are more than `limit` (a view too wide to show each point's picture).
+ */
+export function fewPointsInside(
+  xs: Float32Array,
+  ys: Float32Array,
+  a: [number, number],
+  b: [number, number],
+  limit: number
+): number[] | null {
+  const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
+  const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
+  const inside: number[] = [];
+  const n = Math.min(xs.length, ys.length);
+  for (let i = 0; i < n; i++) {
+    const x = xs[i];
+    const y = ys[i];
+    if (x >= x0 && x <= x1 && y >= y0 && y <= y1) {
+      if (inside.length === limit) {
+        return null;
+      }
+      inside.push(i);
+    }
+  }
+  return inside;
+}

@@ -27,6 +27,8 @@ import { SearchBox } from './search';
 import { injectStyle } from './style';
 import { HitTables } from './tables';
 import { Toolbar } from './toolbar';
+import { PictureLayer } from './pictures';
+import { ThumbnailCache } from './thumbnails';
 import { PointTooltip } from './tooltip';
 import { registerView } from './views';
 
@@ -38,7 +40,17 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   const model = new SyncedModel(anyModel);
   const root = h('div', 'jme-explorer');
   const rows = new RowCache(request => model.send(request));
-  model.onMessage(message => rows.receive(message));
+  const thumbnails = model.get('pictures')
+    ? new ThumbnailCache(request => model.send(request), {
+        create: bytes => URL.createObjectURL(new Blob([bytes.slice()], { type: 'image/jpeg' })),
+        release: url => URL.revokeObjectURL(url)
+      })
+    : null;
+  model.onMessage((message, buffers) => {
+    rows.receive(message);
+    thumbnails?.receive(message, buffers);
+  });
+  let pictureLayer: PictureLayer | null = null;
   const points: Explorer['points'] = { n: 0, codes: new Uint8Array(0) };
   const map = new ScatterMap({
     click: index => model.save({ clicked: index }),
@@ -47,8 +59,10 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     drawn: first => {
       performance.mark(first ? 'jme-first-draw' : 'jme-recolor');
       root.dataset.drawn = String(Number(root.dataset.drawn || 0) + 1);
-    }
+    },
+    viewChanged: () => pictureLayer?.viewChanged()
   });
+  pictureLayer = thumbnails ? new PictureLayer(map, thumbnails) : null;
   const heatmap = new HeatmapView({
     hover: (row, col) => map.setMarks({ pointed: row < 0 ? [] : row === col ? [row] : [row, col] }),
     click: index => model.save({ clicked: index })
@@ -56,7 +70,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   const layout = buildLayout(root, map.element, heatmap.element);
   el.replaceChildren(root);
 
-  const explorer: Explorer = { model, rows, map, points };
+  const explorer: Explorer = { model, rows, map, points, thumbnails };
   const tooltip = new PointTooltip(explorer, layout.tip);
   const legend = new Legend(explorer, layout.legend, root);
   const toolbar = new Toolbar(explorer, layout);
@@ -71,7 +85,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   );
 
   function updateMeta(): void {
-    layout.meta.textContent = `${points.n.toLocaleString()} texts · ${model.get('embedding_model')} · ${(
+    const noun = thumbnails ? 'pictures' : 'texts';
+    layout.meta.textContent = `${points.n.toLocaleString()} ${noun} · ${model.get('embedding_model')} · ${(
       model.get('projection') || ''
     ).toUpperCase()}`;
   }
@@ -221,6 +236,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     model.dispose();
     sizeObserver.disconnect();
     themeObserver.disconnect();
+    pictureLayer?.destroy();
+    thumbnails?.dispose();
     map.destroy();
     heatmap.destroy();
     unregister(model.get('view_key'));

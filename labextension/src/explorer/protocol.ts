@@ -10,7 +10,8 @@
  *
  * Python owns the data and the maths; the front end draws and reports gestures. Binary
  * traits arrive as DataViews: `coords` (n x 2 float32), `color_codes` and `scores` (n
- * uint8), `heatmap` (m x m float32). Texts arrive on demand, as answers to `RowsRequest`.
+ * uint8), `heatmap` (m x m float32). Texts arrive on demand, as answers to `RowsRequest`,
+ * and pictures' thumbnails as answers to `ThumbnailsRequest`.
  */
 
 import type { AnyModel } from '@anywidget/types';
@@ -68,6 +69,8 @@ export interface ExplorerState {
   embedding_model: string;
   /** Of the map, CSS px. */
   height: number;
+  /** The points are pictures: thumbnails on demand (`ThumbnailsRequest`). */
+  pictures: boolean;
   // Requests, front end (or Python) to Python.
   query: string;
   /** A reranker for the query's nearest texts ('' for none), and whether it is switched on. */
@@ -116,6 +119,24 @@ export interface RowsAnswer {
   rows: Row[];
 }
 
+/** Front end to Python: the thumbnails of these points (an explorer of pictures). */
+export interface ThumbnailsRequest {
+  type: 'thumbnails';
+  id: number;
+  indices: number[];
+}
+
+/**
+ * Python to front end: the answer to the `ThumbnailsRequest` of the same id, with one buffer:
+ * the JPEGs of `indices` one after the other, `sizes` bytes each (0: unreadable).
+ */
+export interface ThumbnailsAnswer {
+  type: 'thumbnails';
+  id: number;
+  indices: number[];
+  sizes: number[];
+}
+
 /**
  * A view's typed access to the model: reads, writes (one `save_changes` per batch), change
  * listeners and custom messages; `dispose` removes every listener added through it.
@@ -147,13 +168,14 @@ export class SyncedModel {
     this.cleanups.push(() => this.model.off(event, callback));
   }
 
-  /** Calls `callback` with each custom message's content. */
-  onMessage(callback: (content: unknown) => void): void {
-    this.model.on('msg:custom', callback);
-    this.cleanups.push(() => this.model.off('msg:custom', callback));
+  /** Calls `callback` with each custom message's content and buffers. */
+  onMessage(callback: (content: unknown, buffers: (DataView | ArrayBuffer)[]) => void): void {
+    const listener = (content: unknown, buffers?: (DataView | ArrayBuffer)[]): void => callback(content, buffers ?? []);
+    this.model.on('msg:custom', listener);
+    this.cleanups.push(() => this.model.off('msg:custom', listener));
   }
 
-  send(message: RowsRequest): void {
+  send(message: RowsRequest | ThumbnailsRequest): void {
     this.model.send(message);
   }
 

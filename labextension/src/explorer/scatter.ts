@@ -10,7 +10,16 @@
 
 import { cssVar, h } from './dom';
 import type { FittedPoints, Rect } from './geometry';
-import { NO_POINTS, fillCodes, fitPoints, frame, pointSizeFor, pointsInside, shuffled } from './geometry';
+import {
+  NO_POINTS,
+  fewPointsInside,
+  fillCodes,
+  fitPoints,
+  frame,
+  pointSizeFor,
+  pointsInside,
+  shuffled
+} from './geometry';
 import { toData, toScreen } from './geometry';
 import { GestureEvents, Gestures, Mode } from './gestures';
 import { Marks, Overlay } from './overlay';
@@ -24,6 +33,8 @@ export type { Marks } from './overlay';
 export interface ScatterEvents extends GestureEvents {
   /** The map was drawn (first data, or new colours). */
   drawn(first: boolean): void;
+  /** The view moved or was resized: what lies on the map must follow. */
+  viewChanged?(): void;
 }
 
 /** Point colours: a code per point and a colour per code. */
@@ -116,6 +127,7 @@ export class ScatterMap {
         this.view = view;
         this.motion.move();
         this.overlay.request();
+        events.viewChanged?.();
       },
       pointsInside: (a, b) => pointsInside(this.fit.xs, this.fit.ys, this.toData(...a), this.toData(...b)),
       position: index => this.screenPosition(index),
@@ -128,6 +140,7 @@ export class ScatterMap {
       this.points.renderer.resize(Math.max(1, width), Math.max(1, height));
       this.plot.redraw();
       this.overlay.request();
+      events.viewChanged?.();
     });
     this.resizeObserver.observe(this.element);
   }
@@ -218,6 +231,16 @@ export class ScatterMap {
     void this.goHome();
   }
 
+  /** The points in view, or null when there are more than `limit` (or none drawn yet). */
+  pointsInView(limit: number): number[] | null {
+    const width = this.canvas.clientWidth;
+    const height = this.canvas.clientHeight;
+    if (!this.drawnOnce || !width || !height) {
+      return null;
+    }
+    return fewPointsInside(this.fit.xs, this.fit.ys, this.toData(0, 0), this.toData(width, height), limit);
+  }
+
   /** Where point `index` is in the map box (CSS px), from the current view. */
   screenPosition(index: number): [number, number] {
     return this.toScreen(this.fit.xs[index], this.fit.ys[index]);
@@ -299,6 +322,7 @@ export class ScatterMap {
       }
       this.overlay.request();
       this.events.drawn(first);
+      this.events.viewChanged?.();
     });
   }
 }

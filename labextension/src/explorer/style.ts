@@ -64,6 +64,10 @@ const CSS = `
 canvas.jme-map { position: absolute; inset: 0; display: block; width: 100%; height: 100%; cursor: grab; touch-action: none; outline: none; }
 .jme-map-box[data-mode="lasso"] canvas.jme-map, .jme-map-box[data-mode="box"] canvas.jme-map { cursor: crosshair; }
 canvas.jme-overlay, canvas.jme-points { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+.jme-pictures { position: absolute; inset: 0; overflow: hidden; pointer-events: none; }
+img.jme-picture { position: absolute; left: 0; top: 0; max-width: 56px; max-height: 56px; border: 1px solid var(--jme-border); border-radius: 3px; background: var(--jme-bg); box-shadow: 0 1px 3px rgba(0, 0, 0, 0.25); }
+img.jme-tip-picture { display: block; max-width: 160px; max-height: 120px; margin-bottom: 4px; border-radius: 3px; }
+img.jme-hit-picture { float: left; width: 40px; height: 40px; object-fit: cover; margin-right: 6px; border-radius: 3px; }
 .jme-wheel-hint {
   position: absolute; left: 50%; top: 50%; transform: translate(-50%, -50%); z-index: 4;
   padding: 6px 12px; border-radius: 4px; background: rgba(0, 0, 0, 0.7); color: #fff;

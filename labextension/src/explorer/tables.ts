@@ -2,6 +2,7 @@
  * The side panel's tables: the query's best matches (hooks: table.jme-topk > tr.jme-hit,
  * first cell the text) and the clicked point's nearest neighbours (table.jme-neighbors >
  * tr.jme-neighbor). Hovering a row points at its point on the map; clicking it clicks it.
+ * For pictures, each row shows its thumbnail (img.jme-hit-picture), fetched for those rows.
  */
 
 import type { Explorer } from './context';
@@ -63,8 +64,9 @@ export class HitTables {
   }
 
   private fill(table: HTMLTableElement, hits: Hit[], rowClass: string, empty: string, ranked: boolean): void {
-    const { map, model } = this.explorer;
+    const { map, model, thumbnails } = this.explorer;
     const tbody = h('tbody');
+    const pictures = new Map<number, HTMLImageElement>();
     if (!hits.length) {
       const row = h('tr', 'jme-empty');
       const cell = h('td', '', empty);
@@ -77,6 +79,12 @@ export class HitTables {
       row.dataset.index = String(hit.index);
       row.title = `#${hit.index}: ${hit.text}`;
       const textCell = h('td', 'jme-text');
+      if (thumbnails) {
+        const img = h('img', 'jme-hit-picture');
+        img.alt = '';
+        pictures.set(hit.index, img);
+        textCell.append(img);
+      }
       textCell.append(h('div', 'jme-clamp', hit.text));
       const scoreCell = h('td', 'jme-score');
       if (ranked) {
@@ -100,5 +108,15 @@ export class HitTables {
       tbody.append(row);
     });
     table.replaceChildren(tbody);
+    if (thumbnails && pictures.size) {
+      void thumbnails.fetch([...pictures.keys()]).then(urls => {
+        for (const [index, img] of pictures) {
+          const url = urls.get(index);
+          if (url) {
+            img.src = url;
+          }
+        }
+      });
+    }
   }
 }

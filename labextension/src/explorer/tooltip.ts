@@ -1,6 +1,7 @@
 /**
  * The map's hover tooltip: the point's text and tooltip columns (fetched on demand), its
- * index, its category and its similarity to the query.
+ * index, its category and its similarity to the query; for a picture, its thumbnail first
+ * (performance mark "jme-thumbnail" once it is shown).
  */
 
 import { uint8s } from './buffers';
@@ -21,19 +22,32 @@ export class PointTooltip {
 
   /** The pointer is over point `index` (-1: none) at (x, y) in the map box. */
   show(index: number, x: number, y: number): void {
-    const { model, points, rows, map } = this.explorer;
+    const { model, points, rows, map, thumbnails } = this.explorer;
     const tip = this.tip;
     this.hovered = index;
     if (index < 0) {
       tip.style.display = 'none';
       return;
     }
-    void rows.fetch([index]).then(([row]) => {
+    const picture = thumbnails ? thumbnails.fetch([index]) : Promise.resolve(new Map<number, string>());
+    void Promise.all([rows.fetch([index]), picture]).then(([[row], urls]) => {
       if (this.hovered !== index || !row) {
         return;
       }
       const { n, codes } = points;
-      const parts: HTMLElement[] = [h('div', 'jme-tip-text', shorten(row.text, 300))];
+      const parts: HTMLElement[] = [];
+      const url = urls.get(index);
+      if (url) {
+        const img = h('img', 'jme-tip-picture');
+        img.alt = '';
+        img.src = url;
+        void img.decode().then(
+          () => performance.mark('jme-thumbnail'),
+          () => undefined
+        );
+        parts.push(img);
+      }
+      parts.push(h('div', 'jme-tip-text', shorten(row.text, 300)));
       for (const [name, value] of Object.entries(row.fields)) {
         const field = h('div', 'jme-tip-field');
         field.append(h('span', 'jme-tip-name', `${name}: `), document.createTextNode(shorten(value, 80)));
