@@ -289,7 +289,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         if n:
             start_map_work(
                 embeddings.vectors,
-                embeddings.texts,
+                embeddings.texts if embeddings.images is None else picture_names(embeddings),
                 xy,
                 self._map_version,
                 umap=pending,
@@ -383,7 +383,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return (
-            f"SimilarityExplorer({len(self._embeddings)} texts, "
+            f"SimilarityExplorer({count(len(self._embeddings), self._noun)}, "
             f"model={self._embeddings.model!r}, projection={self.projection!r})"
         )
 
@@ -444,8 +444,13 @@ class SimilarityExplorer(anywidget.AnyWidget):
         )
 
     def _map_message(self, used: str, pending: bool) -> str:
-        shown = f"{used.upper()} map of {count(len(self._embeddings), 'text')}."
+        shown = f"{used.upper()} map of {count(len(self._embeddings), self._noun)}."
         return shown + (" Computing UMAP in the background…" if pending else "")
+
+    @property
+    def _noun(self) -> str:
+        """What a point is: ``text`` or ``picture``."""
+        return "text" if self._embeddings.images is None else "picture"
 
     # Colours ----------------------------------------------------------------------------
 
@@ -608,7 +613,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     def _ready_message(self) -> str:
         if not len(self._embeddings):
-            return "No texts to explore."
+            return f"No {self._noun}s to explore."
         return "Type a query, click a point for its neighbours, or shift-drag to lasso points."
 
     def _set_status(self, message: str, level: str = "info") -> None:
@@ -665,6 +670,24 @@ def explore(
         data, text, color=color, model=model, dimensions=dimensions, skip_invalid=skip_invalid
     )
     return SimilarityExplorer(embeddings, data=table, color=color, tooltip=tooltip, **options)
+
+
+def picture_names(embeddings: Embeddings) -> list[str]:
+    """What names pictures' clusters: each path below the folder all share, without its
+    suffix, its separators made spaces (``cats/tabby-3.jpg`` -> ``cats tabby 3``)."""
+    import os
+    import re
+
+    paths = [s if isinstance(s, str) else "" for s in embeddings.images or []]
+    files = [p for p in paths if p]
+    common = (
+        os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    )
+    names = []
+    for path in paths:
+        inner = os.path.splitext(os.path.relpath(path, common) if path and common else path)[0]
+        names.append(re.sub(r"[\W_]+", " ", inner).strip())
+    return names
 
 
 def explore_images(

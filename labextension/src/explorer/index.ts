@@ -24,6 +24,7 @@ import { ExplorerState, SyncedModel } from './protocol';
 import { RowCache } from './rows';
 import { ScatterMap } from './scatter';
 import { SearchBox } from './search';
+import type { SearchState } from './search';
 import { injectStyle } from './style';
 import { HitTables } from './tables';
 import { Toolbar } from './toolbar';
@@ -60,7 +61,10 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
       performance.mark(first ? 'jme-first-draw' : 'jme-recolor');
       root.dataset.drawn = String(Number(root.dataset.drawn || 0) + 1);
     },
-    viewChanged: () => pictureLayer?.viewChanged()
+    viewChanged: () => {
+      tooltip.show(-1, 0, 0); // the point moved from under the pointer
+      pictureLayer?.viewChanged();
+    }
   });
   pictureLayer = thumbnails ? new PictureLayer(map, thumbnails) : null;
   const heatmap = new HeatmapView({
@@ -242,7 +246,12 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     heatmap.destroy();
     unregister(model.get('view_key'));
   };
-  const unregister = registerView(model.get('view_key'), { el, retire });
+  const unregister = registerView(model.get('view_key'), {
+    el,
+    retire,
+    handOver: () => search.handOver(),
+    takeOver: state => search.takeOver(state as SearchState)
+  });
   return retire;
 }
 

@@ -16,6 +16,14 @@ export function kChoices(k: number): number[] {
   return K_CHOICES.includes(k) ? K_CHOICES : [...K_CHOICES, k].sort((a, b) => a - b);
 }
 
+/** What a view's query box hands over to the view replacing it. */
+export interface SearchState {
+  text: string;
+  focused: boolean;
+  start: number | null;
+  end: number | null;
+}
+
 export class SearchBox {
   private readonly model: SyncedModel;
   private readonly input: HTMLInputElement;
@@ -102,6 +110,27 @@ export class SearchBox {
 
   destroy(): void {
     window.clearTimeout(this.timer);
+  }
+
+  /** The text in the box and whether it has the focus (for a view replacing this one). */
+  handOver(): SearchState {
+    const input = this.input;
+    const focused = input.ownerDocument.activeElement === input;
+    return { text: input.value, focused, start: input.selectionStart, end: input.selectionEnd };
+  }
+
+  /** Goes on from a replaced view's box: its text (sent after the usual pause if new), its focus. */
+  takeOver(state: SearchState): void {
+    const input = this.input;
+    input.value = state.text;
+    if (state.text !== this.lastSent) {
+      window.clearTimeout(this.timer);
+      this.timer = window.setTimeout(() => this.send(), DEBOUNCE_MS);
+    }
+    if (state.focused) {
+      input.focus();
+      input.setSelectionRange(state.start, state.end);
+    }
   }
 
   private send(): void {

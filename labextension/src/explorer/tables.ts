@@ -29,13 +29,14 @@ export class HitTables {
   }
 
   updateTopk(): void {
-    const model = this.explorer.model;
+    const { model, thumbnails } = this.explorer;
     const hasQuery = (model.get('query') || '').trim() !== '';
+    const noun = thumbnails ? 'pictures' : 'texts';
     this.fill(
       this.topkTable,
       model.get('top_k') || [],
       'jme-hit',
-      hasQuery ? 'No matches yet.' : 'Type a query to rank the texts by meaning.',
+      hasQuery ? 'No matches yet.' : `Type a query to rank the ${noun} by meaning.`,
       true
     );
   }

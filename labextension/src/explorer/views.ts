@@ -7,6 +7,10 @@
 export interface View {
   el: HTMLElement;
   retire: () => void;
+  /** What the view replacing this one takes over (e.g. a query being typed, the focus). */
+  handOver?: () => unknown;
+  /** Takes over what the view it replaces handed over. */
+  takeOver?: (state: unknown) => void;
 }
 
 /** Live views per explorer (its `view_key`: anywidget hands each view its own model object). */
@@ -61,8 +65,13 @@ function retireOlderViews(view: View, views: Set<View>): void {
       }
       const removed = inOutputs && !other.el.isConnected && other.el.closest(OUTPUT) === null;
       if (removed || parent.contains(other.el)) {
+        // A display updated while someone types (a new static PNG): the new view goes on.
+        const state = other.handOver?.();
         other.retire();
         other.el.style.display = 'none';
+        if (state !== undefined) {
+          view.takeOver?.(state);
+        }
       }
     }
   };
