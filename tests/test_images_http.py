@@ -178,12 +178,13 @@ def test_embed_images_in_a_kernel_goes_through_the_servers_worker(server, siglip
     path.write_bytes(_png(6))
     code = (
         "import sys, json, numpy as np, jupyter_mlx_embed as jme\n"
-        f"v = jme.embed_images([{str(path)!r}, open({str(path)!r}, 'rb').read()], model={siglip.name!r})\n"
-        f"one = jme.embed_images({str(path)!r}, model={siglip.name!r})\n"
-        f"t = jme.embed(['a picture'], model={siglip.name!r})\n"
-        "print(json.dumps({'shape': list(v.shape), 'one': list(one.shape), 'same': float(v[0] @ v[1]),"
-        " 'text': list(t.shape), 'transport': jme.get_transport().kind,"
-        " 'mlx': 'mlx.core' in sys.modules}))\n"
+        f"path, model = {str(path)!r}, {siglip.name!r}\n"
+        "v = jme.embed_images([path, open(path, 'rb').read()], model=model)\n"
+        "one = jme.embed_images(path, model=model)\n"
+        "t = jme.embed(['a picture'], model=model)\n"
+        "print(json.dumps({'shape': list(v.shape), 'one': list(one.shape),"
+        " 'same': float(v[0] @ v[1]), 'text': list(t.shape),"
+        " 'transport': jme.get_transport().kind, 'mlx': 'mlx.core' in sys.modules}))\n"
     )
     out = asyncio.run(run_in_kernel(server, TOKEN, code))
     assert out["status"] == "ok", out

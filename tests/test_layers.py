@@ -79,11 +79,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "explorer.data": (1, "notebook"),  # colours, scores, seriation: numpy and scipy only
     "explorer.projection": (2, "notebook"),  # 2-D maps: numpy, the settings (umap lazily)
     "explorer.clusters": (3, "notebook"),  # named clusters (hdbscan, scikit-learn lazily)
-    "explorer.background": (4, "notebook"),
-    "explorer.thumbnails": (
-        3,
-        "notebook",
-    ),  # pictures' thumbnails, made on demand and kept  # the map's thread, hand-off to the kernel's loop
+    "explorer.background": (4, "notebook"),  # the map's thread, hand-off to the kernel's loop
+    "explorer.thumbnails": (3, "notebook"),  # pictures' thumbnails, made on demand, kept
     "explorer.snapshot": (10, "notebook"),  # the static PNG (Pillow, IPython's display)
     "explorer.table": (10, "notebook"),  # table input, colourings by column
     "explorer.query": (10, "notebook"),  # the query lifecycle, neighbours
