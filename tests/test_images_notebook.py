@@ -4,6 +4,8 @@ glob and expressions (paths, PIL images, a Series of paths), dirty items refused
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,38 @@ def test_save_and_load_keep_paths_and_thumbnails(shell, folder, siglip, tmp_path
     np.testing.assert_array_equal(loaded.vectors, both.vectors)
     subset = loaded[[0, len(loaded) - 1]]
     assert subset.images == [both.images[0], both.images[-1]]
+
+
+def test_explore_images_answers_thumbnails_and_stores_them_by_content(
+    shell, folder, siglip, tmp_path, monkeypatch
+) -> None:
+    pandas = pytest.importorskip("pandas")
+    # The thumbnails are stored beside the vector cache of the settings (the environment).
+    # (the tests run with the cache off, conftest.py: on here, in a folder of this test's own)
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_CACHE", "true")
+    monkeypatch.setenv("JUPYTER_MLX_EMBED_CACHE_DIR", str(tmp_path / "cache"))
+    shell.run_line_magic("embed_info", "")  # the magics apply the settings to the worker
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
+    table = pandas.DataFrame({"path": files, "kind": ["drawing"] * len(files)})
+    explorer = jme.explore_images(
+        table, "path", model=siglip.name, color="kind", skip_invalid=True, projection="pca"
+    )
+    assert explorer.pictures and len(explorer.embeddings) == len(files) - 1
+    assert explorer.embeddings.skipped == [files.index(str(folder / "z-broken.png"))]
+    sent: list[tuple[dict, list[bytes]]] = []
+    monkeypatch.setattr(
+        explorer, "send", lambda content, buffers=None: sent.append((content, buffers))
+    )
+    explorer._on_message(explorer, {"type": "thumbnails", "id": 7, "indices": [0, 2, 999]}, [])
+    for _ in range(100):
+        if sent:
+            break
+        time.sleep(0.05)
+    content, buffers = sent[0]
+    assert content["id"] == 7 and content["indices"] == [0, 2, 999]
+    sizes = content["sizes"]
+    assert sizes[0] > 0 and sizes[1] > 0 and sizes[2] == 0 and len(buffers[0]) == sum(sizes)
+    first = Image.open(io.BytesIO(buffers[0][: sizes[0]]))
+    assert first.format == "JPEG" and max(first.size) <= 96
+    stored = list((tmp_path / "cache" / "thumbnails").rglob("*.jpg"))
+    assert len(stored) == 2  # kept by content hash: another explorer reads them back
