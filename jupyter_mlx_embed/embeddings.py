@@ -546,7 +546,8 @@ def _saved_images(meta: dict[str, Any], data: Any) -> list[str | bytes] | None:
         return None
     blob = data["thumbnails"].tobytes()
     ends = np.cumsum(data["thumbnail_sizes"]).tolist()
-    thumbs = iter([blob[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)])
+    starts = [0, *ends[:-1]] if ends else []
+    thumbs = iter([blob[start:end] for start, end in zip(starts, ends, strict=True)])
     return [path if isinstance(path, str) else next(thumbs) for path in paths]
 
 

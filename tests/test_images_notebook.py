@@ -123,6 +123,8 @@ def test_save_and_load_keep_paths_and_thumbnails(shell, folder, siglip, tmp_path
     np.testing.assert_array_equal(loaded.vectors, both.vectors)
     subset = loaded[[0, len(loaded) - 1]]
     assert subset.images == [both.images[0], both.images[-1]]
+    paths_only = Embeddings.load(from_files.save(tmp_path / "files.npz"))
+    assert paths_only.images == from_files.images
 
 
 def test_explore_images_answers_thumbnails_and_stores_them_by_content(
