@@ -261,6 +261,7 @@ class Embeddings:
                 score=float(scores[i]),
                 text=self.texts[i],
                 label=self.label(int(i)),
+                thumbnail=self._thumbnail(int(i)),
             )
             for rank, i in enumerate(order, start=1)
         ]
@@ -442,16 +443,24 @@ class Embeddings:
             + "</div>"
         )
 
-    def _preview(self, row: int) -> str:
-        """An ``<img>`` of row ``row``'s picture (a thumbnail, inline), or nothing."""
+    def _thumbnail(self, row: int) -> bytes | None:
+        """A small JPEG of row ``row``'s picture (None for texts, or an unreadable file)."""
         if self.images is None:
-            return ""
+            return None
         from .images import thumbnail
 
         source = self.images[row]
         try:
-            jpeg = source if isinstance(source, bytes) else thumbnail(source, 48)
+            return source if isinstance(source, bytes) else thumbnail(source, 96)
         except (EmbedError, OSError, ValueError):
+            return None
+
+    def _preview(self, row: int) -> str:
+        """An ``<img>`` of row ``row``'s picture (a thumbnail, inline), or nothing."""
+        if self.images is None:
+            return ""
+        jpeg = self._thumbnail(row)
+        if jpeg is None:
             return "(unreadable) "
         data = base64.b64encode(jpeg).decode("ascii")
         return f'<img src="data:image/jpeg;base64,{data}" style="height:48px"> '

@@ -6,9 +6,10 @@ Rich display goes through ``_repr_html_``, which Jupyter picks up without an IPy
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -33,6 +34,8 @@ class Hit:
         label: The row's label in the table the texts came from (``Embeddings.index``: a
             Series' index, e.g. after ``%embed -i df.text``), or None where they have none.
             ``df.loc[hit.label]`` is the hit's row; ``index`` is its position.
+        thumbnail: For a picture, a small JPEG of it (shown in the results' table); else
+            None.
     """
 
     rank: int
@@ -41,6 +44,7 @@ class Hit:
     text: str
     similarity: float | None = None
     label: Any = None
+    thumbnail: bytes | None = field(default=None, repr=False)
 
 
 class SearchResults(Sequence[Hit]):
@@ -140,7 +144,8 @@ class SearchResults(Sequence[Hit]):
             + (f"<td>{html.escape(str(hit.label))}</td>" if labels is not None else "")
             + f"<td>{hit.score:.3f}</td>"
             + (f"<td>{hit.similarity:.3f}</td>" if similarity else "")
-            + f'<td style="text-align:left">{html.escape(shorten(hit.text, 300))}</td></tr>'
+            + f'<td style="text-align:left">{_picture(hit)}{html.escape(shorten(hit.text, 300))}'
+            "</td></tr>"
             for hit in self._hits
         )
         what = "Reranked search" if similarity else "Search"
@@ -245,3 +250,14 @@ def import_pandas() -> Any:
     except ImportError as exc:
         raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
     return pandas
+
+
+def _picture(hit: Hit) -> str:
+    """An inline ``<img>`` of a picture hit's thumbnail, or nothing."""
+    if not hit.thumbnail:
+        return ""
+    data = base64.b64encode(hit.thumbnail).decode("ascii")
+    return (
+        f'<img src="data:image/jpeg;base64,{data}" '
+        'style="height:48px;vertical-align:middle;margin-right:6px">'
+    )

@@ -103,6 +103,8 @@ def test_search_by_text_across_modalities(shell, folder, siglip) -> None:
     order = np.argsort(-(pics.vectors @ query), kind="stable")[:3]
     assert [h.index for h in hits] == order.tolist()
     assert [h.text for h in hits] == [pics.images[i] for i in order]
+    assert all(h.thumbnail and h.thumbnail[:2] == b"\xff\xd8" for h in hits)  # JPEGs
+    assert hits._repr_html_().count("<img") == 3
     with pytest.raises(ValueError, match="pictures cannot be reranked"):
         pics.search("a red circle", rerank="any")
 
