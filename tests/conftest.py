@@ -125,3 +125,12 @@ def siglip(reranker_root: Path) -> Path:
     from .siglip_models import build_siglip
 
     return build_siglip("siglip-base-patch16-224", reranker_root, layers=2)
+
+
+@pytest.fixture(scope="session")
+def siglip_so400m(reranker_root: Path) -> Path:
+    """google/siglip-so400m-patch14-384 (1152 wide, 14-pixel patches at 384: 729 a picture),
+    1 layer per tower."""
+    from .siglip_models import build_siglip
+
+    return build_siglip("siglip-so400m-patch14-384", reranker_root, layers=1)

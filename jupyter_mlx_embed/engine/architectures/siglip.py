@@ -256,8 +256,12 @@ class VisionModel(nn.Module):
 
 def patches(pixels: mx.array, side: int) -> mx.array:
     """``(b, h, w, c)`` pixels as ``(b, h/side * w/side, side * side * c)``: patches in
-    row-major order, each flattened (row, column, channel), as the kernel is flattened."""
+    row-major order, each flattened (row, column, channel), as the kernel is flattened. Rows
+    and columns past the last whole patch are left out, as the strided convolution leaves
+    them (384 pixels make 27 patches of 14)."""
     b, h, w, c = pixels.shape
+    h, w = h - h % side, w - w % side
+    pixels = pixels[:, :h, :w]
     x = pixels.reshape(b, h // side, side, w // side, side, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, (h // side) * (w // side), side * side * c)
 
