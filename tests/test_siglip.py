@@ -225,3 +225,16 @@ def test_the_cache_keys_pictures_by_content(worker: Worker, siglip: Path, tmp_pa
     # A text whose characters spell a picture's key is not that picture.
     text = worker.submit(["same.png"], options).result(60)
     assert worker.stats.cache_hits == hits + 1 and text.vectors.shape == (1, 768)
+
+
+def test_the_stock_forward_gives_the_same_vectors(
+    siglip: Path, reference: dict[str, np.ndarray]
+) -> None:
+    """The MLX forward the native path replaces (cpu_fast_path off, or no kernels)."""
+    config = EngineConfig(model_roots=(str(siglip.parent),), cache=False, cpu_fast_path=False)
+    with Worker(config) as worker:
+        options = EmbedOptions(model=siglip.name)
+        texts = worker.submit(TEXTS, options).result(timeout=120).vectors
+        pictures = worker.submit_images(_pictures(), options).result(timeout=120).vectors
+    assert np.min(np.sum(texts * reference["text"], axis=1)) >= 0.9999
+    assert np.min(np.sum(pictures * reference["image"], axis=1)) >= 0.999

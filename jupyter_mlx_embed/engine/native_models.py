@@ -465,49 +465,25 @@ def prenorm_encoder(
     return PreNormEncoder(kernels, embeddings, head, layers, shape, streams)
 
 
-def _siglip_tower(packing: Packing, encoder: Any, final_norm: Any) -> tuple[list[Any], Any]:
-    """One SigLIP tower's layers for the ``transformer`` op (queries scaled once here) and
-    its shape."""
-    pack = packing.linear
+def _siglip_shape(encoder: Any, final_norm: Any) -> TransformerShape:
+    """One SigLIP tower's settings for the ``transformer`` op.
+
+    Raises:
+        UnsupportedModelError: Norms with different eps, or layers with different GELUs.
+    """
     first = encoder.layers[0]
     heads = first.self_attn.heads
-    dim = first.self_attn.q_proj.weight.shape[0]
-    head_dim = dim // heads
+    head_dim = first.self_attn.q_proj.weight.shape[0] // heads
     eps = float(first.layer_norm1.eps)
-    layers, activations = [], set()
+    activations = set()
     for layer in encoder.layers:
-        attention, mlp = layer.self_attn, layer.mlp
         if any(n.eps != eps for n in (layer.layer_norm1, layer.layer_norm2, final_norm)):
             raise UnsupportedModelError("norms with different eps")
-        activations.add(_gelu_kind(mlp.act))
-        scale = head_dim**-0.5
-        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-        layers.append(
-            _layer(
-                attn_norm=layer.layer_norm1.weight,
-                attn_norm_bias=layer.layer_norm1.bias,
-                qkv=pack(
-                    mx.concatenate(
-                        [p.weight * f for p, f in zip(projections, (scale, 1, 1), strict=True)]
-                    )
-                ),
-                qkv_bias=mx.concatenate(
-                    [p.bias * f for p, f in zip(projections, (scale, 1, 1), strict=True)]
-                ),
-                out=pack(attention.out_proj.weight),
-                out_bias=attention.out_proj.bias,
-                mlp_norm=layer.layer_norm2.weight,
-                mlp_norm_bias=layer.layer_norm2.bias,
-                up=pack(mlp.fc1.weight),
-                up_bias=mlp.fc1.bias,
-                down=pack(mlp.fc2.weight),
-                down_bias=mlp.fc2.bias,
-            )
-        )
+        activations.add(_gelu_kind(layer.mlp.act))
     if len(activations) != 1:
         raise UnsupportedModelError("layers with different activations")
-    count = len(layers)
-    shape = TransformerShape(
+    count = len(encoder.layers)
+    return TransformerShape(
         heads=heads,
         kv_heads=heads,
         head_dim=head_dim,
@@ -519,7 +495,41 @@ def _siglip_tower(packing: Packing, encoder: Any, final_norm: Any) -> tuple[list
         rope_thetas=(0.0,) * count,
         gated=False,
     )
-    return layers, shape
+
+
+def _siglip_layers(packing: Packing, encoder: Any, shape: TransformerShape) -> list[Any]:
+    """One SigLIP tower's layers for the ``transformer`` op, queries scaled once here. Each
+    layer's matrices are packed, then the stock layer's own are let go (the native path
+    replaces it; the model would otherwise hold every weight twice)."""
+    pack, scale = packing.linear, shape.head_dim**-0.5
+    layers = []
+    for layer in encoder.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        factors = (scale, 1.0, 1.0)
+        arrays = _layer(
+            attn_norm=layer.layer_norm1.weight,
+            attn_norm_bias=layer.layer_norm1.bias,
+            qkv=pack(
+                mx.concatenate([p.weight * f for p, f in zip(projections, factors, strict=True)])
+            ),
+            qkv_bias=mx.concatenate(
+                [p.bias * f for p, f in zip(projections, factors, strict=True)]
+            ),
+            out=pack(attention.out_proj.weight),
+            out_bias=attention.out_proj.bias,
+            mlp_norm=layer.layer_norm2.weight,
+            mlp_norm_bias=layer.layer_norm2.bias,
+            up=pack(mlp.fc1.weight),
+            up_bias=mlp.fc1.bias,
+            down=pack(mlp.fc2.weight),
+            down_bias=mlp.fc2.bias,
+        )
+        mx.eval([a for a in arrays if a is not None])
+        for linear in (*projections, attention.out_proj, mlp.fc1, mlp.fc2):
+            linear.weight = mx.zeros((0,))
+        layers.append(arrays)
+    return layers
 
 
 class ImageTower:
@@ -546,15 +556,20 @@ def siglip_towers(
     """The text tower (a :class:`PreNormEncoder` with learnt positions, called like the
     others: the engine pools its last position and applies the text head) and the
     :class:`ImageTower` of a loaded engine/architectures SigLIP; (None, None), logged, where
-    the model has a feature the native transformer does not run."""
+    the model has a feature the native transformer does not run. Once both towers can run
+    natively, the stock layers' matrices are let go as each layer is packed (the stock
+    forward can no longer run)."""
     packing = Packing(kernels, precision)
     text, vision = model.text_model, model.vision_model
     try:
-        text_layers, text_shape = _siglip_tower(packing, text.encoder, text.final_layer_norm)
-        image_layers, image_shape = _siglip_tower(packing, vision.encoder, vision.post_layernorm)
+        text_shape = _siglip_shape(text.encoder, text.final_layer_norm)
+        image_shape = _siglip_shape(vision.encoder, vision.post_layernorm)
     except UnsupportedModelError as exc:
         log.info("siglip runs the stock forward: %s", exc)
         return None, None
+    text_layers = _siglip_layers(packing, text.encoder, text_shape)
+    image_layers = _siglip_layers(packing, vision.encoder, image_shape)
+    mx.clear_cache()
     text_head = [None, None, text.final_layer_norm.weight, text.final_layer_norm.bias]
     text_encoder = PreNormEncoder(
         kernels,
