@@ -127,12 +127,32 @@ def embed_chunks(texts: list[str], options: EmbedOptions) -> Iterator[EmbedResul
         TimeoutError: No answer within ``request_timeout``.
     """
     transport = get_transport()
-    for future in _chunks(transport, texts, options):
+    return _results(_chunks(transport, texts, options), transport.timeout)
+
+
+def _results(futures: Iterator[Future[EmbedResult]], timeout: float) -> Iterator[EmbedResult]:
+    """Each future's result in turn; one that fails or is left waiting is cancelled."""
+    for future in futures:
         try:
-            yield future.result(timeout=transport.timeout)
+            yield future.result(timeout=timeout)
         except BaseException:
             future.cancel()
             raise
+
+
+async def _awaited(futures: Iterator[Future[EmbedResult]]) -> EmbedResult:
+    """The futures' results awaited in turn, as one result; one that fails or whose waiter
+    is cancelled is cancelled."""
+    import asyncio  # here: a process that only calls embed() does not import it
+
+    parts = []
+    for future in futures:
+        try:
+            parts.append(await asyncio.wrap_future(future))
+        except BaseException:
+            future.cancel()
+            raise
+    return EmbedResult.concatenate(parts)
 
 
 def _empty(options: EmbedOptions) -> np.ndarray:
@@ -188,20 +208,11 @@ async def aembed(
     prompt: str | None = None,
 ) -> np.ndarray:
     """Awaitable :func:`embed`: the event loop keeps running while the worker computes."""
-    import asyncio  # here: a process that only calls embed() does not import it
-
     options = EmbedOptions(model, dimensions, prompt_name, prompt)
     texts, single = _as_texts(input)
     if not texts:
         return _empty(options)
-    parts = []
-    for future in _chunks(get_transport(), texts, options):
-        try:
-            parts.append(await asyncio.wrap_future(future))
-        except BaseException:
-            future.cancel()
-            raise
-    return _shape(EmbedResult.concatenate(parts), single)
+    return _shape(await _awaited(_chunks(get_transport(), texts, options)), single)
 
 
 #: Pictures per request when embed_images() embeds a large collection (a chunk's decoded
@@ -241,13 +252,7 @@ def embed_image_chunks(images: list[Any], options: EmbedOptions) -> Iterator[Emb
         EmbedError: A chunk failed.
         TimeoutError: No answer within ``request_timeout``.
     """
-    timeout = get_transport().timeout
-    for future in _image_chunks(images, options):
-        try:
-            yield future.result(timeout=timeout)
-        except BaseException:
-            future.cancel()
-            raise
+    return _results(_image_chunks(images, options), get_transport().timeout)
 
 
 def embed_images(
@@ -282,20 +287,11 @@ async def aembed_images(
 ) -> np.ndarray:
     """Awaitable :func:`embed_images`: the event loop keeps running while the worker
     decodes and computes."""
-    import asyncio
-
     options = EmbedOptions(model, dimensions)
     items, single = _as_images(images)
     if not items:
         return _empty(options)
-    parts = []
-    for future in _image_chunks(items, options):
-        try:
-            parts.append(await asyncio.wrap_future(future))
-        except BaseException:
-            future.cancel()
-            raise
-    return _shape(EmbedResult.concatenate(parts), single)
+    return _shape(await _awaited(_image_chunks(items, options)), single)
 
 
 def _rerank_args(documents: Iterable[str], model: str | None) -> tuple[list[str], EmbedOptions]:

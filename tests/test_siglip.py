@@ -48,25 +48,28 @@ def worker(siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
         yield w
 
 
+def _reference(folder: Path, pictures: list) -> dict[str, np.ndarray]:
+    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    processor = AutoImageProcessor.from_pretrained(folder)
+    model = SiglipModel.from_pretrained(folder).eval()
+    texts = tokenizer(TEXTS, padding="max_length", truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        text = model.get_text_features(**texts).pooler_output.numpy()
+        image = model.get_image_features(**processor(pictures, return_tensors="pt"))
+    image = image.pooler_output.numpy()
+    return {
+        "text": text / np.linalg.norm(text, axis=1, keepdims=True),
+        "image": image / np.linalg.norm(image, axis=1, keepdims=True),
+    }
+
+
 @pytest.fixture(scope="module")
 def reference(siglip: Path) -> dict[str, np.ndarray]:
     """transformers' normalised get_text_features / get_image_features, as its model card
     says to call them (texts padded to max_length, truncated)."""
-    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
-
-    tokenizer = AutoTokenizer.from_pretrained(siglip)
-    processor = AutoImageProcessor.from_pretrained(siglip)
-    model = SiglipModel.from_pretrained(siglip).eval()
-    texts = tokenizer(TEXTS, padding="max_length", truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        text = model.get_text_features(**texts).pooler_output.numpy()
-        image = model.get_image_features(**processor(_pictures(), return_tensors="pt"))
-        image = image.pooler_output.numpy()
-    return {
-        "text": text / np.linalg.norm(text, axis=1, keepdims=True),
-        "image": image / np.linalg.norm(image, axis=1, keepdims=True),
-        "ids": texts["input_ids"].numpy(),
-    }
+    return _reference(siglip, _pictures())
 
 
 def test_the_folder_is_googles_layout(siglip: Path) -> None:

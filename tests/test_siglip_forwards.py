@@ -13,27 +13,10 @@ import pytest
 from jupyter_mlx_embed import EngineConfig, Worker
 from jupyter_mlx_embed.options import EmbedOptions
 
-from .test_siglip import TEXTS, _pictures
+from .test_siglip import TEXTS, _pictures, _reference
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-
-def _reference(folder: Path, pictures: list) -> dict[str, np.ndarray]:
-    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    processor = AutoImageProcessor.from_pretrained(folder)
-    model = SiglipModel.from_pretrained(folder).eval()
-    texts = tokenizer(TEXTS, padding="max_length", truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        text = model.get_text_features(**texts).pooler_output.numpy()
-        image = model.get_image_features(**processor(pictures, return_tensors="pt"))
-    image = image.pooler_output.numpy()
-    return {
-        "text": text / np.linalg.norm(text, axis=1, keepdims=True),
-        "image": image / np.linalg.norm(image, axis=1, keepdims=True),
-    }
 
 
 def _mlx_community_copy(folder: Path, into: Path) -> Path:

@@ -160,18 +160,7 @@ export function toData(
 
 /** The points whose (xs[i], ys[i]) lie in the rectangle spanned by two corners (any order). */
 export function pointsInside(xs: Float32Array, ys: Float32Array, a: [number, number], b: [number, number]): number[] {
-  const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
-  const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
-  const inside: number[] = [];
-  const n = Math.min(xs.length, ys.length);
-  for (let i = 0; i < n; i++) {
-    const x = xs[i];
-    const y = ys[i];
-    if (x >= x0 && x <= x1 && y >= y0 && y <= y1) {
-      inside.push(i);
-    }
-  }
-  return inside;
+  return fewPointsInside(xs, ys, a, b, Infinity)!;
 }
 
 /**
