@@ -417,6 +417,9 @@ def _describe_model(card: dict[str, Any]) -> str:
         f"{card.get('pooling')} pooling",
         f"{quantization['bits']}-bit" if quantization else "float weights",
     ]
+    size = card.get("image_size")
+    if size:
+        parts.insert(0, f"texts and {size[0]} x {size[1]} pictures")
     prompts = card.get("prompts") or {}
     if prompts:
         default = card.get("default_prompt_name")

@@ -247,14 +247,14 @@ class Preparer:
                 code="prompt_too_long",
             )
 
-    def _prepare_pictures(self, job: _Job) -> None:
-        """Decode and resize a piece of a picture request on the pool (cache hits skipped)."""
+    def _prepare_pictures(self, job: _Job, start: int, stop: int) -> None:
+        """Decode and resize pictures ``start:stop`` of a request on the pool (cache hits
+        skipped)."""
         from . import images
 
         request = job.request
         spec = request.spec
         assert spec is not None and spec.image is not None and request.out is not None
-        start, stop = job.done, min(job.done + IMAGE_PIECE, len(request.inputs))
         if self._pictures is None:
             self._pictures = ThreadPoolExecutor(
                 max_workers=os.cpu_count() or 2, thread_name_prefix="mlx-embed-pictures"
@@ -291,14 +291,30 @@ class Preparer:
             request.rows[i] = pixels
             request.token_counts[i] = spec.image.tokens
         job.misses.extend(misses)
-        job.done = stop
 
     def _prepare_piece(self, job: _Job) -> None:
+        """Prepare the next piece of a request, then count its tokens against the limit."""
         request = job.request
+        piece = IMAGE_PIECE if request.images else PIECE
+        start, stop = job.done, min(job.done + piece, len(request.inputs))
         if request.images:
-            self._prepare_pictures(job)
-            return
-        start, stop = job.done, min(job.done + PIECE, len(request.inputs))
+            self._prepare_pictures(job, start, stop)
+        else:
+            self._prepare_texts(job, start, stop)
+        job.done = stop
+        job.total += sum(request.token_counts[start:stop])
+        if job.total > self._max_tokens:
+            more = " at least" if stop < len(request.inputs) else ""
+            raise InvalidRequestError(
+                f"This request has{more} {job.total} tokens, more than the maximum of "
+                f"{self._max_tokens} tokens per request",
+                param="input",
+                code="max_tokens_per_request",
+            )
+
+    def _prepare_texts(self, job: _Job, start: int, stop: int) -> None:
+        """Tokenize inputs ``start:stop`` of a request (cache hits skipped)."""
+        request = job.request
         tokenizer = request.loaded.tokenizer
         positions = range(start, stop)
         misses = list(positions)
@@ -339,16 +355,6 @@ class Preparer:
             request.rows[i] = row
             request.token_counts[i] = len(row)
         job.misses.extend(misses)
-        job.done = stop
-        job.total += sum(request.token_counts[start:stop])
-        if job.total > self._max_tokens:
-            more = " at least" if stop < len(request.inputs) else ""
-            raise InvalidRequestError(
-                f"This request has{more} {job.total} tokens, more than the maximum of "
-                f"{self._max_tokens} tokens per request",
-                param="input",
-                code="max_tokens_per_request",
-            )
 
 
 def _size(request: Request) -> int:

@@ -162,3 +162,13 @@ def test_explore_images_answers_thumbnails_and_stores_them_by_content(
     assert first.format == "JPEG" and max(first.size) <= 96
     stored = list((tmp_path / "cache" / "thumbnails").rglob("*.jpg"))
     assert len(stored) == 2  # kept by content hash: another explorer reads them back
+
+
+def test_aembed_images_awaits_the_same_vectors(shell, folder, siglip) -> None:
+    import asyncio
+
+    files = sorted(str(p) for p in folder.glob("*.png") if "broken" not in p.name)
+    vectors = asyncio.run(jme.aembed_images(files, model=siglip.name))
+    np.testing.assert_allclose(vectors, jme.embed_images(files, model=siglip.name), atol=1e-6)
+    one = asyncio.run(jme.aembed_images(files[0], model=siglip.name))
+    assert one.shape == (768,)

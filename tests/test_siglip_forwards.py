@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jupyter_mlx_embed import EngineConfig, Worker
+from jupyter_mlx_embed import EngineConfig, InvalidRequestError, Worker
 from jupyter_mlx_embed.options import EmbedOptions
 
 from .test_siglip import TEXTS, _pictures, _reference
@@ -73,3 +73,28 @@ def test_the_stock_forward_gives_the_same_vectors(
         pictures = worker.submit_images(_pictures(), options).result(timeout=120).vectors
     assert np.min(np.sum(texts * reference["text"], axis=1)) >= 0.9999
     assert np.min(np.sum(pictures * reference["image"], axis=1)) >= 0.999
+
+
+def test_picture_requests_are_bounded_and_do_not_hold_up_texts(siglip: Path) -> None:
+    """A picture costs its patches against ``max_request_tokens`` (refused before decoding
+    the rest), and a text sent after a large picture request is answered before it."""
+    config = EngineConfig(
+        model_roots=(str(siglip.parent),), cache=False, max_request_tokens=196 * 40
+    )
+    pictures = _pictures()[:1] * 41
+    with Worker(config) as worker:
+        options = EmbedOptions(model=siglip.name)
+        with pytest.raises(InvalidRequestError, match="tokens per request") as caught:
+            worker.submit_images(pictures, options).result(timeout=120)
+        assert caught.value.code == "max_tokens_per_request"
+        worker.submit(["warm up"], options).result(timeout=120)
+        many = worker.submit_images(_many_pictures(40), options)
+        text = worker.submit(["a question typed meanwhile"], options)
+        text.result(timeout=120)
+        assert not many.done()  # the text's row went in the next pass, not after the pictures
+        assert many.result(timeout=300).vectors.shape == (40, 768)
+
+
+def _many_pictures(count: int) -> list:
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(count)]

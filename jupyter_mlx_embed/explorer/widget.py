@@ -374,11 +374,12 @@ class SimilarityExplorer(anywidget.AnyWidget):
         return self._queries.search(seq, text, timeout)
 
     def close(self) -> None:
-        """Close the widget (its views disappear); a pending PNG update is dropped."""
-        # getattr: ipywidgets also closes a widget whose __init__ failed before this was set.
-        snapshot = getattr(self, "_snapshot", None)
-        if snapshot is not None:
-            snapshot.close()
+        """Close the widget (its views disappear); a pending PNG update and thumbnails being
+        made are dropped."""
+        # getattr: ipywidgets also closes a widget whose __init__ failed before these were set.
+        for part in (getattr(self, "_snapshot", None), getattr(self, "_thumbnails", None)):
+            if part is not None:
+                part.close()
         super().close()
 
     def __repr__(self) -> str:
