@@ -144,10 +144,29 @@ def tokenizer_file(path: Path) -> Path | None:
     return None
 
 
-#: transformers' ``SiglipTextConfig`` / ``SiglipVisionConfig`` defaults for the sizes that
-#: Google's published ``config.json`` files leave out.
-_SIGLIP_TEXT_DEFAULTS = {"vocab_size": 32000, "hidden_size": 768, "max_position_embeddings": 64}
-_SIGLIP_VISION_DEFAULTS = {"hidden_size": 768, "image_size": 224, "patch_size": 16}
+#: transformers' ``SiglipTextConfig`` / ``SiglipVisionConfig`` defaults for what Google's
+#: published ``config.json`` files leave out (read here and by the SigLIP architecture).
+SIGLIP_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 32000,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 64,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+SIGLIP_VISION_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 16,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu_pytorch_tanh",
+}
 #: PIL's resampling filters by the number image processors store (``resample``).
 RESAMPLING = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -308,8 +327,8 @@ def _siglip_spec(path: Path, *, name: str, source: str, config: dict[str, Any]) 
     Raises:
         ModelLoadError: A file is missing or unreadable.
     """
-    text = {**_SIGLIP_TEXT_DEFAULTS, **(config.get("text_config") or {})}
-    vision = {**_SIGLIP_VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    text = {**SIGLIP_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+    vision = {**SIGLIP_VISION_DEFAULTS, **(config.get("vision_config") or {})}
     if not any(path.glob("model*.safetensors")):
         raise ModelLoadError(f"Model '{name}' has no model*.safetensors weights in {path}")
     if tokenizer_file(path) is None:

@@ -48,7 +48,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "engine.architectures": (0, "core"),  # the package: a docstring and its model types
     "engine.architectures.gemma3_text": (1, "core"),
     "engine.architectures.nomic_bert": (1, "core"),
-    "engine.architectures.siglip": (1, "core"),
+    "engine.architectures.siglip": (2, "core"),  # SigLIP's towers (modelspec's defaults)
     "engine.architectures.dense": (2, "core"),  # sentence-transformers Dense heads
     "engine.architectures.classifier": (3, "core"),  # cross-encoders' score heads
     "engine.mlx_engine": (4, "core"),

@@ -346,12 +346,7 @@ class SentencePieceTokenizer(BaseTokenizer):
     def encode_texts(
         self, texts: Sequence[str], *, truncate: bool = True, positions: Sequence[int] = ()
     ) -> list[list[int]]:
-        """Token ids of each text, ``</s>`` included (``positions``: the caller's index of each
-        text, for messages).
-
-        Raises:
-            InvalidRequestError: ``truncate`` is false and a text is longer than the maximum.
-        """
+        """See :meth:`BaseTokenizer.encode_texts` (the special token: ``</s>`` at the end)."""
         where = positions or range(len(texts))
         rows = []
         for i, text in zip(where, texts, strict=True):

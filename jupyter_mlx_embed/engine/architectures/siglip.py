@@ -25,29 +25,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...errors import ModelTypeError
+from ...modelspec import SIGLIP_TEXT_DEFAULTS, SIGLIP_VISION_DEFAULTS
 
-#: transformers' config defaults for what Google's config.json files leave out.
-_TEXT = {
-    "vocab_size": 32000,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": 64,
-    "layer_norm_eps": 1e-6,
-    "hidden_act": "gelu_pytorch_tanh",
-}
-_VISION = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "num_channels": 3,
-    "image_size": 224,
-    "patch_size": 16,
-    "layer_norm_eps": 1e-6,
-    "hidden_act": "gelu_pytorch_tanh",
-}
 _GELU = {"gelu_pytorch_tanh": "precise", "gelu_new": "precise", "gelu": "none"}
 
 
@@ -84,8 +63,8 @@ class ModelArgs:
         Raises:
             ModelTypeError: An activation other than the GELUs, or no attention-pooling head.
         """
-        text = {**_TEXT, **(config.get("text_config") or {})}
-        vision = {**_VISION, **(config.get("vision_config") or {})}
+        text = {**SIGLIP_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+        vision = {**SIGLIP_VISION_DEFAULTS, **(config.get("vision_config") or {})}
 
         def tower(c: dict[str, Any]) -> Tower:
             approx = _GELU.get(str(c["hidden_act"]))
