@@ -21,6 +21,7 @@ from . import envvars
 from ._version import __version__
 from .config import EngineConfig, ServingConfig
 from .errors import EmbedError
+from .images import as_pictures
 from .options import EmbedOptions
 from .ranking import Ranking
 from .results import EmbedResult
@@ -220,22 +221,6 @@ async def aembed(
 IMAGE_CHUNK = 64
 
 
-def _as_images(images: Any) -> tuple[list[Any], bool]:
-    """The pictures of ``images`` and whether it was one picture (a path, bytes, a PIL image
-    or one uint8 array)."""
-    from .images import is_image_item
-
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return list(images), False
-    if isinstance(images, (str, bytes, os.PathLike)) or (
-        is_image_item(images) and not isinstance(images, np.ndarray)
-    ):
-        return [images], True
-    if isinstance(images, np.ndarray):
-        return [images], True
-    return list(images), False
-
-
 def _image_chunks(images: list[Any], options: EmbedOptions) -> Iterator[Future[EmbedResult]]:
     transport = get_transport()
     for start in range(0, len(images), IMAGE_CHUNK):
@@ -275,7 +260,7 @@ def embed_images(
             no pictures, or overload.
     """
     options = EmbedOptions(model, dimensions)
-    items, single = _as_images(images)
+    items, single = as_pictures(images)
     if not items:
         return _empty(options)
     parts = list(embed_image_chunks(items, options))
@@ -288,7 +273,7 @@ async def aembed_images(
     """Awaitable :func:`embed_images`: the event loop keeps running while the worker
     decodes and computes."""
     options = EmbedOptions(model, dimensions)
-    items, single = _as_images(images)
+    items, single = as_pictures(images)
     if not items:
         return _empty(options)
     return _shape(await _awaited(_image_chunks(items, options)), single)

@@ -138,6 +138,40 @@ def describe(item: ImageItem) -> str:
     return f"<image {size[0]}x{size[1]}>" if isinstance(size, tuple) else f"<{type(item).__name__}>"
 
 
+def as_pictures(value: Any) -> tuple[list[Any], bool]:
+    """The pictures of ``value`` and whether it was one picture: a path, bytes, a PIL image or
+    one array is one; a 4-D array is a batch of arrays; anything else is iterated.
+
+    Raises:
+        TypeError: ``value`` is neither a picture nor iterable.
+    """
+    if isinstance(value, np.ndarray):
+        return (list(value), False) if value.ndim == 4 else ([value], True)
+    if is_image_item(value):
+        return [value], True
+    return list(value), False
+
+
+def read_picture(item: ImageItem, index: int, *, max_bytes: int) -> ImageItem:
+    """A file path's content (checked for size before it is read), so that its key and its
+    pixels come from one read; other pictures as they are.
+
+    Raises:
+        InvalidRequestError: No such file, an unreadable one, or one over ``max_bytes``.
+    """
+    if not isinstance(item, (str, os.PathLike)):
+        return item
+    path = Path(item)
+    try:
+        if not path.is_file():
+            raise image_error(index, f"no such image file: {os.fspath(item)}")
+        if path.stat().st_size > max_bytes:
+            raise image_error(index, f"the file is larger than {max_bytes} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise image_error(index, f"cannot read the image ({exc})") from exc
+
+
 def is_image_item(item: Any) -> bool:
     """Whether ``item`` is one of the picture kinds :func:`load_pixels` takes."""
     if isinstance(item, (bytes, bytearray, memoryview, str, os.PathLike, np.ndarray)):
@@ -204,12 +238,7 @@ def _open(item: ImageItem, index: int, *, max_bytes: int) -> Any:
             raise image_error(index, f"the image is larger than {max_bytes} bytes", "input")
         return Image.open(io.BytesIO(bytes(item)))
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise image_error(index, f"no such image file: {os.fspath(item)}", "input")
-        if path.stat().st_size > max_bytes:
-            raise image_error(index, f"the file is larger than {max_bytes} bytes", "input")
-        return Image.open(io.BytesIO(path.read_bytes()))
+        return Image.open(io.BytesIO(read_picture(item, index, max_bytes=max_bytes)))
     if isinstance(item, np.ndarray):
         if (
             item.dtype != np.uint8

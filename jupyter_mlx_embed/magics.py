@@ -314,22 +314,20 @@ class EmbedMagics(Magics):
             raise UsageError(
                 f"%embed_images -i: {expression} failed: {type(exc).__name__}: {exc}"
             ) from None
-        from .images import is_image_item, picture_files
+        from .images import as_pictures, picture_files
 
         if isinstance(value, (str, os.PathLike)):
             files = picture_files(os.fspath(value))
             if not files:
                 raise UsageError(f"%embed_images -i: no picture files match {os.fspath(value)!r}")
             return files, None
-        if is_image_item(value) and not isinstance(value, list):
-            return [value], None
         try:
-            items = list(value)
+            items, single = as_pictures(value)
         except TypeError:
             raise UsageError(
                 f"%embed_images -i: {expression} is a {type(value).__name__}, not pictures"
             ) from None
-        return items, labels_of(value)
+        return items, None if single else labels_of(value)
 
     @line_magic
     def embed_info(self, line: str = "") -> None:

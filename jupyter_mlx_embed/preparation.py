@@ -261,14 +261,14 @@ class Preparer:
             )
         positions = range(start, stop)
 
-        def key(i: int) -> str:
-            try:
-                return images.content_key(request.inputs[i])
-            except OSError as exc:
-                where = request.index(i)
-                raise images.image_error(where, f"cannot read the image ({exc})") from exc
+        def read(i: int) -> Any:
+            return images.read_picture(
+                request.inputs[i], request.index(i), max_bytes=MAX_IMAGE_BYTES
+            )
 
-        request.keys[start:stop] = list(self._pictures.map(key, positions))
+        # Each file is read once (size checked first): its key and its pixels come from it.
+        contents = dict(zip(positions, self._pictures.map(read, positions), strict=True))
+        request.keys[start:stop] = list(self._pictures.map(images.content_key, contents.values()))
         misses = list(positions)
         if request.identity is not None and self._cache is not None:
             found = self._cache.lookup(request.identity, request.keys[start:stop], spec.dimension)
@@ -280,7 +280,7 @@ class Preparer:
 
         def load(i: int) -> Any:
             return images.load_pixels(
-                request.inputs[i],
+                contents[i],
                 spec.image,  # type: ignore[arg-type]
                 index=request.index(i),
                 max_pixels=MAX_IMAGE_PIXELS,

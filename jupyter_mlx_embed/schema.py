@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import InvalidRequestError, elide
+from .images import from_data_uri
+from .validation import check_texts
 
 ENCODING_FORMATS = ("float", "base64")
 
@@ -71,9 +73,6 @@ def split_mixed_input(items: Sequence[Any], *, max_image_bytes: int) -> MixedInp
             ``image`` field; an image is not a ``data:image/...;base64,`` URI (URLs and paths
             are never fetched) or is larger than ``max_image_bytes``; a text is malformed.
     """
-    from .images import from_data_uri
-    from .validation import check_texts
-
     if not any(isinstance(item, dict) for item in items):
         return None
     mixed = MixedInput([], [], [], [])

@@ -186,13 +186,14 @@ class TextTokenizer(BaseTokenizer):
         self._segments = segments
         self._pairs: Any = None  # the pair encoder, made on first use
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        padding = self._tok.padding  # the file's own padding, read before it is turned off
         _drop_extra_whitespace(self._tok)
         self._tok.no_padding()
         self._tok.no_truncation()
         self._prefix, self._suffix = self._special_tokens()
         if pad:
-            padding = self._tok.padding or {}
-            self._pad_id = int(padding.get("pad_id", self._suffix[-1] if self._suffix else 0))
+            last = self._suffix[-1] if self._suffix else 0
+            self._pad_id = int(padding["pad_id"]) if padding else last
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without special tokens (e.g. a prompt's)."""

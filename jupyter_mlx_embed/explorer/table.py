@@ -168,13 +168,16 @@ def embed_column(
         index=None if labels is None else [labels[i] for i in kept],
         skipped=[i if labels is None else labels[i] for i in skipped],
     )
-    table = {name: _take(column, kept) for name, column in columns.items()} if skipped else columns
+    table = (
+        {name: take_rows(column, kept) for name, column in columns.items()} if skipped else columns
+    )
     if color is not None and not isinstance(color, str):
-        color = _take(color, kept) if skipped else color
+        color = take_rows(color, kept) if skipped else color
     return embeddings, table, color
 
 
-def _take(values: Any, positions: np.ndarray) -> Any:
+def take_rows(values: Any, positions: Sequence[int] | np.ndarray) -> Any:
+    """The values of a column (a Series, or a list) at ``positions``."""
     iloc = getattr(values, "iloc", None)
     if iloc is not None:
         return iloc[positions]

@@ -65,7 +65,15 @@ from .data import Coloring
 from .heatmap import HEATMAP_LIMIT, heatmap_state
 from .query import Answer, Queries, hit_rows, nearest_neighbors
 from .snapshot import Key, Picture, Snapshot
-from .table import choices, choose_colorings, columns_of, embed_column, row, tooltip_columns
+from .table import (
+    choices,
+    choose_colorings,
+    columns_of,
+    embed_column,
+    row,
+    take_rows,
+    tooltip_columns,
+)
 from .thumbnails import Thumbnails
 
 if TYPE_CHECKING:
@@ -724,45 +732,38 @@ def explore_images(
     from tqdm.auto import tqdm
 
     from ..embeddings import embed_picture_collection
-    from ..images import picture_files
+    from ..images import as_pictures, picture_files
     from ..options import EmbedOptions
     from ..validation import labels_of
 
     table: dict[str, Any] | None = None
+    labels: list[Any] | None = None
     if isinstance(source, (str, Path)):
         items: list[Any] = picture_files(str(source))
         if not items:
             raise ValueError(f"no picture files match {str(source)!r}")
-        labels = None
     elif hasattr(source, "columns") or isinstance(source, dict):
         table = columns_of(source, None)
         if image not in table:
             raise ValueError(f"image={image!r} is not a column of the table; {choices(table)}")
         items, labels = list(table[image]), labels_of(table[image])
     else:
-        items, labels = list(source), labels_of(source)
-    options_ = EmbedOptions(model, dimensions)
+        items, single = as_pictures(source)
+        labels = None if single else labels_of(source)
     with tqdm(total=len(items), desc="embedding", unit="picture") as bar:
+        # Skipped items come back by position here (labels need not be unique).
         embeddings = embed_picture_collection(
-            items, options_, skip_invalid=skip_invalid, labels=labels, progress=bar
+            items, EmbedOptions(model, dimensions), skip_invalid=skip_invalid, progress=bar
         )
-    if embeddings.skipped:
-        kept = [i for i in range(len(items)) if i not in _positions(embeddings.skipped, labels)]
+    skipped = embeddings.skipped
+    if skipped:
+        kept = sorted(set(range(len(items))) - set(skipped))
         if table is not None:
-            table = {name: _pick(column, kept) for name, column in table.items()}
+            table = {name: take_rows(column, kept) for name, column in table.items()}
         if color is not None and not isinstance(color, str):
-            color = _pick(list(color), kept)
+            color = take_rows(list(color), kept)
+    if labels is not None:
+        left_out = set(skipped)
+        embeddings.index = [labels[i] for i in range(len(items)) if i not in left_out]
+        embeddings.skipped = [labels[i] for i in skipped]
     return SimilarityExplorer(embeddings, data=table, color=color, tooltip=tooltip, **options)
-
-
-def _positions(skipped: Sequence[Any], labels: Sequence[Any] | None) -> set[int]:
-    """The positions of skipped items (given by label when the items had labels)."""
-    if labels is None:
-        return set(skipped)
-    wanted = set(skipped)
-    return {i for i, label in enumerate(labels) if label in wanted}
-
-
-def _pick(values: Any, positions: Sequence[int]) -> Any:
-    iloc = getattr(values, "iloc", None)
-    return iloc[list(positions)] if iloc is not None else [values[i] for i in positions]
