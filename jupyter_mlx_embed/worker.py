@@ -225,10 +225,7 @@ class Worker:
             WorkerClosedError: The worker is closed.
         """
         check_images(images, max_inputs=self.config.max_inputs, first_index=first_index)
-        options = options or EmbedOptions()
-        for name in ("prompt_name", "prompt"):
-            if getattr(options, name) is not None:
-                raise InvalidRequestError(f"{name} does not apply to images", param=name)
+        options = _without(options, ("prompt_name", "prompt"), "images")
         return self._admit(
             images, options, first_index=first_index, positions=positions, images=True
         )
@@ -256,10 +253,7 @@ class Worker:
             WorkerClosedError: The worker is closed.
         """
         check_rerank(query, documents, max_documents=self.config.max_rerank_documents)
-        options = options or EmbedOptions()
-        for name in ("dimensions", "prompt_name", "prompt"):
-            if getattr(options, name) is not None:
-                raise InvalidRequestError(f"{name} does not apply to rerank", param=name)
+        options = _without(options, ("dimensions", "prompt_name", "prompt"), "rerank")
         return self._admit(documents, options, query=query)
 
     def _admit(
@@ -843,6 +837,20 @@ def _open_cache(config: EngineConfig) -> EmbeddingCache | None:
 def _error_type(error: BaseException) -> str:
     """The OpenAI error type a failure is reported with (its metrics outcome)."""
     return error.type if isinstance(error, EmbedError) else "server_error"
+
+
+def _without(options: EmbedOptions | None, names: tuple[str, ...], what: str) -> EmbedOptions:
+    """``options`` (default ones for None), refused when one of ``names`` is set: options that
+    do not apply to ``what``.
+
+    Raises:
+        InvalidRequestError: Naming the first such option.
+    """
+    options = options or EmbedOptions()
+    for name in names:
+        if getattr(options, name) is not None:
+            raise InvalidRequestError(f"{name} does not apply to {what}", param=name)
+    return options
 
 
 def _no_reranker() -> InvalidRequestError:
