@@ -334,10 +334,15 @@ def check_explorer_queries(page: Page, widget: Locator, prefix: str = "") -> Non
     screenshot(widget, f"{prefix}explorer-widget.png")
 
 
+def screenshot_path(name: str) -> Path:
+    """Where a screenshot called ``name`` goes (``test-artifacts/``, made if need be)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
 def screenshot(target: Page | Locator, name: str) -> Path:
     """Save a PNG of a page (full page) or an element under ``test-artifacts/``."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
+    path = screenshot_path(name)
     if isinstance(target, Locator):
         target.screenshot(path=path)
     else:

@@ -183,3 +183,35 @@ def test_real_sentences_cluster_by_subject(worker: Worker) -> None:
     assert words & {"sauce", "dough", "oven", "eggs", "soup", "garlic", "flour"}
     assert words & {"telescope", "galaxy", "comet", "star", "stars", "planet", "nebula"}
     assert words & {"goal", "referee", "goalkeeper", "team", "match", "striker", "cup"}
+
+
+def test_many_clusters_are_joined_into_named_regions() -> None:
+    # 4 far apart groups of 4 nearby blobs each: 16 clusters in 4 regions (REGIONS is 8, so
+    # average linkage stops at 8 at most; the 4 groups must never be mixed).
+    rng = np.random.default_rng(2)
+    groups = np.array([[0.0, 0.0], [200.0, 0.0], [0.0, 200.0], [200.0, 200.0]])
+    offsets = np.array([[0.0, 0.0], [15.0, 0.0], [0.0, 15.0], [15.0, 15.0]])
+    blob = np.repeat(np.arange(16), 60)
+    coords = groups[blob // 4] + offsets[blob % 4] + rng.normal(size=(len(blob), 2))
+    names = ["alpha", "bravo", "charlie", "delta"]
+    texts = [f"{names[b // 4]} part{b % 4} note" for b in blob]
+    found = find_clusters(coords, texts)
+    assert len(found.clusters) == 16 and all(c.level == 1 for c in found.clusters)
+    assert 4 <= len(found.regions) <= clusters_module.REGIONS
+    assert all(r.level == 0 for r in found.regions)
+    assert found.labels == [*found.regions, *found.clusters]
+    for region in found.regions:
+        members = np.array(region.members)
+        assert len(members) == clusters_module.MEMBER_SAMPLE
+        group = set((blob[members] // 4).tolist())
+        assert len(group) == 1  # a region never spans two far groups
+        assert names[group.pop()] in region.words
+    assert sum(r.size for r in found.regions) == sum(c.size for c in found.clusters)
+
+
+def test_few_clusters_need_no_regions() -> None:
+    coords, texts, _ = blob_map()
+    found = find_clusters(coords, texts)
+    assert found.regions == [] and found.labels == found.clusters
+    sample = clusters_module.MEMBER_SAMPLE
+    assert all(c.level == 0 and len(c.members) == sample for c in found.clusters)

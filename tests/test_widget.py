@@ -356,8 +356,10 @@ def test_rows_are_sent_on_demand_with_tooltip_fields(make, notes) -> None:
 
 def test_display_bundle_carries_a_png_of_the_map(make, notes) -> None:
     widget = make(notes, LABELS)
-    data, _ = widget._repr_mimebundle_()
+    data, metadata = widget._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in data
+    # The labextension shows the PNG when the widget's model is gone (a reopened notebook).
+    assert metadata["jupyter_mlx_embed"] == {"explorer": 1}
     png = data["image/png"]
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (640, 400)
@@ -402,7 +404,9 @@ def test_clusters_are_found_on_the_map(make, notes) -> None:
     codes = widget.cluster_codes
     assert codes is not None and codes.shape == (len(TEXTS),)
     for cluster in widget.clusters:
-        assert set(cluster) == {"label", "x", "y", "size"} and cluster["size"] > 0
+        assert set(cluster) == {"label", "x", "y", "size", "level", "members"}
+        assert cluster["size"] > 0 and cluster["level"] in (0, 1)
+        assert 0 < len(cluster["members"]) <= cluster["size"]
 
 
 @pytest.mark.skipif(not HAVE_UMAP, reason="umap-learn is not installed")
@@ -671,3 +675,86 @@ def test_heatmap_rows_are_ordered_by_similarity(make, notes) -> None:
         atol=1e-6,
     )
     assert widget.heatmap_labels == [shuffled.texts[i] for i in widget.heatmap_indices]
+
+
+# The filter ---------------------------------------------------------------------------------
+
+YEARS = [2001, 1999, 2010, 2020, 1980, 2005, 2015, 1990]
+
+
+def filter_table() -> dict[str, Any]:
+    return {"topic": LABELS, "year": YEARS, "price": [1.5, 2.5, 3.0, 10.0, 0.5, 7.25, 4.0, 9.0]}
+
+
+def mask_of(widget: SimilarityExplorer) -> list[int]:
+    return np.frombuffer(widget.filter_mask, dtype=np.uint8).tolist()
+
+
+def test_a_pandas_query_greys_out_the_rest(make, notes) -> None:
+    widget = make(notes, data=filter_table())
+    assert widget.filter is None and widget.filtered.tolist() == list(range(8))
+    assert widget.filter_mask == b""
+    widget.filter = "year > 2000 and topic != 'finance'"
+    assert widget.filter == "year > 2000 and topic != 'finance'"
+    assert widget.filtered.tolist() == [0, 2, 6]
+    assert mask_of(widget) == [1, 0, 1, 0, 0, 0, 1, 0] and widget.filter_count == 3
+    assert widget.filter_text == "year > 2000 and topic != 'finance'"
+    assert widget.status == "3 of 8 texts match the filter"
+    # `text` is a column too (the table has none of that name).
+    widget.filter = "text.str.contains('bank')"
+    assert widget.filtered.tolist() == [4]
+    # The front end's clear button empties filter_text: no filter left.
+    widget.set_state({"filter_text": ""})
+    assert widget.filter is None and widget.filter_mask == b""
+
+
+def test_a_boolean_mask_filters_and_bad_filters_raise(make, notes) -> None:
+    widget = make(notes, data=filter_table())
+    widget.filter = np.array([True] * 3 + [False] * 5)
+    assert widget.filtered.tolist() == [0, 1, 2] and widget.filter_text == "mask of 3 rows"
+    assert widget.filter.tolist() == [True] * 3 + [False] * 5
+    with pytest.raises(ValueError, match=r"not a valid query.*nosuch"):
+        widget.filter = "nosuch > 3"
+    with pytest.raises(ValueError, match="not a condition"):
+        widget.filter = "year + 1"
+    with pytest.raises(ValueError, match=r"one value per point \(8\)"):
+        widget.filter = [True, False]
+    with pytest.raises(TypeError, match="boolean mask"):
+        widget.filter = [1, 0, 1, 0, 1, 0, 1, 0]
+    assert widget.filtered.tolist() == [0, 1, 2]  # a bad filter leaves the last one
+    widget.filter = None
+    assert widget.filtered.tolist() == list(range(8))
+
+
+def test_keyword_and_range_combine_with_the_python_filter(make, notes) -> None:
+    widget = make(notes, data=filter_table(), color="price")
+    widget.set_state({"keyword": "THE"})  # a substring, ignoring case
+    with_the = [i for i, text in enumerate(TEXTS) if "the" in text.lower()]
+    assert widget.filtered.tolist() == with_the
+    widget.set_state({"keyword": "/k(itten|nead)/"})  # a regular expression
+    assert widget.filtered.tolist() == [2, 7]
+    widget.set_state({"keyword": "/(/"})
+    assert widget.status_level == "error" and "not a valid regular expression" in widget.status
+    assert widget.filtered.tolist() == [2, 7]  # kept until a valid keyword comes
+    widget.set_state({"keyword": ""})
+    widget.set_state({"value_range": [2.0, 8.0]})  # inclusive, on the numeric colour column
+    assert widget.filtered.tolist() == [1, 2, 5, 6]
+    widget.filter = "topic == 'finance'"
+    assert widget.filtered.tolist() == [5]
+    # Another colour column drops the range (it was a range of the column shown).
+    widget.set_state({"color_by": "topic"})
+    assert widget.value_range == [] and widget.filtered.tolist() == [3, 4, 5]
+
+
+def test_search_can_be_limited_to_the_filtered_points(make, notes) -> None:
+    widget = make(notes, data=filter_table(), k=3)
+    widget.filter = "topic == 'cooking'"
+    widget.set_state({"query": "my pet cat", "query_seq": 1})
+    wait_for(lambda: widget.result_seq == 1)
+    assert [hit["index"] for hit in widget.top_k][:1] == [0]  # ranked among all by default
+    widget.set_state({"search_filtered": True})
+    assert sorted(hit["index"] for hit in widget.top_k) == [6, 7]
+    # The map is still coloured by every text's similarity.
+    assert len(widget.scores) == len(TEXTS)
+    widget.filter = np.zeros(8, dtype=bool)  # nothing matches: nothing to rank
+    assert widget.top_k == []

@@ -6,13 +6,17 @@ become clusters, sparse points noise) and names each cluster by class-based TF-I
 scores high when it is frequent in the cluster's texts and rare in the others'. Large maps
 are clustered on a sample of :data:`CLUSTER_SAMPLE` points; every other point joins the
 cluster of its nearest sampled point.
+
+Clusters come in two levels, for labels by zoom: the dense regions, and (when there are
+more than :data:`REGIONS` of them) coarse regions that join neighbouring clusters (average
+linkage of their centres), each named the same way from all its texts.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +43,11 @@ LABEL_TEXTS = 1_000
 LABEL_CHARS = 2_000
 #: Points of a cluster its centre is chosen among (the medoid costs their square).
 CENTER_SAMPLE = 1_000
+#: Most coarse regions (the labels of the whole map); more clusters than this are joined
+#: into this many.
+REGIONS = 8
+#: Member points of each cluster sent with it (a sample: which labels a filter hides).
+MEMBER_SAMPLE = 64
 #: Between the words of a label.
 SEPARATOR = " · "
 # Words of two or more characters with at least one letter (no bare numbers).
@@ -57,12 +66,17 @@ class Cluster:
         center: A point of the cluster central to it (the medoid of a sample of its map
             positions): inside the cluster even when its shape is a crescent, where the mean
             may not be.
+        level: 0 for a coarse region (labels of the whole map), 1 for a dense region
+            (shown as the view zooms in); 0 as well when there are few clusters to join.
+        members: A sample of its points (at most :data:`MEMBER_SAMPLE` indices).
     """
 
     label: str
     words: tuple[str, ...]
     size: int
     center: tuple[float, float]
+    level: int = 0
+    members: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,11 +86,19 @@ class Clusters:
     Attributes:
         codes: Int32 array (n): each point's cluster, an index into ``clusters``; -1 for
             noise (points in no dense region).
-        clusters: The clusters, largest first.
+        clusters: The clusters (dense regions), largest first.
+        regions: The coarse regions joining them, largest first; empty when there are
+            :data:`REGIONS` clusters or fewer (the clusters are the coarse labels then).
     """
 
     codes: np.ndarray
     clusters: list[Cluster]
+    regions: list[Cluster] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[Cluster]:
+        """Every label of the map, coarse regions first."""
+        return [*self.regions, *self.clusters]
 
 
 def find_clusters(
@@ -115,20 +137,57 @@ def find_clusters(
         raise ValueError(f"min_cluster_size must be at least 2, got {min_cluster_size}")
 
     codes = _cluster(points, sample, min_cluster_size)
-    count = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
+    clusters = _named(points, texts, codes, rng, level=0)
+    if len(clusters) <= REGIONS:
+        return Clusters(codes=codes, clusters=clusters)
+    joined = _join(np.array([c.center for c in clusters]), [c.size for c in clusters])
+    regions = _named(points, texts, np.where(codes >= 0, joined[codes], -1), rng, level=0)
+    return Clusters(codes=codes, clusters=[replace(c, level=1) for c in clusters], regions=regions)
+
+
+def _named(
+    points: np.ndarray,
+    texts: Sequence[str],
+    codes: np.ndarray,
+    rng: np.random.Generator,
+    level: int,
+) -> list[Cluster]:
+    """The clusters that ``codes`` (numbered largest first) make, named by their texts."""
+    count = int(codes.max()) + 1
     members = [np.flatnonzero(codes == c) for c in range(count)]
     words = _distinctive_words(texts, codes, count, rng)
-    clusters = [
+    return [
         Cluster(
             label=SEPARATOR.join(words[c]) or f"cluster {c + 1}",
             words=words[c],
             size=len(members[c]),
             center=_center(points, members[c], rng),
+            level=level,
+            members=tuple(_sample(members[c], rng)),
         )
         for c in range(count)
     ]
-    return Clusters(codes=codes, clusters=clusters)
+
+
+def _join(centers: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """The coarse region of each cluster: at most :data:`REGIONS`, by average linkage of
+    the clusters' centres, numbered largest first."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    found = fcluster(linkage(centers, method="average"), REGIONS, criterion="maxclust") - 1
+    totals = np.bincount(found, weights=np.asarray(sizes, dtype=np.float64))
+    order = np.argsort(-totals, kind="stable")
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return renumber[found].astype(np.int32)
+
+
+def _sample(members: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """At most :data:`MEMBER_SAMPLE` of a cluster's points, in index order."""
+    if len(members) > MEMBER_SAMPLE:
+        members = np.sort(rng.choice(members, MEMBER_SAMPLE, replace=False))
+    return [int(i) for i in members]
 
 
 def _checked_coords(coords: ArrayLike) -> np.ndarray:

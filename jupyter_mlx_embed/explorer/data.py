@@ -60,6 +60,7 @@ class Coloring:
             grey for missing values (code ``MISSING``), or the default colour alone.
         lo: Smallest numeric value.
         hi: Largest numeric value.
+        values: The numeric values themselves (float64; NaN for missing), for range filters.
     """
 
     kind: str
@@ -70,6 +71,7 @@ class Coloring:
     palette: list[str] = field(default_factory=lambda: [DEFAULT_COLOR])
     lo: float = 0.0
     hi: float = 0.0
+    values: np.ndarray | None = None
 
     def point_colors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(codes, rgb)``: each point's palette index and the palette as uint8 RGB rows."""
@@ -165,7 +167,7 @@ def _numeric(values: np.ndarray, column: str) -> Coloring:
     scaled[finite] = (values[finite] - lo) / span
     codes = np.where(finite, np.rint(scaled * (LEVELS - 1)), MISSING).astype(np.uint8)
     palette = [*numeric_palette(), GREY]  # code MISSING (255) is the last colour
-    return Coloring("numeric", column, codes, palette=palette, lo=lo, hi=hi)
+    return Coloring("numeric", column, codes, palette=palette, lo=lo, hi=hi, values=values)
 
 
 def _categorical(values: np.ndarray, column: str) -> Coloring:

@@ -68,6 +68,8 @@ class Queries:
         set_status: Shows a message and its level in the status line.
         reranker: The reranker switched on ("" for none; read when a query's answer comes).
         publish_hits: Shows reranked ``top_k`` rows and a status line (the scores stay).
+        within: The points queries rank (a boolean mask, read when an answer comes), or
+            ``None`` for all of them; the map is coloured by every point's score either way.
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class Queries:
         set_status: Callable[[str, str], None],
         reranker: Callable[[], str] = str,
         publish_hits: Callable[[list[dict[str, Any]], str], None] | None = None,
+        within: Callable[[], np.ndarray | None] = lambda: None,
     ) -> None:
         self._embeddings = embeddings
+        self._within = within
         self._reranker = reranker
         self._publish_hits = publish_hits
         self._transport = transport
@@ -166,11 +170,27 @@ class Queries:
         return hits
 
     def hits(self, text: str | None) -> SearchResults:
-        """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them."""
-        if self.similarities is None or not len(self._embeddings):
+        """Top-k of the query on show, exactly as ``Embeddings.search`` ranks them (among
+        the points ``within`` keeps)."""
+        ranked = self._ranked_scores()
+        if ranked is None:
             return SearchResults([], query=text, model=self._embeddings.model)
+        scores, eligible = ranked
         # The scores on show, not a second pass over every vector (0.2 s at a million).
-        return self._embeddings.rank(self.similarities, self._k(), query=text)
+        return self._embeddings.rank(scores, min(self._k(), eligible), query=text)
+
+    def _ranked_scores(self) -> tuple[np.ndarray, int] | None:
+        """The scores queries rank by (-inf outside ``within``) and how many points are
+        eligible, or None when there is nothing to rank."""
+        if self.similarities is None or not len(self._embeddings):
+            return None
+        mask = self._within()
+        if mask is None:
+            return self.similarities, len(self.similarities)
+        eligible = int(mask.sum())
+        if not eligible:
+            return None
+        return np.where(mask, self.similarities, -np.inf).astype(np.float32), eligible
 
     def fail(self, exc: BaseException, seq: int) -> None:
         """Show that query ``seq`` failed, and clear its stale colouring, unless a newer
@@ -208,10 +228,11 @@ class Queries:
         """Have the reranker switched on score the nearest texts of query ``seq`` on show
         (None: no reranker, or nothing to rerank)."""
         reranker = self._reranker()
-        if not reranker or self.similarities is None or not len(self._embeddings):
+        ranked = self._ranked_scores()
+        if not reranker or ranked is None:
             return None
-        n = len(self._embeddings)
-        pool = top_k(self.similarities, min(max(self._k(), RERANK_CANDIDATES), n))
+        scores, eligible = ranked
+        pool = top_k(scores, min(max(self._k(), RERANK_CANDIDATES), eligible))
         texts = [self._embeddings.texts[i] for i in pool]
         self._set_status(
             f"Reranking the {count(len(pool), 'nearest text')} with {quote(reranker)}…", "busy"

@@ -15,8 +15,10 @@ Protocol (synced traits):
   ``map_status``; the colouring: ``color_by`` (also set by the front end), ``color_options``,
   ``color_kind`` (``none``/``categorical``/``numeric``), ``color_codes`` (n uint8),
   ``color_names``, ``color_counts``, ``color_palette``, ``color_range``; ``clusters``
-  (``{label, x, y, size}``, largest first); ``tooltip_columns``, ``embedding_model``,
-  ``height``; ``pictures`` (the points are pictures: thumbnails are shown).
+  (``{label, x, y, size, level, members}``: coarse regions (level 0) then dense ones
+  (level 1), each largest first, with a sample of their points); ``tooltip_columns``,
+  ``embedding_model``, ``height``; ``pictures`` (the points are pictures: thumbnails are
+  shown); the filter's traits (below, by their declaration).
 * Front end to Python: ``query`` with ``query_seq`` (set together; each edit takes the next
   number), ``k``, ``clicked`` (a point index, -1 for none) and ``selection`` (indices).
 * Answers: ``result_seq`` (the query the answer belongs to), ``scores`` (n uint8: 0..254 from
@@ -33,7 +35,9 @@ text clipped to ``TEXT_LIMIT`` and the ``tooltip_columns`` values as strings. Fo
 other (size 0: unreadable).
 
 Saved notebooks: the display bundle carries ``image/png`` (the map drawn in Python) beside
-the widget view, kept up to date by :mod:`.snapshot`.
+the widget view, kept up to date by :mod:`.snapshot`, and the output's metadata the mark
+``SNAPSHOT_MARK``, by which the labextension shows that PNG when the widget's model is gone
+(a notebook reopened later).
 
 Over 500 lines, on purpose: the synced traits (the protocol that the front end's
 ``protocol.ts`` mirrors) and the public API are documented here, and ``explore`` (the
@@ -62,6 +66,14 @@ from ..embeddings import Embeddings, SearchResults
 from ._format import count, describe, quote
 from .background import Handoff, first_map, start_map_work
 from .data import Coloring
+from .filtering import (
+    combined,
+    describe_mask,
+    expression_mask,
+    given_mask,
+    keyword_mask,
+    range_mask,
+)
 from .heatmap import HEATMAP_LIMIT, heatmap_state
 from .query import Answer, Queries, hit_rows, nearest_neighbors
 from .snapshot import Key, Picture, Snapshot
@@ -83,6 +95,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROJECTIONS = ("auto", "pca", "umap")
+#: Output metadata key of the explorer's display (labextension/src/snapshot.ts: a notebook
+#: reopened without the widget's model shows the PNG).
+SNAPSHOT_MARK = "jupyter_mlx_embed"
 #: Most rows one ``rows`` request may ask for.
 ROWS_LIMIT = 500
 
@@ -197,6 +212,17 @@ class SimilarityExplorer(anywidget.AnyWidget):
     heatmap_note = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     status_level = traitlets.Unicode("info").tag(sync=True)
+    # The filter (points that do not match are greyed out): ``filter_mask`` (n uint8, 1 for
+    # a match; empty for no filter) and ``filter_count`` from Python, ``filter_text`` (the
+    # Python filter shown; the front end empties it to clear that filter), ``keyword`` and
+    # ``value_range`` (of a numeric colour column) from the front end, and
+    # ``search_filtered`` (rank only the matching points).
+    filter_mask = traitlets.Bytes(b"").tag(sync=True)
+    filter_count = traitlets.Int(0).tag(sync=True)
+    filter_text = traitlets.Unicode("").tag(sync=True)
+    keyword = traitlets.Unicode("").tag(sync=True)
+    value_range = traitlets.List(traitlets.Float()).tag(sync=True)
+    search_filtered = traitlets.Bool(False).tag(sync=True)
     # Which views show this explorer (the front end gives each view its own model object).
     view_key = traitlets.Unicode("").tag(sync=True)
 
@@ -248,6 +274,10 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._columns = columns
         self._colorings = colorings
         self._heatmap_limit = heatmap_limit
+        self._given_filter: np.ndarray | None = None  # the Python filter's mask
+        self._filter_is_query = False
+        self._keyword_mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None  # what every part of the filter keeps
         self._lock = threading.RLock()
         self._handoff = Handoff()
         self._queries = Queries(
@@ -261,6 +291,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             set_status=self._set_status,
             reranker=lambda: self.reranker if self.rerank else "",
             publish_hits=self._show_reranked,
+            within=lambda: self._mask if self.search_filtered else None,
         )
         self._map_version = 0  # bumped when the coordinates change
         self._cluster_result: Clusters | None = None
@@ -339,6 +370,47 @@ class SimilarityExplorer(anywidget.AnyWidget):
         """The selected points (``selection``) as an :class:`Embeddings`, in index order."""
         return self._embeddings[list(self.selection)]
 
+    @property
+    def filter(self) -> str | np.ndarray | None:
+        """The filter set from Python: points that do not match are greyed out on the map.
+
+        Set a pandas query over the table's columns and ``text`` (``"year > 2000 and
+        lang == 'en'"``), a boolean mask (one value per point), or ``None`` to clear it. It
+        combines with the widget's keyword box and a numeric column's range; the rows that
+        match them all are :attr:`filtered`. With ``search_filtered`` on, queries rank only
+        those rows.
+
+        Raises:
+            ValueError: Not a valid query, or a mask of the wrong length.
+            TypeError: Neither a string nor a boolean mask.
+        """
+        if self._given_filter is None:
+            return None
+        return self.filter_text if self._filter_is_query else self._given_filter.copy()
+
+    @filter.setter
+    def filter(self, value: str | Any | None) -> None:
+        n = len(self._embeddings)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            mask, text, is_query = None, "", False
+        elif isinstance(value, str):
+            texts = self._embeddings.texts
+            mask, text, is_query = expression_mask(value, self._columns, texts), value, True
+        else:
+            mask = given_mask(value, n)
+            text, is_query = describe_mask(mask), False
+        with self._lock, self.hold_sync():
+            self._given_filter, self._filter_is_query = mask, is_query
+            self.filter_text = text  # the observer leaves a Python filter as set here
+            self._refilter()
+
+    @property
+    def filtered(self) -> np.ndarray:
+        """Positions (int64) of the points the filter keeps: every point without one."""
+        mask = self._mask
+        n = len(self._embeddings)
+        return np.arange(n, dtype=np.int64) if mask is None else np.flatnonzero(mask)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the background work (UMAP map, clusters) is done, e.g. in a script.
 
@@ -403,7 +475,9 @@ class SimilarityExplorer(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        return {**data, "image/png": self._snapshot.png()}, metadata
+        # The mark tells the labextension to show the PNG when the widget's model is gone.
+        marked = {**(metadata or {}), SNAPSHOT_MARK: {"explorer": 1}}
+        return {**data, "image/png": self._snapshot.png()}, marked
 
     def _ipython_display_(self) -> None:
         """Displayed with a display id, so that the PNG can follow the map."""
@@ -415,7 +489,9 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _picture(self) -> Picture:
         coloring = self._colorings.get(self.color_by)
         found = self._cluster_result
-        labels = [(c.label, *c.center) for c in found.clusters] if found is not None else []
+        # The labels of the whole map: the coarse regions.
+        shown = (found.regions or found.clusters) if found is not None else []
+        labels = [(c.label, *c.center) for c in shown]
         caption = f"{self.map_status} (jupyter-mlx-embed similarity explorer)"
         return Picture(self.coordinates, coloring, labels, caption)
 
@@ -437,12 +513,21 @@ class SimilarityExplorer(anywidget.AnyWidget):
         with self._lock, self.hold_sync():
             self._cluster_result = found
             self.clusters = [
-                {"label": c.label, "x": float(c.center[0]), "y": float(c.center[1]), "size": c.size}
-                for c in found.clusters
+                {
+                    "label": c.label,
+                    "x": float(c.center[0]),
+                    "y": float(c.center[1]),
+                    "size": c.size,
+                    "level": c.level,
+                    "members": list(c.members),
+                }
+                for c in found.labels
             ]
             self.map_status = (
                 self._map_message(self.projection, False)
-                + f" {count(len(found.clusters), 'cluster')} labelled."
+                + f" {count(len(found.clusters), 'cluster')}"
+                + (f" in {count(len(found.regions), 'region')}" if found.regions else "")
+                + " labelled."
             )
         self._snapshot.schedule(0)
 
@@ -476,6 +561,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
     @_reports_errors
     def _on_color_by(self, change: dict[str, Any]) -> None:
         self._apply_coloring(self._colorings.get(self.color_by))
+        if self.value_range:
+            self.value_range = []  # a range of the column no longer shown
         self._snapshot.schedule()
 
     def _apply_coloring(self, coloring: Coloring) -> None:
@@ -514,6 +601,51 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _send_thumbnails(self, request: Any, indices: list[int], jpegs: list[bytes]) -> None:
         content = {"type": "thumbnails", "id": request, "indices": indices}
         self.send({**content, "sizes": [len(j) for j in jpegs]}, buffers=[b"".join(jpegs)])
+
+    # The filter -------------------------------------------------------------------------
+
+    @traitlets.observe("filter_text")
+    @_reports_errors
+    def _on_filter_text(self, change: dict[str, Any]) -> None:
+        """The front end empties ``filter_text`` to clear the Python filter."""
+        if not change["new"] and self._given_filter is not None:
+            self.filter = None
+
+    @traitlets.observe("keyword")
+    def _on_keyword(self, change: dict[str, Any]) -> None:
+        try:
+            self._keyword_mask = keyword_mask(self.keyword, self._embeddings.texts)
+        except ValueError as exc:
+            self._set_status(str(exc), "error")
+            return
+        with self._lock:
+            self._refilter()
+
+    @traitlets.observe("value_range", "search_filtered")
+    @_reports_errors
+    def _on_filter_part(self, change: dict[str, Any]) -> None:
+        with self._lock:
+            self._refilter()
+
+    def _range_mask(self) -> np.ndarray | None:
+        values = self._colorings.get(self.color_by).values
+        return None if values is None else range_mask(values, self.value_range)
+
+    def _refilter(self) -> None:
+        """Combine the filter's parts, show what matches, and rank again within it (lock
+        held)."""
+        mask = combined([self._given_filter, self._keyword_mask, self._range_mask()])
+        self._mask = mask
+        matched = len(self._embeddings) if mask is None else int(mask.sum())
+        with self.hold_sync():
+            self.filter_mask = b"" if mask is None else mask.astype(np.uint8).tobytes()
+            self.filter_count = matched
+            if self._queries.similarities is not None:
+                self.top_k = hit_rows(self._queries.hits(self.query))
+            if mask is not None:
+                self._set_status(
+                    f"{matched:,} of {count(len(self._embeddings), self._noun)} match the filter"
+                )
 
     # Queries ----------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 /**
- * JupyterLab plugin of jupyter-mlx-embed: a status-bar item for the server's embedding worker
- * and a command that shows the OpenAI-compatible endpoint.
+ * JupyterLab plugins of jupyter-mlx-embed: a status-bar item for the server's embedding worker
+ * and a command that shows the OpenAI-compatible endpoint; and the explorer's static map
+ * when a saved notebook's widget is gone (snapshot.ts).
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { showEndpointDialog } from './endpoint';
+import { snapshotPlugin } from './snapshot';
 import { StatusItem } from './status';
 
 /** Command ids. */
@@ -43,4 +45,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, snapshotPlugin];

@@ -62,6 +62,19 @@ describe('fillCodes', () => {
       [1, 1, 0, 254]
     ]);
   });
+
+  it('gives greyed out points the codes after the palettes', () => {
+    const rows = [
+      [0, 0, 9, 9],
+      [1, 1, 9, 9]
+    ];
+    const dimmed = { mask: new Uint8Array([0, 1]), color: 21, score: 256 };
+    fillCodes(rows, new Uint8Array([3, 4]), new Uint8Array([7, 8]), dimmed);
+    assert.deepEqual(rows, [
+      [0, 0, 3, 7],
+      [1, 1, 21, 256]
+    ]);
+  });
 });
 
 describe('pointSizeFor', () => {

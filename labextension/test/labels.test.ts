@@ -62,4 +62,9 @@ describe('clusterSpot', () => {
   it('centres the label on the cluster', () => {
     assert.deepEqual(clusterSpot(100, 50, 40), { x: 80, y: 41, w: 40, h: 18 });
   });
+
+  it('moves a label at the edge inside the view', () => {
+    assert.deepEqual(clusterSpot(5, 3, 40, 300, 200), { x: 0, y: 0, w: 40, h: 18 });
+    assert.deepEqual(clusterSpot(295, 198, 40, 300, 200), { x: 260, y: 182, w: 40, h: 18 });
+  });
 });

@@ -48,6 +48,11 @@ export function mix(a: RGB, b: RGB, t: number): RGB {
   return [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t];
 }
 
+/** The colour of points greyed out by the filter: a grey faded far into the background. */
+export function dimmed(background: RGB): RGB {
+  return mix([150, 150, 150], background, 0.7);
+}
+
 export function css(c: RGB): string {
   return `rgb(${Math.round(c[0])}, ${Math.round(c[1])}, ${Math.round(c[2])})`;
 }

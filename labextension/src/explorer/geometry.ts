@@ -66,12 +66,30 @@ export function fitPoints(xy: Float32Array): FittedPoints {
  * Writes each point's colour code (z) and score code (w) into its row (0 without codes);
  * regl-scatterplot draws them as categories.
  */
-export function fillCodes(rows: number[][], colorCodes: Uint8Array | null, scoreCodes: Uint8Array | null): void {
+export function fillCodes(
+  rows: number[][],
+  colorCodes: Uint8Array | null,
+  scoreCodes: Uint8Array | null,
+  dimmed: Dimmed | null = null
+): void {
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
-    row[2] = colorCodes ? colorCodes[i] : 0;
-    row[3] = scoreCodes ? scoreCodes[i] : 0;
+    if (dimmed && dimmed.mask[i]) {
+      row[2] = dimmed.color;
+      row[3] = dimmed.score;
+    } else {
+      row[2] = colorCodes ? colorCodes[i] : 0;
+      row[3] = scoreCodes ? scoreCodes[i] : 0;
+    }
   }
+}
+
+/** Points greyed out (mask byte 1) and the codes they take instead of their colours. */
+export interface Dimmed {
+  mask: Uint8Array;
+  /** The colour code (z) and score code (w) of a greyed out point. */
+  color: number;
+  score: number;
 }
 
 /** The point size for a map of n points: fewer points, bigger dots. */

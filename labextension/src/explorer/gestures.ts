@@ -39,8 +39,9 @@ export interface GestureHost {
   keepSelection(indices: number[]): void;
   /** Shows a selection, quietly. */
   setSelection(indices: readonly number[]): void;
-  /** regl-scatterplot's view matrix changed (pan, zoom, reset). */
-  viewChanged(view: ArrayLike<number>): void;
+  /** regl-scatterplot's view matrix changed (pan, zoom, reset); `byUser`: by a drag or the
+   * wheel, not by the program. */
+  viewChanged(view: ArrayLike<number>, byUser: boolean): void;
   /** The points inside the rectangle spanned by two corners in the map box (CSS px). */
   pointsInside(a: [number, number], b: [number, number]): number[];
   /** Where point `index` is in the map box (CSS px). */
@@ -54,6 +55,8 @@ const CLICK_SLOP = 4;
 /** A single click waits this long for a second one (a double-click resets the view). */
 const DOUBLE_CLICK_MS = 260;
 const HINT_MS = 1200;
+/** A view change this soon after a wheel event that zoomed counts as the user's. */
+const WHEEL_MS = 400;
 
 export class Gestures {
   /** The box being dragged (box tool), or null. */
@@ -65,6 +68,9 @@ export class Gestures {
   private active = false;
   private clickTimer: number | undefined;
   private hintTimer: number | undefined;
+  /** A button is held on the map (a drag pans it), or when the wheel last zoomed it. */
+  private pressed = false;
+  private wheeled = -Infinity;
 
   constructor(host: GestureHost) {
     this.host = host;
@@ -83,7 +89,9 @@ export class Gestures {
   /** regl-scatterplot's events. */
   private subscribe(): void {
     const { plot, events } = this.host;
-    plot.subscribe('view', ({ view }) => this.host.viewChanged(view));
+    plot.subscribe('view', ({ view }) =>
+      this.host.viewChanged(view, this.pressed || performance.now() - this.wheeled < WHEEL_MS)
+    );
     plot.subscribe('lassoStart', () => {
       this.lassoing = true;
     });
@@ -138,6 +146,8 @@ export class Gestures {
         if (!(e.ctrlKey || e.metaKey || this.active)) {
           e.stopPropagation();
           this.flashHint();
+        } else {
+          this.wheeled = performance.now();
         }
       },
       { capture: true }
@@ -145,6 +155,7 @@ export class Gestures {
     on(element, 'mousedown', e => {
       this.active = true;
       if (e.button === 0 && this.host.mode() !== 'box') {
+        this.pressed = this.host.mode() === 'pan' && !e.shiftKey;
         motion.move(true);
       }
       // The notebook must not see presses on the map: it would take a shift-drag for
@@ -180,6 +191,7 @@ export class Gestures {
       }
     });
     on(window, 'mouseup', e => {
+      this.pressed = false;
       if (motion.held) {
         motion.move(false);
       }

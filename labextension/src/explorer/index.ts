@@ -14,6 +14,7 @@
 import type { RenderProps } from '@anywidget/types';
 
 import { float32s, uint8s } from './buffers';
+import { FilterBar } from './filterbar';
 import { similarityRamp } from './colors';
 import type { Explorer } from './context';
 import { h } from './dom';
@@ -34,7 +35,11 @@ import { PointTooltip } from './tooltip';
 import { registerView } from './views';
 
 const SCORE_LEVELS = 256;
-const NARROW_PX = 640;
+/**
+ * Below this width the side panel goes under the map: beside it (up to 330 px with its gap)
+ * the map would be narrower than about 470 px, too small for its clusters and labels.
+ */
+const NARROW_PX = 840;
 
 function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void {
   injectStyle(el);
@@ -78,6 +83,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   const tooltip = new PointTooltip(explorer, layout.tip);
   const legend = new Legend(explorer, layout.legend, root);
   const toolbar = new Toolbar(explorer, layout);
+  const filterBar = new FilterBar(model);
+  layout.filterRow.append(filterBar.element);
   const tables = new HitTables(explorer, layout.topkTable, layout.neighborCaption, layout.neighborTable);
   const search = new SearchBox(
     model,
@@ -104,6 +111,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     updateScores();
     toolbar.updateClusters();
     map.setSelection(model.get('selection') || []);
+    updateFilter();
     updateMarks();
     updateMeta();
   }
@@ -128,6 +136,13 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
       values.length === n && n > 0 ? { codes: values, palette: similarityRamp(background(root), SCORE_LEVELS) } : null
     );
     legend.update();
+  }
+
+  /** The filter's matches: the others greyed out. */
+  function updateFilter(): void {
+    const mask = uint8s(model.get('filter_mask'));
+    map.setDimmed(mask.length === points.n && points.n > 0 ? mask : null);
+    filterBar.update();
   }
 
   function updateMarks(): void {
@@ -194,6 +209,12 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   model.onChange('heatmap_indices', updateHeatmap);
   model.onChange('heatmap_labels', updateHeatmap);
   model.onChange('heatmap_note', updateHeatmap);
+  model.onChange('filter_mask', updateFilter);
+  model.onChange('filter_count', () => filterBar.update());
+  model.onChange('filter_text', () => filterBar.update());
+  model.onChange('keyword', () => filterBar.update());
+  model.onChange('search_filtered', () => filterBar.update());
+  model.onChange('value_range', () => legend.update());
   model.onChange('status', updateStatus);
   model.onChange('status_level', updateStatus);
   model.onChange('query', () => {
@@ -237,6 +258,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     }
     retired = true;
     search.destroy();
+    filterBar.destroy();
     model.dispose();
     sizeObserver.disconnect();
     themeObserver.disconnect();

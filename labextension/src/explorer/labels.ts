@@ -44,7 +44,16 @@ export function rankSpots(x: number, y: number, w: number, h: number): Box[] {
   ];
 }
 
-/** Where a cluster label (`w` wide) goes: centred on the cluster's centre (x, y). */
-export function clusterSpot(x: number, y: number, w: number): Box {
-  return { x: x - w / 2, y: y - 9, w, h: 18 };
+/**
+ * Where a cluster label (`w` wide) goes: centred on the cluster's centre (x, y), moved
+ * inside a `width` x `height` view where it would stick out (a cluster at the edge).
+ */
+export function clusterSpot(x: number, y: number, w: number, width = Infinity, height = Infinity): Box {
+  const h = 18;
+  return {
+    x: Math.max(0, Math.min(x - w / 2, width - w)),
+    y: Math.max(0, Math.min(y - h / 2, height - h)),
+    w,
+    h
+  };
 }

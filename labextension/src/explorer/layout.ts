@@ -5,7 +5,9 @@
  *
  * Stable hooks for browser tests: input.jme-query, table.jme-topk > tr.jme-hit (first cell:
  * the text), table.jme-neighbors > tr.jme-neighbor, canvas.jme-map, .jme-heatmap,
- * .jme-status, .jme-map-status, select.jme-color, .jme-legend-item, .jme-cluster-toggle.
+ * .jme-status, .jme-map-status, select.jme-color, .jme-legend-item, .jme-cluster-toggle,
+ * .jme-filter-row (the filter bar's hooks: filterbar.ts), input.jme-range-lo / -hi (a numeric
+ * colour's range, legend.ts).
  */
 
 import { button, h } from './dom';
@@ -20,6 +22,8 @@ export interface Layout {
   boxButton: HTMLButtonElement;
   resetButton: HTMLButtonElement;
   colorSelect: HTMLSelectElement;
+  /** Under the header: the filter bar goes here. */
+  filterRow: HTMLDivElement;
   clusterToggle: HTMLLabelElement;
   clusterBox: HTMLInputElement;
   /** The map's hover tooltip (inside the map box). */
@@ -60,6 +64,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   colorSelect.title = 'Colour the points by a column';
   toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, clusterToggle);
   header.append(title, toolbar);
+  const filterRow = h('div', 'jme-filter-row');
 
   const body = h('div', 'jme-body');
   const left = h('div', 'jme-left');
@@ -114,7 +119,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   const status = h('div', 'jme-status');
   status.setAttribute('role', 'status');
   status.setAttribute('aria-live', 'polite');
-  root.append(header, body, heatmap, status);
+  root.append(header, filterRow, body, heatmap, status);
   return {
     root,
     meta,
@@ -123,6 +128,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
     boxButton,
     resetButton,
     colorSelect,
+    filterRow,
     clusterToggle,
     clusterBox,
     tip,

@@ -11,6 +11,8 @@ import { cssVar, h, ramp } from './dom';
 import { formatNumber, score, shorten } from './format';
 
 const STOPS = [0, 0.25, 0.5, 0.75, 1];
+/** A numeric range slider's steps from the lowest value to the highest. */
+const RANGE_STEPS = 254;
 
 /** The background similarity colours fade into (the explorer's, in either theme). */
 export function background(root: Element): RGB {
@@ -64,6 +66,9 @@ export class Legend {
         ramp(stops),
         h('span', 'jme-legend-value', formatNumber(hi))
       );
+      if (hi > lo) {
+        legend.append(this.rangeFilter(lo, hi));
+      }
     } else if (kind === 'categorical') {
       const names = model.get('color_names') || [];
       const counts = model.get('color_counts') || [];
@@ -85,6 +90,53 @@ export class Legend {
         legend.append(item);
       });
     }
+  }
+
+  /**
+   * Two sliders over a numeric column's range: points outside it are greyed out (Python
+   * filters them by `value_range`; the whole range means no range).
+   */
+  private rangeFilter(lo: number, hi: number): HTMLElement {
+    const { model } = this.explorer;
+    const chosen = model.get('value_range') || [];
+    const box = h('span', 'jme-range');
+    const shown = h('span', 'jme-legend-value');
+    // Positions 0..RANGE_STEPS, the ends exactly lo and hi.
+    const at = (position: number): number =>
+      position <= 0 ? lo : position >= RANGE_STEPS ? hi : lo + ((hi - lo) * position) / RANGE_STEPS;
+    const position = (value: number): number => Math.round(((value - lo) / (hi - lo)) * RANGE_STEPS);
+    const slider = (className: string, value: number, label: string): HTMLInputElement => {
+      const input = h('input', className);
+      input.type = 'range';
+      input.min = '0';
+      input.max = String(RANGE_STEPS);
+      input.step = '1';
+      input.value = String(position(value));
+      input.setAttribute('aria-label', label);
+      return input;
+    };
+    const from = slider('jme-range-lo', chosen.length === 2 ? chosen[0] : lo, 'Lowest value shown');
+    const to = slider('jme-range-hi', chosen.length === 2 ? chosen[1] : hi, 'Highest value shown');
+    const bounds = (): [number, number] => {
+      const a = Number(from.value);
+      const b = Number(to.value);
+      return [at(Math.min(a, b)), at(Math.max(a, b))];
+    };
+    const describe = (): void => {
+      const [a, b] = bounds();
+      shown.textContent = a <= lo && b >= hi ? 'all values' : `${formatNumber(a)} – ${formatNumber(b)}`;
+    };
+    const send = (): void => {
+      const [a, b] = bounds();
+      model.save({ value_range: a <= lo && b >= hi ? [] : [a, b] });
+    };
+    for (const input of [from, to]) {
+      input.addEventListener('input', describe);
+      input.addEventListener('change', send);
+    }
+    describe();
+    box.append(h('span', 'jme-legend-title', 'range:'), from, to, shown);
+    return box;
   }
 
   /** Shows category `code` alone, or every point again when it is shown alone already. */

@@ -35,10 +35,39 @@ export interface OverlayScene {
   /** Points on the map (marks at other indices are ignored). */
   n: number;
   marks: Marks;
-  /** In regl-scatterplot's normalised space, largest first. */
+  /** In regl-scatterplot's normalised space: coarse regions then dense ones, largest first. */
   clusters: readonly ClusterLabel[];
   showClusters: boolean;
+  /** How far the view is zoomed in from the fitted one (1: fitted). */
+  zoom: number;
+  /** Whether a point is hidden (by the legend): null for none. */
+  hidden: Uint8Array | null;
   box: DragBox | null;
+}
+
+/** From this zoom on (relative to the fitted view), the dense regions' labels show too. */
+export const FINE_LABELS_ZOOM = 2.5;
+
+/**
+ * The cluster labels to place, in order of priority: the coarse regions (level 0) at the
+ * fitted view; zoomed in, the dense regions first, then the coarse ones where room is left.
+ * A label most of whose points are hidden is left out.
+ */
+export function labelsToShow(
+  clusters: readonly ClusterLabel[],
+  zoom: number,
+  hidden: Uint8Array | null
+): ClusterLabel[] {
+  const fine = zoom >= FINE_LABELS_ZOOM;
+  const wanted = clusters.filter(c => (c.level ?? 0) === 0 || fine);
+  const shown = hidden
+    ? wanted.filter(c => {
+        const members = c.members ?? [];
+        const kept = members.reduce((sum, i) => sum + (hidden[i] ? 0 : 1), 0);
+        return !members.length || kept * 2 >= members.length;
+      })
+    : wanted;
+  return fine ? [...shown.filter(c => c.level === 1), ...shown.filter(c => (c.level ?? 0) === 0)] : shown;
 }
 
 /** The map the overlay lies on: its size and projection. */
@@ -106,6 +135,31 @@ export class Overlay {
     const taken: Box[] = [];
     const valid = (i: number): boolean => i >= 0 && i < scene.n;
 
+    // Cluster labels first, so that marks never push them off (rank numbers go around them);
+    // a label that would overlap another is hidden. The labels drawn are listed in the map
+    // box's data-labels (one a line), for tests and assistive reading, and the zoom in its
+    // data-zoom.
+    const placed: string[] = [];
+    if (scene.showClusters) {
+      ctx.font = LABEL_FONT;
+      ctx.textBaseline = 'middle';
+      ctx.textAlign = 'center';
+      for (const cluster of labelsToShow(scene.clusters, scene.zoom, scene.hidden)) {
+        const [x, y] = host.toScreen(cluster.x, cluster.y);
+        const tw = ctx.measureText(cluster.label).width + 10;
+        if (x < 0 || y < 0 || x > w || y > hgt) {
+          continue; // its centre is out of view
+        }
+        const spot = place([clusterSpot(x, y, tw, w, hgt)], taken, w, hgt);
+        if (spot) {
+          placed.push(cluster.label);
+          // Nearly opaque: selected or dense points under a label must not blot it out.
+          roundRect(ctx, spot, withAlpha(bg, 0.85), cssVar(host.element, '--jme-border', '#d8dde3'));
+          ctx.fillStyle = fg;
+          ctx.fillText(cluster.label, spot.x + spot.w / 2, spot.y + spot.h / 2 + 0.5);
+        }
+      }
+    }
     // Neighbours: diamonds.
     ctx.lineWidth = 2;
     ctx.strokeStyle = neighbor;
@@ -171,23 +225,8 @@ export class Overlay {
       ctx.arc(x, y, 11, 0, Math.PI * 2);
       ctx.stroke();
     }
-    // Cluster labels, largest cluster first; a label that would overlap is hidden.
-    if (scene.showClusters) {
-      ctx.font = LABEL_FONT;
-      ctx.textBaseline = 'middle';
-      ctx.textAlign = 'center';
-      for (const cluster of scene.clusters) {
-        const [x, y] = host.toScreen(cluster.x, cluster.y);
-        const tw = ctx.measureText(cluster.label).width + 10;
-        const spot = place([clusterSpot(x, y, tw)], taken, w, hgt);
-        if (spot) {
-          // Translucent, so that the points under a label still show.
-          roundRect(ctx, spot, withAlpha(bg, 0.6), cssVar(host.element, '--jme-border', '#d8dde3'));
-          ctx.fillStyle = fg;
-          ctx.fillText(cluster.label, x, y + 0.5);
-        }
-      }
-    }
+    host.element.dataset.labels = placed.join('\n');
+    host.element.dataset.zoom = scene.zoom.toFixed(2);
     if (scene.box) {
       const b = scene.box;
       const accent = cssVar(host.element, '--jme-accent', '#1976d2');

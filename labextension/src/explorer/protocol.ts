@@ -32,6 +32,10 @@ export interface ClusterLabel {
   x: number;
   y: number;
   size: number;
+  /** 0: a coarse region (labels of the whole map); 1: a dense region (shown zoomed in). */
+  level?: number;
+  /** A sample of its points (indices). */
+  members?: number[];
 }
 
 /** A text and its tooltip columns (values as strings), as a `RowsAnswer` carries them. */
@@ -51,7 +55,7 @@ export interface ExplorerState {
   /** pca or umap. */
   projection: string;
   map_status: string;
-  /** Largest first. */
+  /** Coarse regions, then dense ones; each largest first. */
   clusters: ClusterLabel[];
   // Colours: `color_by` is also set by the front end (the colour menu).
   color_by: string;
@@ -98,6 +102,18 @@ export interface ExplorerState {
   status: string;
   /** info, busy or error. */
   status_level: string;
+  // The filter: points that do not match are greyed out.
+  /** n uint8, 1 for a match; empty for no filter. */
+  filter_mask: DataView;
+  filter_count: number;
+  /** The filter set from Python, as shown ('' for none); the front end empties it to clear it. */
+  filter_text: string;
+  /** Typed in the filter box: a substring, or /a regular expression/. */
+  keyword: string;
+  /** [lo, hi] of the numeric colour column ([] for no range). */
+  value_range: number[];
+  /** Queries rank only the matching points. */
+  search_filtered: boolean;
   /** Which views show this explorer (anywidget gives each view its own model object). */
   view_key: string;
 }

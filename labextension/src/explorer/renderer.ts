@@ -88,8 +88,8 @@ export function createPlot(points: PointsRenderer, canvas: HTMLCanvasElement): S
     width: 'auto',
     height: 'auto',
     pointSize: 4,
-    pointSizeSelected: 2,
-    pointOutlineWidth: 2,
+    pointSizeSelected: 1,
+    pointOutlineWidth: 1,
     opacityBy: 'density' as never,
     opacityByDensityFill: DENSITY_FILL,
     lassoMinDelay: 10,
@@ -107,7 +107,8 @@ export function createPlot(points: PointsRenderer, canvas: HTMLCanvasElement): S
 
 /**
  * Colours the points by `palette`: indexed by their colour codes (valueA) or, `byScore`, by
- * their score codes (valueB); selected points in `selected` (CSS colours).
+ * their score codes (valueB). A selected point keeps its hue, half-way to `selected` (CSS
+ * colours), as a ring around a dot: a selection never hides the colouring or the labels.
  */
 export async function setPalette(
   plot: Scatterplot,
@@ -116,13 +117,13 @@ export async function setPalette(
   byScore: boolean
 ): Promise<void> {
   const colors = (palette.length ? palette : ['#4e79a7']).map(c => toRgba(c));
-  const active = toRgba(selected);
+  const mark = toRgba(selected);
   // One active (selected) and one hover colour per palette entry: with fewer,
   // regl-scatterplot draws selected points in their own colour.
   await plot.set({
     colorBy: byScore ? 'valueB' : 'valueA',
     pointColor: colors,
-    pointColorActive: colors.map(() => active) as never,
+    pointColorActive: colors.map(c => c.map((v, i) => (i < 3 ? (v + mark[i]) / 2 : 1))) as never,
     pointColorHover: colors as never
   });
 }

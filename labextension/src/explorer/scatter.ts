@@ -8,6 +8,7 @@
  * geometry.ts).
  */
 
+import { css, dimmed, parseColor } from './colors';
 import { cssVar, h } from './dom';
 import type { FittedPoints, Rect } from './geometry';
 import {
@@ -28,6 +29,7 @@ import type { PointsRenderer, Scatterplot } from './renderer';
 import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette } from './renderer';
 
 export type { Mode } from './gestures';
+
 export type { Marks } from './overlay';
 
 export interface ScatterEvents extends GestureEvents {
@@ -74,6 +76,15 @@ export class ScatterMap {
   private drawnOnce = false;
   private destroyed = false;
   private home: Rect | null = null;
+  /** The user moved the view (drag or wheel) since it was last fitted: resizes keep it. */
+  private moved = false;
+  /** The view's scale when fitted (the zoom of cluster labels is relative to it). */
+  private homeScale = 1;
+  /** Points shown by the legend's filter (null: all), and points greyed out by the filter. */
+  private shownOnly: number[] | null = null;
+  private dimmed: Uint8Array | null = null;
+  /** Points the legend hides, for the labels (null: none). */
+  private hidden: Uint8Array | null = null;
   /** The number of points the shuffled drawing order was set for. */
   private ordered = 0;
 
@@ -94,6 +105,8 @@ export class ScatterMap {
         marks: this.marks,
         clusters: this.clusters,
         showClusters: this.showClusters,
+        zoom: Math.abs(this.view[0]) / this.homeScale,
+        hidden: this.hidden,
         box: this.gestures.box
       })
     });
@@ -123,8 +136,9 @@ export class ScatterMap {
         this.selected = indices;
       },
       setSelection: indices => this.setSelection(indices),
-      viewChanged: view => {
+      viewChanged: (view, byUser) => {
         this.view = view;
+        this.moved ||= byUser;
         this.motion.move();
         this.overlay.request();
         events.viewChanged?.();
@@ -137,8 +151,14 @@ export class ScatterMap {
     this.resizeObserver = new ResizeObserver(() => {
       // The same size as regl-scatterplot gives its canvas: no scaling between the two.
       const { width, height } = this.canvas.getBoundingClientRect();
-      this.points.renderer.resize(Math.max(1, width), Math.max(1, height));
+      if (!width || !height) {
+        return; // hidden (a collapsed output, a cell outside the notebook's window)
+      }
+      this.points.renderer.resize(width, height);
       this.plot.redraw();
+      if (this.drawnOnce && !this.moved) {
+        this.fitView(); // a view fitted to another size (or to none) would crop or shrink
+      }
       this.overlay.request();
       events.viewChanged?.();
     });
@@ -210,11 +230,20 @@ export class ScatterMap {
 
   /** Show only these points (null: all). */
   setFilter(indices: number[] | null): void {
+    this.shownOnly = indices;
+    this.updateHidden();
     if (!this.drawnOnce) {
       return;
     }
     this.motion.shown = indices ? indices.length : this.fit.n;
     void (indices ? this.plot.filter(indices, { preventEvent: true }) : this.plot.unfilter({ preventEvent: true }));
+  }
+
+  /** Grey out the points whose byte is 0 (the filter's non-matches); null: none. */
+  setDimmed(matches: Uint8Array | null): void {
+    this.dimmed = matches && matches.length === this.fit.n ? matches.map(m => (m ? 0 : 1)) : null;
+    this.fillCodes();
+    this.redraw(false);
   }
 
   setMode(mode: Mode): void {
@@ -228,7 +257,7 @@ export class ScatterMap {
   }
 
   resetView(): void {
-    void this.goHome();
+    this.fitView();
   }
 
   /** The points in view, or null when there are more than `limit` (or none drawn yet). */
@@ -259,12 +288,20 @@ export class ScatterMap {
     gl.getExtension('WEBGL_lose_context')?.loseContext();
   }
 
+  /** Fits the view to the points, after any draw under way. */
+  private fitView(): void {
+    this.drawing = this.drawing.then(() => (this.destroyed ? undefined : this.goHome()));
+  }
+
   /** The view that frames the points, leaving out stray ones (see geometry.frame). */
   private async goHome(): Promise<void> {
+    this.moved = false;
     await this.plot.reset();
     if (this.home) {
       await this.plot.zoomToArea(this.home, { transition: false });
     }
+    this.homeScale = Math.abs(this.plot.get('cameraView')[0]) || 1;
+    this.overlay.request();
   }
 
   /** Data space ([-1, 1]) to CSS px in the map box, as regl-scatterplot projects points. */
@@ -277,16 +314,42 @@ export class ScatterMap {
     return toData(this.view, this.canvas.clientWidth || 1, this.canvas.clientHeight || 1, sx, sy);
   }
 
-  /** Colour code (z) and score code (w) of every row; ints, drawn as categories. */
+  /** Colour code (z) and score code (w) of every row; ints, drawn as categories. A greyed
+   * out point takes the code after each palette's last (see redraw). */
   private fillCodes(): void {
     const colorCodes = this.colors.codes.length === this.fit.n ? this.colors.codes : null;
     const scoreCodes = this.scores && this.scores.codes.length === this.fit.n ? this.scores.codes : null;
-    fillCodes(this.fit.rows, colorCodes, scoreCodes);
+    fillCodes(
+      this.fit.rows,
+      colorCodes,
+      scoreCodes,
+      this.dimmed && {
+        mask: this.dimmed,
+        color: this.colors.palette.length,
+        score: this.scores?.palette.length ?? 0
+      }
+    );
+  }
+
+  /** The points the legend hides, for the labels (greyed out points still show theirs). */
+  private updateHidden(): void {
+    const { shownOnly } = this;
+    let hidden: Uint8Array | null = null;
+    if (shownOnly) {
+      hidden = new Uint8Array(this.fit.n).fill(1);
+      for (const i of shownOnly) {
+        hidden[i] = 0;
+      }
+    }
+    this.hidden = hidden;
+    this.overlay.request();
   }
 
   private redraw(newPoints: boolean): void {
     const byScore = this.scores !== null && this.scores.codes.length === this.fit.n;
-    const palette = byScore ? this.scores!.palette : this.colors.palette;
+    const base = byScore ? this.scores!.palette : this.colors.palette;
+    const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
+    const palette = this.dimmed ? [...base, css(dimmed(background))] : base;
     const rows = this.fit.rows;
     // One draw at a time: regl-scatterplot reads the rows while building its textures.
     this.drawing = this.drawing.then(async () => {

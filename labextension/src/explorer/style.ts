@@ -52,6 +52,23 @@ const CSS = `
   background: var(--jme-accent); border-color: var(--jme-accent);
   color: var(--jp-ui-inverse-font-color1, #ffffff);
 }
+.jme-filter-row:empty { display: none; }
+.jme-filter-bar { display: flex; align-items: center; gap: 6px 10px; flex-wrap: wrap; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg2); }
+input.jme-keyword {
+  flex: 0 1 260px; min-width: 140px; font: inherit; color: var(--jme-fg);
+  background: var(--jp-input-background, var(--vscode-input-background, var(--jme-bg)));
+  border: 1px solid var(--jp-input-border-color, var(--vscode-input-border, var(--jme-border)));
+  border-radius: 4px; padding: 3px 8px; outline: none;
+}
+input.jme-keyword:focus { border-color: var(--jme-accent); box-shadow: 0 0 0 1px var(--jme-accent); }
+.jme-filter-chip { display: inline-flex; align-items: center; gap: 4px; max-width: 320px; padding: 1px 2px 1px 8px; border-radius: 10px; background: var(--jme-bg2); border: 1px solid var(--jme-border); color: var(--jme-fg); }
+.jme-filter-chip[hidden], .jme-search-filtered-label[hidden] { display: none; }
+.jme-filter-expr { font-family: var(--jp-code-font-family, monospace); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.jme-filter-chip .jme-button { padding: 0 6px; line-height: 16px; border-radius: 8px; }
+.jme-filter-count { font-variant-numeric: tabular-nums; }
+.jme-search-filtered-label { display: inline-flex; align-items: center; gap: 3px; cursor: pointer; }
+.jme-range { display: inline-flex; align-items: center; gap: 4px; margin-left: 6px; }
+.jme-range input[type="range"] { width: 90px; }
 .jme-body { display: grid; grid-template-columns: minmax(0, 1fr) minmax(240px, 330px); gap: 14px; align-items: start; }
 .jme-explorer.jme-narrow .jme-body { grid-template-columns: minmax(0, 1fr); }
 .jme-left, .jme-side { min-width: 0; }
@@ -81,7 +98,7 @@ img.jme-hit-picture { float: left; width: 40px; height: 40px; object-fit: cover;
 .jme-key-hit { border: 2px solid var(--jme-hit); border-radius: 50%; }
 .jme-key-neighbor { border: 2px solid var(--jme-neighbor); transform: rotate(45deg) scale(0.8); }
 .jme-key-clicked { border: 2.5px solid var(--jme-fg); border-radius: 50%; box-shadow: 0 0 0 2px var(--jme-bg); }
-.jme-key-selected { background: var(--jme-selected); border-radius: 50%; transform: scale(0.7); }
+.jme-key-selected { background: radial-gradient(circle, var(--jme-fg2) 0 30%, var(--jme-bg) 31% 50%, var(--jme-fg2) 51%); border-radius: 50%; transform: scale(0.8); }
 .jme-tip-field { color: var(--jme-fg); font-size: 11px; }
 .jme-tip-name { color: var(--jme-fg2); }
 .jme-legend-title { color: var(--jme-fg2); }
