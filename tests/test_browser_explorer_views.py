@@ -249,6 +249,44 @@ def test_the_umap_map_is_fitted_to_the_view(groups: tuple[Locator, Locator]) -> 
     shoot(widget, "views-umap-fitted.png")
 
 
+# Runs a new last cell of the notebook whose panel has this id, its outputs not displayed.
+RUN_COLLAPSED = """([id, code]) => {
+  const app = window.jupyterapp;
+  const panel = Array.from(app.shell.widgets('main')).find(w => w.id === id);
+  app.shell.activateById(id);
+  const notebook = panel.content;
+  notebook.activeCellIndex = notebook.widgets.length - 1;
+  app.commands.execute('notebook:insert-cell-below');
+  const cell = notebook.activeCell;
+  cell.model.sharedModel.setSource(code);
+  cell.outputArea.node.style.display = 'none';
+  void app.commands.execute('notebook:run-cell');
+  return notebook.widgets.indexOf(cell);
+}"""
+
+
+def test_a_map_drawn_while_hidden_is_fitted_when_shown(groups: tuple[Locator, Locator]) -> None:
+    # As after Run All: the output is drawn while it cannot be seen (here: display: none).
+    panel, _ = groups
+    code = "hidden = notes.explore(projection='pca'); hidden"
+    index = panel.page.evaluate(RUN_COLLAPSED, [panel.get_attribute("id"), code])
+    cell = panel.locator(".jp-Cell").nth(index)
+    widget = cell.locator(".jme-explorer")
+    expect(widget).to_have_attribute("data-drawn", re.compile(r"\d"), timeout=60_000)
+    panel.page.wait_for_timeout(1000)
+    assert not widget.is_visible()
+    panel.page.evaluate(
+        "([id, i]) => { const app = window.jupyterapp;"
+        " const panel = Array.from(app.shell.widgets('main')).find(w => w.id === id);"
+        " panel.content.widgets[i].outputArea.node.style.display = ''; }",
+        [panel.get_attribute("id"), index],
+    )
+    expect(widget.locator("canvas.jme-map")).to_be_visible()
+    panel.page.wait_for_timeout(800)
+    assert_fitted(widget.locator(".jme-map-box"))
+    run_cell(panel, "hidden.close()")
+
+
 def test_narrow_outputs_put_the_side_panel_under_a_fitted_map(
     groups: tuple[Locator, Locator],
 ) -> None:
