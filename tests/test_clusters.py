@@ -215,3 +215,18 @@ def test_few_clusters_need_no_regions() -> None:
     assert found.regions == [] and found.labels == found.clusters
     sample = clusters_module.MEMBER_SAMPLE
     assert all(c.level == 0 and len(c.members) == sample for c in found.clusters)
+
+
+def test_each_point_has_its_clusters_region() -> None:
+    rng = np.random.default_rng(3)
+    centers = rng.uniform(-300, 300, size=(14, 2))
+    blob = np.repeat(np.arange(14), 50)
+    coords = centers[blob] + rng.normal(size=(len(blob), 2))
+    found = find_clusters(coords, [f"blob{b} word" for b in blob])
+    assert found.regions, "14 clusters are joined into regions"
+    regions = found.point_regions()
+    clustered = found.codes >= 0
+    np.testing.assert_array_equal(regions[clustered], found.region_of[found.codes[clustered]])
+    assert (regions[~clustered] == -1).all()
+    sizes = np.bincount(regions[clustered], minlength=len(found.regions))
+    assert sizes.tolist() == [r.size for r in found.regions]

@@ -89,11 +89,20 @@ class Clusters:
         clusters: The clusters (dense regions), largest first.
         regions: The coarse regions joining them, largest first; empty when there are
             :data:`REGIONS` clusters or fewer (the clusters are the coarse labels then).
+        region_of: Int32 array: each cluster's region, an index into ``regions`` (empty
+            without regions).
     """
 
     codes: np.ndarray
     clusters: list[Cluster]
     regions: list[Cluster] = field(default_factory=list)
+    region_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+
+    def point_regions(self) -> np.ndarray:
+        """Each point's coarse region (int32, -1 for none or without regions)."""
+        if not self.regions:
+            return np.full(len(self.codes), -1, dtype=np.int32)
+        return np.where(self.codes >= 0, self.region_of[self.codes], -1).astype(np.int32)
 
     @property
     def labels(self) -> list[Cluster]:
@@ -143,7 +152,12 @@ def find_clusters(
         return Clusters(codes=codes, clusters=clusters)
     joined = _join(np.array([c.center for c in clusters]), [c.size for c in clusters])
     regions = _named(points, texts, np.where(codes >= 0, joined[codes], -1), rng, level=0)
-    return Clusters(codes=codes, clusters=[replace(c, level=1) for c in clusters], regions=regions)
+    return Clusters(
+        codes=codes,
+        clusters=[replace(c, level=1) for c in clusters],
+        regions=regions,
+        region_of=joined,
+    )
 
 
 def _named(

@@ -184,6 +184,11 @@ def take_rows(values: Any, positions: Sequence[int] | np.ndarray) -> Any:
     return [values[int(i)] for i in positions]
 
 
+def column_strings(values: Any, n: int) -> list[str]:
+    """A column's ``n`` values as tooltips show them (strings, clipped)."""
+    return [_cell(values, i) for i in range(n)]
+
+
 def _cell(values: Any, index: int) -> str:
     iloc = getattr(values, "iloc", None)
     value = iloc[index] if iloc is not None else values[index]

@@ -80,6 +80,7 @@ from .snapshot import Key, Picture, Snapshot
 from .table import (
     choices,
     choose_colorings,
+    column_strings,
     columns_of,
     embed_column,
     row,
@@ -100,6 +101,28 @@ PROJECTIONS = ("auto", "pca", "umap")
 SNAPSHOT_MARK = "jupyter_mlx_embed"
 #: Most rows one ``rows`` request may ask for.
 ROWS_LIMIT = 500
+#: Traits of a live session that an exported page starts without (their defaults).
+_LIVE_ONLY = (
+    "scores",
+    "score_range",
+    "top_k",
+    "neighbors",
+    "heatmap",
+    "heatmap_indices",
+    "heatmap_labels",
+    "heatmap_note",
+    "query",
+    "reranker",
+    "rerank",
+    "clicked",
+    "selection",
+    "filter_mask",
+    "filter_count",
+    "filter_text",
+    "keyword",
+    "value_range",
+    "search_filtered",
+)
 
 _BUNDLE = Path(__file__).parent.parent / "static" / "explorer.js"
 # Shown instead of the map when the front end was never built (a source checkout).
@@ -223,6 +246,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
     keyword = traitlets.Unicode("").tag(sync=True)
     value_range = traitlets.List(traitlets.Float()).tag(sync=True)
     search_filtered = traitlets.Bool(False).tag(sync=True)
+    #: False only in an exported page (``to_html``: no kernel, what needs Python is hidden).
+    interactive = traitlets.Bool(True).tag(sync=True)
     # Which views show this explorer (the front end gives each view its own model object).
     view_key = traitlets.Unicode("").tag(sync=True)
 
@@ -452,6 +477,70 @@ class SimilarityExplorer(anywidget.AnyWidget):
                 self.query = text
                 self.query_seq = seq
         return self._queries.search(seq, text, timeout)
+
+    def to_html(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write the explorer as one self-contained HTML page: the map with pan, zoom, hover,
+        the legend's filter and the keyword box, opened in a browser without a kernel or a
+        network. Searching by meaning, neighbours and the heatmap need Python and are left
+        out; so are pictures' thumbnails. The page is coloured as the explorer is now.
+
+        Each point costs its text (up to 1,000 characters) and tooltip values, plus about
+        12 bytes (see :mod:`.export`).
+
+        Returns:
+            The path written.
+        """
+        from .export import page, write_text
+
+        n = len(self._embeddings)
+        inherited = anywidget.AnyWidget.class_trait_names(sync=True)
+        own = set(self.trait_names(sync=True)) - set(inherited)
+        state = {name: getattr(self, name) for name in sorted(own) if not name.startswith("_")}
+        state.update(
+            interactive=False,
+            pictures=False,
+            view_key=uuid.uuid4().hex,
+            color_options=[],
+            status=f"Exported map of {count(n, self._noun)}: hover for texts, filter by "
+            "the legend or a keyword. Open the notebook to search by meaning.",
+            status_level="info",
+            **{name: getattr(type(self), name).default() for name in _LIVE_ONLY},
+        )
+        bundle = _BUNDLE.read_bytes() if _BUNDLE.is_file() else _MISSING_BUNDLE.encode()
+        texts = self._embeddings.texts
+        fields = {name: column_strings(self._columns[name], n) for name in self.tooltip_columns}
+        heading = title or f"Similarity explorer: {count(n, self._noun)}"
+        return write_text(path, page(bundle, state, texts, fields, heading))
+
+    def to_parquet(self, path: str | Path, *, vectors: bool = True) -> Path:
+        """Write what the map shows as a Parquet table: the table's columns, then ``text``,
+        ``projection_x`` / ``projection_y`` (the map), ``cluster`` / ``cluster_label`` /
+        ``region_label`` (the labels, once found) and ``vector`` (the embeddings, unless
+        ``vectors=False``).
+
+        embedding-atlas opens it with ``embedding-atlas FILE --text text --x projection_x
+        --y projection_y`` (``--vector vector`` to project again); Latent Scope ingests it
+        with ``text`` as the text column.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ImportError: pyarrow is not installed.
+        """
+        import pyarrow.parquet as pq
+
+        from .export import parquet_table
+
+        table = parquet_table(
+            self._embeddings.texts,
+            self._columns,
+            self.coordinates,
+            self._embeddings.vectors if vectors else None,
+            self._cluster_result,
+        )
+        pq.write_table(table, str(path))
+        return Path(path)
 
     def close(self) -> None:
         """Close the widget (its views disappear); a pending PNG update and thumbnails being

@@ -22,6 +22,7 @@ import { HeatmapView } from './heatmap';
 import { buildLayout } from './layout';
 import { Legend, background } from './legend';
 import { ExplorerState, SyncedModel } from './protocol';
+import { StaticExport, staticModel } from './static';
 import { RowCache } from './rows';
 import { ScatterMap } from './scatter';
 import { SearchBox } from './search';
@@ -45,6 +46,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   injectStyle(el);
   const model = new SyncedModel(anyModel);
   const root = h('div', 'jme-explorer');
+  // An exported page (to_html): no kernel, so nothing that needs Python is shown.
+  root.classList.toggle('jme-static', model.get('interactive') === false);
   const rows = new RowCache(request => model.send(request));
   const thumbnails = model.get('pictures')
     ? new ThumbnailCache(request => model.send(request), {
@@ -275,6 +278,11 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     takeOver: state => search.takeOver(state as SearchState)
   });
   return retire;
+}
+
+/** Renders an exported explorer (`to_html`'s page) into `el`: no kernel behind it. */
+export function renderStatic(el: HTMLElement, data: StaticExport): () => void {
+  return render({ model: staticModel(data), el } as RenderProps<ExplorerState>);
 }
 
 export default { render };

@@ -114,6 +114,8 @@ export interface ExplorerState {
   value_range: number[];
   /** Queries rank only the matching points. */
   search_filtered: boolean;
+  /** False in an exported page (no kernel): what needs Python is hidden. */
+  interactive: boolean;
   /** Which views show this explorer (anywidget gives each view its own model object). */
   view_key: string;
 }

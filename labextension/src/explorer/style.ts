@@ -69,6 +69,10 @@ input.jme-keyword:focus { border-color: var(--jme-accent); box-shadow: 0 0 0 1px
 .jme-search-filtered-label { display: inline-flex; align-items: center; gap: 3px; cursor: pointer; }
 .jme-range { display: inline-flex; align-items: center; gap: 4px; margin-left: 6px; }
 .jme-range input[type="range"] { width: 90px; }
+.jme-static .jme-side, .jme-static .jme-heatmap, .jme-static .jme-mode-lasso, .jme-static .jme-mode-box,
+.jme-static select.jme-color, .jme-static .jme-range, .jme-static .jme-filter-chip,
+.jme-static .jme-search-filtered-label, .jme-static .jme-keys { display: none; }
+.jme-explorer.jme-static .jme-body { grid-template-columns: minmax(0, 1fr); }
 .jme-body { display: grid; grid-template-columns: minmax(0, 1fr) minmax(240px, 330px); gap: 14px; align-items: start; }
 .jme-explorer.jme-narrow .jme-body { grid-template-columns: minmax(0, 1fr); }
 .jme-left, .jme-side { min-width: 0; }

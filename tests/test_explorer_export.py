@@ -1,0 +1,163 @@
+"""The explorer written to files: ``to_parquet`` (the table, the map, the labels and the
+vectors, as embedding-atlas and Latent Scope read them) and ``to_html`` (one page opened
+offline in Chromium: the map draws, hover shows a text, the legend and the keyword box
+filter, and nothing is fetched from a network). Screenshot: test-artifacts/export-*.png."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import comm
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from playwright.sync_api import Browser, expect
+
+from jupyter_mlx_embed.embeddings import Embeddings
+from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
+
+from .browser import requires_chromium, screenshot
+from .test_widget import RecordingComm
+
+pytest_plugins = ("tests.browser",)
+
+WORDS = [
+    "apple",
+    "river",
+    "engine",
+    "violin",
+    "glacier",
+    "pepper",
+    "comet",
+    "harbor",
+    "falcon",
+    "marble",
+    "tulip",
+    "lantern",
+]
+
+
+def grouped(n: int, seed: int = 0) -> tuple[Embeddings, pd.DataFrame]:
+    """``n`` random points in 12 groups, texts naming their group; a table with a category
+    and a number per point."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, 32)) * 4
+    group = rng.integers(0, 12, n)
+    vectors = (centres[group] + rng.normal(size=(n, 32))).astype(np.float32)
+    texts = [f"{WORDS[g]} {WORDS[(g + 5) % 12]} note {i}" for i, g in enumerate(group)]
+    table = pd.DataFrame({"kind": [f"kind {g % 3}" for g in group], "size": rng.random(n)})
+    return Embeddings(texts, vectors, "all-MiniLM-L6-v2"), table
+
+
+@pytest.fixture
+def explorer(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimilarityExplorer]:
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    embeddings, table = grouped(20_000)
+    widget = SimilarityExplorer(
+        embeddings, data=table, color="kind", tooltip=["size"], projection="pca"
+    )
+    assert widget.wait(300)
+    yield widget
+    widget.close()
+
+
+def test_parquet_holds_the_table_map_labels_and_vectors(explorer, tmp_path: Path) -> None:
+    path = explorer.to_parquet(tmp_path / "map.parquet")
+    table = pq.read_table(path)
+    assert table.column_names == [
+        "kind",
+        "size",
+        "text",
+        "projection_x",
+        "projection_y",
+        "cluster",
+        "cluster_label",
+        "region_label",
+        "vector",
+    ]
+    frame = table.to_pandas()
+    assert frame["text"].tolist() == explorer.embeddings.texts
+    np.testing.assert_array_equal(frame[["projection_x", "projection_y"]], explorer.coordinates)
+    np.testing.assert_array_equal(np.stack(frame["vector"]), explorer.embeddings.vectors)
+    codes = explorer.cluster_codes
+    assert codes is not None and (codes >= 0).any()
+    np.testing.assert_array_equal(frame["cluster"], codes)
+    found = explorer._cluster_result
+    assert found is not None
+    labels = {c.label for c in found.clusters}
+    assert set(frame.loc[codes >= 0, "cluster_label"]) <= labels
+    assert (frame.loc[codes < 0, "cluster_label"] == "").all()
+    if found.regions:
+        assert set(frame.loc[codes >= 0, "region_label"]) <= {r.label for r in found.regions}
+    # Without vectors: the same table less its widest column.
+    slim = pq.read_table(explorer.to_parquet(tmp_path / "slim.parquet", vectors=False))
+    assert "vector" not in slim.column_names and slim.num_rows == 20_000
+
+
+def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
+    path = explorer.to_html(tmp_path / "map.html", title="Notes </script> & more")
+    text = path.read_text()
+    assert "<title>Notes &lt;/script&gt; &amp; more</title>" in text
+    assert not re.search(r"(src|href)=\"https?://", text)  # nothing fetched from elsewhere
+    data = json.loads(re.search(r'id="jme-export"[^>]*>(.*?)</script>', text, re.S).group(1))
+    assert data["state"]["interactive"] is False and len(data["texts"]) == 20_000
+    assert data["fields"]["size"][0] == str(explorer._columns["size"].iloc[0])
+    assert data["state"]["scores"] == "" and data["state"]["keyword"] == ""
+    # A sensible size: the front end once, then each point's text and values (stated in
+    # BENCHMARKS.md as bytes per point).
+    per_point = (path.stat().st_size - 400_000) / 20_000
+    average_text = np.mean([len(t) for t in explorer.embeddings.texts])
+    assert per_point < average_text + 60, per_point
+
+
+@pytest.mark.slow
+@requires_chromium
+def test_html_page_works_offline_in_chromium(explorer, tmp_path: Path, browser: Browser) -> None:
+    path = explorer.to_html(tmp_path / "map.html")
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)
+    page = context.new_page()
+    errors: list[str] = []
+    fetched: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(path.as_uri())
+    widget = page.locator(".jme-explorer")
+    expect(widget).to_have_attribute("data-drawn", re.compile(r"\d"), timeout=60_000)
+    expect(widget.locator(".jme-meta")).to_contain_text("20,000 texts")
+    expect(widget.locator(".jme-side")).to_be_hidden()  # queries need a kernel
+    # Hover: the tooltip shows the text under the pointer (answered from the page).
+    canvas = widget.locator("canvas.jme-map")
+    box = canvas.bounding_box()
+    assert box is not None
+    shown = ""
+    for fx in np.linspace(0.3, 0.7, 9):
+        for fy in np.linspace(0.3, 0.7, 9):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            page.wait_for_timeout(40)
+            tip = widget.locator(".jme-map-box .jme-tip")
+            if tip.is_visible() and "note" in tip.inner_text():
+                shown = tip.inner_text()
+                break
+        if shown:
+            break
+    assert re.search(r"\w+ \w+ note \d+", shown), shown
+    # The legend shows one kind alone; the keyword box greys out the rest.
+    widget.locator(".jme-legend-item", has_text="kind 1").click()
+    expect(widget.locator('.jme-legend-item[aria-pressed="true"]')).to_have_count(1)
+    keyword = widget.locator("input.jme-keyword")
+    keyword.fill("comet")
+    keyword.press("Enter")
+    expected = sum("comet" in t for t in explorer.embeddings.texts)
+    expect(widget.locator(".jme-filter-count")).to_have_text(f"{expected:,} match")
+    keyword.fill("/note 1\\d{3}$/")
+    keyword.press("Enter")
+    expect(widget.locator(".jme-filter-count")).to_have_text("1,000 match")
+    screenshot(page, "export-offline.png")
+    assert all(url.startswith(("file:", "blob:", "data:")) for url in fetched), fetched
+    assert not errors, errors
+    context.close()
