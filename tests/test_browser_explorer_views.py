@@ -435,6 +435,29 @@ def test_numeric_range_greys_out_the_rest(groups: tuple[Locator, Locator]) -> No
     expect(bar.locator(".jme-filter-count")).to_have_text("")
 
 
+def test_density_contours_per_category(groups: tuple[Locator, Locator]) -> None:
+    panel, widget = groups
+    page = panel.page
+    map_box = widget.locator(".jme-map-box")
+    widget.locator(".jme-reset").click()
+    page.wait_for_timeout(400)
+    before = map_box.screenshot(style=".jme-points, .jme-map { visibility: hidden; }")
+    widget.locator(".jme-density-toggle input").check()
+    expect(widget.locator(".jme-density-toggle input")).to_be_checked()
+    colors = kernel_value(panel, "sorted({c['color'] for c in explorer.contours})")
+    assert colors == sorted(kernel_value(panel, "explorer.color_palette"))  # type: ignore[arg-type]
+    page.wait_for_timeout(400)
+    # The overlay alone (points hidden): the lines are drawn in the categories' colours.
+    after = map_box.screenshot(style=".jme-points, .jme-map { visibility: hidden; }")
+    lines = np.asarray(Image.open(io.BytesIO(after)).convert("RGB")).astype(int)
+    plain = np.asarray(Image.open(io.BytesIO(before)).convert("RGB")).astype(int)
+    assert (np.abs(lines - plain).max(axis=2) > 40).sum() > 500
+    shoot(widget, "views-density.png")
+    widget.locator(".jme-density-toggle input").uncheck()
+    page.wait_for_timeout(400)
+    assert kernel_value(panel, "explorer.contours") == []
+
+
 def test_no_errors_from_this_package(groups: tuple[Locator, Locator]) -> None:
     panel, _ = groups
     errors = [e for e in page_errors(panel.page) if "jupyter-mlx-embed" in e or "explorer" in e]

@@ -758,3 +758,20 @@ def test_search_can_be_limited_to_the_filtered_points(make, notes) -> None:
     assert len(widget.scores) == len(TEXTS)
     widget.filter = np.zeros(8, dtype=bool)  # nothing matches: nothing to rank
     assert widget.top_k == []
+
+
+def test_density_switch_draws_contours_per_category(make) -> None:
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 3, 600)
+    vectors = (rng.normal(size=(3, 16))[group] * 5 + rng.normal(size=(600, 16))).astype("f4")
+    many = Embeddings([f"note {i}" for i in range(600)], vectors, "all-MiniLM-L6-v2")
+    widget = make(many, [f"group {g}" for g in group])
+    assert widget.contours == []
+    widget.set_state({"density": True})
+    palette = dict(zip(widget.color_names, widget.color_palette, strict=False))
+    # Per category (labels colour the points): the categories' own colours.
+    assert sorted(c["color"] for c in widget.contours) == sorted(palette.values())
+    widget.set_state({"color_by": ""})  # no colouring: the lines of all points together
+    assert widget.contours and all(c["color"] == "" for c in widget.contours)
+    widget.set_state({"density": False})
+    assert widget.contours == []

@@ -66,6 +66,7 @@ from ..embeddings import Embeddings, SearchResults
 from ._format import count, describe, quote
 from .background import Handoff, first_map, start_map_work
 from .data import Coloring
+from .density import contours
 from .filtering import (
     combined,
     describe_mask,
@@ -246,6 +247,11 @@ class SimilarityExplorer(anywidget.AnyWidget):
     keyword = traitlets.Unicode("").tag(sync=True)
     value_range = traitlets.List(traitlets.Float()).tag(sync=True)
     search_filtered = traitlets.Bool(False).tag(sync=True)
+    # Density contours: ``density`` switches them on (front end or Python); ``contours``
+    # holds their lines (``{share, color, paths}``, paths flat [x0, y0, x1, ...] in map
+    # coordinates), per category when coloured by one.
+    density = traitlets.Bool(False).tag(sync=True)
+    contours = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: False only in an exported page (``to_html``: no kernel, what needs Python is hidden).
     interactive = traitlets.Bool(True).tag(sync=True)
     # Which views show this explorer (the front end gives each view its own model object).
@@ -303,6 +309,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._filter_is_query = False
         self._keyword_mask: np.ndarray | None = None
         self._mask: np.ndarray | None = None  # what every part of the filter keeps
+        self._contours: dict[tuple[int, str], list[dict[str, Any]]] = {}  # of the map shown
         self._lock = threading.RLock()
         self._handoff = Handoff()
         self._queries = Queries(
@@ -594,6 +601,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self.projection = "umap"
             self.clusters = []
             self.map_status = self._map_message("umap", False) + " Finding clusters…"
+            self._update_contours()
         self._snapshot.schedule(0)
 
     def _show_clusters(self, version: int, found: Clusters) -> None:
@@ -652,6 +660,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         self._apply_coloring(self._colorings.get(self.color_by))
         if self.value_range:
             self.value_range = []  # a range of the column no longer shown
+        self._update_contours()
         self._snapshot.schedule()
 
     def _apply_coloring(self, coloring: Coloring) -> None:
@@ -690,6 +699,34 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _send_thumbnails(self, request: Any, indices: list[int], jpegs: list[bytes]) -> None:
         content = {"type": "thumbnails", "id": request, "indices": indices}
         self.send({**content, "sizes": [len(j) for j in jpegs]}, buffers=[b"".join(jpegs)])
+
+    # Density contours -------------------------------------------------------------------
+
+    @traitlets.observe("density")
+    @_reports_errors
+    def _on_density(self, change: dict[str, Any]) -> None:
+        self._update_contours()
+
+    def _update_contours(self) -> None:
+        """Draw the density lines of the map shown (its colouring's categories, if any), or
+        none with the switch off. Kept per map and colouring: switching is instant after
+        the first time."""
+        if not self.density:
+            self.contours = []
+            return
+        key = (self._map_version, self.color_by)
+        if key not in self._contours:
+            coloring = self._colorings.get(self.color_by)
+            categorical = coloring.kind == "categorical"
+            self._contours = {
+                key: contours(
+                    self.coordinates,
+                    coloring.codes if categorical else None,
+                    coloring.palette if categorical else (),
+                    coloring.counts if categorical else (),
+                )
+            }
+        self.contours = self._contours[key]
 
     # The filter -------------------------------------------------------------------------
 

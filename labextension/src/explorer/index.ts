@@ -113,6 +113,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     updateColors();
     updateScores();
     toolbar.updateClusters();
+    toolbar.updateDensity();
     map.setSelection(model.get('selection') || []);
     updateFilter();
     updateMarks();
@@ -199,6 +200,8 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   model.onChange('color_by', () => toolbar.updateColorSelect());
   model.onChange('color_options', () => toolbar.updateColorSelect());
   model.onChange('clusters', () => toolbar.updateClusters());
+  model.onChange('density', () => toolbar.updateDensity());
+  model.onChange('contours', () => toolbar.updateDensity());
   model.onChange('projection', updateMeta);
   model.onChange('embedding_model', updateMeta);
   model.onChange('map_status', updateStatus);

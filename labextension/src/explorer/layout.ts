@@ -26,6 +26,8 @@ export interface Layout {
   filterRow: HTMLDivElement;
   clusterToggle: HTMLLabelElement;
   clusterBox: HTMLInputElement;
+  /** The density contours switch (hook: .jme-density-toggle input). */
+  densityBox: HTMLInputElement;
   /** The map's hover tooltip (inside the map box). */
   tip: HTMLDivElement;
   mapStatus: HTMLDivElement;
@@ -60,9 +62,14 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   clusterBox.type = 'checkbox';
   clusterBox.checked = true;
   clusterToggle.append(clusterBox, document.createTextNode(' cluster labels'));
+  const densityToggle = h('label', 'jme-cluster-toggle jme-density-toggle');
+  densityToggle.title = 'Draw density contours (per category when coloured by one)';
+  const densityBox = h('input');
+  densityBox.type = 'checkbox';
+  densityToggle.append(densityBox, document.createTextNode(' density'));
   const colorSelect = h('select', 'jme-color');
   colorSelect.title = 'Colour the points by a column';
-  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, clusterToggle);
+  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, clusterToggle, densityToggle);
   header.append(title, toolbar);
   const filterRow = h('div', 'jme-filter-row');
 
@@ -131,6 +138,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
     filterRow,
     clusterToggle,
     clusterBox,
+    densityBox,
     tip,
     mapStatus,
     legend,

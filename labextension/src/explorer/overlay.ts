@@ -8,7 +8,7 @@
 import { withAlpha } from './colors';
 import { cssVar, h } from './dom';
 import { Box, clusterSpot, place, rankSpots } from './labels';
-import type { ClusterLabel } from './protocol';
+import type { ClusterLabel, ContourSet } from './protocol';
 
 const LABEL_FONT = '600 11px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
 const RANK_FONT = '600 10px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
@@ -37,6 +37,8 @@ export interface OverlayScene {
   marks: Marks;
   /** In regl-scatterplot's normalised space: coarse regions then dense ones, largest first. */
   clusters: readonly ClusterLabel[];
+  /** Density lines, in regl-scatterplot's normalised space. */
+  contours: readonly ContourSet[];
   showClusters: boolean;
   /** How far the view is zoomed in from the fitted one (1: fitted). */
   zoom: number;
@@ -135,6 +137,24 @@ export class Overlay {
     const taken: Box[] = [];
     const valid = (i: number): boolean => i >= 0 && i < scene.n;
 
+    // Density lines under everything else: inner (denser) lines stronger.
+    for (const set of scene.contours) {
+      ctx.strokeStyle = withAlpha(set.color || fg, set.color ? 0.9 : 0.35 + 0.5 * (1 - set.share));
+      ctx.lineWidth = set.color ? 1.5 : 1.2;
+      for (const path of set.paths) {
+        ctx.beginPath();
+        for (let i = 0; i < path.length; i += 2) {
+          const [x, y] = host.toScreen(path[i], path[i + 1]);
+          if (i) {
+            ctx.lineTo(x, y);
+          } else {
+            ctx.moveTo(x, y);
+          }
+        }
+        ctx.closePath();
+        ctx.stroke();
+      }
+    }
     // Cluster labels first, so that marks never push them off (rank numbers go around them);
     // a label that would overlap another is hidden. The labels drawn are listed in the map
     // box's data-labels (one a line), for tests and assistive reading, and the zoom in its

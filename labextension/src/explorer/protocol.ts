@@ -38,6 +38,15 @@ export interface ClusterLabel {
   members?: number[];
 }
 
+/** Density lines around the densest areas holding `share` of the points (of a category
+ * coloured `color`, or of all points: ''); each path flat [x0, y0, x1, y1, ...], closed, in
+ * data coordinates (as `coords`). */
+export interface ContourSet {
+  share: number;
+  color: string;
+  paths: number[][];
+}
+
 /** A text and its tooltip columns (values as strings), as a `RowsAnswer` carries them. */
 export interface Row {
   index: number;
@@ -114,6 +123,9 @@ export interface ExplorerState {
   value_range: number[];
   /** Queries rank only the matching points. */
   search_filtered: boolean;
+  /** Density contours switched on (front end or Python), and their lines. */
+  density: boolean;
+  contours: ContourSet[];
   /** False in an exported page (no kernel): what needs Python is hidden. */
   interactive: boolean;
   /** Which views show this explorer (anywidget gives each view its own model object). */

@@ -24,7 +24,7 @@ import {
 import { toData, toScreen } from './geometry';
 import { GestureEvents, Gestures, Mode } from './gestures';
 import { Marks, Overlay } from './overlay';
-import type { ClusterLabel } from './protocol';
+import type { ClusterLabel, ContourSet } from './protocol';
 import type { PointsRenderer, Scatterplot } from './renderer';
 import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette } from './renderer';
 
@@ -67,6 +67,8 @@ export class ScatterMap {
   private scores: Colors | null = null;
   private marks: Marks = { clicked: -1, neighbors: [], topk: [], pointed: [] };
   private clusters: ClusterLabel[] = [];
+  /** Density lines in regl-scatterplot's space. */
+  private contours: ContourSet[] = [];
   private showClusters = true;
   private selected: number[] = [];
   private mode: Mode = 'pan';
@@ -104,6 +106,7 @@ export class ScatterMap {
         n: this.fit.n,
         marks: this.marks,
         clusters: this.clusters,
+        contours: this.contours,
         showClusters: this.showClusters,
         zoom: Math.abs(this.view[0]) / this.homeScale,
         hidden: this.hidden,
@@ -201,6 +204,17 @@ export class ScatterMap {
       ...c,
       x: (c.x - this.fit.center[0]) * this.fit.scale,
       y: (c.y - this.fit.center[1]) * this.fit.scale
+    }));
+    this.overlay.request();
+  }
+
+  /** Density lines (data coordinates, as the points came). */
+  setContours(contours: readonly ContourSet[]): void {
+    const [cx, cy] = this.fit.center;
+    const scale = this.fit.scale;
+    this.contours = contours.map(set => ({
+      ...set,
+      paths: set.paths.map(path => path.map((v, i) => (v - (i % 2 ? cy : cx)) * scale))
     }));
     this.overlay.request();
   }

@@ -19,6 +19,7 @@ export class Toolbar {
     const { colorSelect, clusterBox, panButton, lassoButton, boxButton, resetButton } = layout;
     colorSelect.addEventListener('change', () => model.save({ color_by: colorSelect.value }));
     clusterBox.addEventListener('change', () => map.setClustersVisible(clusterBox.checked));
+    layout.densityBox.addEventListener('change', () => model.save({ density: layout.densityBox.checked }));
     panButton.addEventListener('click', () => this.setMode('pan'));
     lassoButton.addEventListener('click', () => this.setMode('lasso'));
     boxButton.addEventListener('click', () => this.setMode('box'));
@@ -48,6 +49,13 @@ export class Toolbar {
         return option;
       })
     );
+  }
+
+  /** `density` or `contours` changed. */
+  updateDensity(): void {
+    const { model, map } = this.explorer;
+    this.layout.densityBox.checked = Boolean(model.get('density'));
+    map.setContours(model.get('density') ? model.get('contours') || [] : []);
   }
 
   /** `clusters` changed: the switch shows only when there are labels to switch. */
