@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+
 from jupyter_mlx_embed.explorer.density import CATEGORIES, SHARES, contours
 
 
@@ -20,7 +23,7 @@ def inside(paths: list[list[float]], points: np.ndarray) -> np.ndarray:
     for path in paths:
         vertices = np.reshape(path, (-1, 2))
         crossings = np.zeros(len(points), dtype=bool)
-        for (x0, y0), (x1, y1) in zip(vertices[:-1], vertices[1:], strict=True):
+        for (x0, y0), (x1, y1) in itertools.pairwise(vertices):
             spans = (y0 > y) != (y1 > y)
             with np.errstate(divide="ignore", invalid="ignore"):
                 at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)

@@ -78,11 +78,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "explorer._format": (1, "notebook"),  # how texts, counts and errors are worded
     "explorer.data": (1, "notebook"),  # colours, scores, seriation: numpy and scipy only
     "explorer.filtering": (2, "notebook"),  # the filter's masks: pandas query, keyword, range
-    "explorer.export": (2, "notebook"),
-    "explorer.density": (
-        1,
-        "notebook",
-    ),  # density contours: numpy, scipy, contourpy  # the HTML page and the Parquet table (pyarrow lazily)
+    "explorer.export": (2, "notebook"),  # the HTML page and the Parquet table (pyarrow lazily)
+    "explorer.density": (1, "notebook"),  # density contours: numpy, scipy, contourpy
     "explorer.projection": (2, "notebook"),  # 2-D maps: numpy, the settings (umap lazily)
     "explorer.clusters": (3, "notebook"),  # named clusters (hdbscan, scikit-learn lazily)
     "explorer.background": (4, "notebook"),  # the map's thread, hand-off to the kernel's loop
