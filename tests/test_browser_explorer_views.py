@@ -435,6 +435,21 @@ def test_numeric_range_greys_out_the_rest(groups: tuple[Locator, Locator]) -> No
     expect(bar.locator(".jme-filter-count")).to_have_text("")
 
 
+def test_points_sized_by_a_column(groups: tuple[Locator, Locator]) -> None:
+    panel, widget = groups
+    map_box = widget.locator(".jme-map-box")
+    widget.locator(".jme-reset").click()
+    expect(map_box).to_have_attribute("data-sized", "false")
+    widget.locator("select.jme-size").select_option("size")
+    assert kernel_value(panel, "explorer.size_by") == "size"
+    expect(map_box).to_have_attribute("data-sized", "true")
+    panel.page.wait_for_timeout(800)
+    shoot(widget, "views-size-by.png")
+    widget.locator("select.jme-size").select_option("")
+    expect(map_box).to_have_attribute("data-sized", "false")
+    assert kernel_value(panel, "explorer.size_codes == b''") is True
+
+
 def test_density_contours_per_category(groups: tuple[Locator, Locator]) -> None:
     panel, widget = groups
     page = panel.page

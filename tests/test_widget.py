@@ -775,3 +775,17 @@ def test_density_switch_draws_contours_per_category(make) -> None:
     assert widget.contours and all(c["color"] == "" for c in widget.contours)
     widget.set_state({"density": False})
     assert widget.contours == []
+
+
+def test_points_sized_by_a_numeric_column(make, notes) -> None:
+    widget = make(notes, data=filter_table())
+    assert widget.size_options == ["year", "price"] and widget.size_codes == b""
+    widget.set_state({"size_by": "price"})
+    codes = np.frombuffer(widget.size_codes, dtype=np.uint8)
+    prices = np.array(filter_table()["price"])
+    assert codes[prices.argmin()] == 0 and codes[prices.argmax()] == 254
+    assert (np.diff(codes[np.argsort(prices)]) >= 0).all()  # bigger values, bigger codes
+    with pytest.raises(traitlets.TraitError, match="not a numeric column"):
+        widget.size_by = "topic"
+    widget.set_state({"size_by": ""})
+    assert widget.size_codes == b""

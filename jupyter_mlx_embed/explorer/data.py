@@ -158,6 +158,20 @@ def _as_array(values: Iterable[Any]) -> np.ndarray:
     return array
 
 
+def scaled_codes(values: Any, n: int, name: str) -> np.ndarray:
+    """Numbers as one byte per point: 0..254 from the smallest to the largest, ``MISSING``
+    for NaN (point sizes by a column).
+
+    Raises:
+        TypeError: The values are not numbers.
+        ValueError: Not one value per point.
+    """
+    array = _one_per_text(values, n, name, _as_array)
+    if array.dtype.kind not in "iuf" or array.ndim != 1:
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    return _numeric(array.astype(np.float64), name).codes
+
+
 def _numeric(values: np.ndarray, column: str) -> Coloring:
     finite = np.isfinite(values)
     lo = float(values[finite].min()) if finite.any() else 0.0

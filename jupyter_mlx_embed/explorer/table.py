@@ -184,6 +184,16 @@ def take_rows(values: Any, positions: Sequence[int] | np.ndarray) -> Any:
     return [values[int(i)] for i in positions]
 
 
+def numeric_columns(columns: Mapping[str, Any]) -> list[str]:
+    """The columns holding numbers (what point sizes can follow)."""
+    kinds = {name: getattr(values, "dtype", None) for name, values in columns.items()}
+    return [
+        name
+        for name, values in columns.items()
+        if (kinds[name] if kinds[name] is not None else np.asarray(values).dtype).kind in "iuf"
+    ]
+
+
 def column_strings(values: Any, n: int) -> list[str]:
     """A column's ``n`` values as tooltips show them (strings, clipped)."""
     return [_cell(values, i) for i in range(n)]

@@ -65,7 +65,7 @@ import traitlets
 from ..embeddings import Embeddings, SearchResults
 from ._format import count, describe, quote
 from .background import Handoff, first_map, start_map_work
-from .data import Coloring
+from .data import Coloring, scaled_codes
 from .density import contours
 from .filtering import (
     combined,
@@ -84,6 +84,7 @@ from .table import (
     column_strings,
     columns_of,
     embed_column,
+    numeric_columns,
     row,
     take_rows,
     tooltip_columns,
@@ -247,6 +248,12 @@ class SimilarityExplorer(anywidget.AnyWidget):
     keyword = traitlets.Unicode("").tag(sync=True)
     value_range = traitlets.List(traitlets.Float()).tag(sync=True)
     search_filtered = traitlets.Bool(False).tag(sync=True)
+    # Point sizes by a numeric column: ``size_by`` (also set by the front end; "" for one
+    # size) among ``size_options``, and ``size_codes`` (n uint8, 0..254 smallest to largest,
+    # 255 missing).
+    size_by = traitlets.Unicode("").tag(sync=True)
+    size_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    size_codes = traitlets.Bytes(b"").tag(sync=True)
     # Density contours: ``density`` switches them on (front end or Python); ``contours``
     # holds their lines (``{share, color, paths}``, paths flat [x0, y0, x1, ...] in map
     # coordinates), per category when coloured by one.
@@ -342,6 +349,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             projection=used,
             map_status=self._map_message(used, pending),
             color_options=options,
+            size_options=numeric_columns(columns),
             tooltip_columns=tooltip,
             embedding_model=embeddings.model,
             height=height,
@@ -699,6 +707,24 @@ class SimilarityExplorer(anywidget.AnyWidget):
     def _send_thumbnails(self, request: Any, indices: list[int], jpegs: list[bytes]) -> None:
         content = {"type": "thumbnails", "id": request, "indices": indices}
         self.send({**content, "sizes": [len(j) for j in jpegs]}, buffers=[b"".join(jpegs)])
+
+    # Sizes ------------------------------------------------------------------------------
+
+    @traitlets.validate("size_by")
+    def _valid_size_by(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"])
+        if value and value not in self.size_options:
+            raise traitlets.TraitError(
+                f"size_by={value!r} is not a numeric column; {choices(self.size_options)}"
+            )
+        return value
+
+    @traitlets.observe("size_by")
+    @_reports_errors
+    def _on_size_by(self, change: dict[str, Any]) -> None:
+        name, n = self.size_by, len(self._embeddings)
+        codes = scaled_codes(self._columns[name], n, f"data[{name!r}]") if name else None
+        self.size_codes = b"" if codes is None else codes.tobytes()
 
     # Density contours -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import {
   pointSizeFor,
   pointsInside,
   shuffled,
+  sizeScale,
   toData,
   toScreen
 } from '../src/explorer/geometry';
@@ -46,7 +47,7 @@ describe('fitPoints', () => {
 });
 
 describe('fillCodes', () => {
-  it('writes colour and score codes, 0 where there are none', () => {
+  it('writes colour and size codes, 0 where there are none', () => {
     const rows = [
       [0, 0, 9, 9],
       [1, 1, 9, 9]
@@ -63,17 +64,24 @@ describe('fillCodes', () => {
     ]);
   });
 
-  it('gives greyed out points the codes after the palettes', () => {
+  it('gives greyed out points the code after the palette', () => {
     const rows = [
       [0, 0, 9, 9],
       [1, 1, 9, 9]
     ];
-    const dimmed = { mask: new Uint8Array([0, 1]), color: 21, score: 256 };
-    fillCodes(rows, new Uint8Array([3, 4]), new Uint8Array([7, 8]), dimmed);
+    fillCodes(rows, new Uint8Array([3, 4]), new Uint8Array([7, 8]), { mask: new Uint8Array([0, 1]), code: 21 });
     assert.deepEqual(rows, [
       [0, 0, 3, 7],
-      [1, 1, 21, 256]
+      [1, 1, 21, 8]
     ]);
+  });
+});
+
+describe('sizeScale', () => {
+  it('spans half to two and a half times the base, missing values smallest', () => {
+    const sizes = sizeScale(4);
+    assert.equal(sizes.length, 256);
+    assert.deepEqual([sizes[0], sizes[127], sizes[254], sizes[255]], [2, 6, 10, 2]);
   });
 });
 

@@ -63,33 +63,33 @@ export function fitPoints(xy: Float32Array): FittedPoints {
 }
 
 /**
- * Writes each point's colour code (z) and score code (w) into its row (0 without codes);
- * regl-scatterplot draws them as categories.
+ * Writes each point's colour code (z: of the colouring shown, a column's or the query's
+ * scores) and size code (w) into its row (0 without codes); regl-scatterplot draws both as
+ * categories. A greyed out point (`dimmed`) takes the dimmed colour code.
  */
 export function fillCodes(
   rows: number[][],
   colorCodes: Uint8Array | null,
-  scoreCodes: Uint8Array | null,
+  sizeCodes: Uint8Array | null,
   dimmed: Dimmed | null = null
 ): void {
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
-    if (dimmed && dimmed.mask[i]) {
-      row[2] = dimmed.color;
-      row[3] = dimmed.score;
-    } else {
-      row[2] = colorCodes ? colorCodes[i] : 0;
-      row[3] = scoreCodes ? scoreCodes[i] : 0;
-    }
+    row[2] = dimmed && dimmed.mask[i] ? dimmed.code : colorCodes ? colorCodes[i] : 0;
+    row[3] = sizeCodes ? sizeCodes[i] : 0;
   }
 }
 
-/** Points greyed out (mask byte 1) and the codes they take instead of their colours. */
+/** Points greyed out (mask byte 1) and the colour code they take instead of theirs. */
 export interface Dimmed {
   mask: Uint8Array;
-  /** The colour code (z) and score code (w) of a greyed out point. */
-  color: number;
-  score: number;
+  code: number;
+}
+
+/** Sizes by code (0..254 from the smallest value to the largest, 255 missing): from half to
+ * two and a half times `base`, missing values smallest. */
+export function sizeScale(base: number): number[] {
+  return Array.from({ length: 256 }, (_, code) => base * (code === 255 ? 0.5 : 0.5 + (2 * code) / 254));
 }
 
 /** The point size for a map of n points: fewer points, bigger dots. */

@@ -114,6 +114,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     updateScores();
     toolbar.updateClusters();
     toolbar.updateDensity();
+    toolbar.updateSizes();
     map.setSelection(model.get('selection') || []);
     updateFilter();
     updateMarks();
@@ -201,6 +202,9 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   model.onChange('color_options', () => toolbar.updateColorSelect());
   model.onChange('clusters', () => toolbar.updateClusters());
   model.onChange('density', () => toolbar.updateDensity());
+  model.onChange('size_by', () => toolbar.updateSizes());
+  model.onChange('size_options', () => toolbar.updateSizes());
+  model.onChange('size_codes', () => toolbar.updateSizes());
   model.onChange('contours', () => toolbar.updateDensity());
   model.onChange('projection', updateMeta);
   model.onChange('embedding_model', updateMeta);

@@ -22,6 +22,8 @@ export interface Layout {
   boxButton: HTMLButtonElement;
   resetButton: HTMLButtonElement;
   colorSelect: HTMLSelectElement;
+  /** Point sizes by a numeric column (hook: select.jme-size). */
+  sizeSelect: HTMLSelectElement;
   /** Under the header: the filter bar goes here. */
   filterRow: HTMLDivElement;
   clusterToggle: HTMLLabelElement;
@@ -69,7 +71,9 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   densityToggle.append(densityBox, document.createTextNode(' density'));
   const colorSelect = h('select', 'jme-color');
   colorSelect.title = 'Colour the points by a column';
-  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, clusterToggle, densityToggle);
+  const sizeSelect = h('select', 'jme-size');
+  sizeSelect.title = 'Size the points by a numeric column';
+  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, sizeSelect, clusterToggle, densityToggle);
   header.append(title, toolbar);
   const filterRow = h('div', 'jme-filter-row');
 
@@ -135,6 +139,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
     boxButton,
     resetButton,
     colorSelect,
+    sizeSelect,
     filterRow,
     clusterToggle,
     clusterBox,

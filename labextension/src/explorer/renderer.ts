@@ -7,6 +7,7 @@
 import createScatterplot, { createRenderer } from 'regl-scatterplot';
 
 import { toRgba } from './colors';
+import { sizeScale } from './geometry';
 
 type Renderer = ReturnType<typeof createRenderer>;
 export type Scatterplot = ReturnType<typeof createScatterplot>;
@@ -106,26 +107,26 @@ export function createPlot(points: PointsRenderer, canvas: HTMLCanvasElement): S
 }
 
 /**
- * Colours the points by `palette`: indexed by their colour codes (valueA) or, `byScore`, by
- * their score codes (valueB). A selected point keeps its hue, half-way to `selected` (CSS
- * colours), as a ring around a dot: a selection never hides the colouring or the labels.
+ * Colours the points by `palette`, indexed by their colour codes (valueA). A selected point
+ * keeps its hue, half-way to `selected` (CSS colours), as a ring around a dot: a selection
+ * never hides the colouring or the labels.
  */
-export async function setPalette(
-  plot: Scatterplot,
-  palette: readonly string[],
-  selected: string,
-  byScore: boolean
-): Promise<void> {
+export async function setPalette(plot: Scatterplot, palette: readonly string[], selected: string): Promise<void> {
   const colors = (palette.length ? palette : ['#4e79a7']).map(c => toRgba(c));
   const mark = toRgba(selected);
   // One active (selected) and one hover colour per palette entry: with fewer,
   // regl-scatterplot draws selected points in their own colour.
   await plot.set({
-    colorBy: byScore ? 'valueB' : 'valueA',
+    colorBy: 'valueA',
     pointColor: colors,
     pointColorActive: colors.map(c => c.map((v, i) => (i < 3 ? (v + mark[i]) / 2 : 1))) as never,
     pointColorHover: colors as never
   });
+}
+
+/** Point sizes: `base` for all, or by their size codes (valueB) on `sizeScale(base)`. */
+export async function setSizes(plot: Scatterplot, base: number, byCode: boolean): Promise<void> {
+  await plot.set({ sizeBy: byCode ? 'valueB' : null, pointSize: byCode ? sizeScale(base) : base } as never);
 }
 
 /** Draws a sample of the points (MOVING_POINTS) while the view moves, all once it rests. */

@@ -26,7 +26,7 @@ import { GestureEvents, Gestures, Mode } from './gestures';
 import { Marks, Overlay } from './overlay';
 import type { ClusterLabel, ContourSet } from './protocol';
 import type { PointsRenderer, Scatterplot } from './renderer';
-import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette } from './renderer';
+import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette, setSizes } from './renderer';
 
 export type { Mode } from './gestures';
 
@@ -65,6 +65,8 @@ export class ScatterMap {
   private spatialIndex: ArrayBuffer | undefined;
   private colors: Colors = { codes: new Uint8Array(0), palette: ['#4e79a7'] };
   private scores: Colors | null = null;
+  /** Size codes by a column (null: one size). */
+  private sizes: Uint8Array | null = null;
   private marks: Marks = { clicked: -1, neighbors: [], topk: [], pointed: [] };
   private clusters: ClusterLabel[] = [];
   /** Density lines in regl-scatterplot's space. */
@@ -175,7 +177,6 @@ export class ScatterMap {
     this.motion.shown = fitted.n;
     this.home = frame(fitted.xs, fitted.ys);
     this.spatialIndex = undefined;
-    void this.plot.set({ pointSize: pointSizeFor(fitted.n) });
     this.fillCodes();
     this.redraw(true);
   }
@@ -253,6 +254,13 @@ export class ScatterMap {
     void (indices ? this.plot.filter(indices, { preventEvent: true }) : this.plot.unfilter({ preventEvent: true }));
   }
 
+  /** Sizes by a column (n codes, see geometry.sizeScale), or null for one size. */
+  setSizes(codes: Uint8Array | null): void {
+    this.sizes = codes && codes.length === this.fit.n ? codes : null;
+    this.fillCodes();
+    this.redraw(false);
+  }
+
   /** Grey out the points whose byte is 0 (the filter's non-matches); null: none. */
   setDimmed(matches: Uint8Array | null): void {
     this.dimmed = matches && matches.length === this.fit.n ? matches.map(m => (m ? 0 : 1)) : null;
@@ -328,20 +336,20 @@ export class ScatterMap {
     return toData(this.view, this.canvas.clientWidth || 1, this.canvas.clientHeight || 1, sx, sy);
   }
 
-  /** Colour code (z) and score code (w) of every row; ints, drawn as categories. A greyed
-   * out point takes the code after each palette's last (see redraw). */
+  /** The colouring shown: the query's scores when they colour the map, else the column's. */
+  private shown(): Colors {
+    return this.scores !== null && this.scores.codes.length === this.fit.n ? this.scores : this.colors;
+  }
+
+  /** Colour code (z) and size code (w) of every row; ints, drawn as categories. A greyed
+   * out point takes the code after the palette's last (see redraw). */
   private fillCodes(): void {
-    const colorCodes = this.colors.codes.length === this.fit.n ? this.colors.codes : null;
-    const scoreCodes = this.scores && this.scores.codes.length === this.fit.n ? this.scores.codes : null;
+    const shown = this.shown();
     fillCodes(
       this.fit.rows,
-      colorCodes,
-      scoreCodes,
-      this.dimmed && {
-        mask: this.dimmed,
-        color: this.colors.palette.length,
-        score: this.scores?.palette.length ?? 0
-      }
+      shown.codes.length === this.fit.n ? shown.codes : null,
+      this.sizes,
+      this.dimmed && { mask: this.dimmed, code: shown.palette.length }
     );
   }
 
@@ -360,8 +368,8 @@ export class ScatterMap {
   }
 
   private redraw(newPoints: boolean): void {
-    const byScore = this.scores !== null && this.scores.codes.length === this.fit.n;
-    const base = byScore ? this.scores!.palette : this.colors.palette;
+    const base = this.shown().palette;
+    const sized = this.sizes !== null;
     const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
     const palette = this.dimmed ? [...base, css(dimmed(background))] : base;
     const rows = this.fit.rows;
@@ -370,7 +378,9 @@ export class ScatterMap {
       if (this.destroyed || rows !== this.fit.rows) {
         return;
       }
-      await setPalette(this.plot, palette, cssVar(this.element, '--jme-selected', '#1f2328'), byScore);
+      await setPalette(this.plot, palette, cssVar(this.element, '--jme-selected', '#1f2328'));
+      await setSizes(this.plot, pointSizeFor(this.fit.n), sized);
+      this.element.dataset.sized = String(sized); // a hook for tests
       await this.plot.draw(rows, {
         zDataType: 'categorical',
         wDataType: 'categorical',

@@ -70,7 +70,7 @@ input.jme-keyword:focus { border-color: var(--jme-accent); box-shadow: 0 0 0 1px
 .jme-range { display: inline-flex; align-items: center; gap: 4px; margin-left: 6px; }
 .jme-range input[type="range"] { width: 90px; }
 .jme-static .jme-side, .jme-static .jme-heatmap, .jme-static .jme-mode-lasso, .jme-static .jme-mode-box,
-.jme-static select.jme-color, .jme-static .jme-range, .jme-static .jme-filter-chip,
+.jme-static select.jme-color, .jme-static select.jme-size, .jme-static .jme-range, .jme-static .jme-filter-chip,
 .jme-static .jme-search-filtered-label, .jme-static .jme-keys { display: none; }
 .jme-explorer.jme-static .jme-body { grid-template-columns: minmax(0, 1fr); }
 .jme-body { display: grid; grid-template-columns: minmax(0, 1fr) minmax(240px, 330px); gap: 14px; align-items: start; }
@@ -111,7 +111,7 @@ img.jme-hit-picture { float: left; width: 40px; height: 40px; object-fit: cover;
   display: inline-block; min-width: 16px; margin-right: 6px; padding: 0 3px; border-radius: 3px;
   background: var(--jme-hit); color: #fff; text-align: center; font-weight: 600;
 }
-select.jme-color {
+select.jme-color, select.jme-size {
   font: inherit; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); max-width: 160px;
   background: var(--jme-bg2); border: 1px solid var(--jme-border); border-radius: 4px; padding: 2px;
 }

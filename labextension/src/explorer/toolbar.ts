@@ -3,6 +3,7 @@
  * colour menu (hook: select.jme-color) and the cluster labels switch (.jme-cluster-toggle).
  */
 
+import { uint8s } from './buffers';
 import type { Explorer } from './context';
 import { h } from './dom';
 import type { Layout } from './layout';
@@ -18,6 +19,7 @@ export class Toolbar {
     const { model, map } = explorer;
     const { colorSelect, clusterBox, panButton, lassoButton, boxButton, resetButton } = layout;
     colorSelect.addEventListener('change', () => model.save({ color_by: colorSelect.value }));
+    layout.sizeSelect.addEventListener('change', () => model.save({ size_by: layout.sizeSelect.value }));
     clusterBox.addEventListener('change', () => map.setClustersVisible(clusterBox.checked));
     layout.densityBox.addEventListener('change', () => model.save({ density: layout.densityBox.checked }));
     panButton.addEventListener('click', () => this.setMode('pan'));
@@ -49,6 +51,25 @@ export class Toolbar {
         return option;
       })
     );
+  }
+
+  /** `size_by`, `size_options` or `size_codes` changed. */
+  updateSizes(): void {
+    const { model, map } = this.explorer;
+    const select = this.layout.sizeSelect;
+    const options = model.get('size_options') || [];
+    const chosen = model.get('size_by') || '';
+    select.style.display = options.length ? '' : 'none';
+    select.replaceChildren(
+      ...['', ...options].map(name => {
+        const option = h('option', '', name ? `size: ${name}` : 'size: same');
+        option.value = name;
+        option.selected = name === chosen;
+        return option;
+      })
+    );
+    const codes = uint8s(model.get('size_codes'));
+    map.setSizes(chosen && codes.length ? codes : null);
   }
 
   /** `density` or `contours` changed. */
