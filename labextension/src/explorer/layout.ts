@@ -64,7 +64,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   clusterBox.type = 'checkbox';
   clusterBox.checked = true;
   clusterToggle.append(clusterBox, document.createTextNode(' cluster labels'));
-  const densityToggle = h('label', 'jme-cluster-toggle jme-density-toggle');
+  const densityToggle = h('label', 'jme-density-toggle');
   densityToggle.title = 'Draw density contours (per category when coloured by one)';
   const densityBox = h('input');
   densityBox.type = 'checkbox';

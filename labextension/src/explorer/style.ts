@@ -115,7 +115,7 @@ select.jme-color, select.jme-size {
   font: inherit; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); max-width: 160px;
   background: var(--jme-bg2); border: 1px solid var(--jme-border); border-radius: 4px; padding: 2px;
 }
-.jme-cluster-toggle { display: inline-flex; align-items: center; gap: 2px; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); }
+.jme-cluster-toggle, .jme-density-toggle { display: inline-flex; align-items: center; gap: 2px; font-size: var(--jp-ui-font-size0, 12px); color: var(--jme-fg); }
 .jme-tip {
   position: absolute; display: none; pointer-events: none; z-index: 5; max-width: 320px;
   padding: 6px 8px; border-radius: 4px; font-size: 12px; line-height: 1.35;
