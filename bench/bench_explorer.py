@@ -18,7 +18,10 @@ reports:
   (``jme-recolor``), through the server's worker;
 - ``umap``: seconds from the vectors existing until the UMAP map and its clusters are done
   (``explorer.wait()`` in the kernel; the map swaps itself in meanwhile);
-- the binary state sent to the page and the page's JS heap.
+- the binary state sent to the page and the page's JS heap;
+- ``kernel``: the kernel's resident memory once the explorer is built, and its peak (the
+  synthetic vectors' making included; the UMAP fit runs in a helper process, not counted
+  here), and the explorer's share: what building it added to the memory of the vectors.
 
 The browser renders WebGL in software (SwiftShader), so frame times are far above a real GPU's;
 long tasks and data sizes are the figures that transfer.
@@ -74,6 +77,12 @@ def synthetic(n, topics=40, seed=0):
     texts = [f"note {i} about {words[t]}" for i, t in enumerate(topic)]
     return jme.Embeddings(texts, vectors, DEFAULT_MODEL), [words[t] for t in topic]
 
+def rss_mb(field="VmRSS"):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+
 def sent_bytes(widget):
     return sum(
         len(getattr(widget, name))
@@ -84,17 +93,21 @@ def sent_bytes(widget):
 
 SHOW = """
 embeddings, topic = synthetic({n})
+import gc; gc.collect()
+before_mb = rss_mb()
 started = time.time()
 explorer = embeddings.explore(color=topic)
 built = time.time()
 display(explorer)
 state = sent_bytes(explorer)
-print(json.dumps({{"started": started, "built": built, "bytes": state, "ended": time.time()}}))
+print(json.dumps({{"started": started, "built": built, "bytes": state, "ended": time.time(),
+                  "rss_mb": rss_mb(), "before_mb": before_mb}}))
 """
 
 WAIT = """
 done = explorer.wait(timeout={timeout})
-print(json.dumps({{"umap_s": time.time() - started if done else None}}))
+print(json.dumps({{"umap_s": time.time() - started if done else None,
+                  "peak_mb": rss_mb("VmHWM")}}))
 """
 
 # The page side: count marks, watch long tasks and frames.
@@ -191,6 +204,8 @@ def measure(page: Page, panel: Any, n: int) -> dict[str, Any]:
         "first_map_s": None if drawn is None else drawn - kernel["started"],
         "cell_end_to_map_s": None if drawn is None else drawn - kernel["ended"],
         "state_mb": kernel["bytes"] / 1e6,
+        "kernel_mb": kernel["rss_mb"],
+        "explorer_mb": kernel["rss_mb"] - kernel["before_mb"],
     }
     _map_box(widget)
     page.wait_for_timeout(1000)
@@ -207,7 +222,9 @@ def measure(page: Page, panel: Any, n: int) -> dict[str, Any]:
     screenshot(page, f"bench-explorer-{n}-query.png")
     waited = run_cell(panel, WAIT.format(timeout=UMAP_WAIT_S), timeout=UMAP_WAIT_S * 1000 + 60_000)
     line = waited.locator(".jp-OutputArea-output", has_text="umap_s").inner_text()
-    result["umap_s"] = json.loads(line.strip().splitlines()[-1])["umap_s"]
+    waited_figures = json.loads(line.strip().splitlines()[-1])
+    result["umap_s"] = waited_figures["umap_s"]
+    result["kernel_peak_mb"] = waited_figures["peak_mb"]
     page.wait_for_timeout(2000)
     screenshot(page, f"bench-explorer-{n}-umap.png")
     # Panning is measured on the finished map, the CPU no longer busy with UMAP.
@@ -224,9 +241,9 @@ def report(rows: list[dict[str, Any]]) -> str:
     header = (
         "| points | build, s | first map, s (cell end to map) | pan: longest task, ms "
         "(tasks > 100 ms, > 50 ms) | pan frame p50 / p95, ms | query to recolour, s | UMAP map, s "
-        "| state sent, MB | JS heap, MB |"
+        "| state sent, MB | JS heap, MB | kernel RSS / peak, MB | explorer's share, MB |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {_fmt(r['build_s'], '.2f')} | {_fmt(r['first_map_s'], '.2f')} "
@@ -235,7 +252,9 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['pan_frame_p50_ms'], '.0f')} / "
             f"{_fmt(r['pan_frame_p95_ms'], '.0f')} | {_fmt(r['query_to_recolour_s'], '.2f')} "
             f"| {_fmt(r['umap_s'], '.0f')} | {_fmt(r['state_mb'], '.1f')} "
-            f"| {_fmt(r['js_heap_mb'], '.0f')} |"
+            f"| {_fmt(r['js_heap_mb'], '.0f')} "
+            f"| {_fmt(r['kernel_mb'], '.0f')} / {_fmt(r['kernel_peak_mb'], '.0f')} "
+            f"| {_fmt(r['explorer_mb'], '.0f')} |"
         )
     return "\n".join(lines)
 

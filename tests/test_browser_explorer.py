@@ -129,10 +129,11 @@ RERUN_CELL = """([id, index]) => {
   void app.commands.execute('notebook:run-cell');
 }"""
 
-# The points of a map in the sampling tests (BIG_CELL), and how many it draws while moving
-# (MOVING_POINTS in labextension/src/explorer/scatter.ts).
+# The points of a map in the sampling tests (BIG_CELL), and how many it draws while moving:
+# MOVING_POINTS at most, MIN_MOVING_POINTS at least (labextension/src/explorer/renderer.ts).
 BIG_POINTS = 100_000
 MOVING_POINTS = 50_000
+MIN_MOVING_POINTS = 10_000
 
 
 def activate_notebook(page: Page, name: str) -> Locator:
@@ -357,13 +358,13 @@ def test_map_draws_a_sample_while_moving(lab_page: Page) -> None:
         reset()
         lab_page.mouse.move(x + 10 * step, y)
         lab_page.wait_for_function("c => c.jmePointsDrawn > 0", arg=points)
-        assert drawn() == MOVING_POINTS
+        assert MIN_MOVING_POINTS <= drawn() <= MOVING_POINTS  # fewer on a slow machine
     # Still pressed, for longer than the map waits to settle, then moving on: still the sample.
     reset()
     lab_page.wait_for_timeout(400)
     lab_page.mouse.move(x + 60, y)
     lab_page.wait_for_function("c => c.jmePointsDrawn > 0", arg=points)
-    assert drawn() == MOVING_POINTS
+    assert MIN_MOVING_POINTS <= drawn() <= MOVING_POINTS
     # Released: all points once the view rests, the selection as it was.
     reset()
     lab_page.mouse.up()

@@ -20,6 +20,15 @@ export type Scatterplot = ReturnType<typeof createScatterplot>;
  */
 export const MOVING_POINTS = 50_000;
 const SETTLE_MS = 150;
+/**
+ * The sample adapts to the machine: while the view moves, frames slower than SLOW_FRAME_MS
+ * draw fewer points next time (down to MIN_MOVING_POINTS), faster than FAST_FRAME_MS more (up
+ * to MOVING_POINTS). Intervals over GAP_MS are pauses of the pointer, not frames.
+ */
+const SLOW_FRAME_MS = 45;
+const FAST_FRAME_MS = 25;
+const GAP_MS = 250;
+const MIN_MOVING_POINTS = 10_000;
 /** regl-scatterplot's opacity by density: the share of the view the points would fill. */
 export const DENSITY_FILL = 0.15;
 
@@ -39,6 +48,8 @@ export interface PointsRenderer {
   readonly renderer: Renderer;
   /** Most points drawn a frame (Infinity: all); see MotionSampler. */
   budget: number;
+  /** Called at each frame drawn, with the time since the one before (ms). */
+  onFrame?: (interval: number) => void;
 }
 
 /**
@@ -56,10 +67,14 @@ export function directRenderer(canvas: HTMLCanvasElement): PointsRenderer {
   const gl = base.regl._gl;
   const drawArrays = gl.drawArrays.bind(gl);
   let bodies = false;
+  let last = 0;
   const points: PointsRenderer = {
     renderer: Object.create(base, {
       render: {
         value: (draw: () => void) => {
+          const now = performance.now();
+          points.onFrame?.(now - last);
+          last = now;
           bodies = true;
           base.render(draw, NO_COPY);
           bodies = false;
@@ -142,9 +157,14 @@ export class MotionSampler {
   private settleTimer: number | undefined;
   private stopped = false;
 
+  /** Points drawn a frame while moving: MOVING_POINTS at first, then what this machine
+   * draws in time (see SLOW_FRAME_MS). */
+  private sample = MOVING_POINTS;
+
   constructor(points: PointsRenderer, setDensityFill: (fill: number) => void) {
     this.points = points;
     this.setDensityFill = setDensityFill;
+    points.onFrame = interval => this.adapt(interval);
   }
 
   /** Whether a press on the map is held. */
@@ -168,8 +188,29 @@ export class MotionSampler {
       return;
     }
     this.moving = true;
-    this.points.budget = MOVING_POINTS;
-    this.setDensityFill((DENSITY_FILL * this.shown) / MOVING_POINTS);
+    this.useSample();
+  }
+
+  /** A frame was drawn `interval` ms after the one before: fit the sample to the machine. */
+  private adapt(interval: number): void {
+    if (!this.moving || interval > GAP_MS) {
+      return;
+    }
+    const before = this.sample;
+    if (interval > SLOW_FRAME_MS) {
+      this.sample = Math.max(MIN_MOVING_POINTS, Math.round(this.sample * 0.75));
+    } else if (interval < FAST_FRAME_MS) {
+      this.sample = Math.min(MOVING_POINTS, Math.round(this.sample * 1.1));
+    }
+    if (this.sample !== before) {
+      this.useSample();
+    }
+  }
+
+  private useSample(): void {
+    const drawn = Math.min(this.sample, this.shown);
+    this.points.budget = drawn;
+    this.setDensityFill((DENSITY_FILL * this.shown) / drawn);
   }
 
   /** No more settling (the map is destroyed). */

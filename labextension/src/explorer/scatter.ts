@@ -78,6 +78,9 @@ export class ScatterMap {
   private view: ArrayLike<number> = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
   private drawing: Promise<void> = Promise.resolve();
   private drawnOnce = false;
+  /** A draw is queued; new points came since the last draw. */
+  private drawQueued = false;
+  private newPoints = false;
   private destroyed = false;
   private home: Rect | null = null;
   /** The user moved the view (drag or wheel) since it was last fitted: resizes keep it. */
@@ -177,6 +180,9 @@ export class ScatterMap {
     this.motion.shown = fitted.n;
     this.home = frame(fitted.xs, fitted.ys);
     this.spatialIndex = undefined;
+    // Codes of another number of points no longer apply (the views set them again).
+    this.sizes = this.sizes?.length === fitted.n ? this.sizes : null;
+    this.dimmed = this.dimmed?.length === fitted.n ? this.dimmed : null;
     this.fillCodes();
     this.redraw(true);
   }
@@ -256,13 +262,20 @@ export class ScatterMap {
 
   /** Sizes by a column (n codes, see geometry.sizeScale), or null for one size. */
   setSizes(codes: Uint8Array | null): void {
-    this.sizes = codes && codes.length === this.fit.n ? codes : null;
+    const sizes = codes && codes.length === this.fit.n ? codes : null;
+    if (sizes === this.sizes) {
+      return; // no change: no redraw (a million points take a while)
+    }
+    this.sizes = sizes;
     this.fillCodes();
     this.redraw(false);
   }
 
   /** Grey out the points whose byte is 0 (the filter's non-matches); null: none. */
   setDimmed(matches: Uint8Array | null): void {
+    if (!matches && !this.dimmed) {
+      return; // no filter before or after: no redraw
+    }
     this.dimmed = matches && matches.length === this.fit.n ? matches.map(m => (m ? 0 : 1)) : null;
     this.fillCodes();
     this.redraw(false);
@@ -367,30 +380,42 @@ export class ScatterMap {
     this.overlay.request();
   }
 
+  /**
+   * Draws once whatever changed since the last draw: setters called in one go (new points,
+   * colours, sizes, the filter) make one draw, not one each (a million points take about a
+   * second). One draw at a time: regl-scatterplot reads the rows while building its textures.
+   */
   private redraw(newPoints: boolean): void {
-    const base = this.shown().palette;
-    const sized = this.sizes !== null;
-    const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
-    const palette = this.dimmed ? [...base, css(dimmed(background))] : base;
-    const rows = this.fit.rows;
-    // One draw at a time: regl-scatterplot reads the rows while building its textures.
+    this.newPoints ||= newPoints;
+    if (this.drawQueued) {
+      return;
+    }
+    this.drawQueued = true;
     this.drawing = this.drawing.then(async () => {
-      if (this.destroyed || rows !== this.fit.rows) {
+      this.drawQueued = false;
+      const fresh = this.newPoints;
+      this.newPoints = false;
+      if (this.destroyed) {
         return;
       }
+      const base = this.shown().palette;
+      const sized = this.sizes !== null;
+      const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
+      const palette = this.dimmed ? [...base, css(dimmed(background))] : base;
+      const rows = this.fit.rows;
       await setPalette(this.plot, palette, cssVar(this.element, '--jme-selected', '#1f2328'));
       await setSizes(this.plot, pointSizeFor(this.fit.n), sized);
       this.element.dataset.sized = String(sized); // a hook for tests
       await this.plot.draw(rows, {
         zDataType: 'categorical',
         wDataType: 'categorical',
-        spatialIndex: newPoints ? undefined : this.spatialIndex,
-        preventFilterReset: !newPoints
+        spatialIndex: fresh ? undefined : this.spatialIndex,
+        preventFilterReset: !fresh
       });
       if (this.destroyed) {
         return;
       }
-      if (newPoints) {
+      if (fresh) {
         this.spatialIndex = this.plot.get('spatialIndex');
         // Only maps sampled while moving need the shuffled order; regl-scatterplot keeps it
         // for new points of the same number, and drops it for any other number.
@@ -403,7 +428,7 @@ export class ScatterMap {
       }
       const first = !this.drawnOnce;
       this.drawnOnce = true;
-      if (newPoints) {
+      if (fresh) {
         this.setSelection(this.selected);
         await this.goHome();
       }
