@@ -99,6 +99,8 @@ def test_parquet_holds_the_table_map_labels_and_vectors(explorer, tmp_path: Path
 
 
 def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
+    explorer.size_by = "size"  # every binary trait set, the sizes' too
+    explorer.density = True
     path = explorer.to_html(tmp_path / "map.html", title="Notes </script> & more")
     text = path.read_text()
     assert "<title>Notes &lt;/script&gt; &amp; more</title>" in text
@@ -107,6 +109,7 @@ def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
     assert data["state"]["interactive"] is False and len(data["texts"]) == 20_000
     assert data["fields"]["size"][0] == str(explorer._columns["size"].iloc[0])
     assert data["state"]["scores"] == "" and data["state"]["keyword"] == ""
+    assert "size_codes" in data["binary"] and data["state"]["contours"]
     # A sensible size: the front end once, then each point's text and values (stated in
     # BENCHMARKS.md as bytes per point).
     per_point = (path.stat().st_size - 400_000) / 20_000

@@ -21,9 +21,6 @@ import numpy as np
 
 from ._format import TEXT_LIMIT, clip
 
-#: Traits sent as base64 (binary ones in the widget: bytes).
-_BINARY = ("coords", "color_codes", "scores", "filter_mask", "heatmap")
-
 #: The columns ``to_parquet`` writes beside the table's own.
 PARQUET_COLUMNS = {
     "text": "the text (for pictures: the picture's path, or empty)",
@@ -71,18 +68,19 @@ def page(
 
     Args:
         bundle: The front end (``static/explorer.js``).
-        state: Synced traits (binary ones as bytes).
+        state: Synced traits (binary ones as bytes: written as base64).
         texts: Each point's text (clipped here to ``TEXT_LIMIT``).
         fields: Each tooltip column's values, as strings.
         title: The page's title.
     """
+    binary = [name for name, value in state.items() if isinstance(value, bytes)]
     encoded = {
-        name: base64.b64encode(value).decode() if name in _BINARY else value
+        name: base64.b64encode(value).decode() if name in binary else value
         for name, value in state.items()
     }
     data = {
         "state": encoded,
-        "binary": [name for name in _BINARY if name in encoded],
+        "binary": binary,
         "texts": [clip(text, TEXT_LIMIT) for text in texts],
         "fields": {name: list(values) for name, values in fields.items()},
     }
