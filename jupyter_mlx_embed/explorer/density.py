@@ -88,7 +88,7 @@ def _lines(
     for share in shares:
         level = ranked[min(int(np.searchsorted(held, share)), len(ranked) - 1)]
         lines = generator.lines(float(level)) if level > 0 else []
-        found.append([_flat(line) for line in lines if len(line) >= 4])
+        found.append([_flat(np.asarray(line)) for line in lines if len(line) >= 4])
     return found
 
 

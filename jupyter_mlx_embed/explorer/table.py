@@ -186,12 +186,14 @@ def take_rows(values: Any, positions: Sequence[int] | np.ndarray) -> Any:
 
 def numeric_columns(columns: Mapping[str, Any]) -> list[str]:
     """The columns holding numbers (what point sizes can follow)."""
-    kinds = {name: getattr(values, "dtype", None) for name, values in columns.items()}
-    return [
-        name
-        for name, values in columns.items()
-        if (kinds[name] if kinds[name] is not None else np.asarray(values).dtype).kind in "iuf"
-    ]
+    numeric = []
+    for name, values in columns.items():
+        # pandas and numpy columns say their kind without a copy (pandas' own dtypes too).
+        dtype = getattr(values, "dtype", None)
+        kind = np.asarray(values).dtype.kind if dtype is None else getattr(dtype, "kind", "O")
+        if kind in "iuf":
+            numeric.append(name)
+    return numeric
 
 
 def column_strings(values: Any, n: int) -> list[str]:
