@@ -109,6 +109,13 @@ def shoot(widget: Locator, name: str) -> None:
     widget.page.screenshot(path=screenshot_path(name), clip=clip)  # type: ignore[arg-type]
 
 
+def fitted_labels(widget: Locator) -> list[str]:
+    """The cluster labels drawn once the view is reset (fitted)."""
+    widget.locator(".jme-reset").click()
+    widget.page.wait_for_timeout(500)
+    return labels(widget.locator(".jme-map-box"))
+
+
 def labels(map_box: Locator) -> list[str]:
     """The cluster labels drawn on the map (its data-labels hook)."""
     text = map_box.get_attribute("data-labels") or ""
@@ -319,9 +326,7 @@ def test_labels_coarse_at_full_view_finer_when_zoomed(groups: tuple[Locator, Loc
     coarse = {label for label, level in clusters if level == 0}
     fine = {label for label, level in clusters if level == 1}
     assert 2 <= len(coarse) <= 8 and len(fine) > len(coarse)
-    widget.locator(".jme-reset").click()
-    page.wait_for_timeout(500)
-    shown = labels(map_box)
+    shown = fitted_labels(widget)
     assert shown and set(shown) <= coarse
     zoom_in(page, map_box, 3)
     zoomed = labels(map_box)
@@ -337,9 +342,7 @@ def test_labels_stay_over_query_hits_and_selections(groups: tuple[Locator, Locat
     panel, widget = groups
     page = panel.page
     map_box = widget.locator(".jme-map-box")
-    widget.locator(".jme-reset").click()
-    page.wait_for_timeout(500)
-    before = labels(map_box)
+    before = fitted_labels(widget)
     # Query hits sit in the clusters' middles (the texts name their group's words).
     query = widget.locator("input.jme-query")
     query.fill(before[0].split(" · ")[0])
@@ -360,9 +363,7 @@ def test_legend_filter_hides_the_labels_of_hidden_clusters(groups: tuple[Locator
     panel, widget = groups
     page = panel.page
     map_box = widget.locator(".jme-map-box")
-    widget.locator(".jme-reset").click()
-    page.wait_for_timeout(500)
-    everything = labels(map_box)
+    everything = fitted_labels(widget)
     widget.locator(".jme-legend-item", has_text="kind 0").click()
     page.wait_for_timeout(500)
     alone = labels(map_box)

@@ -138,6 +138,14 @@ export default {
 """
 
 
+def _one_of(name: str, value: Any, options: Sequence[str], what: str) -> str:
+    """A column-choosing trait's new value: one of ``options``, or "" for none."""
+    chosen = str(value)
+    if chosen and chosen not in options:
+        raise traitlets.TraitError(f"{name}={chosen!r} is not {what}; {choices(options)}")
+    return chosen
+
+
 def _reports_errors(method: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
     """Wrap an observer so that errors go to the status line: an observer that raises would
     raise into the comm handler (or into whoever set the trait)."""
@@ -655,12 +663,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     @traitlets.validate("color_by")
     def _valid_color_by(self, proposal: dict[str, Any]) -> str:
-        value = str(proposal["value"])
-        if value and value not in self.color_options:
-            raise traitlets.TraitError(
-                f"color_by={value!r} is not a column to colour by; {choices(self.color_options)}"
-            )
-        return value
+        return _one_of("color_by", proposal["value"], self.color_options, "a column to colour by")
 
     @traitlets.observe("color_by")
     @_reports_errors
@@ -712,12 +715,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
 
     @traitlets.validate("size_by")
     def _valid_size_by(self, proposal: dict[str, Any]) -> str:
-        value = str(proposal["value"])
-        if value and value not in self.size_options:
-            raise traitlets.TraitError(
-                f"size_by={value!r} is not a numeric column; {choices(self.size_options)}"
-            )
-        return value
+        return _one_of("size_by", proposal["value"], self.size_options, "a numeric column")
 
     @traitlets.observe("size_by")
     @_reports_errors

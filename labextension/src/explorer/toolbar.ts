@@ -39,35 +39,20 @@ export class Toolbar {
   /** `color_options` or `color_by` changed. */
   updateColorSelect(): void {
     const model = this.explorer.model;
-    const colorSelect = this.layout.colorSelect;
-    const options = model.get('color_options') || [];
-    const chosen = model.get('color_by') || '';
-    colorSelect.style.display = options.length ? '' : 'none';
-    colorSelect.replaceChildren(
-      ...['', ...options].map(name => {
-        const option = h('option', '', name ? `colour: ${name}` : 'colour: none');
-        option.value = name;
-        option.selected = name === chosen;
-        return option;
-      })
+    columnMenu(
+      this.layout.colorSelect,
+      model.get('color_options') || [],
+      model.get('color_by') || '',
+      'colour',
+      'none'
     );
   }
 
   /** `size_by`, `size_options` or `size_codes` changed. */
   updateSizes(): void {
     const { model, map } = this.explorer;
-    const select = this.layout.sizeSelect;
-    const options = model.get('size_options') || [];
     const chosen = model.get('size_by') || '';
-    select.style.display = options.length ? '' : 'none';
-    select.replaceChildren(
-      ...['', ...options].map(name => {
-        const option = h('option', '', name ? `size: ${name}` : 'size: same');
-        option.value = name;
-        option.selected = name === chosen;
-        return option;
-      })
-    );
+    columnMenu(this.layout.sizeSelect, model.get('size_options') || [], chosen, 'size', 'same');
     const codes = uint8s(model.get('size_codes'));
     map.setSizes(chosen && codes.length ? codes : null);
   }
@@ -85,4 +70,23 @@ export class Toolbar {
     this.explorer.map.setClusters(clusters);
     this.layout.clusterToggle.style.display = clusters.length ? '' : 'none';
   }
+}
+
+/** A menu of columns (`what: name`, and `what: none` first); hidden when there are none. */
+function columnMenu(
+  select: HTMLSelectElement,
+  options: readonly string[],
+  chosen: string,
+  what: string,
+  none: string
+): void {
+  select.style.display = options.length ? '' : 'none';
+  select.replaceChildren(
+    ...['', ...options].map(name => {
+      const option = h('option', '', `${what}: ${name || none}`);
+      option.value = name;
+      option.selected = name === chosen;
+      return option;
+    })
+  );
 }
