@@ -145,3 +145,12 @@ def test_protocol_types_match_the_python_traits() -> None:
         if name in declared and declared[name] != kind
     }
     assert not differ, f"types differ: {differ}"
+
+
+def test_the_saved_map_mark_is_the_same_on_both_sides() -> None:
+    # Python marks the explorer's outputs; the labextension shows their PNG by that mark.
+    from jupyter_mlx_embed.explorer.widget import SNAPSHOT_MARK
+
+    plugin = (PROTOCOL.parents[1] / "snapshot.ts").read_text()
+    declared = re.search(r"export const SNAPSHOT_MARK = '([^']+)';", plugin)
+    assert declared is not None and declared.group(1) == SNAPSHOT_MARK

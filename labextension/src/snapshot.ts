@@ -16,7 +16,8 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 
 const WIDGET_MIME = 'application/vnd.jupyter.widget-view+json';
-/** Output metadata key Python sets on explorer outputs (widget.py states it too). */
+/** Output metadata key Python sets on explorer outputs (widget.py's SNAPSHOT_MARK; the two are
+ * compared by tests/test_explorer_protocol.py). */
 export const SNAPSHOT_MARK = 'jupyter_mlx_embed';
 /** The live view has this long to appear before the static map stands in for it. */
 const GRACE_MS = 800;
