@@ -72,6 +72,18 @@ def worker(model_root: Path) -> Iterator[Worker]:
         yield w
 
 
+@pytest.fixture(scope="module")
+def default_worker() -> Iterator[Worker]:
+    """This process's own worker, the default transport's, closed after the module: a worker
+    left behind would own MLX and refuse the next module's (``Worker`` allows one)."""
+    import jupyter_mlx_embed as jme
+
+    jme.set_transport("local")
+    worker = jme.configure()
+    yield worker
+    worker.close()
+
+
 @pytest.fixture
 def make_worker(model_root: Path) -> Iterator[Callable[..., Worker]]:
     """Factory for a worker with custom settings, closed after the test."""

@@ -24,6 +24,8 @@ from .browser import requires_chromium, screenshot
 from .test_widget import RecordingComm
 
 pytest_plugins = ("tests.browser",)
+# The explorer asks the default transport about its model: this module's worker, closed after.
+pytestmark = pytest.mark.usefixtures("default_worker")
 
 WORDS = [
     "apple",
