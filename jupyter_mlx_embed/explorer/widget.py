@@ -762,6 +762,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self.filter = None
 
     @traitlets.observe("keyword")
+    @_reports_errors
     def _on_keyword(self, change: dict[str, Any]) -> None:
         try:
             self._keyword_mask = keyword_mask(self.keyword, self._embeddings.texts)
