@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from .browser import (
     LabServer,
@@ -115,6 +116,7 @@ def test_20k_pictures_hover_query_and_zoom(page: Page, pictures_lab: LabServer, 
     assert box is not None
     tip = widget.locator(".jme-tip")
     hover_ms = None
+    src: str | None = None
     spots = [(0.5 + 0.04 * i, 0.5 + 0.04 * j) for i in range(-3, 4) for j in range(-3, 4)]
     for dx, dy in sorted(spots, key=lambda s: abs(s[0] - 0.5) + abs(s[1] - 0.5)):
         page.mouse.move(box["x"] + 5, box["y"] + 5)
@@ -122,12 +124,14 @@ def test_20k_pictures_hover_query_and_zoom(page: Page, pictures_lab: LabServer, 
         page.mouse.move(box["x"] + box["width"] * dx, box["y"] + box["height"] * dy)
         try:
             expect(tip.locator("img.jme-tip-picture")).to_be_visible(timeout=2_000)
-        except AssertionError:
+            # Read at once: the UMAP map may replace the PCA one meanwhile, and a tooltip
+            # leaves with the view it was shown in.
+            src = tip.locator("img.jme-tip-picture").get_attribute("src", timeout=1_000)
+        except (AssertionError, PlaywrightError):
             continue
         hover_ms, spot = _wait_for_mark(page, "jme-thumbnail"), (dx, dy)
         break
     assert hover_ms is not None, "no point under the pointer showed its picture"
-    src = tip.locator("img.jme-tip-picture").get_attribute("src")
     assert src and src.startswith("blob:")
     screenshot(widget, "explorer-pictures-hover.png")
 
