@@ -245,8 +245,16 @@ export class Overlay {
       ctx.arc(x, y, 11, 0, Math.PI * 2);
       ctx.stroke();
     }
-    host.element.dataset.labels = placed.join('\n');
-    host.element.dataset.zoom = scene.zoom.toFixed(2);
+    // Written only when they change: this runs every frame while the view moves.
+    const dataset = host.element.dataset;
+    const labels = placed.join('\n');
+    const zoom = scene.zoom.toFixed(2);
+    if (dataset.labels !== labels) {
+      dataset.labels = labels;
+    }
+    if (dataset.zoom !== zoom) {
+      dataset.zoom = zoom;
+    }
     if (scene.box) {
       const b = scene.box;
       const accent = cssVar(host.element, '--jme-accent', '#1976d2');

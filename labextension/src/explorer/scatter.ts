@@ -183,21 +183,18 @@ export class ScatterMap {
     // Codes of another number of points no longer apply (the views set them again).
     this.sizes = this.sizes?.length === fitted.n ? this.sizes : null;
     this.dimmed = this.dimmed?.length === fitted.n ? this.dimmed : null;
-    this.fillCodes();
     this.redraw(true);
   }
 
   /** Colours by a column (codes index into the palette). */
   setColors(colors: Colors): void {
     this.colors = colors;
-    this.fillCodes();
     this.redraw(false);
   }
 
   /** Colours by similarity (score codes index into the ramp), or null for none. */
   setScores(scores: Colors | null): void {
     this.scores = scores;
-    this.fillCodes();
     this.redraw(false);
   }
 
@@ -267,7 +264,6 @@ export class ScatterMap {
       return; // no change: no redraw (a million points take a while)
     }
     this.sizes = sizes;
-    this.fillCodes();
     this.redraw(false);
   }
 
@@ -277,7 +273,6 @@ export class ScatterMap {
       return; // no filter before or after: no redraw
     }
     this.dimmed = matches && matches.length === this.fit.n ? matches.map(m => (m ? 0 : 1)) : null;
-    this.fillCodes();
     this.redraw(false);
   }
 
@@ -398,6 +393,8 @@ export class ScatterMap {
       if (this.destroyed) {
         return;
       }
+      // The codes once a draw, for every setter that asked for it.
+      this.fillCodes();
       const base = this.shown().palette;
       const sized = this.sizes !== null;
       const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
