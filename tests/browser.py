@@ -179,9 +179,16 @@ def _record_errors(page: Page) -> None:
 
 def _thrown_in(stack: str | None) -> str:
     """`` [at PATH]``: the server path of the script an error was thrown in, to tell whose
-    code failed (this package's, JupyterLab's or Notebook's); empty if the stack has none."""
-    frame = re.search(r"https?://[^/\s]+/([^?#\s:]+\.js)", stack or "")
-    return f" [at {frame.group(1)}]" if frame else ""
+    code failed (this package's, JupyterLab's or Notebook's), or ``[at widget module: FRAME]``
+    for the explorer's ES module (anywidget loads it from a blob URL); empty if the stack has
+    neither."""
+    frame = re.search(r"(blob:)?https?://[^/\s]+/([^?#\s:]+)", stack or "")
+    if frame is None:
+        return ""
+    if frame.group(1):
+        caller = re.search(r"^\s+at (.*?) \(?blob:", stack or "", re.MULTILINE)
+        return f" [at widget module: {caller.group(1) if caller else '?'}]"
+    return f" [at {frame.group(2)}]"
 
 
 def open_lab(browser: Browser, lab: LabServer, path: str = "lab") -> Page:

@@ -327,8 +327,11 @@ export class ScatterMap {
   private async goHome(): Promise<void> {
     this.moved = false;
     await this.plot.reset();
-    if (this.home) {
+    if (this.home && !this.destroyed) {
       await this.plot.zoomToArea(this.home, { transition: false });
+    }
+    if (this.destroyed) {
+      return; // the view went (its output cleared, the cell run again) while the camera moved
     }
     this.homeScale = Math.abs(this.plot.get('cameraView')[0]) || 1;
     this.overlay.request();
@@ -402,6 +405,9 @@ export class ScatterMap {
       const rows = this.fit.rows;
       await setPalette(this.plot, palette, cssVar(this.element, '--jme-selected', '#1f2328'));
       await setSizes(this.plot, pointSizeFor(this.fit.n), sized);
+      if (this.destroyed) {
+        return;
+      }
       this.element.dataset.sized = String(sized); // a hook for tests
       await this.plot.draw(rows, {
         zDataType: 'categorical',
