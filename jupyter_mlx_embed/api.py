@@ -24,7 +24,7 @@ from .errors import EmbedError
 from .images import as_pictures
 from .options import EmbedOptions
 from .ranking import Ranking
-from .results import EmbedResult
+from .results import EmbedResult, RerankResult
 from .transport import Transport, choose_transport, find_parent_server
 from .validation import to_strings, to_texts
 from .worker import Worker, current_worker
@@ -32,6 +32,8 @@ from .worker import Worker, current_worker
 _lock = threading.RLock()
 _transport: Transport | None = None
 _serving: ServingConfig | None = None
+#: The (base URL, token) of this Jupyter server process's own listener, when it has one.
+_inprocess: tuple[str, str] | None = None
 
 
 def get_worker() -> Worker:
@@ -156,12 +158,28 @@ async def _awaited(futures: Iterator[Future[EmbedResult]]) -> EmbedResult:
     return EmbedResult.concatenate(parts)
 
 
-def _empty(options: EmbedOptions) -> np.ndarray:
+def _empty(options: EmbedOptions, transport: Transport | None = None) -> np.ndarray:
     dimensions = options.dimensions
     if dimensions is None:
-        probe = get_transport().submit(["."], EmbedOptions(model=options.model))
-        dimensions = probe.result(timeout=get_transport().timeout).vectors.shape[1]
+        transport = transport or get_transport()
+        probe = transport.submit(["."], EmbedOptions(model=options.model))
+        dimensions = probe.result(timeout=transport.timeout).vectors.shape[1]
     return np.zeros((0, dimensions), dtype=np.float32)
+
+
+def embed_with(transport: Transport, texts: list[str], options: EmbedOptions) -> np.ndarray:
+    """``(n, d)`` vectors of checked ``texts`` through ``transport`` (the integrations give
+    theirs: this process's, or a server's named by URL and token)."""
+    if not texts:
+        return _empty(options, transport)
+    parts = _results(_chunks(transport, texts, options), transport.timeout)
+    return EmbedResult.concatenate(list(parts)).vectors
+
+
+async def aembed_with(transport: Transport, texts: list[str], options: EmbedOptions) -> np.ndarray:
+    """Awaitable :func:`embed_with` (no dimension probe: empty ``texts`` are the caller's
+    case)."""
+    return (await _awaited(_chunks(transport, texts, options))).vectors
 
 
 def _shape(result: EmbedResult, single: bool) -> np.ndarray:
@@ -194,10 +212,8 @@ def embed(
     """
     options = EmbedOptions(model, dimensions, prompt_name, prompt)
     texts, single = _as_texts(input)
-    if not texts:
-        return _empty(options)
-    parts = list(embed_chunks(texts, options))
-    return _shape(EmbedResult.concatenate(parts), single)
+    vectors = embed_with(get_transport(), texts, options)
+    return vectors[0] if single else vectors
 
 
 async def aembed(
@@ -283,6 +299,32 @@ def _rerank_args(documents: Iterable[str], model: str | None) -> tuple[list[str]
     return to_strings(documents, name="documents"), EmbedOptions(model=model)
 
 
+def rerank_with(
+    transport: Transport, query: str, texts: list[str], options: EmbedOptions
+) -> RerankResult:
+    """Scores of checked ``texts`` against ``query`` through ``transport``."""
+    future = transport.rerank(query, texts, options)
+    try:
+        return future.result(timeout=transport.timeout)
+    except BaseException:
+        future.cancel()
+        raise
+
+
+async def arerank_with(
+    transport: Transport, query: str, texts: list[str], options: EmbedOptions
+) -> RerankResult:
+    """Awaitable :func:`rerank_with`."""
+    import asyncio  # here: a process that only calls rerank() does not import it
+
+    future = transport.rerank(query, texts, options)
+    try:
+        return await asyncio.wrap_future(future)
+    except BaseException:
+        future.cancel()
+        raise
+
+
 def rerank(
     query: str,
     documents: Iterable[str],
@@ -308,13 +350,7 @@ def rerank(
         EmbedError: Invalid input, unknown model, or a model that is not a reranker.
     """
     texts, options = _rerank_args(documents, model)
-    transport = get_transport()
-    future = transport.rerank(query, texts, options)
-    try:
-        result = future.result(timeout=transport.timeout)
-    except BaseException:
-        future.cancel()
-        raise
+    result = rerank_with(get_transport(), query, texts, options)
     return Ranking(query, texts, result.scores, model=result.model, top_n=top_n)
 
 
@@ -326,29 +362,32 @@ async def arerank(
     top_n: int | None = None,
 ) -> Ranking:
     """Awaitable :func:`rerank`: the event loop keeps running while the worker computes."""
-    import asyncio
-
     texts, options = _rerank_args(documents, model)
-    future = get_transport().rerank(query, texts, options)
-    try:
-        result = await asyncio.wrap_future(future)
-    except BaseException:
-        future.cancel()
-        raise
+    result = await arerank_with(get_transport(), query, texts, options)
     return Ranking(query, texts, result.scores, model=result.model, top_n=top_n)
+
+
+def set_inprocess_endpoint(base_url: str, token: str) -> None:
+    """Name the endpoint that HTTP clients inside this Jupyter server process use (the
+    server extension's own listener, see ``MLXEmbed.inprocess_endpoint``)."""
+    global _inprocess
+    _inprocess = (base_url, token)
 
 
 def openai_endpoint() -> tuple[str, str]:
     """The ``(base_url, api_key)`` of this process's embedding endpoint: the Jupyter server
-    that started this kernel (when it runs the extension), else the server named by
-    ``JUPYTER_MLX_EMBED_URL`` and ``JUPYTER_MLX_EMBED_TOKEN`` (``%embed_serve`` sets both).
+    that started this kernel (when it runs the extension); inside a Jupyter server process,
+    its in-process endpoint; else the server named by ``JUPYTER_MLX_EMBED_URL`` and
+    ``JUPYTER_MLX_EMBED_TOKEN`` (``%embed_serve`` sets both).
 
     Raises:
-        EmbedError: Neither exists.
+        EmbedError: None exists.
     """
     endpoint = find_parent_server()
     if endpoint is not None:
         return endpoint.url.rstrip("/") + "/v1", endpoint.token
+    if _inprocess is not None:
+        return _inprocess
     url, token = os.environ.get(envvars.URL), os.environ.get(envvars.TOKEN)
     if url and token:
         return url, token

@@ -233,6 +233,14 @@ class ServingConfig(_Settings):
         "closed (the standalone server also closes connections idle this long).",
         minimum=0.001,
     )
+    inprocess_endpoint: bool = setting(
+        True,
+        "Jupyter server: also serve the endpoint on a loopback port with a thread and event "
+        "loop of its own, for HTTP clients inside the server process (jupyter-ai's OpenAI "
+        "providers), which the server's loop cannot answer while they block it; "
+        "openai_endpoint() in that process and the server's log name it.",
+        servers=False,
+    )
     metrics_auth: bool = setting(
         True,
         "Standalone server: GET /metrics needs the token; false serves it to anyone who can "

@@ -92,6 +92,12 @@ class ModelTypeError(InvalidRequestError):
         self.model_type = model_type
 
 
+class AuthenticationError(InvalidRequestError):
+    """A server refused the token a client sent (HTTP 401)."""
+
+    status = 401
+
+
 class PayloadTooLargeError(InvalidRequestError):
     """The request body or its token total exceeds a configured limit (HTTP 413)."""
 
@@ -135,6 +141,8 @@ def error_from_response(status: int, body: Any, retry_after: str | None = None) 
         return EmbedError(f"The embedding server answered HTTP {status}")
     message = str(error.get("message") or f"HTTP {status}")
     param, code = error.get("param"), error.get("code")
+    if status == 401:
+        return AuthenticationError(message, param=param, code=code)
     if status == 404:
         return ModelNotFoundError(message, param=param)
     if status == 413:

@@ -385,10 +385,10 @@ class EmbedMagics(Magics):
             return
         if self._server is not None:
             raise UsageError(f"%embed_serve: already serving at {self._server.url}")
-        from .standalone import KernelServer
+        from .standalone import ThreadedServer
 
         try:
-            self._server = KernelServer.start(
+            self._server = ThreadedServer.start(
                 api.get_worker(),
                 port=args.port,
                 token=args.token,

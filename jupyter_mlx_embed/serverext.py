@@ -20,9 +20,11 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from . import envvars
+from . import api, envvars
+from .config import ServingConfig
 from .routes import EmbeddingsMixin, handler_settings, route_table, unauthenticated
 from .settings import MLXEmbed
+from .standalone import ThreadedServer
 from .worker import Worker
 
 AUTH_RESOURCE = "mlx_embed"
@@ -68,6 +70,7 @@ class MLXEmbedApp(ExtensionApp):
     classes = [MLXEmbed]  # noqa: RUF012 - traitlets expects a plain list
 
     worker: Worker | None = None
+    inprocess: ThreadedServer | None = None
 
     def initialize_settings(self) -> None:
         settings = MLXEmbed(parent=self)
@@ -89,6 +92,25 @@ class MLXEmbedApp(ExtensionApp):
             "jupyter-mlx-embed: OpenAI-compatible endpoint at %s",
             url_path_join(self.serverapp.base_url, "v1"),
         )
+        if serving.inprocess_endpoint:
+            self._serve_inprocess(serving)
+
+    def _serve_inprocess(self, serving: ServingConfig) -> None:
+        """The same routes on a loopback port served by a thread of their own
+        (``openai_endpoint()`` and ``openai_client()`` in this process use it; the log
+        names it): an HTTP client inside this process that blocks the
+        server's loop while it waits still gets its answer."""
+        assert self.worker is not None
+        try:
+            self.inprocess = ThreadedServer.start(self.worker, port=0, config=serving)
+        except OSError as exc:
+            self.log.warning("jupyter-mlx-embed: no in-process endpoint (%s)", exc)
+            return
+        api.set_inprocess_endpoint(self.inprocess.url, self.inprocess.token)
+        self.log.info(
+            "jupyter-mlx-embed: in-process endpoint for clients inside this server at %s",
+            self.inprocess.url,
+        )
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(route_table(_Base, guard=_guard))
@@ -96,5 +118,8 @@ class MLXEmbedApp(ExtensionApp):
     async def stop_extension(self) -> None:
         """Finish queued requests and stop the worker thread, waiting in a thread so that the
         server's event loop keeps serving meanwhile."""
+        inprocess, self.inprocess = self.inprocess, None  # stopped once, however often asked
+        if inprocess is not None:
+            await asyncio.wrap_future(inprocess.stop_soon())
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.close)

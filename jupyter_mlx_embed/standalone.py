@@ -452,10 +452,15 @@ async def serve(server: EmbeddingsServer, stop: asyncio.Event, *, announce: Any 
     await server.stop()
 
 
-class KernelServer:
-    """An :class:`EmbeddingsServer` for an interactive session, on a daemon thread with an
-    event loop of its own: never on the kernel's loop, which is blocked while a cell runs
-    (so a cell calling the server, or any client while a cell is busy, would wait)."""
+class ThreadedServer:
+    """An :class:`EmbeddingsServer` on a daemon thread with an event loop of its own.
+
+    A kernel's (``%embed_serve``): never on the kernel's loop, which is blocked while a cell
+    runs (so a cell calling the server, or any client while a cell is busy, would wait). A
+    Jupyter server's in-process endpoint: HTTP clients running inside the server process
+    (jupyter-ai's OpenAI providers) block the server's loop while they wait for an answer
+    that loop would have to give.
+    """
 
     def __init__(
         self, server: EmbeddingsServer, loop: asyncio.AbstractEventLoop, thread: threading.Thread
@@ -482,7 +487,7 @@ class KernelServer:
         port: int = DEFAULT_PORT,
         token: str | None = None,
         config: ServingConfig | None = None,
-    ) -> KernelServer:
+    ) -> ThreadedServer:
         """Bind on loopback and start serving ``worker`` in a new thread.
 
         Raises:

@@ -44,7 +44,6 @@ class Example:
     modules: tuple[str, ...] = ()  # what it imports; skipped when one is missing
     programs: tuple[str, ...] = ()  # what it runs; skipped when one is missing
     jupyter: bool = False  # also run against a Jupyter server
-    missing: str = ""  # why its package is not in the `test` extra (too large)
 
 
 EXAMPLES = {
@@ -53,10 +52,8 @@ EXAMPLES = {
     "openai-async": Example(("openai",), jupyter=True),
     "langchain": Example(("langchain_openai",)),
     "llamaindex": Example(("llama_index.embeddings.openai_like",)),
-    "litellm": Example(("litellm",), missing="litellm installs ~240 MB"),
-    "chroma": Example(
-        ("chromadb",), missing="chromadb installs ~400 MB (onnxruntime, kubernetes, grpcio)"
-    ),
+    "litellm": Example(("litellm",)),
+    "chroma": Example(("chromadb",)),
     "haystack": Example(("haystack",)),
 }
 
@@ -217,8 +214,7 @@ def test_readme_example_returns_the_servers_vectors(
     absent = [m for m in example.modules if not _installed(m)]
     absent += [p for p in example.programs if shutil.which(p) is None]
     if absent:
-        why = f"not in the test extra: {example.missing}" if example.missing else "see pyproject"
-        pytest.skip(f"{', '.join(absent)} not installed ({why})")
+        pytest.skip(f"{', '.join(absent)} not installed (the test extra has them)")
     base_url: str = request.getfixturevalue(server)
     language, code = readme_examples()[name]
     run = run_shell_example if language == "bash" else run_python_example
@@ -278,8 +274,7 @@ def test_llamaindex_openai_embedding_takes_model_name_but_checks_model(standalon
 def test_litellm_refuses_dimensions_unless_allowed(
     standalone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _installed("litellm"):
-        pytest.skip(f"litellm not installed (not in the test extra: {EXAMPLES['litellm'].missing})")
+    pytest.importorskip("litellm")
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 

@@ -387,6 +387,29 @@ async def test_embed_in_the_server_process_uses_the_extensions_worker(jp_servera
     assert vector.shape == (384,) and worker.stats.inputs == served + 1
 
 
+async def test_http_clients_inside_the_server_get_the_inprocess_endpoint(
+    jp_serverapp, jp_base_url, jp_http_port
+) -> None:
+    """A client inside the server process that blocks the server's event loop while it
+    waits (jupyter-ai's /ask through an OpenAI provider) is answered by the in-process
+    endpoint; the server's own routes cannot answer it while that loop waits."""
+    import jupyter_mlx_embed as jme
+
+    texts = ["asked from inside the Jupyter server"]
+    with jme.openai_client(max_retries=0) as client:  # called on the loop's thread
+        assert f":{jp_http_port}/" not in str(client.base_url)
+        answer = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    assert len(answer.data[0].embedding) == 384
+    main = f"http://127.0.0.1:{jp_http_port}{jp_base_url}v1/embeddings"
+    request = urllib.request.Request(
+        main,
+        data=json.dumps({"input": texts}).encode(),
+        headers={"Authorization": f"Bearer {jp_serverapp.identity_provider.token}"},
+    )
+    with pytest.raises(OSError, match="timed out"):  # the deadlock the endpoint avoids
+        urllib.request.urlopen(request, timeout=1)
+
+
 async def test_stopping_the_extension_does_not_block_the_event_loop(jp_serverapp) -> None:
     (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_mlx_embed"]
     gate = _block_worker(jp_serverapp)

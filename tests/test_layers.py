@@ -68,7 +68,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "distributed": (10, "core"),  # the public import path: re-exports batch/
     # HTTP: Tornado routes, then the two servers that mount them.
     "routes": (9, "http"),
-    "serverext": (10, "http"),
+    "serverext": (11, "http"),  # mounts the routes; its in-process endpoint is standalone's
     "standalone": (10, "http"),
     # Notebook: results with search, then IPython magics and the explorer (explorer/).
     "embeddings": (9, "notebook"),
@@ -89,6 +89,14 @@ LAYERS: dict[str, tuple[int, str]] = {
     "explorer.query": (10, "notebook"),  # the query lifecycle, neighbours
     "explorer.heatmap": (10, "notebook"),  # the selection's similarity matrix
     "explorer.widget": (11, "notebook"),  # SimilarityExplorer: synced traits, observers
+    # Integrations (integrations/): other libraries' classes over the transport.
+    "integrations": (0, "core"),  # integrations/__init__: a docstring only
+    "integrations.client": (9, "core"),  # a model, its prompts and where requests go
+    "integrations.langchain": (10, "core"),
+    "integrations.llama_index": (10, "core"),
+    "integrations.chroma": (10, "core"),
+    "integrations.haystack": (10, "core"),
+    "integrations.jupyter_ai": (10, "core"),
     # Entry points.
     "cli": (11, "entry"),
     "__main__": (12, "entry"),

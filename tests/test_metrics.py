@@ -92,11 +92,11 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 @pytest.mark.parametrize("metrics_auth", [True, False])
 def test_standalone_serves_metrics_and_an_open_health_check(make_worker, metrics_auth) -> None:
     from jupyter_mlx_embed.config import ServingConfig
-    from jupyter_mlx_embed.standalone import KernelServer
+    from jupyter_mlx_embed.standalone import ThreadedServer
 
     worker = make_worker()
     config = ServingConfig(metrics_auth=metrics_auth)
-    server = KernelServer.start(worker, port=0, token="metrics-token", config=config)
+    server = ThreadedServer.start(worker, port=0, token="metrics-token", config=config)
     root = server.url.removesuffix("/v1")
     try:
         worker.submit(["counted"]).result()

@@ -71,11 +71,11 @@ def test_a_prompt_name_for_a_model_without_prompts_is_refused(make_worker) -> No
 
 def test_http_and_python_api_take_prompt_name(make_worker, prompted, model_root) -> None:
     import jupyter_mlx_embed as jme
-    from jupyter_mlx_embed.standalone import KernelServer
+    from jupyter_mlx_embed.standalone import ThreadedServer
 
     worker = make_worker(model_roots=(prompted, model_root))
     expected = worker.submit([f"query: {TEXTS[0]}"], model="tiny-bert-cls").result().vectors[0]
-    server = KernelServer.start(worker, port=0, token="prompt-token")
+    server = ThreadedServer.start(worker, port=0, token="prompt-token")
     try:
         from openai import OpenAI
 
@@ -98,11 +98,11 @@ def test_models_route_shows_metadata(make_worker, prompted, model_root) -> None:
     import json
     import urllib.request
 
-    from jupyter_mlx_embed.standalone import KernelServer
+    from jupyter_mlx_embed.standalone import ThreadedServer
 
     worker = make_worker(model_roots=(prompted, model_root))
     worker.submit(["load it"], model="tiny-prompted").result()
-    server = KernelServer.start(worker, port=0, token="meta-token")
+    server = ThreadedServer.start(worker, port=0, token="meta-token")
     headers = {"Authorization": "Bearer meta-token"}
     try:
         url = server.url + "/models/tiny-prompted"

@@ -11,7 +11,7 @@ import pytest
 from jupyter_mlx_embed import OverloadedError
 from jupyter_mlx_embed import transport as transport_module
 from jupyter_mlx_embed.options import EmbedOptions
-from jupyter_mlx_embed.standalone import KernelServer
+from jupyter_mlx_embed.standalone import ThreadedServer
 from jupyter_mlx_embed.transport import LocalTransport, ServerEndpoint, ServerTransport
 
 
@@ -49,7 +49,7 @@ def test_retries_are_bounded(make_worker, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_server_transport_retries_http_429(make_worker) -> None:
     worker = make_worker(queue_size=1, batch_window_ms=0)
-    server = KernelServer.start(worker, port=0, token="retry-token")
+    server = ThreadedServer.start(worker, port=0, token="retry-token")
     try:
         endpoint = ServerEndpoint(url=server.url.removesuffix("v1"), token="retry-token")
         transport = ServerTransport(endpoint, timeout=60)

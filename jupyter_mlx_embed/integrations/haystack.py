@@ -1,0 +1,197 @@
+"""Haystack: :class:`MLXTextEmbedder` and :class:`MLXDocumentEmbedder` components.
+
+A failed call raises (Haystack's OpenAI document embedder logs it and returns the documents
+with ``embedding=None`` unless ``raise_on_failure``); both serialise with their pipeline
+(the token as an environment-variable secret, never its value), and load again in any
+process that imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.core.serialization import allow_deserialization_module
+from haystack.utils import Secret, deserialize_secrets_inplace
+
+from .. import envvars
+from .client import AUTO, EmbedClient, Role
+
+# Saved pipelines load these components once this module is imported (Haystack refuses
+# classes from modules off its allowlist): they only embed text, with no code of the YAML's.
+allow_deserialization_module(__name__)
+
+
+def _client(
+    model: str | None,
+    dimensions: int | None,
+    prompt_name: str | None,
+    role: Role,
+    url: str | None,
+    token: Secret,
+) -> EmbedClient:
+    prompts = {"query_prompt_name": AUTO, "document_prompt_name": AUTO}
+    prompts[f"{role}_prompt_name"] = prompt_name  # type: ignore[assignment]
+    return EmbedClient(
+        model,
+        dimensions=dimensions,
+        url=url,
+        token=token.resolve_value() if url else None,
+        **prompts,  # type: ignore[arg-type]
+    )
+
+
+_ONE_TEXT = "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
+_DOCUMENTS = "MLXDocumentEmbedder takes a list of Documents; use MLXTextEmbedder for a string"
+
+
+def _token() -> Secret:
+    return Secret.from_env_var(envvars.TOKEN, strict=False)
+
+
+@component
+class MLXTextEmbedder:
+    """Embeds one text (a query, by default with the model's ``query`` prompt) into
+    ``embedding``.
+
+    Args:
+        model: A registry model name; the configured default when ``None``.
+        dimensions: Keep the first ``dimensions`` values (Matryoshka) and renormalise.
+        prompt_name: ``"auto"``: the model's query prompt; ``None``: its default; or a name.
+        url: A server to call instead of this process's transport (its token from ``token``).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        dimensions: int | None = None,
+        prompt_name: str | None = AUTO,
+        url: str | None = None,
+        token: Secret | None = None,
+    ) -> None:
+        self.model, self.dimensions, self.prompt_name, self.url = (
+            model,
+            dimensions,
+            prompt_name,
+            url,
+        )
+        self.token = token or _token()
+        self._client = _client(model, dimensions, prompt_name, "query", url, self.token)
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            model=self.model,
+            dimensions=self.dimensions,
+            prompt_name=self.prompt_name,
+            url=self.url,
+            token=self.token.to_dict(),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MLXTextEmbedder:
+        deserialize_secrets_inplace(data["init_parameters"], keys=["token"])
+        return default_from_dict(cls, data)
+
+    @component.output_types(embedding=list[float], meta=dict[str, Any])
+    def run(self, text: str) -> dict[str, Any]:
+        if not isinstance(text, str):
+            raise TypeError(
+                "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
+            )
+        vector = self._client.embed([text], "query")[0]
+        return {"embedding": vector.tolist(), "meta": {"model": self.model}}
+
+    @component.output_types(embedding=list[float], meta=dict[str, Any])
+    async def run_async(self, text: str) -> dict[str, Any]:
+        if not isinstance(text, str):
+            raise TypeError(
+                "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
+            )
+        vector = (await self._client.aembed([text], "query"))[0]
+        return {"embedding": vector.tolist(), "meta": {"model": self.model}}
+
+
+@component
+class MLXDocumentEmbedder:
+    """Embeds Documents (their content, after the ``meta_fields_to_embed`` values joined by
+    ``embedding_separator``), returning copies with ``embedding`` set.
+
+    Args:
+        model, dimensions, url, token: As :class:`MLXTextEmbedder`.
+        prompt_name: ``"auto"``: the model's document prompt; ``None``: its default; or a name.
+        meta_fields_to_embed: Metadata fields whose values go before the content.
+        embedding_separator: What joins them.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        dimensions: int | None = None,
+        prompt_name: str | None = AUTO,
+        url: str | None = None,
+        token: Secret | None = None,
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+    ) -> None:
+        self.model, self.dimensions, self.prompt_name, self.url = (
+            model,
+            dimensions,
+            prompt_name,
+            url,
+        )
+        self.token = token or _token()
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+        self._client = _client(model, dimensions, prompt_name, "document", url, self.token)
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            model=self.model,
+            dimensions=self.dimensions,
+            prompt_name=self.prompt_name,
+            url=self.url,
+            token=self.token.to_dict(),
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MLXDocumentEmbedder:
+        deserialize_secrets_inplace(data["init_parameters"], keys=["token"])
+        return default_from_dict(cls, data)
+
+    def _texts(self, documents: list[Document]) -> list[str]:
+        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+            raise TypeError(
+                "MLXDocumentEmbedder takes a list of Documents; use MLXTextEmbedder for a string"
+            )
+        texts = []
+        for doc in documents:
+            meta = [
+                str(doc.meta[key])
+                for key in self.meta_fields_to_embed
+                if doc.meta.get(key) is not None
+            ]
+            texts.append(self.embedding_separator.join([*meta, doc.content or ""]))
+        return texts
+
+    @staticmethod
+    def _embedded(documents: list[Document], vectors: Any) -> list[Document]:
+        return [
+            replace(doc, embedding=v.tolist()) for doc, v in zip(documents, vectors, strict=True)
+        ]
+
+    @component.output_types(documents=list[Document], meta=dict[str, Any])
+    def run(self, documents: list[Document]) -> dict[str, Any]:
+        texts = self._texts(documents)
+        vectors: Any = self._client.embed(texts, "document") if texts else []
+        return {"documents": self._embedded(documents, vectors), "meta": {"model": self.model}}
+
+    @component.output_types(documents=list[Document], meta=dict[str, Any])
+    async def run_async(self, documents: list[Document]) -> dict[str, Any]:
+        texts = self._texts(documents)
+        vectors: Any = await self._client.aembed(texts, "document") if texts else []
+        return {"documents": self._embedded(documents, vectors), "meta": {"model": self.model}}
