@@ -24,6 +24,7 @@ from ._version import __version__
 from .errors import EmbedError, InputTypeError, InvalidRequestError
 from .fileio import atomic_path
 from .options import EmbedOptions
+from .quantization import calibration_ranges, quantize
 from .ranking import Hit, SearchResults, count, import_pandas, shorten, top_k
 from .results import EmbedResult
 from .validation import to_strings
@@ -313,6 +314,28 @@ class Embeddings:
                 f"{self.dimensions} ({self.model!r}); compare vectors of the same model and size"
             )
         return _unit_rows(self.vectors) @ _unit_rows(matrix).T
+
+    def quantize(self, precision: str, ranges: str | np.ndarray = "calibrated") -> np.ndarray:
+        """The vectors made small for a vector store (see :mod:`.quantization`).
+
+        Args:
+            precision: ``int8`` or ``uint8`` (a byte a dimension), ``binary`` or ``ubinary``
+                (a bit a dimension, packed: ``ceil(d / 8)`` bytes).
+            ranges: For ``int8``/``uint8``: ``"calibrated"``, each dimension's minimum and
+                maximum over these vectors (sentence-transformers' way; keep
+                ``quantization.calibration_ranges(vectors)`` to quantize queries alike);
+                ``"fixed"``, the HTTP endpoint's ``encoding_format`` ranges (``±4/sqrt(d)``,
+                the same for any batch); or a ``(2, d)`` array of lows and highs.
+
+        Raises:
+            ValueError: Unknown precision or ranges.
+        """
+        if not isinstance(ranges, str):
+            return quantize(self.vectors, precision, ranges)
+        if ranges not in ("calibrated", "fixed"):
+            raise ValueError(f"ranges must be 'calibrated', 'fixed' or an array, got {ranges!r}")
+        chosen = None if ranges == "fixed" else calibration_ranges(self.vectors)
+        return quantize(self.vectors, precision, chosen)
 
     def explore(self, labels: Sequence[Any] | None = None, **kwargs: Any) -> Any:
         """An interactive map of these texts with live search (a Jupyter widget).

@@ -17,9 +17,10 @@ import numpy as np
 
 from .errors import InvalidRequestError, elide
 from .images import from_data_uri
+from .quantization import PRECISIONS, quantize
 from .validation import check_texts
 
-ENCODING_FORMATS = ("float", "base64")
+ENCODING_FORMATS = ("float", "base64", *PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,16 @@ def parse_embeddings_request(data: object) -> EmbeddingsRequest:
     )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
-    """One embedding as a JSON list of floats or base64 of little-endian float32."""
+def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
+    """Each embedding as a JSON list of floats, base64 of little-endian float32, or a list
+    of ints at a :data:`~.quantization.PRECISIONS` precision (fixed ranges, see there)."""
     if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return np.asarray(vector, dtype=np.float32).tolist()
+        return [
+            base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors
+        ]
+    if encoding_format in PRECISIONS:
+        return quantize(vectors, encoding_format).tolist()
+    return np.asarray(vectors, dtype=np.float32).tolist()
 
 
 def embeddings_response(
@@ -146,8 +152,8 @@ def embeddings_response(
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-            for i, v in enumerate(vectors)
+            {"object": "embedding", "index": i, "embedding": embedding}
+            for i, embedding in enumerate(encode_vectors(vectors, encoding_format))
         ],
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},

@@ -143,7 +143,7 @@ MALFORMED: list[tuple[str, Any, int, str | None]] = [
     ("absolute path model", {"input": "x", "model": "/etc"}, 404, "model"),
     ("chat model", {"input": "x", "model": "chat-llama"}, 400, "model"),
     ("unsupported arch", {"input": "x", "model": "odd-type"}, 400, "model"),
-    ("bad encoding", {"input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
+    ("bad encoding", {"input": "x", "encoding_format": "int4"}, 400, "encoding_format"),
     ("numeric encoding", {"input": "x", "encoding_format": 1}, 400, "encoding_format"),
     ("zero dimensions", {"input": "x", "dimensions": 0}, 400, "dimensions"),
     ("negative dimensions", {"input": "x", "dimensions": -1}, 400, "dimensions"),
