@@ -90,13 +90,15 @@ def running(
     log: Path,
     timeout: float = 90,
     context: ssl.SSLContext | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """Start ``argv``, wait for ``url`` (HTTPS: verified with ``context``), yield the
-    process, then stop it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    """Start ``argv`` (``env`` over this process's environment, in ``cwd``), wait for
+    ``url`` (HTTPS: verified with ``context``), yield the process, then stop it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, text=True, env=env
+            list(argv), stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
         )
         try:
             wait_http(url, headers, proc, timeout, context)

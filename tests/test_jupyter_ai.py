@@ -42,7 +42,7 @@ import pytest
 
 import jupyter_mlx_embed
 
-from .servers import free_port, wait_http
+from .servers import free_port, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -206,14 +206,11 @@ def _jupyter_server(python: Path, home: Path, pythonpath: Path) -> Iterator[tupl
     }
     (config / "jupyter_server_config.json").write_text(json.dumps(settings))
     env = {
-        **os.environ,
         "JUPYTER_CONFIG_DIR": str(config),
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "PYTHONPATH": str(pythonpath),
         "JUPYTER_MLX_EMBED_CACHE": "false",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
     }
     argv = [
         str(python),
@@ -228,18 +225,9 @@ def _jupyter_server(python: Path, home: Path, pythonpath: Path) -> Iterator[tupl
     ]
     url = f"http://127.0.0.1:{port}/"
     log = home / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=home)
-        try:
-            wait_http(url + "api/status", {"Authorization": f"token {TOKEN}"}, proc, 120)
-            yield url, log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    headers = {"Authorization": f"token {TOKEN}"}
+    with running(argv, url + "api/status", headers, log, 120, env=env, cwd=home):
+        yield url, log
 
 
 class _Poller(threading.Thread):

@@ -23,35 +23,55 @@ from .client import AUTO, EmbedClient, Role
 allow_deserialization_module(__name__)
 
 
-def _client(
-    model: str | None,
-    dimensions: int | None,
-    prompt_name: str | None,
-    role: Role,
-    url: str | None,
-    token: Secret,
-) -> EmbedClient:
-    prompts = {"query_prompt_name": AUTO, "document_prompt_name": AUTO}
-    prompts[f"{role}_prompt_name"] = prompt_name  # type: ignore[assignment]
-    return EmbedClient(
-        model,
-        dimensions=dimensions,
-        url=url,
-        token=token.resolve_value() if url else None,
-        **prompts,  # type: ignore[arg-type]
-    )
-
-
 _ONE_TEXT = "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
 _DOCUMENTS = "MLXDocumentEmbedder takes a list of Documents; use MLXTextEmbedder for a string"
 
 
-def _token() -> Secret:
-    return Secret.from_env_var(envvars.TOKEN, strict=False)
+class _Embedder:
+    """What both components share: the model and where it runs, and their serialisation
+    (every ``__init__`` argument is an attribute of the same name)."""
+
+    role: Role
+    _saved: tuple[str, ...] = ("model", "dimensions", "prompt_name", "url", "token")
+
+    def __init__(
+        self,
+        model: str | None,
+        dimensions: int | None,
+        prompt_name: str | None,
+        url: str | None,
+        token: Secret | None,
+    ) -> None:
+        self.model, self.dimensions, self.prompt_name, self.url = (
+            model,
+            dimensions,
+            prompt_name,
+            url,
+        )
+        self.token = token or Secret.from_env_var(envvars.TOKEN, strict=False)
+        self._client = EmbedClient(
+            model,
+            dimensions=dimensions,
+            url=url,
+            token=self.token.resolve_value() if url else None,
+            **{f"{self.role}_prompt_name": prompt_name},  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        saved = {name: getattr(self, name) for name in self._saved}
+        return default_to_dict(self, **{**saved, "token": self.token.to_dict()})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        deserialize_secrets_inplace(data["init_parameters"], keys=["token"])
+        return default_from_dict(cls, data)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"model": self.model}
 
 
 @component
-class MLXTextEmbedder:
+class MLXTextEmbedder(_Embedder):
     """Embeds one text (a query, by default with the model's ``query`` prompt) into
     ``embedding``.
 
@@ -59,8 +79,11 @@ class MLXTextEmbedder:
         model: A registry model name; the configured default when ``None``.
         dimensions: Keep the first ``dimensions`` values (Matryoshka) and renormalise.
         prompt_name: ``"auto"``: the model's query prompt; ``None``: its default; or a name.
-        url: A server to call instead of this process's transport (its token from ``token``).
+        url: A server to call instead of this process's transport (its token from ``token``,
+            by default the ``JUPYTER_MLX_EMBED_TOKEN`` environment variable).
     """
+
+    role: Role = "query"
 
     def __init__(
         self,
@@ -70,51 +93,27 @@ class MLXTextEmbedder:
         url: str | None = None,
         token: Secret | None = None,
     ) -> None:
-        self.model, self.dimensions, self.prompt_name, self.url = (
-            model,
-            dimensions,
-            prompt_name,
-            url,
-        )
-        self.token = token or _token()
-        self._client = _client(model, dimensions, prompt_name, "query", url, self.token)
-
-    def to_dict(self) -> dict[str, Any]:
-        return default_to_dict(
-            self,
-            model=self.model,
-            dimensions=self.dimensions,
-            prompt_name=self.prompt_name,
-            url=self.url,
-            token=self.token.to_dict(),
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MLXTextEmbedder:
-        deserialize_secrets_inplace(data["init_parameters"], keys=["token"])
-        return default_from_dict(cls, data)
+        _Embedder.__init__(
+            self, model, dimensions, prompt_name, url, token
+        )  # (@component copies the class: no super())
 
     @component.output_types(embedding=list[float], meta=dict[str, Any])
     def run(self, text: str) -> dict[str, Any]:
         if not isinstance(text, str):
-            raise TypeError(
-                "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
-            )
+            raise TypeError(_ONE_TEXT)
         vector = self._client.embed([text], "query")[0]
-        return {"embedding": vector.tolist(), "meta": {"model": self.model}}
+        return {"embedding": vector.tolist(), "meta": self._meta()}
 
     @component.output_types(embedding=list[float], meta=dict[str, Any])
     async def run_async(self, text: str) -> dict[str, Any]:
         if not isinstance(text, str):
-            raise TypeError(
-                "MLXTextEmbedder takes one string; use MLXDocumentEmbedder for Documents"
-            )
+            raise TypeError(_ONE_TEXT)
         vector = (await self._client.aembed([text], "query"))[0]
-        return {"embedding": vector.tolist(), "meta": {"model": self.model}}
+        return {"embedding": vector.tolist(), "meta": self._meta()}
 
 
 @component
-class MLXDocumentEmbedder:
+class MLXDocumentEmbedder(_Embedder):
     """Embeds Documents (their content, after the ``meta_fields_to_embed`` values joined by
     ``embedding_separator``), returning copies with ``embedding`` set.
 
@@ -124,6 +123,9 @@ class MLXDocumentEmbedder:
         meta_fields_to_embed: Metadata fields whose values go before the content.
         embedding_separator: What joins them.
     """
+
+    role: Role = "document"
+    _saved = (*_Embedder._saved, "meta_fields_to_embed", "embedding_separator")
 
     def __init__(
         self,
@@ -135,39 +137,15 @@ class MLXDocumentEmbedder:
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
     ) -> None:
-        self.model, self.dimensions, self.prompt_name, self.url = (
-            model,
-            dimensions,
-            prompt_name,
-            url,
-        )
-        self.token = token or _token()
+        _Embedder.__init__(
+            self, model, dimensions, prompt_name, url, token
+        )  # (@component copies the class: no super())
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.embedding_separator = embedding_separator
-        self._client = _client(model, dimensions, prompt_name, "document", url, self.token)
-
-    def to_dict(self) -> dict[str, Any]:
-        return default_to_dict(
-            self,
-            model=self.model,
-            dimensions=self.dimensions,
-            prompt_name=self.prompt_name,
-            url=self.url,
-            token=self.token.to_dict(),
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MLXDocumentEmbedder:
-        deserialize_secrets_inplace(data["init_parameters"], keys=["token"])
-        return default_from_dict(cls, data)
 
     def _texts(self, documents: list[Document]) -> list[str]:
         if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
-            raise TypeError(
-                "MLXDocumentEmbedder takes a list of Documents; use MLXTextEmbedder for a string"
-            )
+            raise TypeError(_DOCUMENTS)
         texts = []
         for doc in documents:
             meta = [
@@ -178,20 +156,20 @@ class MLXDocumentEmbedder:
             texts.append(self.embedding_separator.join([*meta, doc.content or ""]))
         return texts
 
-    @staticmethod
-    def _embedded(documents: list[Document], vectors: Any) -> list[Document]:
-        return [
+    def _embedded(self, documents: list[Document], vectors: Any) -> dict[str, Any]:
+        embedded = [
             replace(doc, embedding=v.tolist()) for doc, v in zip(documents, vectors, strict=True)
         ]
+        return {"documents": embedded, "meta": self._meta()}
 
     @component.output_types(documents=list[Document], meta=dict[str, Any])
     def run(self, documents: list[Document]) -> dict[str, Any]:
         texts = self._texts(documents)
         vectors: Any = self._client.embed(texts, "document") if texts else []
-        return {"documents": self._embedded(documents, vectors), "meta": {"model": self.model}}
+        return self._embedded(documents, vectors)
 
     @component.output_types(documents=list[Document], meta=dict[str, Any])
     async def run_async(self, documents: list[Document]) -> dict[str, Any]:
         texts = self._texts(documents)
         vectors: Any = await self._client.aembed(texts, "document") if texts else []
-        return {"documents": self._embedded(documents, vectors), "meta": {"model": self.model}}
+        return self._embedded(documents, vectors)

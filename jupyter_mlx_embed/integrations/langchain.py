@@ -15,7 +15,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, PrivateAttr
 
-from .client import AUTO, EmbedClient
+from .client import EmbedClient
 
 
 class MLXEmbeddings(Embeddings):
@@ -31,26 +31,8 @@ class MLXEmbeddings(Embeddings):
         store = InMemoryVectorStore.from_texts(texts, MLXEmbeddings())
     """
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        dimensions: int | None = None,
-        query_prompt_name: str | None = AUTO,
-        document_prompt_name: str | None = AUTO,
-        url: str | None = None,
-        token: str | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self.client = EmbedClient(
-            model,
-            dimensions=dimensions,
-            query_prompt_name=query_prompt_name,
-            document_prompt_name=document_prompt_name,
-            url=url,
-            token=token,
-            timeout=timeout,
-        )
+    def __init__(self, model: str | None = None, **options: Any) -> None:
+        self.client = EmbedClient(model, **options)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.client.embed(texts, "document").tolist()
