@@ -93,9 +93,8 @@ class MLXTextEmbedder(_Embedder):
         url: str | None = None,
         token: Secret | None = None,
     ) -> None:
-        _Embedder.__init__(
-            self, model, dimensions, prompt_name, url, token
-        )  # (@component copies the class: no super())
+        # @component copies the class: super() would name the copy's original.
+        _Embedder.__init__(self, model, dimensions, prompt_name, url, token)
 
     @component.output_types(embedding=list[float], meta=dict[str, Any])
     def run(self, text: str) -> dict[str, Any]:
@@ -137,9 +136,8 @@ class MLXDocumentEmbedder(_Embedder):
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
     ) -> None:
-        _Embedder.__init__(
-            self, model, dimensions, prompt_name, url, token
-        )  # (@component copies the class: no super())
+        # @component copies the class: super() would name the copy's original.
+        _Embedder.__init__(self, model, dimensions, prompt_name, url, token)
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.embedding_separator = embedding_separator
 
