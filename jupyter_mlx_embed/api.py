@@ -367,11 +367,12 @@ async def arerank(
     return Ranking(query, texts, result.scores, model=result.model, top_n=top_n)
 
 
-def set_inprocess_endpoint(base_url: str, token: str) -> None:
-    """Name the endpoint that HTTP clients inside this Jupyter server process use (the
-    server extension's own listener, see ``MLXEmbed.inprocess_endpoint``)."""
+def set_inprocess_endpoint(endpoint: tuple[str, str] | None) -> None:
+    """Name the ``(base_url, token)`` that HTTP clients inside this Jupyter server process
+    use (the server extension's own listener, see ``MLXEmbed.inprocess_endpoint``), or
+    ``None`` once it stops."""
     global _inprocess
-    _inprocess = (base_url, token)
+    _inprocess = endpoint
 
 
 def openai_endpoint() -> tuple[str, str]:

@@ -106,7 +106,7 @@ class MLXEmbedApp(ExtensionApp):
         except OSError as exc:
             self.log.warning("jupyter-mlx-embed: no in-process endpoint (%s)", exc)
             return
-        api.set_inprocess_endpoint(self.inprocess.url, self.inprocess.token)
+        api.set_inprocess_endpoint((self.inprocess.url, self.inprocess.token))
         self.log.info(
             "jupyter-mlx-embed: in-process endpoint for clients inside this server at %s",
             self.inprocess.url,
@@ -120,6 +120,7 @@ class MLXEmbedApp(ExtensionApp):
         server's event loop keeps serving meanwhile."""
         inprocess, self.inprocess = self.inprocess, None  # stopped once, however often asked
         if inprocess is not None:
+            api.set_inprocess_endpoint(None)
             await asyncio.wrap_future(inprocess.stop_soon())
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.close)

@@ -37,6 +37,10 @@ def jp_server_config(model_root, request) -> dict[str, Any]:
 def post(jp_fetch):
     async def send(body: Any, *, raw: bool = False, **kwargs: Any):
         data = body if raw else json.dumps(body)
+        # A module's first request waits for the native kernels, built anew under
+        # pytest-jupyter's temporary HOME (the build cache lives under it): tens of seconds
+        # on a busy machine, beyond jp_fetch's 20-second default.
+        kwargs.setdefault("request_timeout", 120)
         return await jp_fetch(
             "v1", "embeddings", method="POST", body=data, raise_error=False, **kwargs
         )
