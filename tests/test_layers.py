@@ -30,8 +30,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "options": (4, "core"),  # one request's options, checked once
     "modelspec": (1, "core"),
     "schema": (4, "core"),
-    "ranking": (0, "core"),
-    "quantization": (0, "core"),  # int8, uint8 and binary vectors (numpy)  # ranked hits and their tables (search, rerank)
+    "ranking": (0, "core"),  # ranked hits and their tables (search, rerank)
+    "quantization": (0, "core"),  # int8, uint8 and binary vectors (numpy)
     "rerank_schema": (1, "core"),  # the rerank routes' wire shapes (Jina/Cohere v1, v2, TEI)
     "codec": (1, "core"),  # the JSON text of HTTP bodies, decoded and encoded in pieces
     "engine.tokenization": (1, "core"),
