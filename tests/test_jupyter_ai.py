@@ -19,15 +19,8 @@ packages win, while ``jupyter_mlx_embed``, MLX and the model come from here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 import threading
 import time
 import urllib.error
@@ -37,12 +30,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import pytest
 
-import jupyter_mlx_embed
-
 from .servers import free_port, running
+from .side_venvs import side_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -89,73 +80,12 @@ class EchoProvider(BaseProvider, LLM):
 """
 
 
-def _appended_paths() -> list[str]:
-    """Where this process imports ``jupyter_mlx_embed`` from, then this environment's
-    site-packages: what the jupyter-ai environment sees after its own packages."""
-    paths = [str(Path(jupyter_mlx_embed.__file__).resolve().parent.parent)]
-    for name in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[name]
-        if path not in paths:
-            paths.append(path)
-    return paths
-
-
-def _pip_install(python: Path) -> None:
-    """``pip install`` jupyter-ai 2.x; skip when the package index cannot provide it."""
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", JUPYTER_AI],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode == 0:
-        return
-    output = done.stdout + done.stderr
-    unreachable = (
-        "No matching distribution found",
-        "Could not find a version that satisfies",
-        "Failed to establish a new connection",
-        "Temporary failure in name resolution",
-        "Network is unreachable",
-    )
-    if any(sign in output for sign in unreachable):
-        pytest.skip(f"the package index cannot provide {JUPYTER_AI}: {output.strip()[-500:]}")
-    pytest.fail(f"pip install {JUPYTER_AI} failed:\n{output}")
-
-
-def _build_venv(venv: Path, appended: list[str]) -> None:
-    """Build the environment in a scratch folder, then rename it into place (an interrupted
-    build is never reused; of two concurrent builds, the first rename wins)."""
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{venv.name}-", dir=venv.parent))
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(scratch)], check=True)
-        _pip_install(scratch / "bin" / "python")
-        (site,) = scratch.glob("lib/python*/site-packages")
-        (site / "zz_jupyter_mlx_embed_tests.pth").write_text("".join(p + "\n" for p in appended))
-        try:
-            scratch.rename(venv)
-        except OSError:
-            if not (venv / "bin" / "python").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def jai_python() -> Path:
     """The Python of a cached environment with jupyter-ai 2.x that also sees this one's
     packages (built on first use: about a minute). Called with ``-m`` only: the
     environment was built under another name, so its scripts' ``#!`` lines are wrong."""
-    appended = _appended_paths()
-    key = "\n".join([JUPYTER_AI, sys.version, sys.base_prefix, *appended])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    default = Path(platformdirs.user_cache_dir("jupyter-mlx-embed")) / "test-venvs"
-    venv = Path(os.environ.get("JME_TEST_VENVS_DIR") or default) / f"jupyter-ai-2-{digest}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        _build_venv(venv, appended)
-    return python
+    return side_python("jupyter-ai-2", JUPYTER_AI, reuse_ours=False)
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,12 @@ torch, sentence-transformers, LiteLLM, UMAP and pandas from here as installed, a
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import platformdirs
 import pytest
 
 import jupyter_mlx_embed as jme
@@ -52,6 +47,7 @@ from jupyter_mlx_embed.config import EngineConfig
 from jupyter_mlx_embed.worker import Worker
 
 from .servers import free_port, running
+from .side_venvs import side_python
 
 README = Path(__file__).parents[1] / "README.md"
 SECTION = "## Using it with other libraries"
@@ -235,59 +231,6 @@ def test_native_recipe_gives_embeds_vectors(
 # ---------------------------------------------------------------------------- embedding-atlas
 
 
-def _appended_paths() -> list[str]:
-    """This checkout, then this environment's site-packages: what the embedding-atlas
-    environment sees after its own packages."""
-    paths = [str(Path(jme.__file__).resolve().parent.parent)]
-    for name in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[name]
-        if path not in paths:
-            paths.append(path)
-    return paths
-
-
-def _pip_install(python: Path) -> None:
-    """``pip install`` embedding-atlas; skip when the package index cannot provide it."""
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", EMBEDDING_ATLAS],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode == 0:
-        return
-    output = done.stdout + done.stderr
-    unreachable = (
-        "No matching distribution found",
-        "Could not find a version that satisfies",
-        "Failed to establish a new connection",
-        "Temporary failure in name resolution",
-        "Network is unreachable",
-    )
-    if any(sign in output for sign in unreachable):
-        pytest.skip(f"the package index cannot provide {EMBEDDING_ATLAS}: {output[-500:]}")
-    pytest.fail(f"pip install {EMBEDDING_ATLAS} failed:\n{output}")
-
-
-def _build_venv(venv: Path, appended: list[str]) -> None:
-    """Build the environment in a scratch folder, then rename it into place (an interrupted
-    build is never reused; of two concurrent builds, the first rename wins)."""
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{venv.name}-", dir=venv.parent))
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(scratch)], check=True)
-        (site,) = scratch.glob("lib/python*/site-packages")
-        (site / "zz_jupyter_mlx_embed_tests.pth").write_text("".join(p + "\n" for p in appended))
-        _pip_install(scratch / "bin" / "python")
-        try:
-            scratch.rename(venv)
-        except OSError:
-            if not (venv / "bin" / "python").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def atlas_python() -> Path:
     """A Python with embedding-atlas: this one when it has it, else the cached environment's
@@ -295,15 +238,7 @@ def atlas_python() -> Path:
     another name, so its scripts' ``#!`` lines are wrong."""
     if _installed("embedding_atlas"):
         return Path(sys.executable)
-    appended = _appended_paths()
-    key = "\n".join([EMBEDDING_ATLAS, sys.version, sys.base_prefix, *appended])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    default = Path(platformdirs.user_cache_dir("jupyter-mlx-embed")) / "test-venvs"
-    venv = Path(os.environ.get("JME_TEST_VENVS_DIR") or default) / f"embedding-atlas-{digest}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        _build_venv(venv, appended)
-    return python
+    return side_python("embedding-atlas", EMBEDDING_ATLAS, reuse_ours=True)
 
 
 @pytest.fixture(scope="module")
