@@ -129,6 +129,31 @@ def jupyter_server_argv(port: int, token: str, base_url: str, root: Path, *extra
     ]
 
 
+@contextmanager
+def jupyter_server(root: Path, token: str, base_url: str = "/") -> Iterator[str]:
+    """A real ``jupyter server`` with our extension on a free port, serving ``root``; yields
+    its URL (with ``base_url``) once it answers. Its log is ``root / "server.log"``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{base_url}"
+    argv = jupyter_server_argv(port, token, base_url, root)
+    with running(
+        argv, url + "api/status", {"Authorization": f"token {token}"}, root / "server.log"
+    ):
+        yield url
+
+
+@contextmanager
+def standalone_server(folder: Path, token: str) -> Iterator[str]:
+    """A real ``jupyter-mlx-embed serve`` on a free port; yields its base URL (``.../v1``)
+    once it answers. Its log is ``folder / "serve.log"``."""
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "jupyter-mlx-embed"), "serve", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/v1"
+    headers = {"Authorization": f"Bearer {token}"}
+    with running([*argv, "--token", token], url + "/models", headers, folder / "serve.log"):
+        yield url
+
+
 async def run_in_kernel(
     server_url: str, token: str, code: str, timeout: float = 120, ca_certs: str | None = None
 ) -> dict[str, Any]:

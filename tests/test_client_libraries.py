@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .servers import free_port, jupyter_server_argv, running
+from .servers import jupyter_server, standalone_server
 
 README = Path(__file__).parents[1] / "README.md"
 SECTION = "## Using it with other libraries"
@@ -95,24 +95,14 @@ def _installed(module: str) -> bool:
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``.../v1``) of a real ``jupyter-mlx-embed serve``."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("standalone") / "serve.log"
-    argv = [str(Path(sys.executable).parent / "jupyter-mlx-embed"), "serve", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/v1"
-    with running(
-        [*argv, "--token", TOKEN], url + "/models", {"Authorization": f"Bearer {TOKEN}"}, log
-    ):
+    with standalone_server(tmp_path_factory.mktemp("standalone"), TOKEN) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``.../v1``, under a non-root ``base_url``) of a real ``jupyter server``."""
-    port = free_port()
-    root = tmp_path_factory.mktemp("jupyter")
-    url = f"http://127.0.0.1:{port}/jme/"
-    argv = jupyter_server_argv(port, TOKEN, "/jme/", root)
-    with running(argv, url + "api/status", {"Authorization": f"token {TOKEN}"}, root / "log"):
+    with jupyter_server(tmp_path_factory.mktemp("jupyter"), TOKEN, "/jme/") as url:
         yield url + "v1"
 
 

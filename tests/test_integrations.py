@@ -21,7 +21,7 @@ from jupyter_mlx_embed.errors import EmbedError
 from jupyter_mlx_embed.standalone import ThreadedServer
 from jupyter_mlx_embed.worker import Worker
 
-from .servers import free_port, jupyter_server_argv, run_in_kernel, running
+from .servers import jupyter_server, run_in_kernel
 
 PROMPTED = "tiny-gemma3-mean"  # publishes "query" and "document" prompts
 DOCS = [
@@ -249,13 +249,7 @@ print("RESULT " + json.dumps({
 
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    root = tmp_path_factory.mktemp("integrations-root")
-    url = f"http://127.0.0.1:{port}/"
-    argv = jupyter_server_argv(port, TOKEN, "/", root)
-    with running(
-        argv, url + "api/status", {"Authorization": f"token {TOKEN}"}, root / "server.log"
-    ):
+    with jupyter_server(tmp_path_factory.mktemp("integrations-root"), TOKEN) as url:
         yield url
 
 

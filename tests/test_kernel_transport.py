@@ -18,7 +18,7 @@ from jupyter_mlx_embed.errors import EmbedError
 from jupyter_mlx_embed.options import EmbedOptions
 from jupyter_mlx_embed.transport import ServerEndpoint, ServerTransport
 
-from .servers import free_port, jupyter_server_argv, run_in_kernel, running
+from .servers import free_port, jupyter_server, jupyter_server_argv, run_in_kernel, running
 
 TOKEN = "kernel-test-token"
 
@@ -34,13 +34,7 @@ print('RESULT ' + json.dumps({'mlx_modules': loaded, 'vector': vector.tolist()})
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    root = tmp_path_factory.mktemp("kernel-root")
-    url = f"http://127.0.0.1:{port}/k/"
-    argv = jupyter_server_argv(port, TOKEN, "/k/", root)
-    with running(
-        argv, url + "api/status", {"Authorization": f"token {TOKEN}"}, root / "server.log"
-    ):
+    with jupyter_server(tmp_path_factory.mktemp("kernel-root"), TOKEN, "/k/") as url:
         yield url
 
 

@@ -46,7 +46,7 @@ import jupyter_mlx_embed as jme
 from jupyter_mlx_embed.config import EngineConfig
 from jupyter_mlx_embed.worker import Worker
 
-from .servers import free_port, running
+from .servers import standalone_server
 from .side_venvs import side_python
 
 README = Path(__file__).parents[1] / "README.md"
@@ -244,13 +244,7 @@ def atlas_python() -> Path:
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``.../v1``) of a real ``jupyter-mlx-embed serve``."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("standalone") / "serve.log"
-    argv = [str(Path(sys.executable).parent / "jupyter-mlx-embed"), "serve", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/v1"
-    with running(
-        [*argv, "--token", TOKEN], url + "/models", {"Authorization": f"Bearer {TOKEN}"}, log
-    ):
+    with standalone_server(tmp_path_factory.mktemp("standalone"), TOKEN) as url:
         yield url
 
 
