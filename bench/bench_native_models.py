@@ -1,4 +1,4 @@
-"""The native pre-norm transformer (ModernBERT, Qwen3, Gemma 3) against the MLX forward it
+"""The native transformer (ModernBERT, Qwen3, Gemma 3, NomicBERT) against the MLX forward it
 replaces and sentence-transformers (torch), at the published shapes with random weights.
 
 Run it directly (needs torch and sentence-transformers, the ``bench`` extra)::
@@ -11,16 +11,16 @@ under ``--root``: gte-modernbert-base (22 layers x 768, GeGLU 1152, 12 heads, a 
 of 128 on two layers of three), Qwen3-Embedding-0.6B (28 x 1024, SwiGLU 3072, 16 query and
 8 key/value heads of 128, bf16 weights) and embeddinggemma-300m (24 x 768, GeGLU 1152, 3 query
 heads and 1 key/value head of 256, a sliding window of 512 on five layers of six, two Dense
-layers after pooling). Three sides embed the same texts, each in its own long-lived,
-warmed-up process: jupyter_mlx_embed with the native kernels ("native"), the same with the
-CPU fast path off (the MLX forward: mlx-embeddings', or engine/architectures' for Gemma 3;
-"stock"), and sentence-transformers on torch (float32, its default batch size of 32). The
-parent takes turns between them within each round (the order rotates per round) and reports
-per workload each side's median tokens/s and the median [min-max] of the per-round paired
-ratios (native / other side; >1: native is faster), in wall time and per CPU-second (less
-disturbed when other work shares the machine; spinning threads count as busy), the CPU cores
-each side kept busy (below the machine's count: it was shared) and the minimum cosine between
-the sides' vectors.
+layers after pooling) and nomic-embed-text-v1.5 (12 x 768, post-norm, SwiGLU 3072, rotary
+embeddings). Three sides embed the same texts, each in its own long-lived, warmed-up process:
+jupyter_mlx_embed with the native kernels ("native"), the same with the CPU fast path off (the
+MLX forward: mlx-embeddings', or engine/architectures' for Gemma 3 and NomicBERT; "stock"), and
+sentence-transformers on torch (float32, its default batch size of 32). The parent takes turns
+between them within each round (the order rotates per round) and reports per workload each
+side's median tokens/s and the median [min-max] of the per-round paired ratios (native / other
+side; >1: native is faster), in wall time and per CPU-second (less disturbed when other work
+shares the machine; spinning threads count as busy), the CPU cores each side kept busy (below
+the machine's count: it was shared) and the minimum cosine between the sides' vectors.
 bench_models.py compares the public path of every architecture with ONNX Runtime too; this one
 isolates the native forward against the stock one it replaces.
 
@@ -50,7 +50,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import real_models
 
 SIDES = ("native", "stock", "torch")
-MODELS = ("gte-modernbert-base", "Qwen3-Embedding-0.6B", "embeddinggemma-300m")
+MODELS = (
+    "gte-modernbert-base",
+    "Qwen3-Embedding-0.6B",
+    "embeddinggemma-300m",
+    "nomic-embed-text-v1.5",
+)
 TARGET = 1.4  # issue #24: native tokens/s over torch's
 PAUSE_S = 0.5  # let the idle side's OpenMP/helper threads stop spinning before the next runs
 BATCH_SIZE = 32  # sentence-transformers' default
@@ -172,7 +177,8 @@ def bench_model(
     }
     tokens = {w: sum(corpus.count_tokens(tok, texts)) for w, texts in workloads.items()}
     config = json.loads((folder / "config.json").read_text())
-    print(f"\n{name}: {config['num_hidden_layers']} x {config['hidden_size']} ({folder})")
+    shape = f"{real_models.layer_count(config)} x {real_models.width(config)}"
+    print(f"\n{name}: {shape} ({folder})")
     running = {side: Side(side, folder) for side in sides}
     report: dict[str, Any] = {"folder": str(folder), "sides": {}, "workloads": {}}
     others = [side for side in running if side != "native"] if "native" in running else []

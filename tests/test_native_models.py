@@ -1,4 +1,4 @@
-"""The native pre-norm transformer (engine/native_models.py: ModernBERT, Qwen3, Gemma 3) and the
+"""The native transformer (engine/native_models.py: ModernBERT, Qwen3, Gemma 3, NomicBERT) and the
 ops it is made of: each op against MLX's own ops, the whole model against the MLX forward it
 replaces (mlx-embeddings', or engine/architectures' for Gemma 3) on the tiny models and on
 random models at the published shapes (tests/real_models.py's configs, fewer layers), and the
@@ -45,10 +45,13 @@ GTE_MODERNBERT = published("gte-modernbert-base", 4)
 QWEN3_EMBEDDING = published("Qwen3-Embedding-0.6B", 2)
 #: embeddinggemma-300m: five sliding-window layers (257 positions both ways), then a full one.
 EMBEDDINGGEMMA = published("embeddinggemma-300m", 6)
+#: nomic-embed-text-v1.5: post-norm, rotary (base 1000), SwiGLU, nomic's own config keys.
+NOMIC_EMBED = published("nomic-embed-text-v1.5", 2)
 PUBLISHED = {
     "modernbert": GTE_MODERNBERT,
     "qwen3": QWEN3_EMBEDDING,
     "gemma3_text": EMBEDDINGGEMMA,
+    "nomic_bert": NOMIC_EMBED,
 }
 
 
@@ -333,7 +336,7 @@ def random_model(model_type: str, config: dict[str, Any], seed: int = 0) -> Any:
     weights = []
     for name, param in tree_flatten(model.parameters()):
         shape = tuple(param.shape)
-        if "norm" in name and name.endswith("weight"):  # Gemma's are offsets from 1
+        if ("norm" in name or "_ln" in name) and name.endswith("weight"):  # Gemma's: from 1
             value = (model_type != "gemma3_text") + 0.1 * rng.standard_normal(shape)
         elif name.endswith("bias"):
             value = 0.1 * rng.standard_normal(shape)
@@ -349,7 +352,7 @@ def random_model(model_type: str, config: dict[str, Any], seed: int = 0) -> Any:
 def stock_hidden(model: Any, model_type: str, ids: Any, mask: Any) -> Any:
     """The stock forward's last hidden state (the engine's ``_hidden``: mlx-embeddings', or
     engine/architectures' for gemma3_text)."""
-    if model_type == "gemma3_text":
+    if model_type in ("gemma3_text", "nomic_bert"):
         return model(ids, attention_mask=mask)
     if model_type == "qwen3":
         return model.model(ids, attention_mask=mask)
@@ -402,7 +405,9 @@ def compare_with_stock(
     return result
 
 
-@pytest.mark.parametrize("name", ["tiny-modernbert-cls", "tiny-qwen3-last", "tiny-gemma3-mean"])
+@pytest.mark.parametrize(
+    "name", ["tiny-modernbert-cls", "tiny-qwen3-last", "tiny-gemma3-mean", "tiny-nomic-mean"]
+)
 def test_tiny_models_run_the_native_transformer(worker: Worker, name: str) -> None:
     """tests/test_architectures.py compares these models' vectors with the stock forward; this
     makes sure that they come from the native transformer."""
@@ -423,6 +428,8 @@ def test_tiny_models_run_the_native_transformer(worker: Worker, name: str) -> No
         ("qwen3", [9, 40, 1, 200, 23]),
         # One key/value head of 256; texts longer than the sliding window (256 either way).
         ("gemma3_text", [9, 40, 1, 300, 600, 23]),
+        # Post-norm: the residual sums normalised.
+        ("nomic_bert", [9, 40, 1, 200, 23]),
     ],
 )
 def test_published_shapes_match_the_stock_forward(
@@ -541,7 +548,7 @@ def _child_vectors(model_root: Path, names: list[str], **env: str) -> dict[str, 
 def test_avx2_kernels_give_the_same_vectors(worker: Worker, model_root: Path) -> None:
     """An AVX2-only CPU runs other tiles and panel widths; forced here (where the CPU may have
     AVX-512 too), in a child process sharing the built extension through the usual cache."""
-    names = ["tiny-modernbert-mean", "tiny-qwen3-last", "tiny-gemma3-mean"]
+    names = ["tiny-modernbert-mean", "tiny-qwen3-last", "tiny-gemma3-mean", "tiny-nomic-mean"]
     child = _child_vectors(model_root, names, **{native.ENV_VAR: "avx2"})
     assert child["info"]["isa"] == "avx2"
     for name in names:

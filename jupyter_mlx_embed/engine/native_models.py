@@ -1,5 +1,5 @@
-"""Pre-norm encoders (ModernBERT, Qwen3, Gemma 3, SigLIP's two towers) on the native CPU
-kernels (engine-private).
+"""Pre-norm encoders (ModernBERT, Qwen3, Gemma 3, SigLIP's two towers) and NomicBERT on the
+native CPU kernels (engine-private).
 
 The BERT family runs through :class:`~.cpu_kernels.FastEncoder`; the architectures here share
 another layer shape, the pre-norm transformer, which the C++ ``transformer`` op runs whole
@@ -18,6 +18,9 @@ residual. What differs between the models is data, not code:
   as offsets from 1, norms after attention and after the MLP too, per-head q/k RMSNorm,
   grouped key/value heads (one, for EmbeddingGemma), GeGLU with the tanh GELU, sliding-window
   layers (both ways when bidirectional) between full ones, scaled token embeddings;
+- NomicBERT (engine/architectures/nomic_bert.py): post-norm (each sublayer's residual sum is
+  normalised, as in BERT), LayerNorm, rotary embeddings over the whole head, SwiGLU, no
+  biases; the token type 0 embedding added to every token, then the embedding norm;
 - SigLIP (engine/architectures/siglip.py): LayerNorm with bias, biased q/k/v/out projections,
   a plain (not gated) MLP of fc1, the tanh GELU and fc2, learnt position embeddings, a final
   norm; the text tower reads token ids, the image tower patch embeddings (its attention
@@ -37,7 +40,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -50,7 +53,7 @@ __all__ = ["NATIVE_MODEL_TYPES", "ImageTower", "PreNormEncoder", "prenorm_encode
 log = logging.getLogger(__name__)
 
 #: Architectures :func:`prenorm_encoder` runs on the native kernels.
-NATIVE_MODEL_TYPES = ("modernbert", "qwen3", "gemma3_text")
+NATIVE_MODEL_TYPES = ("modernbert", "qwen3", "gemma3_text", "nomic_bert")
 
 # Slots of one layer's inputs to the ``transformer`` op (its order, see csrc/ops.cpp).
 _SLOTS = (
@@ -94,6 +97,17 @@ class TransformerShape:
     rope_thetas: tuple[float, ...]  # per layer: rotary base, or 0 (none)
     embedding_scale: float = 1.0  # the token embeddings' factor (Gemma: sqrt(hidden))
     gated: bool = True  # the MLP's up product gated (GLU), else plain (SigLIP)
+    post_norm: bool = False  # the post norms take the residual sum (NomicBERT), see the op
+
+
+class _Parts(NamedTuple):
+    """What a builder takes from a loaded model for :class:`PreNormEncoder`."""
+
+    embeddings: mx.array
+    head: list[Any]
+    layers: list[Any]
+    shape: TransformerShape
+    offset: mx.array | None = None
 
 
 class PreNormEncoder:
@@ -111,6 +125,7 @@ class PreNormEncoder:
         streams: CPU streams to split each batch over.
         positions: A learnt position embedding table added to the token embeddings (SigLIP),
             or None (rotary positions, or none).
+        offset: A vector added to every token embedding (NomicBERT's token type 0), or None.
     """
 
     def __init__(
@@ -122,17 +137,20 @@ class PreNormEncoder:
         shape: TransformerShape,
         streams: int = 2,
         positions: mx.array | None = None,
+        offset: mx.array | None = None,
     ) -> None:
         self._kernels = kernels
         self._embeddings = embeddings
         self._positions = positions
+        self._offset = offset
         self._head = list(head)
         self._layers = [a for layer in layers for a in layer]
         self.shape = shape
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]
         # Threads a batch uses in all (its parts' streams and their helpers).
         self._threads = min(len(self._streams), _cores())
-        mx.eval([a for a in (embeddings, positions, *self._head, *self._layers) if a is not None])
+        arrays = (embeddings, positions, offset, *self._head, *self._layers)
+        mx.eval([a for a in arrays if a is not None])
 
     def forward(
         self, ids: mx.array, offsets: mx.array, threads: int, positions: np.ndarray | None = None
@@ -144,6 +162,8 @@ class PreNormEncoder:
         x = self._embeddings[ids]
         if s.embedding_scale != 1.0:
             x = x * s.embedding_scale
+        if self._offset is not None:
+            x = x + self._offset
         if self._positions is not None and positions is not None:
             x = x + self._positions[mx.array(positions)]
         return self.transform(x, offsets, threads)
@@ -166,6 +186,7 @@ class PreNormEncoder:
             windows=list(s.windows),
             rope_thetas=list(s.rope_thetas),
             gated=s.gated,
+            post_norm=s.post_norm,
             threads=threads,
         )
 
@@ -241,7 +262,7 @@ def _gelu_kind(act: Any) -> str:
     raise UnsupportedModelError(f"activation {act!r} (only the exact and tanh GELU run)")
 
 
-def _modernbert(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _modernbert(packing: Packing, model: Any) -> _Parts:
     encoder = model.model
     config = encoder.config
     heads = config.num_attention_heads
@@ -303,10 +324,10 @@ def _modernbert(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any]
         windows=tuple(windows),
         rope_thetas=tuple(thetas),
     )
-    return encoder.embeddings.tok_embeddings.weight, head, layers, shape
+    return _Parts(encoder.embeddings.tok_embeddings.weight, head, layers, shape)
 
 
-def _qwen3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _qwen3(packing: Packing, model: Any) -> _Parts:
     decoder = model.model
     config = model.config
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -366,10 +387,12 @@ def _qwen3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any
         windows=(-1,) * len(layers),
         rope_thetas=tuple(thetas),
     )
-    return decoder.embed_tokens.weight, [None, None, decoder.norm.weight, None], layers, shape
+    return _Parts(
+        decoder.embed_tokens.weight, [None, None, decoder.norm.weight, None], layers, shape
+    )
 
 
-def _gemma3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], Any]:
+def _gemma3(packing: Packing, model: Any) -> _Parts:
     """EmbeddingGemma (engine/architectures/gemma3_text.py): RMSNorms whose weights are
     offsets from 1, a norm after attention and after the MLP as well as before them, queries
     scaled by query_pre_attn_scalar^-1/2, sliding-window layers (both ways when
@@ -431,10 +454,65 @@ def _gemma3(packing: Packing, model: Any) -> tuple[Any, list[Any], list[Any], An
         # As the stock forward: sqrt(hidden) rounded to float32.
         embedding_scale=float(np.float32(args.hidden_size**0.5)),
     )
-    return model.embed_tokens.weight, [None, None, 1.0 + model.norm.weight, None], layers, shape
+    return _Parts(
+        model.embed_tokens.weight, [None, None, 1.0 + model.norm.weight, None], layers, shape
+    )
 
 
-_BUILDERS = {"modernbert": _modernbert, "qwen3": _qwen3, "gemma3_text": _gemma3}
+def _nomic_bert(packing: Packing, model: Any) -> _Parts:
+    """NomicBERT (engine/architectures/nomic_bert.py, which refuses the variants it does not
+    implement): post-norm layers, SwiGLU as ``fc2(fc11(x) * silu(fc12(x)))``."""
+    args = model.args
+    heads = args.num_attention_heads
+    head_dim = args.hidden_size // heads
+    # Queries scaled once here rather than every score: the rotation is linear.
+    scale = mx.concatenate(
+        [mx.full((args.hidden_size,), head_dim**-0.5), mx.ones((2 * args.hidden_size,))]
+    )
+    pack = packing.linear
+    layers = []
+    for block in model.encoder.layers:
+        attention, mlp = block.attn, block.mlp
+        up, _ = _gated(packing, mlp.fc12.weight, mlp.fc11.weight)
+        layers.append(
+            _layer(
+                qkv=pack(attention.Wqkv.weight * scale[:, None]),
+                out=pack(attention.out_proj.weight),
+                post_attn_norm=block.norm1.weight,
+                post_attn_norm_bias=block.norm1.bias,
+                up=up,
+                down=pack(mlp.fc2.weight),
+                post_mlp_norm=block.norm2.weight,
+                post_mlp_norm_bias=block.norm2.bias,
+            )
+        )
+    shape = TransformerShape(
+        heads=heads,
+        kv_heads=heads,
+        head_dim=head_dim,
+        norm="layer",
+        eps=float(args.layer_norm_eps),
+        activation="silu",
+        causal=False,
+        windows=(-1,) * len(layers),
+        rope_thetas=(float(args.rope_base),) * len(layers),
+        post_norm=True,
+    )
+    return _Parts(
+        model.embeddings.word_embeddings.weight,
+        [model.emb_ln.weight, model.emb_ln.bias, None, None],
+        layers,
+        shape,
+        offset=model.embeddings.token_type_embeddings.weight[0],
+    )
+
+
+_BUILDERS = {
+    "modernbert": _modernbert,
+    "qwen3": _qwen3,
+    "gemma3_text": _gemma3,
+    "nomic_bert": _nomic_bert,
+}
 
 
 def prenorm_encoder(
@@ -446,7 +524,7 @@ def prenorm_encoder(
 
     Args:
         model: The loaded model (``Model`` of mlx-embeddings' modernbert or qwen3, or of
-            engine/architectures' gemma3_text).
+            engine/architectures' gemma3_text or nomic_bert).
         model_type: One of :data:`NATIVE_MODEL_TYPES`.
         kernels: The C++ kernels module (:func:`.native.load_kernels`).
         streams: CPU streams to split each batch over.
@@ -458,11 +536,19 @@ def prenorm_encoder(
     if model_type not in _BUILDERS:
         raise ValueError(f"model_type must be one of {NATIVE_MODEL_TYPES}, got {model_type!r}")
     try:
-        embeddings, head, layers, shape = _BUILDERS[model_type](Packing(kernels, precision), model)
+        parts = _BUILDERS[model_type](Packing(kernels, precision), model)
     except UnsupportedModelError as exc:
         log.info("%s runs the stock forward: %s", model_type, exc)
         return None
-    return PreNormEncoder(kernels, embeddings, head, layers, shape, streams)
+    return PreNormEncoder(
+        kernels,
+        parts.embeddings,
+        parts.head,
+        parts.layers,
+        parts.shape,
+        streams,
+        offset=parts.offset,
+    )
 
 
 def _siglip_shape(encoder: Any, final_norm: Any) -> TransformerShape:

@@ -278,6 +278,9 @@ class Transformer : public CpuOnly {
     bool gated;  // the up product is gated (GLU, packed by pack_glu), else plain
     std::vector<int64_t> windows;  // per layer: keys within this distance, or < 0 (all)
     std::vector<double> thetas;    // per layer: rotary base, or 0 (none)
+    // The post-attention and post-MLP norms take the residual sum, x = norm(x + f(x)) (a
+    // post-norm BERT: NomicBERT), else f's output before it is added, x += norm(f(x)) (Gemma 3).
+    bool post_norm;
 
     bool operator==(const Settings&) const = default;
   };

@@ -3,10 +3,11 @@
 // residual), LayerNorm and RMSNorm, attention over a fused QKV projection (grouped key/value
 // heads, sliding windows, causal masks, per-head RMSNorm and rotary embeddings applied as q
 // and k are read), and whole encoders in one op: BERT's post-LayerNorm layers (`encoder`) and
-// pre-norm layers (`transformer`: ModernBERT, Qwen3). Each op checks its inputs and returns an
-// array computed by one of the primitives of native.h (primitives.cpp), each one pass of
-// vectorised code where MLX's x86 CPU backend runs several scalar ones (or OpenBLAS, slow on
-// a few rows, the products).
+// the other transformers (`transformer`: pre-norm ModernBERT, Qwen3, Gemma 3 and SigLIP, and
+// with post_norm NomicBERT). Each op checks its inputs and returns an array computed by one
+// of the primitives of native.h (primitives.cpp), each one pass of vectorised code where
+// MLX's x86 CPU backend runs several scalar ones (or OpenBLAS, slow on a few rows, the
+// products).
 //
 // Built at install time (jupyter_mlx_embed/engine/native.py) with nanobind in MLX's nanobind
 // domain, so mlx.core.array objects pass in and out as they are and the ops join MLX's lazy
@@ -242,7 +243,8 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
                       int kv_heads, int head_dim, const std::string& norm_kind, float eps,
                       const std::string& activation, bool causal,
                       const std::vector<int64_t>& windows, const std::vector<double>& thetas,
-                      bool gated, int threads, mx::StreamOrDevice stream = {}) {
+                      bool gated, bool post_norm, int threads,
+                      mx::StreamOrDevice stream = {}) {
   using T = Transformer;
   if (x.ndim() != 2) throw std::invalid_argument("x must be (tokens, dim)");
   if (offsets.ndim() != 1 || offsets.shape(0) < 1)
@@ -312,7 +314,7 @@ mx::array transformer(const mx::array& x, const mx::array& offsets,
     }
   }
   T::Settings settings{heads, kv_heads, head_dim, norm_kind == "rms", causal, act, eps, gated,
-                       windows, thetas};
+                       windows, thetas, post_norm};
   return mx::array(x.shape(), mx::float32,
                    std::make_shared<T>(s, std::move(settings), std::move(present), threads),
                    std::move(inputs));
@@ -378,7 +380,7 @@ NB_MODULE(_jme_native, m) {
   m.def("transformer", &jme_native::transformer, "x"_a, "offsets"_a, "head"_a, "layers"_a,
         nb::kw_only(), "heads"_a, "kv_heads"_a, "head_dim"_a, "norm"_a, "eps"_a,
         "activation"_a, "causal"_a, "windows"_a, "rope_thetas"_a, "gated"_a = true,
-        "threads"_a = 1, "stream"_a = nb::none(),
+        "post_norm"_a = false, "threads"_a = 1, "stream"_a = nb::none(),
         "A pre-norm transformer over a packed batch x (tokens, dim) in one op. head: the "
         "embedding norm's weight and bias, the final norm's weight and bias (each None if "
         "absent). layers: per layer, 18 arrays or None: attention norm weight, bias; fused "
@@ -388,7 +390,9 @@ NB_MODULE(_jme_native, m) {
         "one weight packed by pack_linear and its bias, act(x @ up.T + b)); down "
         "weight packed, its bias; post-MLP norm weight, bias. norm: 'layer' or 'rms'; "
         "activation: the gate's ('gelu', 'silu', 'gelu_tanh'); windows: per layer, keys "
-        "within this distance (< 0: all); rope_thetas: per layer (0: no rotary embedding).");
+        "within this distance (< 0: all); rope_thetas: per layer (0: no rotary embedding); "
+        "post_norm: the post-attention and post-MLP norms take the residual sum, "
+        "x = norm(x + f(x)) (a post-norm BERT), rather than x += norm(f(x)).");
   m.def("isa", [] { return std::string(jme_native::kernels().name); },
         "The instruction set of the kernels in use.");
   m.def("set_isa", &jme_native::set_isa, "name"_a, "Use the 'avx2' or 'avx512' kernels.");

@@ -395,7 +395,10 @@ void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
                              nullptr, l[kQNorm],  l[kKNorm], s.eps, nullptr};
     run_attention(&k, spec, s.thetas[layer], qkv.get(), offsets, sequences, tokens,
                   context.get(), threads, bounds);
-    if (l[kPostAttnNorm]) {
+    if (l[kPostAttnNorm] && s.post_norm) {
+      product(context.get(), l[kOut], l[kOutBias], kAccumulate, x, q_dim, dim);
+      norm(x, l[kPostAttnNorm], l[kPostAttnNormBias], x, 0);
+    } else if (l[kPostAttnNorm]) {
       product(context.get(), l[kOut], l[kOutBias], 0, h.get(), q_dim, dim);
       norm(h.get(), l[kPostAttnNorm], l[kPostAttnNormBias], x, kNormAccumulate);
     } else {
@@ -407,7 +410,10 @@ void Transformer::run(const Kernels& k, const Settings& s, const float* x_in,
       in = h.get();
     }
     product(in, l[kUp], l[kUpBias], (s.gated ? kGlu : 0) | s.activation, up.get(), dim, hidden);
-    if (l[kPostMlpNorm]) {
+    if (l[kPostMlpNorm] && s.post_norm) {
+      product(up.get(), l[kDown], l[kDownBias], kAccumulate, x, hidden, dim);
+      norm(x, l[kPostMlpNorm], l[kPostMlpNormBias], x, 0);
+    } else if (l[kPostMlpNorm]) {
       product(up.get(), l[kDown], l[kDownBias], 0, h.get(), hidden, dim);
       norm(h.get(), l[kPostMlpNorm], l[kPostMlpNormBias], x, kNormAccumulate);
     } else {
