@@ -9,7 +9,7 @@ The models are tests/real_models.py's folders (published config.json, tensor nam
 dtype, a tokenizer of the published kind trained on local text, random weights), built once
 under ``--root``: gte-modernbert-base (22 layers x 768, GeGLU 1152, 12 heads, a sliding window
 of 128 on two layers of three), Qwen3-Embedding-0.6B (28 x 1024, SwiGLU 3072, 16 query and
-8 key/value heads of 128, bf16 weights) and embeddinggemma-300m (24 x 768, GeGLU 1152, 3 query
+8 key/value heads of 128, bf16 weights), embeddinggemma-300m (24 x 768, GeGLU 1152, 3 query
 heads and 1 key/value head of 256, a sliding window of 512 on five layers of six, two Dense
 layers after pooling) and nomic-embed-text-v1.5 (12 x 768, post-norm, SwiGLU 3072, rotary
 embeddings). Three sides embed the same texts, each in its own long-lived, warmed-up process:

@@ -488,9 +488,8 @@ def _quantized_layers(model: Any) -> list[str]:
 def _projection(model: Any) -> Any:
     """What maps a pooled text vector before normalisation: an image-text model's text head
     (``project_text``), else nothing."""
-    if "project_text" in dir(model):
-        return model.project_text
-    return lambda pooled: pooled
+    project = getattr(model, "project_text", None)
+    return project if callable(project) else lambda pooled: pooled
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
