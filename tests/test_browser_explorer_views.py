@@ -448,7 +448,29 @@ def test_points_sized_by_a_column(groups: tuple[Locator, Locator]) -> None:
     shoot(widget, "views-size-by.png")
     widget.locator("select.jme-size").select_option("")
     expect(map_box).to_have_attribute("data-sized", "false")
-    assert kernel_value(panel, "explorer.size_codes == b''") is True
+    assert kernel_value(panel, "explorer.scale_codes == b''") is True
+
+
+def test_points_faded_by_a_column(groups: tuple[Locator, Locator]) -> None:
+    """The opacity menu: points faded by a column (regl-scatterplot's opacity by value
+    rather than by density), sizes by the same column as well, then off."""
+    panel, widget = groups
+    map_box = widget.locator(".jme-map-box")
+    expect(map_box).to_have_attribute("data-faded", "false")
+    widget.locator("select.jme-opacity").select_option("size")
+    assert kernel_value(panel, "explorer.opacity_by") == "size"
+    expect(map_box).to_have_attribute("data-faded", "true")
+    expect(map_box).to_have_attribute("data-sized", "false")
+    run_cell(panel, "explorer.size_by = 'size'")
+    expect(map_box).to_have_attribute("data-sized", "true")
+    expect(map_box).to_have_attribute("data-faded", "true")
+    panel.page.wait_for_timeout(800)
+    shoot(widget, "views-opacity-by.png")
+    widget.locator("select.jme-opacity").select_option("")
+    expect(map_box).to_have_attribute("data-faded", "false")
+    run_cell(panel, "explorer.size_by = ''")
+    expect(map_box).to_have_attribute("data-sized", "false")
+    assert kernel_value(panel, "explorer.scale_codes == b''") is True
 
 
 def test_density_contours_per_category(groups: tuple[Locator, Locator]) -> None:

@@ -111,7 +111,7 @@ def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
     assert data["state"]["interactive"] is False and len(data["texts"]) == 20_000
     assert data["fields"]["size"][0] == str(explorer._columns["size"].iloc[0])
     assert data["state"]["scores"] == "" and data["state"]["keyword"] == ""
-    assert "size_codes" in data["binary"] and data["state"]["contours"]
+    assert "scale_codes" in data["binary"] and data["state"]["contours"]
     # A sensible size: the front end once, then each point's text and values (stated in
     # BENCHMARKS.md as bytes per point).
     per_point = (path.stat().st_size - 400_000) / 20_000
@@ -163,6 +163,73 @@ def test_html_page_works_offline_in_chromium(explorer, tmp_path: Path, browser: 
     keyword.press("Enter")
     expect(widget.locator(".jme-filter-count")).to_have_text("1,000 match")
     screenshot(page, "export-offline.png")
+    assert all(url.startswith(("file:", "blob:", "data:")) for url in fetched), fetched
+    assert not errors, errors
+    context.close()
+
+
+@requires_chromium
+def test_pictures_page_carries_their_thumbnails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, browser: Browser
+) -> None:
+    """An explorer of pictures exported: each picture's thumbnail is in the page (about 2 KB
+    each, stated in the docstring), shown on hover offline; ``thumbnails=False`` leaves them
+    out, and the page is an explorer of points then."""
+    from PIL import Image
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    rng = np.random.default_rng(5)
+    n, paths = 400, []
+    for i in range(n):
+        path = tmp_path / f"picture-{i:03d}.jpg"
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        Image.new("RGB", (160, 120), colour).save(path, quality=90)
+        paths.append(str(path))
+    embeddings, _ = grouped(n, seed=5)
+    pictures = Embeddings(paths, embeddings.vectors, "siglip", images=paths)
+    widget = SimilarityExplorer(pictures, projection="pca")
+    assert widget.wait(300)
+    try:
+        with_thumbnails = widget.to_html(tmp_path / "pictures.html")
+        without = widget.to_html(tmp_path / "points.html", thumbnails=False)
+    finally:
+        widget.close()
+    extra = with_thumbnails.stat().st_size - without.stat().st_size
+    assert 400 * n < extra < 4_000 * n, extra  # JPEGs of a few hundred bytes to 3 KB each
+    data = json.loads(
+        re.search(r'id="jme-export"[^>]*>(.*?)</script>', without.read_text(), re.S)[1]
+    )
+    assert "thumbnails" not in data and data["state"]["pictures"] is False
+
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)
+    page = context.new_page()
+    errors: list[str] = []
+    fetched: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(with_thumbnails.as_uri())
+    root = page.locator(".jme-explorer")
+    expect(root).to_have_attribute("data-drawn", re.compile(r"\d"), timeout=60_000)
+    expect(root.locator(".jme-meta")).to_contain_text("400 pictures")
+    expect(root).to_contain_text("hover for pictures")
+    canvas = root.locator("canvas.jme-map")
+    box = canvas.bounding_box()
+    assert box is not None
+    picture = root.locator(".jme-tip img.jme-tip-picture")
+    for fx in np.linspace(0.2, 0.8, 13):
+        for fy in np.linspace(0.2, 0.8, 13):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            page.wait_for_timeout(30)
+            if picture.count() and picture.is_visible():
+                break
+        else:
+            continue
+        break
+    expect(picture).to_have_attribute("src", re.compile("^blob:"))
+    width = picture.evaluate("img => img.decode().then(() => img.naturalWidth)")
+    assert width == 96  # the thumbnail's longest side (explorer.thumbnails.SIDE)
+    screenshot(page, "export-pictures-hover.png")
     assert all(url.startswith(("file:", "blob:", "data:")) for url in fetched), fetched
     assert not errors, errors
     context.close()

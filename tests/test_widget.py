@@ -779,13 +779,36 @@ def test_density_switch_draws_contours_per_category(make) -> None:
 
 def test_points_sized_by_a_numeric_column(make, notes) -> None:
     widget = make(notes, data=filter_table())
-    assert widget.size_options == ["year", "price"] and widget.size_codes == b""
+    assert widget.size_options == ["year", "price"] and widget.scale_codes == b""
     widget.set_state({"size_by": "price"})
-    codes = np.frombuffer(widget.size_codes, dtype=np.uint8)
+    codes = np.frombuffer(widget.scale_codes, dtype=np.uint8)
     prices = np.array(filter_table()["price"])
     assert codes[prices.argmin()] == 0 and codes[prices.argmax()] == 254
     assert (np.diff(codes[np.argsort(prices)]) >= 0).all()  # bigger values, bigger codes
     with pytest.raises(traitlets.TraitError, match="not a numeric column"):
         widget.size_by = "topic"
     widget.set_state({"size_by": ""})
-    assert widget.size_codes == b""
+    assert widget.scale_codes == b""
+
+
+def test_points_faded_by_a_numeric_column_one_column_at_a_time(make, notes) -> None:
+    """Opacity by a column, alone or with sizes by the same one; another column for one
+    turns the other off (a point carries one value besides its colour)."""
+    widget = make(notes, data=filter_table())
+    years, prices = (np.array(filter_table()[c], dtype=float) for c in ("year", "price"))
+    widget.set_state({"opacity_by": "year"})
+    codes = np.frombuffer(widget.scale_codes, dtype=np.uint8)
+    assert codes[years.argmin()] == 0 and codes[years.argmax()] == 254
+    widget.set_state({"size_by": "year"})  # the same column: both scale
+    assert (widget.size_by, widget.opacity_by) == ("year", "year")
+    widget.set_state({"size_by": "price"})  # another column: opacity is turned off
+    assert (widget.size_by, widget.opacity_by) == ("price", "")
+    codes = np.frombuffer(widget.scale_codes, dtype=np.uint8)
+    assert codes[prices.argmin()] == 0 and codes[prices.argmax()] == 254
+    widget.opacity_by = "year"  # and the other way round
+    assert (widget.size_by, widget.opacity_by) == ("", "year")
+    assert np.frombuffer(widget.scale_codes, dtype=np.uint8)[years.argmax()] == 254
+    with pytest.raises(traitlets.TraitError, match="not a numeric column"):
+        widget.opacity_by = "topic"
+    widget.opacity_by = ""
+    assert widget.scale_codes == b""

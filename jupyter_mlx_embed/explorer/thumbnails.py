@@ -75,12 +75,20 @@ class Thumbnails:
         if kept is not None:
             self._kept.move_to_end(index)
             return kept
-        source = self._images[index]
-        jpeg = source if isinstance(source, bytes) else self._of_file(source)
+        jpeg = self._make(index)
         self._kept[index] = jpeg
         while len(self._kept) > KEPT:
             self._kept.popitem(last=False)
         return jpeg
+
+    def all(self) -> list[bytes]:
+        """Every row's thumbnail (b"" for a picture that cannot be read), made on the pool
+        and not kept in memory (an exported page carries them all)."""
+        return list(self._pool.map(self._make, range(len(self._images))))
+
+    def _make(self, index: int) -> bytes:
+        source = self._images[index]
+        return source if isinstance(source, bytes) else self._of_file(source)
 
     def _of_file(self, path: str) -> bytes:
         try:

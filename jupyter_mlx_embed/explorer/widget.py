@@ -256,12 +256,15 @@ class SimilarityExplorer(anywidget.AnyWidget):
     keyword = traitlets.Unicode("").tag(sync=True)
     value_range = traitlets.List(traitlets.Float()).tag(sync=True)
     search_filtered = traitlets.Bool(False).tag(sync=True)
-    # Point sizes by a numeric column: ``size_by`` (also set by the front end; "" for one
-    # size) among ``size_options``, and ``size_codes`` (n uint8, 0..254 smallest to largest,
-    # 255 missing).
+    # Points scaled by a numeric column among ``size_options``: their size (``size_by``)
+    # and/or their opacity (``opacity_by``), each "" for none (also set by the front end),
+    # and ``scale_codes``: that column as n uint8 (0..254 smallest to largest, 255 missing).
+    # The points carry one such column besides their colour (regl-scatterplot has two
+    # values a point): naming another column for one turns the other off.
     size_by = traitlets.Unicode("").tag(sync=True)
+    opacity_by = traitlets.Unicode("").tag(sync=True)
     size_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    size_codes = traitlets.Bytes(b"").tag(sync=True)
+    scale_codes = traitlets.Bytes(b"").tag(sync=True)
     # Density contours: ``density`` switches them on (front end or Python); ``contours``
     # holds their lines (``{share, color, paths}``, paths flat [x0, y0, x1, ...] in map
     # coordinates), per category when coloured by one.
@@ -501,14 +504,17 @@ class SimilarityExplorer(anywidget.AnyWidget):
                 self.query_seq = seq
         return self._queries.search(seq, text, timeout)
 
-    def to_html(self, path: str | Path, *, title: str | None = None) -> Path:
+    def to_html(
+        self, path: str | Path, *, title: str | None = None, thumbnails: bool = True
+    ) -> Path:
         """Write the explorer as one self-contained HTML page: the map with pan, zoom, hover,
         the legend's filter and the keyword box, opened in a browser without a kernel or a
         network. Searching by meaning, neighbours and the heatmap need Python and are left
-        out; so are pictures' thumbnails. The page is coloured as the explorer is now.
+        out. The page is coloured as the explorer is now.
 
         Each point costs its text (up to 1,000 characters) and tooltip values, plus about
-        12 bytes (see :mod:`.export`).
+        12 bytes (see :mod:`.export`); a picture also its thumbnail (about 2.5 KB), shown on
+        hover and in place of the points at the closest zooms, unless ``thumbnails=False``.
 
         Returns:
             The path written.
@@ -519,13 +525,15 @@ class SimilarityExplorer(anywidget.AnyWidget):
         inherited = anywidget.AnyWidget.class_trait_names(sync=True)
         own = set(self.trait_names(sync=True)) - set(inherited)
         state = {name: getattr(self, name) for name in sorted(own) if not name.startswith("_")}
+        jpegs = self._thumbnails.all() if self._thumbnails is not None and thumbnails else None
         state.update(
             interactive=False,
-            pictures=False,
+            pictures=jpegs is not None,
             view_key=uuid.uuid4().hex,
             color_options=[],
-            status=f"Exported map of {count(n, self._noun)}: hover for texts, filter by "
-            "the legend or a keyword. Open the notebook to search by meaning.",
+            status=f"Exported map of {count(n, self._noun)}: hover for "
+            f"{'pictures' if jpegs is not None else 'texts'}, filter by the legend or a keyword. "
+            "Open the notebook to search by meaning.",
             status_level="info",
             **{name: getattr(type(self), name).default() for name in _LIVE_ONLY},
         )
@@ -533,7 +541,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         texts = self._embeddings.texts
         fields = {name: column_strings(self._columns[name], n) for name in self.tooltip_columns}
         heading = title or f"Similarity explorer: {count(n, self._noun)}"
-        return write_text(path, page(bundle, state, texts, fields, heading))
+        return write_text(path, page(bundle, state, texts, fields, heading, jpegs))
 
     def to_parquet(self, path: str | Path, *, vectors: bool = True) -> Path:
         """Write what the map shows as a Parquet table: the table's columns, then ``text``,
@@ -711,18 +719,22 @@ class SimilarityExplorer(anywidget.AnyWidget):
         content = {"type": "thumbnails", "id": request, "indices": indices}
         self.send({**content, "sizes": [len(j) for j in jpegs]}, buffers=[b"".join(jpegs)])
 
-    # Sizes ------------------------------------------------------------------------------
+    # Sizes and opacity ------------------------------------------------------------------
 
-    @traitlets.validate("size_by")
-    def _valid_size_by(self, proposal: dict[str, Any]) -> str:
-        return _one_of("size_by", proposal["value"], self.size_options, "a numeric column")
+    @traitlets.validate("size_by", "opacity_by")
+    def _valid_scale(self, proposal: dict[str, Any]) -> str:
+        name = proposal["trait"].name
+        return _one_of(name, proposal["value"], self.size_options, "a numeric column")
 
-    @traitlets.observe("size_by")
+    @traitlets.observe("size_by", "opacity_by")
     @_reports_errors
-    def _on_size_by(self, change: dict[str, Any]) -> None:
-        name, n = self.size_by, len(self._embeddings)
+    def _on_scale(self, change: dict[str, Any]) -> None:
+        other = "opacity_by" if change["name"] == "size_by" else "size_by"
+        if change["new"] and getattr(self, other) not in ("", change["new"]):
+            setattr(self, other, "")  # one scaling column at a time (see the traits)
+        name, n = self.size_by or self.opacity_by, len(self._embeddings)
         codes = scaled_codes(self._columns[name], n, f"data[{name!r}]") if name else None
-        self.size_codes = b"" if codes is None else codes.tobytes()
+        self.scale_codes = b"" if codes is None else codes.tobytes()
 
     # Density contours -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import {
   pointSizeFor,
   pointsInside,
   shuffled,
+  opacityScale,
   sizeScale,
   toData,
   toScreen
@@ -82,6 +83,15 @@ describe('sizeScale', () => {
     const sizes = sizeScale(4);
     assert.equal(sizes.length, 256);
     assert.deepEqual([sizes[0], sizes[127], sizes[254], sizes[255]], [2, 6, 10, 2]);
+  });
+});
+
+describe('opacityScale', () => {
+  it('fades the smallest values and missing ones to 0.15, the largest opaque', () => {
+    const opacity = opacityScale();
+    assert.equal(opacity.length, 256);
+    assert.deepEqual([opacity[0], opacity[254], opacity[255]], [0.15, 1, 0.15]);
+    assert.ok(opacity.slice(0, 255).every((v, i, all) => i === 0 || v > all[i - 1]));
   });
 });
 

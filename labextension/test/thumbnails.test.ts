@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 
 import { fewPointsInside } from '../src/explorer/geometry';
 import type { ThumbnailsRequest } from '../src/explorer/protocol';
+import { thumbnailAnswerer } from '../src/explorer/static';
 import { ThumbnailCache } from '../src/explorer/thumbnails';
 
 function cache(limit = 10): { thumbs: ThumbnailCache; sent: ThumbnailsRequest[]; released: string[] } {
@@ -109,5 +110,27 @@ describe('fewPointsInside', () => {
   it('gives null past the limit', () => {
     assert.equal(fewPointsInside(xs, ys, [-1, -1], [1, 1], 3), null);
     assert.deepEqual(fewPointsInside(xs, ys, [-1, -1], [1, 1], 4), [0, 1, 2, 3]);
+  });
+});
+
+describe('thumbnailAnswerer (an exported page)', () => {
+  it("answers from the page's JPEGs as Python would, through the cache", async () => {
+    // Three pictures: [7, 8], unreadable (size 0), [9].
+    const data = Buffer.from([7, 8, 9]).toString('base64');
+    const answerer = thumbnailAnswerer({ sizes: [2, 0, 1], data });
+    const [content, buffers] = answerer({ type: 'thumbnails', id: 4, indices: [2, 0, 1, 99] });
+    assert.deepEqual(content, { type: 'thumbnails', id: 4, indices: [2, 0, 1], sizes: [1, 2, 0] });
+    assert.deepEqual([...new Uint8Array(buffers[0].buffer)], [9, 7, 8]);
+    const { thumbs } = cache();
+    const got = thumbs.fetch([0, 1, 2]);
+    thumbs.receive(...answerer({ type: 'thumbnails', id: 1, indices: [0, 1, 2] }));
+    assert.deepEqual(
+      [...(await got)],
+      [
+        [0, 'url:7,8'],
+        [1, ''],
+        [2, 'url:9']
+      ]
+    );
   });
 });

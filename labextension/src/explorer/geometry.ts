@@ -70,13 +70,13 @@ export function fitPoints(xy: Float32Array): FittedPoints {
 export function fillCodes(
   rows: number[][],
   colorCodes: Uint8Array | null,
-  sizeCodes: Uint8Array | null,
+  scaleCodes: Uint8Array | null,
   dimmed: Dimmed | null = null
 ): void {
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
     row[2] = dimmed && dimmed.mask[i] ? dimmed.code : colorCodes ? colorCodes[i] : 0;
-    row[3] = sizeCodes ? sizeCodes[i] : 0;
+    row[3] = scaleCodes ? scaleCodes[i] : 0;
   }
 }
 
@@ -90,6 +90,12 @@ export interface Dimmed {
  * two and a half times `base`, missing values smallest. */
 export function sizeScale(base: number): number[] {
   return Array.from({ length: 256 }, (_, code) => base * (code === 255 ? 0.5 : 0.5 + (2 * code) / 254));
+}
+
+/** Opacity by code (0..254 from the smallest value to the largest, 255 missing): from 0.15
+ * to 1, missing values faintest. */
+export function opacityScale(): number[] {
+  return Array.from({ length: 256 }, (_, code) => (code === 255 ? 0.15 : 0.15 + (0.85 * code) / 254));
 }
 
 /** The point size for a map of n points: fewer points, bigger dots. */

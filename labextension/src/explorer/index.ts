@@ -114,7 +114,7 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
     updateScores();
     toolbar.updateClusters();
     toolbar.updateDensity();
-    toolbar.updateSizes();
+    toolbar.updateScale();
     map.setSelection(model.get('selection') || []);
     updateFilter();
     updateMarks();
@@ -202,9 +202,9 @@ function render({ model: anyModel, el }: RenderProps<ExplorerState>): () => void
   model.onChange('color_options', () => toolbar.updateColorSelect());
   model.onChange('clusters', () => toolbar.updateClusters());
   model.onChange('density', () => toolbar.updateDensity());
-  model.onChange('size_by', () => toolbar.updateSizes());
-  model.onChange('size_options', () => toolbar.updateSizes());
-  model.onChange('size_codes', () => toolbar.updateSizes());
+  for (const name of ['size_by', 'opacity_by', 'size_options', 'scale_codes'] as const) {
+    model.onChange(name, () => toolbar.updateScale());
+  }
   model.onChange('contours', () => toolbar.updateDensity());
   model.onChange('projection', updateMeta);
   model.onChange('embedding_model', updateMeta);

@@ -24,6 +24,8 @@ export interface Layout {
   colorSelect: HTMLSelectElement;
   /** Point sizes by a numeric column (hook: select.jme-size). */
   sizeSelect: HTMLSelectElement;
+  /** Point opacity by a numeric column (hook: select.jme-opacity). */
+  opacitySelect: HTMLSelectElement;
   /** Under the header: the filter bar goes here. */
   filterRow: HTMLDivElement;
   clusterToggle: HTMLLabelElement;
@@ -73,7 +75,19 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
   colorSelect.title = 'Colour the points by a column';
   const sizeSelect = h('select', 'jme-size');
   sizeSelect.title = 'Size the points by a numeric column';
-  toolbar.append(panButton, lassoButton, boxButton, resetButton, colorSelect, sizeSelect, clusterToggle, densityToggle);
+  const opacitySelect = h('select', 'jme-opacity');
+  opacitySelect.title = 'Fade the points by a numeric column (the smallest values faintest)';
+  toolbar.append(
+    panButton,
+    lassoButton,
+    boxButton,
+    resetButton,
+    colorSelect,
+    sizeSelect,
+    opacitySelect,
+    clusterToggle,
+    densityToggle
+  );
   header.append(title, toolbar);
   const filterRow = h('div', 'jme-filter-row');
 
@@ -140,6 +154,7 @@ export function buildLayout(root: HTMLDivElement, mapBox: HTMLElement, heatmap: 
     resetButton,
     colorSelect,
     sizeSelect,
+    opacitySelect,
     filterRow,
     clusterToggle,
     clusterBox,

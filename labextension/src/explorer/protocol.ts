@@ -123,11 +123,13 @@ export interface ExplorerState {
   value_range: number[];
   /** Queries rank only the matching points. */
   search_filtered: boolean;
-  /** Point sizes by a numeric column ('' for one size), its choices, and n uint8 codes
-   * (0..254 smallest to largest, 255 missing; empty for one size). */
+  /** Points scaled by a numeric column among `size_options`: their size and/or their
+   * opacity ('' for none; one column at a time), and that column as n uint8 codes (0..254
+   * smallest to largest, 255 missing; empty for none). */
   size_by: string;
+  opacity_by: string;
   size_options: string[];
-  size_codes: DataView;
+  scale_codes: DataView;
   /** Density contours switched on (front end or Python), and their lines. */
   density: boolean;
   contours: ContourSet[];

@@ -7,7 +7,7 @@
 import createScatterplot, { createRenderer } from 'regl-scatterplot';
 
 import { toRgba } from './colors';
-import { sizeScale } from './geometry';
+import { opacityScale, sizeScale } from './geometry';
 
 type Renderer = ReturnType<typeof createRenderer>;
 export type Scatterplot = ReturnType<typeof createScatterplot>;
@@ -139,9 +139,17 @@ export async function setPalette(plot: Scatterplot, palette: readonly string[], 
   });
 }
 
-/** Point sizes: `base` for all, or by their size codes (valueB) on `sizeScale(base)`. */
-export async function setSizes(plot: Scatterplot, base: number, byCode: boolean): Promise<void> {
-  await plot.set({ sizeBy: byCode ? 'valueB' : null, pointSize: byCode ? sizeScale(base) : base } as never);
+/**
+ * Point sizes and opacity: `base` for all and opacity by density, or by their scale codes
+ * (valueB) on `sizeScale(base)` and `opacityScale()`.
+ */
+export async function setScale(plot: Scatterplot, base: number, bySize: boolean, byOpacity: boolean): Promise<void> {
+  await plot.set({
+    sizeBy: bySize ? 'valueB' : null,
+    pointSize: bySize ? sizeScale(base) : base,
+    opacityBy: byOpacity ? 'valueB' : 'density',
+    opacity: byOpacity ? opacityScale() : 1
+  } as never);
 }
 
 /** Draws a sample of the points (MOVING_POINTS) while the view moves, all once it rests. */

@@ -26,7 +26,7 @@ import { GestureEvents, Gestures, Mode } from './gestures';
 import { Marks, Overlay } from './overlay';
 import type { ClusterLabel, ContourSet } from './protocol';
 import type { PointsRenderer, Scatterplot } from './renderer';
-import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette, setSizes } from './renderer';
+import { MOVING_POINTS, MotionSampler, createPlot, directRenderer, setPalette, setScale } from './renderer';
 
 export type { Mode } from './gestures';
 
@@ -43,6 +43,13 @@ export interface ScatterEvents extends GestureEvents {
 export interface Colors {
   codes: Uint8Array;
   palette: readonly string[];
+}
+
+/** A numeric column's codes (one per point) and what they scale: size, opacity or both. */
+export interface Scale {
+  codes: Uint8Array;
+  size: boolean;
+  opacity: boolean;
 }
 
 export class ScatterMap {
@@ -65,8 +72,8 @@ export class ScatterMap {
   private spatialIndex: ArrayBuffer | undefined;
   private colors: Colors = { codes: new Uint8Array(0), palette: ['#4e79a7'] };
   private scores: Colors | null = null;
-  /** Size codes by a column (null: one size). */
-  private sizes: Uint8Array | null = null;
+  /** The codes of the column that scales the points, and what it scales (null: none). */
+  private scale: Scale | null = null;
   private marks: Marks = { clicked: -1, neighbors: [], topk: [], pointed: [] };
   private clusters: ClusterLabel[] = [];
   /** Density lines in regl-scatterplot's space. */
@@ -181,7 +188,7 @@ export class ScatterMap {
     this.home = frame(fitted.xs, fitted.ys);
     this.spatialIndex = undefined;
     // Codes of another number of points no longer apply (the views set them again).
-    this.sizes = this.sizes?.length === fitted.n ? this.sizes : null;
+    this.scale = this.scale?.codes.length === fitted.n ? this.scale : null;
     this.dimmed = this.dimmed?.length === fitted.n ? this.dimmed : null;
     this.redraw(true);
   }
@@ -257,13 +264,18 @@ export class ScatterMap {
     void (indices ? this.plot.filter(indices, { preventEvent: true }) : this.plot.unfilter({ preventEvent: true }));
   }
 
-  /** Sizes by a column (n codes, see geometry.sizeScale), or null for one size. */
-  setSizes(codes: Uint8Array | null): void {
-    const sizes = codes && codes.length === this.fit.n ? codes : null;
-    if (sizes === this.sizes) {
+  /** Sizes and/or opacity by a column (n codes, see geometry.sizeScale and opacityScale),
+   * or null for one size and opacity by density. */
+  setScale(scale: Scale | null): void {
+    const next = scale && scale.codes.length === this.fit.n ? scale : null;
+    const now = this.scale;
+    if (
+      next === now ||
+      (next && now && next.codes === now.codes && next.size === now.size && next.opacity === now.opacity)
+    ) {
       return; // no change: no redraw (a million points take a while)
     }
-    this.sizes = sizes;
+    this.scale = next;
     this.redraw(false);
   }
 
@@ -359,7 +371,7 @@ export class ScatterMap {
     fillCodes(
       this.fit.rows,
       shown.codes.length === this.fit.n ? shown.codes : null,
-      this.sizes,
+      this.scale?.codes ?? null,
       this.dimmed && { mask: this.dimmed, code: shown.palette.length }
     );
   }
@@ -399,16 +411,18 @@ export class ScatterMap {
       // The codes once a draw, for every setter that asked for it.
       this.fillCodes();
       const base = this.shown().palette;
-      const sized = this.sizes !== null;
+      const sized = Boolean(this.scale?.size);
+      const faded = Boolean(this.scale?.opacity);
       const background = parseColor(cssVar(this.element, '--jme-bg', '#ffffff'), [255, 255, 255]);
       const palette = this.dimmed ? [...base, css(dimmed(background))] : base;
       const rows = this.fit.rows;
       await setPalette(this.plot, palette, cssVar(this.element, '--jme-selected', '#1f2328'));
-      await setSizes(this.plot, pointSizeFor(this.fit.n), sized);
+      await setScale(this.plot, pointSizeFor(this.fit.n), sized, faded);
       if (this.destroyed) {
         return;
       }
-      this.element.dataset.sized = String(sized); // a hook for tests
+      this.element.dataset.sized = String(sized); // hooks for tests
+      this.element.dataset.faded = String(faded);
       await this.plot.draw(rows, {
         zDataType: 'categorical',
         wDataType: 'categorical',

@@ -2,13 +2,14 @@
  * The model of an exported explorer (`SimilarityExplorer.to_html`): the synced state saved
  * in the page, no kernel. It stands in for anywidget's model: traits are read and set in
  * memory, texts are answered from the page, and the keyword box filters as Python does (a
- * substring, or /a regular expression/, ignoring case). What needs Python (queries,
- * neighbours, the heatmap) is hidden by `interactive: false`.
+ * substring, or /a regular expression/, ignoring case); pictures' thumbnails come from the
+ * page too. What needs Python (queries, neighbours, the heatmap) is hidden by
+ * `interactive: false`.
  */
 
 import type { AnyModel } from '@anywidget/types';
 
-import type { ExplorerState, Row, RowsRequest, Trait } from './protocol';
+import type { ExplorerState, Row, RowsRequest, ThumbnailsRequest, Trait } from './protocol';
 
 /** What `to_html` writes into the page. */
 export interface StaticExport {
@@ -18,18 +19,50 @@ export interface StaticExport {
   /** Each point's text, and each tooltip column's values as strings. */
   texts: string[];
   fields: Record<string, string[]>;
+  /** An explorer of pictures: each point's thumbnail (JPEG; size 0 for none), one after the
+   * other in base64. */
+  thumbnails?: { sizes: number[]; data: string };
 }
 
 type Listener = (...args: unknown[]) => void;
 
-/** Bytes of a base64 string, as ipywidgets hands binary traits over (a DataView). */
-function decode(base64: string): DataView {
+/** Bytes of a base64 string. */
+function bytesOf(base64: string): Uint8Array {
   const raw = atob(base64);
   const bytes = new Uint8Array(raw.length);
   for (let i = 0; i < raw.length; i++) {
     bytes[i] = raw.charCodeAt(i);
   }
-  return new DataView(bytes.buffer);
+  return bytes;
+}
+
+/** Bytes of a base64 string, as ipywidgets hands binary traits over (a DataView). */
+function decode(base64: string): DataView {
+  return new DataView(bytesOf(base64).buffer);
+}
+
+/**
+ * Answers thumbnail requests from the page's JPEGs, as Python's answer comes (see
+ * protocol.ThumbnailsAnswer): the blob is decoded on the first request.
+ */
+export function thumbnailAnswerer(
+  thumbnails: NonNullable<StaticExport['thumbnails']>
+): (request: ThumbnailsRequest) => [ThumbnailsRequest & { sizes: number[] }, DataView[]] {
+  let bytes: Uint8Array | null = null;
+  const starts = new Float64Array(thumbnails.sizes.length + 1);
+  thumbnails.sizes.forEach((size, i) => (starts[i + 1] = starts[i] + size));
+  return request => {
+    bytes ??= bytesOf(thumbnails.data);
+    const indices = request.indices.filter(i => i >= 0 && i < thumbnails.sizes.length);
+    const sizes = indices.map(i => thumbnails.sizes[i]);
+    const out = new Uint8Array(sizes.reduce((sum, size) => sum + size, 0));
+    let offset = 0;
+    for (const i of indices) {
+      out.set(bytes.subarray(starts[i], starts[i + 1]), offset);
+      offset += thumbnails.sizes[i];
+    }
+    return [{ type: 'thumbnails', id: request.id, indices, sizes }, [new DataView(out.buffer)]];
+  };
 }
 
 /** Whether each text holds `keyword`, as Python's explorer.filtering.keyword_mask decides. */
@@ -97,6 +130,7 @@ export function staticModel(data: StaticExport): AnyModel<ExplorerState> {
         text: data.texts[i],
         fields: Object.fromEntries(Object.entries(data.fields).map(([name, column]) => [name, column[i]]))
       }));
+  const thumbnails = data.thumbnails ? thumbnailAnswerer(data.thumbnails) : null;
 
   const model = {
     get: (name: Trait) => values.get(name),
@@ -119,12 +153,14 @@ export function staticModel(data: StaticExport): AnyModel<ExplorerState> {
       }
     },
     send: (message: unknown) => {
-      const request = message as RowsRequest;
+      const request = message as RowsRequest | ThumbnailsRequest;
+      // Answered after the call returns, as a kernel's answer would come.
       if (request?.type === 'rows') {
-        // Answered after the call returns, as a kernel's answer would come.
         void Promise.resolve().then(() =>
           emit('msg:custom', { type: 'rows', id: request.id, rows: rows(request) }, [])
         );
+      } else if (request?.type === 'thumbnails' && thumbnails) {
+        void Promise.resolve().then(() => emit('msg:custom', ...thumbnails(request)));
       }
     }
   };

@@ -20,6 +20,7 @@ export class Toolbar {
     const { colorSelect, clusterBox, panButton, lassoButton, boxButton, resetButton } = layout;
     colorSelect.addEventListener('change', () => model.save({ color_by: colorSelect.value }));
     layout.sizeSelect.addEventListener('change', () => model.save({ size_by: layout.sizeSelect.value }));
+    layout.opacitySelect.addEventListener('change', () => model.save({ opacity_by: layout.opacitySelect.value }));
     clusterBox.addEventListener('change', () => map.setClustersVisible(clusterBox.checked));
     layout.densityBox.addEventListener('change', () => model.save({ density: layout.densityBox.checked }));
     panButton.addEventListener('click', () => this.setMode('pan'));
@@ -48,13 +49,16 @@ export class Toolbar {
     );
   }
 
-  /** `size_by`, `size_options` or `size_codes` changed. */
-  updateSizes(): void {
+  /** `size_by`, `opacity_by`, `size_options` or `scale_codes` changed. */
+  updateScale(): void {
     const { model, map } = this.explorer;
-    const chosen = model.get('size_by') || '';
-    columnMenu(this.layout.sizeSelect, model.get('size_options') || [], chosen, 'size', 'same');
-    const codes = uint8s(model.get('size_codes'));
-    map.setSizes(chosen && codes.length ? codes : null);
+    const options = model.get('size_options') || [];
+    const size = model.get('size_by') || '';
+    const opacity = model.get('opacity_by') || '';
+    columnMenu(this.layout.sizeSelect, options, size, 'size', 'same');
+    columnMenu(this.layout.opacitySelect, options, opacity, 'opacity', 'density');
+    const codes = uint8s(model.get('scale_codes'));
+    map.setScale(codes.length ? { codes, size: Boolean(size), opacity: Boolean(opacity) } : null);
   }
 
   /** `density` or `contours` changed. */
