@@ -191,13 +191,18 @@ def gemm_floor(mx: Any, model: Any, tokens: int, streams: int) -> Callable[[], l
 
 
 def bench_forward(engine: Engine, loaded: Any, kernels: Any, rounds: int) -> list[dict[str, Any]]:
+    import mlx.core as mx
 
     from jupyter_mlx_embed.engine.cpu_kernels import FastEncoder
+    from jupyter_mlx_embed.engine.mlx_engine import _build_model
 
     streams = engine._config.cpu_streams
+    # A copy of the stock model: the engine's own let its layers' matrices go once packed.
+    stock = _build_model(mx, loaded.spec)
+    stock.set_dtype(mx.float32)
     variants = {
-        "native": FastEncoder(loaded.model, loaded.spec.model_type, streams, kernels=kernels),
-        "MLX ops": FastEncoder(loaded.model, loaded.spec.model_type, streams),
+        "native": FastEncoder(stock, loaded.spec.model_type, streams, kernels=kernels),
+        "MLX ops": FastEncoder(stock, loaded.spec.model_type, streams),
     }
     tok = corpus.load_tokenizer(loaded.spec.path)
     return [

@@ -25,9 +25,18 @@ TEXTS = [
 
 
 def _token_states(engine, loaded, row: list[int]) -> np.ndarray:
-    """The last hidden state (tokens x dim) of one unpadded row, on the worker thread."""
+    """The last hidden state (tokens x dim) of one unpadded row by the stock forward (of a
+    copy of the model: the engine's native path let the stock layers' matrices go), on the
+    worker thread."""
+    import dataclasses
+
     import mlx.core as mx
 
+    from jupyter_mlx_embed.engine.mlx_engine import _build_model
+
+    stock = _build_model(mx, loaded.spec)
+    stock.set_dtype(mx.float32)
+    loaded = dataclasses.replace(loaded, model=stock, fast=None, fast_images=None)
     ids = mx.array(np.asarray([row], dtype=np.int32))
     hidden = engine._hidden(loaded, ids, mx.ones(ids.shape, dtype=mx.float32))
     mx.eval(hidden)

@@ -295,15 +295,23 @@ def test_bad_arguments_are_named(worker: Worker) -> None:
 
 
 def test_model_vectors_with_and_without_native_kernels(worker: Worker, corpus) -> None:
+    """The engine's native encoder (which let the stock layers' matrices go) against the
+    MLX-op fast path on a second copy of the model."""
     from jupyter_mlx_embed.engine.cpu_kernels import FastEncoder
+    from jupyter_mlx_embed.engine.mlx_engine import _build_model
 
     def both(engine: Any) -> tuple[np.ndarray, np.ndarray]:
+        import mlx.core as mx
+
         loaded = engine.load(worker.registry.resolve(None))
         rows = loaded.tokenizer.encode_texts(corpus)
         assert loaded.fast._kernels is not None
+        assert loaded.model.encoder.layer[0].intermediate.dense.weight.size == 0  # let go
         with_native = engine.embed(loaded, rows)
         native_fast = loaded.fast
-        loaded.fast = FastEncoder(loaded.model, loaded.spec.model_type, 4, kernels=None)
+        stock = _build_model(mx, loaded.spec)
+        stock.set_dtype(mx.float32)
+        loaded.fast = FastEncoder(stock, loaded.spec.model_type, 4, kernels=None)
         try:
             return with_native, engine.embed(loaded, rows)
         finally:

@@ -34,12 +34,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 from .partition import balanced_bounds, packed_bounds, packed_parts, padded_length
@@ -247,6 +248,19 @@ class _Layer(NamedTuple):
     norm2: tuple[mx.array, mx.array]
 
 
+def pack_releasing(packed: Sequence[Sequence[mx.array | None]], stock: Sequence[Any]) -> None:
+    """Compute each layer's packed arrays (``packed[i]``, still lazy: they read the stock
+    weights), then let go of the matrices of the stock layer ``stock[i]`` they came from, one
+    layer at a time: the native path replaces the stock forward, which can no longer run, and
+    the model holds each weight once, never twice (at most one layer's copy while loading)."""
+    for arrays, layer in zip(packed, stock, strict=True):
+        mx.eval([a for a in arrays if a is not None])
+        for _, module in layer.named_modules():
+            if isinstance(module, nn.Linear):
+                module.weight = mx.zeros((0,))
+    mx.clear_cache()
+
+
 def _prepare_layer(layer: Any, heads: int) -> _Layer:
     att, out = layer.attention.self, layer.attention.output
     scale = 1.0 / math.sqrt(att.query.weight.shape[0] // heads)
@@ -292,7 +306,6 @@ def _native_layer(packing: Packing, layer: _Layer) -> list[mx.array]:
         layer.feed_forward_bias,
         *layer.norm2,
     ]
-    mx.eval(inputs)
     return inputs
 
 
@@ -309,6 +322,8 @@ class FastEncoder:
         precision: The native products' precision (see :class:`Packing`).
         segments: The vocabulary size where ids carry token types (:func:`split_segments`:
             a reranker's pairs), else 0 (every token is of type 0).
+        keep_stock: With ``kernels``, keep the stock layers' matrices (the model's stock
+            forward still runs), rather than let them go once packed (:func:`pack_releasing`).
     """
 
     def __init__(
@@ -319,6 +334,7 @@ class FastEncoder:
         kernels: ModuleType | None = None,
         precision: str = "fp32",
         segments: int = 0,
+        keep_stock: bool = True,
     ) -> None:
         self._model = model
         self._segments = segments
@@ -328,13 +344,21 @@ class FastEncoder:
         self._heads = config.num_attention_heads
         self._eps = config.layer_norm_eps
         self._pad = getattr(config, "pad_token_id", 1) if self._xlmr else 0
-        self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
-        # The native encoder's inputs, its matrix products' weights packed once, here.
-        self._native_layers = (
-            [a for layer in self._layers for a in _native_layer(Packing(kernels, precision), layer)]
-            if kernels
-            else []
-        )
+        # The MLX-op path's weights; or the native encoder's inputs, its matrix products'
+        # weights packed once, here.
+        self._layers: list[_Layer] = []
+        self._native_layers: list[mx.array] = []
+        if kernels:
+            packing = Packing(kernels, precision)
+            stock = model.encoder.layer
+            packed = [_native_layer(packing, _prepare_layer(layer, self._heads)) for layer in stock]
+            if keep_stock:
+                mx.eval(packed)
+            else:
+                pack_releasing(packed, stock)
+            self._native_layers = [a for layer in packed for a in layer]
+        else:
+            self._layers = [_prepare_layer(layer, self._heads) for layer in model.encoder.layer]
         dim = model.embeddings.word_embeddings.weight.shape[1]
         self._mean_weights = mx.full((dim, 1), 1.0 / dim)
         self._streams = [mx.new_stream(mx.cpu) for _ in range(max(1, streams))]

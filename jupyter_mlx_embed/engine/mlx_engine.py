@@ -237,6 +237,7 @@ class Engine:
                     kernels=self._kernels,
                     precision=self.precision.in_use,
                     segments=spec.vocab_size if segments else 0,
+                    keep_stock=False,
                 )
             elif self._kernels is not None:
                 from .native_models import NATIVE_MODEL_TYPES, prenorm_encoder
@@ -248,6 +249,7 @@ class Engine:
                         self._kernels,
                         self._config.cpu_streams,
                         precision=self.precision.in_use,
+                        keep_stock=False,
                     )
         return LoadedModel(
             spec=spec, model=model, tokenizer=tokenizer, fast=fast, fast_images=fast_images

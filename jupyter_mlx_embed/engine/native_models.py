@@ -46,7 +46,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .cpu_kernels import Packing, _cores, run_packed
+from .cpu_kernels import Packing, _cores, pack_releasing, run_packed
 
 __all__ = ["NATIVE_MODEL_TYPES", "ImageTower", "PreNormEncoder", "prenorm_encoder", "siglip_towers"]
 
@@ -107,6 +107,7 @@ class _Parts(NamedTuple):
     head: list[Any]
     layers: list[Any]
     shape: TransformerShape
+    stock: list[Any]  # the stock layers the packed ones replace, in their order
     offset: mx.array | None = None
 
 
@@ -324,7 +325,7 @@ def _modernbert(packing: Packing, model: Any) -> _Parts:
         windows=tuple(windows),
         rope_thetas=tuple(thetas),
     )
-    return _Parts(encoder.embeddings.tok_embeddings.weight, head, layers, shape)
+    return _Parts(encoder.embeddings.tok_embeddings.weight, head, layers, shape, encoder.layers)
 
 
 def _qwen3(packing: Packing, model: Any) -> _Parts:
@@ -388,7 +389,11 @@ def _qwen3(packing: Packing, model: Any) -> _Parts:
         rope_thetas=tuple(thetas),
     )
     return _Parts(
-        decoder.embed_tokens.weight, [None, None, decoder.norm.weight, None], layers, shape
+        decoder.embed_tokens.weight,
+        [None, None, decoder.norm.weight, None],
+        layers,
+        shape,
+        decoder.layers,
     )
 
 
@@ -455,7 +460,11 @@ def _gemma3(packing: Packing, model: Any) -> _Parts:
         embedding_scale=float(np.float32(args.hidden_size**0.5)),
     )
     return _Parts(
-        model.embed_tokens.weight, [None, None, 1.0 + model.norm.weight, None], layers, shape
+        model.embed_tokens.weight,
+        [None, None, 1.0 + model.norm.weight, None],
+        layers,
+        shape,
+        model.layers,
     )
 
 
@@ -503,6 +512,7 @@ def _nomic_bert(packing: Packing, model: Any) -> _Parts:
         [model.emb_ln.weight, model.emb_ln.bias, None, None],
         layers,
         shape,
+        model.encoder.layers,
         offset=model.embeddings.token_type_embeddings.weight[0],
     )
 
@@ -516,7 +526,12 @@ _BUILDERS = {
 
 
 def prenorm_encoder(
-    model: Any, model_type: str, kernels: ModuleType, streams: int = 2, precision: str = "fp32"
+    model: Any,
+    model_type: str,
+    kernels: ModuleType,
+    streams: int = 2,
+    precision: str = "fp32",
+    keep_stock: bool = True,
 ) -> PreNormEncoder | None:
     """A :class:`PreNormEncoder` for a loaded mlx-embeddings model of
     :data:`NATIVE_MODEL_TYPES` (float weights), or None (logged) where the model has a
@@ -528,7 +543,9 @@ def prenorm_encoder(
         model_type: One of :data:`NATIVE_MODEL_TYPES`.
         kernels: The C++ kernels module (:func:`.native.load_kernels`).
         streams: CPU streams to split each batch over.
-        precision: The matrix products' precision (``fp32`` or ``bf16``; see :class:`Packing`).
+        precision: The matrix products' precision (see :class:`Packing`).
+        keep_stock: Keep the stock layers' matrices (the model's stock forward still runs),
+            rather than let them go as each layer is packed (:func:`~.cpu_kernels.pack_releasing`).
 
     Raises:
         ValueError: ``model_type`` is not one of :data:`NATIVE_MODEL_TYPES`.
@@ -540,6 +557,8 @@ def prenorm_encoder(
     except UnsupportedModelError as exc:
         log.info("%s runs the stock forward: %s", model_type, exc)
         return None
+    if not keep_stock:  # every layer was read: the native path runs this model
+        pack_releasing(parts.layers, parts.stock)
     return PreNormEncoder(
         kernels,
         parts.embeddings,
@@ -584,9 +603,8 @@ def _siglip_shape(encoder: Any, final_norm: Any) -> TransformerShape:
 
 
 def _siglip_layers(packing: Packing, encoder: Any, shape: TransformerShape) -> list[Any]:
-    """One SigLIP tower's layers for the ``transformer`` op, queries scaled once here. Each
-    layer's matrices are packed, then the stock layer's own are let go (the native path
-    replaces it; the model would otherwise hold every weight twice)."""
+    """One SigLIP tower's layers for the ``transformer`` op, queries scaled once here, the
+    stock layers' matrices let go as each is packed (:func:`~.cpu_kernels.pack_releasing`)."""
     pack, scale = packing.linear, shape.head_dim**-0.5
     layers = []
     for layer in encoder.layers:
@@ -611,10 +629,8 @@ def _siglip_layers(packing: Packing, encoder: Any, shape: TransformerShape) -> l
             down=pack(mlp.fc2.weight),
             down_bias=mlp.fc2.bias,
         )
-        mx.eval([a for a in arrays if a is not None])
-        for linear in (*projections, attention.out_proj, mlp.fc1, mlp.fc2):
-            linear.weight = mx.zeros((0,))
         layers.append(arrays)
+    pack_releasing(layers, encoder.layers)
     return layers
 
 
@@ -655,7 +671,6 @@ def siglip_towers(
         return None, None
     text_layers = _siglip_layers(packing, text.encoder, text_shape)
     image_layers = _siglip_layers(packing, vision.encoder, image_shape)
-    mx.clear_cache()
     text_head = [None, None, text.final_layer_norm.weight, text.final_layer_norm.bias]
     text_encoder = PreNormEncoder(
         kernels,
