@@ -9,13 +9,14 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import comm
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from jupyter_mlx_embed.embeddings import Embeddings
 from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
@@ -53,6 +54,20 @@ def grouped(n: int, seed: int = 0) -> tuple[Embeddings, pd.DataFrame]:
     texts = [f"{WORDS[g]} {WORDS[(g + 5) % 12]} note {i}" for i, g in enumerate(group)]
     table = pd.DataFrame({"kind": [f"kind {g % 3}" for g in group], "size": rng.random(n)})
     return Embeddings(texts, vectors, "all-MiniLM-L6-v2"), table
+
+
+def open_offline(browser: Browser, path: Path) -> tuple[Any, Page, list[str], list[str]]:
+    """An exported page opened in an offline Chromium context: the context, the page, the
+    errors it reports (thrown or logged) and every URL it fetched."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)
+    page = context.new_page()
+    errors: list[str] = []
+    fetched: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(path.as_uri())
+    return context, page, errors, fetched
 
 
 @pytest.fixture
@@ -123,14 +138,7 @@ def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
 @requires_chromium
 def test_html_page_works_offline_in_chromium(explorer, tmp_path: Path, browser: Browser) -> None:
     path = explorer.to_html(tmp_path / "map.html")
-    context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)
-    page = context.new_page()
-    errors: list[str] = []
-    fetched: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda request: fetched.append(request.url))
-    page.goto(path.as_uri())
+    context, page, errors, fetched = open_offline(browser, path)
     widget = page.locator(".jme-explorer")
     expect(widget).to_have_attribute("data-drawn", re.compile(r"\d"), timeout=60_000)
     expect(widget.locator(".jme-meta")).to_contain_text("20,000 texts")
@@ -201,14 +209,7 @@ def test_pictures_page_carries_their_thumbnails(
     )
     assert "thumbnails" not in data and data["state"]["pictures"] is False
 
-    context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)
-    page = context.new_page()
-    errors: list[str] = []
-    fetched: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda request: fetched.append(request.url))
-    page.goto(with_thumbnails.as_uri())
+    context, page, errors, fetched = open_offline(browser, with_thumbnails)
     root = page.locator(".jme-explorer")
     expect(root).to_have_attribute("data-drawn", re.compile(r"\d"), timeout=60_000)
     expect(root.locator(".jme-meta")).to_contain_text("400 pictures")
