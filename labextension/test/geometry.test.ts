@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import KDBush from 'kdbush';
 import { describe, it } from 'node:test';
 
 import {
@@ -10,6 +11,7 @@ import {
   shuffled,
   opacityScale,
   sizeScale,
+  spatialIndex,
   toData,
   toScreen
 } from '../src/explorer/geometry';
@@ -178,5 +180,19 @@ describe('pointsInside', () => {
     assert.deepEqual(pointsInside(xs, ys, [1, 1], [2, 2]), [1, 2]);
     assert.deepEqual(pointsInside(xs, ys, [2.5, 0.5], [0.5, 2.5]), [1, 2]);
     assert.deepEqual(pointsInside(xs, ys, [5, 5], [6, 6]), []);
+  });
+});
+
+describe('spatialIndex', () => {
+  it("indexes the points as regl-scatterplot's own would: a range finds the points inside", () => {
+    const n = 5_000;
+    const xs = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.9);
+    const ys = Float32Array.from({ length: n }, (_, i) => Math.cos(i * 78.233) * 0.9);
+    const index = KDBush.from(spatialIndex(xs, ys));
+    const found = index.range(-0.2, 0.1, 0.3, 0.5).sort((a, b) => a - b);
+    const expected = [...xs.keys()].filter(i => xs[i] >= -0.2 && xs[i] <= 0.3 && ys[i] >= 0.1 && ys[i] <= 0.5);
+    assert.ok(expected.length > 50);
+    assert.deepEqual(found, expected);
+    assert.equal(index.nodeSize, 16);
   });
 });

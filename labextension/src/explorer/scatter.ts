@@ -19,7 +19,8 @@ import {
   frame,
   pointSizeFor,
   pointsInside,
-  shuffled
+  shuffled,
+  spatialIndex
 } from './geometry';
 import { toData, toScreen } from './geometry';
 import { GestureEvents, Gestures, Mode } from './gestures';
@@ -426,7 +427,7 @@ export class ScatterMap {
       await this.plot.draw(rows, {
         zDataType: 'categorical',
         wDataType: 'categorical',
-        spatialIndex: fresh ? undefined : this.spatialIndex,
+        spatialIndex: fresh ? spatialIndex(this.fit.xs, this.fit.ys) : this.spatialIndex,
         preventFilterReset: !fresh
       });
       if (this.destroyed) {
