@@ -250,6 +250,12 @@ def _gated(
     )
 
 
+def _query_scale(dim: int, head_dim: int) -> mx.array:
+    """Factors of a fused (queries, keys, values) projection's 3 * dim outputs that scale the
+    queries by head_dim^-1/2 once, rather than every score (the rotary embedding is linear)."""
+    return mx.concatenate([mx.full((dim,), head_dim**-0.5), mx.ones((2 * dim,))])
+
+
 def _gelu_kind(act: Any) -> str:
     """The kernels' name for an ``nn.GELU`` module's function. mlx-embeddings' ModernBERT
     builds ``nn.GELU(approx="precise")``, which MLX computes with the tanh approximation
@@ -269,14 +275,11 @@ def _modernbert(packing: Packing, model: Any) -> _Parts:
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
     pack = packing.linear
+    scale = _query_scale(config.hidden_size, head_dim)
     layers, windows, thetas, activations = [], [], [], set()
     for layer in encoder.layers:
         attention, mlp = layer.attn, layer.mlp
         activations.add(_gelu_kind(mlp.act))
-        # Queries scaled once here rather than every score: the rotation is linear.
-        scale = mx.concatenate(
-            [mx.full((config.hidden_size,), head_dim**-0.5), mx.ones((2 * config.hidden_size,))]
-        )
         qkv_bias = _bias(attention.Wqkv)
         # Wi's rows are the activated half, then the gate half.
         hidden = mlp.Wi.weight.shape[0] // 2
@@ -474,10 +477,7 @@ def _nomic_bert(packing: Packing, model: Any) -> _Parts:
     args = model.args
     heads = args.num_attention_heads
     head_dim = args.hidden_size // heads
-    # Queries scaled once here rather than every score: the rotation is linear.
-    scale = mx.concatenate(
-        [mx.full((args.hidden_size,), head_dim**-0.5), mx.ones((2 * args.hidden_size,))]
-    )
+    scale = _query_scale(args.hidden_size, head_dim)
     pack = packing.linear
     layers = []
     for block in model.encoder.layers:

@@ -732,6 +732,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         other = "opacity_by" if change["name"] == "size_by" else "size_by"
         if change["new"] and getattr(self, other) not in ("", change["new"]):
             setattr(self, other, "")  # one scaling column at a time (see the traits)
+            return  # that change's own call made the codes
         name, n = self.size_by or self.opacity_by, len(self._embeddings)
         codes = scaled_codes(self._columns[name], n, f"data[{name!r}]") if name else None
         self.scale_codes = b"" if codes is None else codes.tobytes()

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { float32s, indicesWithCode, int32s, uint8s } from '../src/explorer/buffers';
+import { float32s, indicesWithCode, int32s, sameBytes, uint8s } from '../src/explorer/buffers';
 
 describe('float32s and int32s', () => {
   it('read an aligned DataView without copying', () => {
@@ -42,5 +42,14 @@ describe('indicesWithCode', () => {
   it('lists the points of one category in order', () => {
     assert.deepEqual(indicesWithCode(new Uint8Array([0, 2, 1, 2, 2]), 2), [1, 3, 4]);
     assert.deepEqual(indicesWithCode(new Uint8Array([0, 1]), 5), []);
+  });
+});
+
+describe('sameBytes', () => {
+  it('tells one binary trait read twice from different bytes', () => {
+    const trait = new DataView(new Uint8Array([1, 2, 3, 4]).buffer, 1, 2);
+    assert.ok(sameBytes(uint8s(trait), uint8s(trait)));
+    assert.ok(!sameBytes(uint8s(trait), new Uint8Array([2, 3])));
+    assert.ok(!sameBytes(uint8s(trait), new Uint8Array(trait.buffer, 1, 3)));
   });
 });

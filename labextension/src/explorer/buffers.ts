@@ -39,6 +39,11 @@ export function int32s(value: unknown): Int32Array {
   return new Int32Array(bytes.buffer.slice(bytes.offset, bytes.offset + count * 4));
 }
 
+/** Whether two typed arrays view the same bytes (one binary trait, read twice). */
+export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
+}
+
 /** A uint8 binary trait as a Uint8Array (no copy). */
 export function uint8s(value: unknown): Uint8Array {
   const bytes = bytesOf(value);

@@ -8,6 +8,7 @@
  * geometry.ts).
  */
 
+import { sameBytes } from './buffers';
 import { css, dimmed, parseColor } from './colors';
 import { cssVar, h } from './dom';
 import type { FittedPoints, Rect } from './geometry';
@@ -272,7 +273,7 @@ export class ScatterMap {
     const now = this.scale;
     if (
       next === now ||
-      (next && now && next.codes === now.codes && next.size === now.size && next.opacity === now.opacity)
+      (next && now && sameBytes(next.codes, now.codes) && next.size === now.size && next.opacity === now.opacity)
     ) {
       return; // no change: no redraw (a million points take a while)
     }
@@ -424,17 +425,19 @@ export class ScatterMap {
       }
       this.element.dataset.sized = String(sized); // hooks for tests
       this.element.dataset.faded = String(faded);
+      if (fresh) {
+        this.spatialIndex = spatialIndex(this.fit.xs, this.fit.ys);
+      }
       await this.plot.draw(rows, {
         zDataType: 'categorical',
         wDataType: 'categorical',
-        spatialIndex: fresh ? spatialIndex(this.fit.xs, this.fit.ys) : this.spatialIndex,
+        spatialIndex: this.spatialIndex,
         preventFilterReset: !fresh
       });
       if (this.destroyed) {
         return;
       }
       if (fresh) {
-        this.spatialIndex = this.plot.get('spatialIndex');
         // Only maps sampled while moving need the shuffled order; regl-scatterplot keeps it
         // for new points of the same number, and drops it for any other number.
         if (this.fit.n !== this.ordered) {

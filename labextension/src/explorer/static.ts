@@ -9,7 +9,7 @@
 
 import type { AnyModel } from '@anywidget/types';
 
-import type { ExplorerState, Row, RowsRequest, ThumbnailsRequest, Trait } from './protocol';
+import type { ExplorerState, Row, RowsRequest, ThumbnailsAnswer, ThumbnailsRequest, Trait } from './protocol';
 
 /** What `to_html` writes into the page. */
 export interface StaticExport {
@@ -47,7 +47,7 @@ function decode(base64: string): DataView {
  */
 export function thumbnailAnswerer(
   thumbnails: NonNullable<StaticExport['thumbnails']>
-): (request: ThumbnailsRequest) => [ThumbnailsRequest & { sizes: number[] }, DataView[]] {
+): (request: ThumbnailsRequest) => [ThumbnailsAnswer, DataView[]] {
   let bytes: Uint8Array | null = null;
   const starts = new Float64Array(thumbnails.sizes.length + 1);
   thumbnails.sizes.forEach((size, i) => (starts[i + 1] = starts[i] + size));
