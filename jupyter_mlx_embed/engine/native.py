@@ -64,8 +64,9 @@ _FILE = _MODULE + importlib.machinery.EXTENSION_SUFFIXES[0]  # what nanobind_add
 #: the vectorised ones compiled once per instruction set.
 _MAIN_SOURCES = ("runtime.cpp", "primitives.cpp", "packing.cpp", "ops.cpp")
 _SIMD_SOURCES = ("simd_norm_attention.cpp", "simd_products.cpp")
-#: Compiled again for the other kinds of weights: with AVX512_BF16 flags (bfloat16), and once
-#: per instruction set for int8 (AVX-512 with VNNI flags).
+#: Compiled again for the other kinds of weights: with AVX512_BF16 flags (bfloat16), with AMX
+#: flags (bfloat16 on AMX tiles), and once per instruction set for int8 (AVX-512 with VNNI
+#: flags).
 _PRODUCT_SOURCES = ("simd_products.cpp",)
 _HEADERS = ("native.h", "spec.h", "simd_vec.h")
 #: Every file a build reads: all of them feed the keys that decide rebuilds and whether a
@@ -109,6 +110,12 @@ target_compile_definitions(jme_avx512bf16 PRIVATE JME_ISA=avx512bf16 JME_WIDTH=1
 target_compile_options(jme_avx512bf16 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
                        -mavx512bw -mavx512bf16 -mprefer-vector-width=512 -fno-math-errno
                        -fno-trapping-math)
+# And on AMX tiles (used, for bfloat16 weights, where the CPU has AMX-BF16).
+add_library(jme_avx512amx OBJECT {products})
+target_compile_definitions(jme_avx512amx PRIVATE JME_ISA=avx512amx JME_WIDTH=16 JME_AMX=1)
+target_compile_options(jme_avx512amx PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx512dq -mavx512vl
+                       -mavx512bw -mavx512bf16 -mamx-tile -mamx-bf16
+                       -mprefer-vector-width=512 -fno-math-errno -fno-trapping-math)
 add_library(jme_avx2int8 OBJECT {products})
 target_compile_definitions(jme_avx2int8 PRIVATE JME_ISA=avx2int8 JME_WIDTH=8 JME_INT8=1)
 target_compile_options(jme_avx2int8 PRIVATE -O3 -mavx2 -mfma -fno-math-errno -fno-trapping-math)
@@ -119,7 +126,8 @@ target_compile_options(jme_avx512int8 PRIVATE -O3 -mavx2 -mfma -mavx512f -mavx51
                        -fno-trapping-math)
 nanobind_add_module({module} NB_STATIC NB_DOMAIN mlx {main}
                     $<TARGET_OBJECTS:jme_avx2> $<TARGET_OBJECTS:jme_avx512>
-                    $<TARGET_OBJECTS:jme_avx512bf16> $<TARGET_OBJECTS:jme_avx2int8>
+                    $<TARGET_OBJECTS:jme_avx512bf16> $<TARGET_OBJECTS:jme_avx512amx>
+                    $<TARGET_OBJECTS:jme_avx2int8>
                     $<TARGET_OBJECTS:jme_avx512int8>)
 target_link_libraries({module} PRIVATE mlx)
 set_target_properties({module} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "{out}")

@@ -36,9 +36,11 @@ enum class Weights { kFloat32, kBFloat16, kInt8 };
 struct Products {
   decltype(&avx2::product_scratch) scratch;
   decltype(&avx2::packed_product) product;
-  // int8 only: the inputs' quantization (quantize_inputs), which the product then reads.
+  // int8, and bfloat16 on AMX: the inputs' preparation (quantize_inputs), which the product
+  // then reads in place of the float inputs; null for the others.
   decltype(&avx2int8::quantized_size) quantized_size;
   decltype(&avx2int8::quantize_inputs) quantize;
+  const char* name;  // what runs them, as bf16_products() names it
 };
 
 // One instruction set's copy of the vectorised kernels.
@@ -50,7 +52,7 @@ struct Kernels {
   decltype(&avx2::attention) attention;
   decltype(&avx2::panel_width) panel_width;  // every kind of weights' panels: one width
   Products fp32;
-  Products bf16;  // only the AVX-512 copy, on a CPU with AVX512_BF16
+  Products bf16;  // only the AVX-512 copy: AMX tiles, else AVX512_BF16, where the CPU has them
   Products int8;  // AVX2; AVX-512 on a CPU with AVX512_VNNI
 
   const Products& products(Weights w) const {
@@ -66,6 +68,12 @@ const Kernels& kernels();
 void set_isa(const std::string& name);
 // The instruction sets this CPU runs, widest first.
 std::vector<std::string> supported_isas();
+// What runs the bfloat16 products of the AVX-512 kernels: 'amx' or 'avx512_bf16', whichever
+// this CPU has (AMX first); an empty string where it has neither.
+std::string bf16_products();
+// Picks 'amx' or 'avx512_bf16' for them; throws std::invalid_argument for another name or one
+// this CPU cannot run.
+void set_bf16_products(const std::string& name);
 
 // A share of a job split over threads: the items [first, last) of `job`.
 using Task = void (*)(const void* job, int64_t first, int64_t last);

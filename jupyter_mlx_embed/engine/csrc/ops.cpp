@@ -398,8 +398,13 @@ NB_MODULE(_jme_native, m) {
   m.def("set_isa", &jme_native::set_isa, "name"_a, "Use the 'avx2' or 'avx512' kernels.");
   m.def("supported_isas", &jme_native::supported_isas, "Instruction sets this CPU runs.");
   m.def("has_bf16", [] { return jme_native::kernels().bf16.product != nullptr; },
-        "Whether the kernels in use have bfloat16 products (AVX-512 on a CPU with "
+        "Whether the kernels in use have bfloat16 products (AVX-512 on a CPU with AMX or "
         "AVX512_BF16): pack_linear's precision='bf16'.");
+  m.def("bf16_products", &jme_native::bf16_products,
+        "What runs the AVX-512 kernels' bfloat16 products: 'amx' or 'avx512_bf16' (AMX "
+        "first, where the CPU has it), '' where the CPU has neither.");
+  m.def("set_bf16_products", &jme_native::set_bf16_products, "name"_a,
+        "Run the bfloat16 products on 'amx' or 'avx512_bf16' (the same packed weights).");
   m.def("has_int8", [] { return jme_native::kernels().int8.product != nullptr; },
         "Whether the kernels in use have int8 products (AVX2; AVX-512 on a CPU with "
         "AVX512_VNNI): pack_linear's precision='int8'.");

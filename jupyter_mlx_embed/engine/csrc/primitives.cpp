@@ -147,7 +147,7 @@ struct ProductJob {
   int64_t rows, depth, cols;
   Weights weights;
 
-  // The panels [first, last) of the product of `inputs` (x, or int8: x quantized), with this
+  // The panels [first, last) of the product of `inputs` (x, or x prepared), with this
   // thread's scratch buffer (allocated once).
   struct Share {
     const ProductJob* job;
@@ -164,27 +164,29 @@ struct ProductJob {
     }
   };
 
-  // Rows [first, last) of x quantized into `out` (int8 weights' inputs).
+  // Rows [first, last) of x prepared into `out` (the inputs of int8 weights, or of bfloat16
+  // ones on AMX).
   struct Quantize {
     const ProductJob* job;
     void* out;
     static void run(const void* quantize, int64_t first, int64_t last) {
       const auto* q = static_cast<const Quantize*>(quantize);
       const ProductJob& j = *q->job;
-      j.k->int8.quantize(j.x, j.rows, j.depth, first, last, q->out);
+      j.k->products(j.weights).quantize(j.x, j.rows, j.depth, first, last, q->out);
     }
   };
 
-  // The product over `panels` panels on `threads` threads (int8: the inputs quantized first,
-  // once, their rows split over the same threads).
+  // The product over `panels` panels on `threads` threads (products with prepared inputs:
+  // those made first, once, their rows split over the same threads).
   void run(int64_t panels, int threads) const {
-    if (weights != Weights::kInt8) {
+    const Products& products = k->products(weights);
+    if (!products.quantize) {
       const Share share{this, x};
       run_on_helpers(&Share::run, &share, panels, threads);
       return;
     }
     thread_local std::vector<float> quantized;
-    const auto size = static_cast<size_t>((k->int8.quantized_size(rows, depth) + 3) / 4);
+    const auto size = static_cast<size_t>((products.quantized_size(rows, depth) + 3) / 4);
     if (quantized.size() < size) quantized.resize(size);
     const Quantize quantize{this, quantized.data()};
     run_on_helpers(&Quantize::run, &quantize, rows, threads);

@@ -12,6 +12,7 @@
 #include <system_error>
 #include <thread>
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "native.h"
@@ -30,7 +31,26 @@ bool supports_vnni() {
   return __builtin_cpu_supports("avx512vnni");
 }
 
-constexpr Products kNone{nullptr, nullptr, nullptr, nullptr};
+// AMX's bfloat16 tiles, once Linux has let this process use them (the tiles' 8 KiB of state
+// are saved on a context switch only for processes that asked).
+bool supports_amx() {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+#ifdef __linux__
+  constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+  constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+  return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+#else
+  return false;
+#endif
+}
+
+constexpr Products kNone{nullptr, nullptr, nullptr, nullptr, nullptr};
+const Products kAmx{avx512amx::product_scratch, avx512amx::packed_product,
+                    avx512amx::quantized_size, avx512amx::quantize_inputs, "amx"};
+const Products kAvx512Bf16{avx512bf16::product_scratch, avx512bf16::packed_product, nullptr,
+                           nullptr, "avx512_bf16"};
+const bool kHasAmx = supports_amx(), kHasAvx512Bf16 = supports_bf16();
 
 const Kernels kAvx2{"avx2",
                     avx2::add_layernorm,
@@ -38,23 +58,23 @@ const Kernels kAvx2{"avx2",
                     avx2::attention_scratch,
                     avx2::attention,
                     avx2::panel_width,
-                    {avx2::product_scratch, avx2::packed_product, nullptr, nullptr},
+                    {avx2::product_scratch, avx2::packed_product, nullptr, nullptr, "avx2"},
                     kNone,
                     {avx2int8::product_scratch, avx2int8::packed_product,
-                     avx2int8::quantized_size, avx2int8::quantize_inputs}};
-const Kernels kAvx512{
+                     avx2int8::quantized_size, avx2int8::quantize_inputs, "avx2"}};
+// Not const: set_bf16_products() picks its bfloat16 products.
+Kernels kAvx512{
     "avx512",
     avx512::add_layernorm,
     avx512::norm_rows,
     avx512::attention_scratch,
     avx512::attention,
     avx512::panel_width,
-    {avx512::product_scratch, avx512::packed_product, nullptr, nullptr},
-    supports_bf16() ? Products{avx512bf16::product_scratch, avx512bf16::packed_product, nullptr,
-                               nullptr}
-                    : kNone,
+    {avx512::product_scratch, avx512::packed_product, nullptr, nullptr, "avx512"},
+    kHasAmx ? kAmx : kHasAvx512Bf16 ? kAvx512Bf16 : kNone,
     supports_vnni() ? Products{avx512int8::product_scratch, avx512int8::packed_product,
-                               avx512int8::quantized_size, avx512int8::quantize_inputs}
+                               avx512int8::quantized_size, avx512int8::quantize_inputs,
+                               "avx512_vnni"}
                     : kNone};
 
 bool supports(const Kernels& k) {
@@ -76,7 +96,7 @@ const Kernels& kernels() {
 }
 
 void set_isa(const std::string& name) {
-  for (const Kernels* k : {&kAvx512, &kAvx2}) {
+  for (const Kernels* k : {static_cast<const Kernels*>(&kAvx512), &kAvx2}) {
     if (name == k->name) {
       if (!supports(*k)) throw std::invalid_argument("this CPU cannot run isa='" + name + "'");
       active = k;
@@ -86,9 +106,22 @@ void set_isa(const std::string& name) {
   throw std::invalid_argument("isa must be 'avx2' or 'avx512', got '" + name + "'");
 }
 
+std::string bf16_products() { return kAvx512.bf16.name ? kAvx512.bf16.name : ""; }
+
+void set_bf16_products(const std::string& name) {
+  for (const auto& [products, has] : {std::pair{&kAmx, kHasAmx}, {&kAvx512Bf16, kHasAvx512Bf16}}) {
+    if (name == products->name) {
+      if (!has) throw std::invalid_argument("this CPU cannot run bf16 products on '" + name + "'");
+      kAvx512.bf16 = *products;
+      return;
+    }
+  }
+  throw std::invalid_argument("bf16 products must be 'amx' or 'avx512_bf16', got '" + name + "'");
+}
+
 std::vector<std::string> supported_isas() {
   std::vector<std::string> names;
-  for (const Kernels* k : {&kAvx512, &kAvx2})
+  for (const Kernels* k : {static_cast<const Kernels*>(&kAvx512), &kAvx2})
     if (supports(*k)) names.emplace_back(k->name);
   return names;
 }

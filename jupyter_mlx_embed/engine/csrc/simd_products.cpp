@@ -8,6 +8,9 @@
 // - with JME_BF16 and AVX512_BF16 flags (JME_ISA=avx512bf16): the same products on bfloat16
 //   weights, whose panel rows hold pairs of depth rows, and inputs rounded to bfloat16 pairs
 //   as they are read, with float32 sums (vdpbf16ps: twice an FMA's multiply-adds);
+// - with JME_AMX and AMX flags as well (JME_ISA=avx512amx): the same products on the same
+//   bfloat16 panels with AMX tiles (tdpbf16ps: 16 x 16 sums of 32 products per instruction),
+//   the inputs rounded to bfloat16 once per product (quantize_inputs, as int8's are);
 // - with JME_INT8, once per instruction set (JME_ISA=avx2int8, avx512int8): the products on
 //   int8 weights (per output column scales), whose panel rows hold quads of depth rows, and
 //   inputs quantized once per product to int8 with one scale per row (quantize_inputs), with
@@ -23,6 +26,13 @@
 #endif
 #ifndef JME_INT8
 #define JME_INT8 0
+#endif
+#ifndef JME_AMX
+#define JME_AMX 0
+#endif
+#if JME_AMX  // the AVX512_BF16 products' weights and rounding, on AMX tiles
+#undef JME_BF16
+#define JME_BF16 1
 #endif
 
 #if JME_BF16 || JME_INT8
@@ -71,6 +81,16 @@ constexpr int64_t kPrefetchAhead = 12288 / (kPanel * 4);  // in panel rows
 constexpr int64_t kDepthBlock = 4096 * kDepthStep / kPanel;
 constexpr int64_t kRowBlock = 20 * kTileRows;
 constexpr int64_t kPanelGroup = 8;
+#if JME_AMX
+// AMX tiles hold 16 rows of 64 bytes: a tile of inputs is 16 rows x 32 depth values, a tile of
+// weights 16 panel rows (pairs of depth rows) x the W columns of one half panel (AMX's layout
+// for its second operand, as the panels already are), a tile of sums 16 rows x W floats.
+constexpr int64_t kTile = 16;            // rows of every tile
+constexpr int64_t kTileDepth = 2 * kTile;  // depth values per tile step
+// A product's panels are taken a group at a time, the group's weights (about 1 MiB) staying
+// in the L2 cache while every block of two row tiles uses them.
+constexpr int64_t kGroupBytes = int64_t{1} << 20;
+#endif
 
 namespace {
 
@@ -83,11 +103,6 @@ inline void put(float* p, vf v, int64_t n, bool accumulate) {
   }
 }
 
-// c[r, 0:cols] = a[r, :] . panel (+ bias, then the epilogue `mode`) for R rows of `a` (row
-// stride lda) over `depth` panel rows of kPanelRow weights; bias (or null) holds this panel's
-// kPanel values. With kGlu the panel's two halves are the activated and the gate columns of
-// `cols` (<= W) outputs. A depth block of a deeper product starts from the sums in `partial`
-// (R x kPanel) unless it is the first, and leaves its sums there unless it is the last.
 #if JME_INT8
 // No correction for the inputs' offset (AVX2, whose inputs are not offset).
 alignas(64) const int32_t kNoOffsets[kPanel] = {};
@@ -130,6 +145,35 @@ inline vf scaled(sum_t v, const Scales& s, int r, int half) {
   (void)s, (void)r, (void)half;
   return v;
 #endif
+}
+
+// One row's results from its panel's two vectors of sums (bias added): the epilogue `mode`
+// on `cols` outputs written (or added, kAccumulate) to `row`. With kGlu the two halves are
+// the activated and the gate columns of `cols` (<= W) outputs.
+inline void finish_row(float* row, vf sum0, vf sum1, int64_t cols, int mode) {
+  const int activation = mode & kActivationMask;
+  const bool accumulate = mode & kAccumulate;
+  if (mode & kGlu) {
+    put(row, activate(sum0, activation) * sum1, cols, accumulate);
+    return;
+  }
+  const vf v0 = activate(sum0, activation), v1 = activate(sum1, activation);
+  if (cols > W) {
+    put(row, v0, W, accumulate);
+    put(row + W, v1, cols - W, accumulate);
+  } else {
+    put(row, v0, cols, accumulate);
+  }
+}
+
+// The bias (or null) of panel p's `width` outputs as the tiles read it: kPanel values, in
+// `own` zero-padded (a gated product's packed bias is read in place).
+inline const float* panel_bias(const float* bias, bool glu, int64_t p, int64_t width,
+                               float* own) {
+  if (!bias) return nullptr;
+  if (glu) return bias + p * kPanel;
+  for (int64_t j = 0; j < kPanel; ++j) own[j] = j < width ? bias[p * kPanel + j] : 0;
+  return own;
 }
 
 // c[r, 0:cols] = a[r, :] . panel (+ bias, then the epilogue `mode`) for R rows of `a` (row
@@ -196,24 +240,9 @@ inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const wei
     return;
   }
   const vf bias0 = bias ? load(bias) : vf{}, bias1 = bias ? load(bias + W) : vf{};
-  const int activation = mode & kActivationMask;
-  const bool accumulate = mode & kAccumulate;
-  for (int r = 0; r < R; ++r) {
-    float* row = c + r * ldc;
-    const vf sum0 = scaled(low[r], scales, r, 0) + bias0;
-    const vf sum1 = scaled(high[r], scales, r, 1) + bias1;
-    if (mode & kGlu) {
-      put(row, activate(sum0, activation) * sum1, cols, accumulate);
-      continue;
-    }
-    const vf v0 = activate(sum0, activation), v1 = activate(sum1, activation);
-    if (cols > W) {
-      put(row, v0, W, accumulate);
-      put(row + W, v1, cols - W, accumulate);
-    } else {
-      put(row, v0, cols, accumulate);
-    }
-  }
+  for (int r = 0; r < R; ++r)
+    finish_row(c + r * ldc, scaled(low[r], scales, r, 0) + bias0,
+               scaled(high[r], scales, r, 1) + bias1, cols, mode);
 }
 
 template <int R>
@@ -257,9 +286,13 @@ inline void to_bf16_pairs(const float* a, int64_t lda, int64_t rows, int64_t dep
 int64_t panel_width() { return kPanel; }
 
 // Floats of scratch memory packed_product() needs per thread: the sums between depth blocks,
-// and (bf16) a row block's inputs rounded to bfloat16.
+// and (bf16) a row block's inputs rounded to bfloat16; with AMX, a block's sums and weights.
 int64_t product_scratch() {
+#if JME_AMX  // two row tiles' sums, and a tile step of weights
+  return 2 * kTile * kPanel + kTile * kPanelRow / 2;
+#else
   return kPanelGroup * kRowBlock * kPanel + (JME_BF16 ? kRowBlock * kDepthBlock / 2 : 0);
+#endif
 }
 
 #if JME_INT8
@@ -351,6 +384,149 @@ void quantize_inputs(const float* a, int64_t rows, int64_t depth, int64_t first,
 }
 #endif
 
+#if JME_AMX
+namespace {
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t bytes[16];
+  uint8_t rows[16];
+};
+
+// Tiles 0-3: the sums of two row tiles x two half panels; 4-5: the row tiles' inputs; 6-7:
+// the half panels' weights.
+inline void configure_tiles() {
+  TileConfig config{};
+  config.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = kTile;
+    config.bytes[t] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+// Adds to the sums `steps` tile steps of one row tile's inputs (Two: two row tiles, the
+// second kTile rows further) at `a` (row stride lda bytes) times the panel rows at `panel`.
+template <bool Two>
+inline void tile_steps(const uint16_t* a, int64_t lda, const uint16_t* panel, int64_t steps) {
+  constexpr int64_t kPanelBytes = kPanelRow * 2;
+  for (int64_t t = 0; t < steps; ++t) {
+    const uint16_t* b = panel + t * kTile * kPanelRow;
+    const uint16_t* x = a + t * kTileDepth;
+    _tile_loadd(6, b, kPanelBytes);
+    _tile_loadd(7, b + 2 * W, kPanelBytes);
+    _tile_loadd(4, x, lda);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if constexpr (Two) {
+      _tile_loadd(5, x + kTile * (lda / 2), lda);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+}
+
+// The sums of rows [0, 2 kTile) (Two) or [0, kTile) of `a` by one panel, into `sums` (row
+// stride kPanel floats). A depth that is no multiple of kTileDepth ends with a tile step
+// on the panel's last rows copied into `last` with zeros after them (inputs are zero there).
+template <bool Two>
+void panel_sums(const uint16_t* a, int64_t lda, const uint16_t* panel, int64_t steps,
+                uint16_t* last, float* sums) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (Two) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t whole = steps / kTile, rest = steps % kTile;
+  tile_steps<Two>(a, lda, panel, whole);
+  if (rest) {
+    const uint16_t* from = panel + whole * kTile * kPanelRow;
+    for (int64_t i = 0; i < kTile * kPanelRow; ++i) last[i] = i < rest * kPanelRow ? from[i] : 0;
+    tile_steps<Two>(a + whole * kTileDepth, lda, last, 1);
+  }
+  constexpr int64_t ldc = kPanel * 4;
+  _tile_stored(0, sums, ldc);
+  _tile_stored(1, sums + W, ldc);
+  if constexpr (Two) {
+    _tile_stored(2, sums + kTile * kPanel, ldc);
+    _tile_stored(3, sums + kTile * kPanel + W, ldc);
+  }
+}
+}  // namespace
+
+// Bytes quantize_inputs() writes for `rows` inputs of `depth` values: rows of a multiple of
+// kTileDepth bfloat16 values, and a multiple of kTile rows.
+int64_t quantized_size(int64_t rows, int64_t depth) {
+  return 2 * round_up(rows, kTile) * round_up(depth, kTileDepth);
+}
+
+// The rows [first, last) of a (rows x depth floats) rounded to bfloat16 (to nearest, ties to
+// even) for packed_product into `out` (quantized_size(rows, depth) bytes), zeros after each
+// row's depth; the call that ends at `rows` also writes the zero rows after it. Rows are
+// independent, so threads may split them.
+void quantize_inputs(const float* a, int64_t rows, int64_t depth, int64_t first, int64_t last,
+                     void* out) {
+  const int64_t stride = round_up(depth, kTileDepth);
+  uint16_t* base = static_cast<uint16_t*>(out);
+  for (int64_t r = first; r < last; ++r) {
+    const float* src = a + r * depth;
+    for (int64_t j = 0; j < stride; j += 2 * W) {
+      const int64_t n = depth - j < 2 * W ? depth - j : 2 * W;
+      const __mmask16 lo = n >= W ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
+      const __mmask16 hi = n > W ? static_cast<__mmask16>((1u << (n - W)) - 1) : 0;
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + j + W),
+                                             _mm512_maskz_loadu_ps(lo, src + j));
+      _mm512_storeu_si512(base + r * stride + j, (__m512i)v);
+    }
+  }
+  if (last == rows)
+    __builtin_memset(base + rows * stride, 0, 2 * (round_up(rows, kTile) - rows) * stride);
+}
+
+// packed_product() on AMX tiles: `a` is what quantize_inputs() made of the inputs, the
+// weights are the bfloat16 panels, scratch is product_scratch() floats.
+void packed_product(const void* a, const void* weights, const float* bias, int mode, float* c,
+                    int64_t rows, int64_t depth, int64_t cols, int64_t first, int64_t last,
+                    float* scratch) {
+  const uint16_t* inputs = static_cast<const uint16_t*>(a);
+  const uint16_t* packed = static_cast<const uint16_t*>(weights);
+  const int64_t stride = round_up(depth, kTileDepth), lda = 2 * stride;
+  const int64_t steps = (depth + 1) / 2;  // panel rows
+  const int64_t group_bytes = steps * kPanelRow * 2;
+  const int64_t group = kGroupBytes / group_bytes > 1 ? kGroupBytes / group_bytes : 1;
+  const bool glu = mode & kGlu;
+  const int64_t step = glu ? W : kPanel;  // outputs per panel
+  float* sums = scratch;  // 2 kTile x kPanel
+  uint16_t* last_rows = reinterpret_cast<uint16_t*>(scratch + 2 * kTile * kPanel);
+  float own_bias[kPanel];
+  configure_tiles();
+  for (int64_t g0 = first; g0 < last; g0 += group) {
+    const int64_t g1 = g0 + group < last ? g0 + group : last;
+    for (int64_t m0 = 0; m0 < rows; m0 += 2 * kTile) {
+      const int64_t m = rows - m0 < 2 * kTile ? rows - m0 : 2 * kTile;
+      const uint16_t* x = inputs + m0 * stride;
+      for (int64_t p = g0; p < g1; ++p) {
+        const uint16_t* panel = packed + p * steps * kPanelRow;
+        if (m > kTile) {
+          panel_sums<true>(x, lda, panel, steps, last_rows, sums);
+        } else {
+          panel_sums<false>(x, lda, panel, steps, last_rows, sums);
+        }
+        const int64_t width = cols - p * step < step ? cols - p * step : step;
+        const float* b = panel_bias(bias, glu, p, width, own_bias);
+        const vf bias0 = b ? load(b) : vf{}, bias1 = b ? load(b + W) : vf{};
+        float* out = c + m0 * cols + p * step;
+        for (int64_t r = 0; r < m; ++r)
+          finish_row(out + r * cols, load(sums + r * kPanel) + bias0,
+                     load(sums + r * kPanel + W) + bias1, width, mode);
+      }
+    }
+  }
+  _tile_release();
+}
+#else
 // c (rows x cols) = a (rows x depth) @ w^T (+ bias, then the epilogue `mode`) for the panels
 // [first, last) of w packed by pack_linear: panel p holds w's rows p*kPanel... as `depth` rows
 // of kPanel floats (bf16: depth / 2 rows, rounded up, each holding two depth rows' weights
@@ -369,7 +545,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   const weight_t* packed = static_cast<const weight_t*>(weights);
   const int64_t steps = (depth + kDepthStep - 1) / kDepthStep;  // panel rows of weights
   const int64_t panel_rows = steps + (JME_INT8 ? 2 : 0);         // and of the scales
-  float panel_bias[kPanel];
+  float own_bias[kPanel];
   const bool glu = mode & kGlu;
   const int64_t step = glu ? W : kPanel;  // outputs per panel
 #if JME_INT8
@@ -399,14 +575,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
         for (int64_t p = g0; p < g1; ++p) {
           const weight_t* panel = packed + (p * panel_rows + k0 / kDepthStep) * kPanelRow;
           const int64_t width = cols - p * step < step ? cols - p * step : step;
-          const float* b = nullptr;
-          if (bias && glu) {
-            b = bias + p * kPanel;
-          } else if (bias) {  // the panel's share, zero-padded: the tiles load whole vectors
-            for (int64_t j = 0; j < kPanel; ++j)
-              panel_bias[j] = j < width ? bias[p * kPanel + j] : 0;
-            b = panel_bias;
-          }
+          const float* b = panel_bias(bias, glu, p, width, own_bias);
           Scales scales{nullptr, nullptr, nullptr};
 #if JME_INT8
           const weight_t* trailer = packed + (p * panel_rows + steps) * kPanelRow;
@@ -438,6 +607,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
     }
   }
 }
+#endif  // JME_AMX
 
 }  // namespace JME_ISA
 }  // namespace jme_native

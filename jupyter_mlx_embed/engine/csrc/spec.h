@@ -68,16 +68,18 @@ JME_DECLARE_KERNELS(avx512)
 namespace avx512bf16 {
 JME_DECLARE_PRODUCTS()
 }
-// The products on int8 weights (simd_products.cpp built with JME_INT8), with their inputs'
-// quantization.
-#define JME_DECLARE_INT8_PRODUCTS(isa)                                                       \
+// Products whose inputs are prepared once per product first (quantize_inputs): on int8
+// weights (simd_products.cpp built with JME_INT8), and on bfloat16 weights with AMX tiles
+// (built with JME_AMX).
+#define JME_DECLARE_PREPARED_PRODUCTS(isa)                                                   \
   namespace isa {                                                                            \
   JME_DECLARE_PRODUCTS()                                                                     \
   int64_t quantized_size(int64_t, int64_t);                                                  \
   void quantize_inputs(const float*, int64_t, int64_t, int64_t, int64_t, void*);             \
   }
-JME_DECLARE_INT8_PRODUCTS(avx2int8)
-JME_DECLARE_INT8_PRODUCTS(avx512int8)
+JME_DECLARE_PREPARED_PRODUCTS(avx2int8)
+JME_DECLARE_PREPARED_PRODUCTS(avx512int8)
+JME_DECLARE_PREPARED_PRODUCTS(avx512amx)
 
 }  // namespace jme_native
 
