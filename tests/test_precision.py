@@ -31,6 +31,17 @@ def cpu_has_bf16() -> bool:
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU lacks AVX512_BF16")
 
 
+def cpu_bf16_products() -> list[str]:
+    """What can run bfloat16 products on this CPU (from /proc/cpuinfo), the preferred first:
+    AMX tiles, AVX512_BF16."""
+    flags = Path("/proc/cpuinfo").read_text()
+    return [
+        kind
+        for kind, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"))
+        if flag in flags
+    ]
+
+
 def cpu_has_int8(isa: str) -> bool:
     """Whether the ``isa`` kernels have int8 products on this CPU (from /proc/cpuinfo)."""
     return isa == "avx2" or "avx512_vnni" in Path("/proc/cpuinfo").read_text()
@@ -122,24 +133,54 @@ def on_kernels(worker: Worker, fn: Callable[[Any, Any], Any]) -> Any:
 
 
 def test_kernels_say_whether_they_have_bf16_products(worker: Worker) -> None:
-    assert on_kernels(worker, lambda k, mx: k.has_bf16()) == cpu_has_bf16()
+    has, kind = on_kernels(worker, lambda k, mx: (k.has_bf16(), k.bf16_products()))
+    assert has == cpu_has_bf16()
+    assert kind == next(iter(cpu_bf16_products()), "")
 
 
-@needs_bf16
+def test_bf16_products_refuse_what_the_cpu_lacks(worker: Worker) -> None:
+    def run(k: Any, mx: Any) -> list[str]:
+        errors = []
+        for name in ("amx", "avx512_bf16", "fp16"):
+            if name in cpu_bf16_products():
+                continue
+            try:
+                k.set_bf16_products(name)
+            except ValueError as exc:
+                errors.append(str(exc))
+        return errors
+
+    errors = on_kernels(worker, run)
+    assert len(errors) == 3 - len(cpu_bf16_products()), errors
+    assert "must be 'amx' or 'avx512_bf16', got 'fp16'" in errors[-1]
+
+
+@pytest.mark.parametrize("kind", ["amx", "avx512_bf16"])
 @pytest.mark.parametrize(
     ("rows", "depth", "cols"),
     [
         (1, 37, 75),  # an odd depth (a zero pads the last pair), cols past one panel
         (13, 384, 130),
         (250, 517, 33),  # more rows than one row block, depth over two depth blocks, odd
+        (40, 4304, 40),  # AMX: two row tiles and one more; a depth of 134.5 tile steps
     ],
 )
 def test_bf16_products_match_a_bf16_rounded_reference(
-    worker: Worker, rows: int, depth: int, cols: int
+    worker: Worker, kind: str, rows: int, depth: int, cols: int
 ) -> None:
+    if kind not in cpu_bf16_products():
+        pytest.skip(f"this CPU lacks {kind}")
     o = operands(rows, depth, cols)
     x, w = o["x"], o["w"]
-    got = on_kernels(worker, lambda k, mx: products(k, mx, o, "bf16"))
+
+    def run(k: Any, mx: Any) -> dict[str, np.ndarray]:
+        k.set_bf16_products(kind)
+        try:
+            return products(k, mx, o, "bf16")
+        finally:
+            k.set_bf16_products(cpu_bf16_products()[0])
+
+    got = on_kernels(worker, run)
     expected = expected_products(to_bf16(x) @ to_bf16(w).T, to_bf16(x) @ to_bf16(o["gate"]).T, o)
     for name, value in expected.items():
         error = np.abs(got[name] - value).max() / np.abs(value).max()

@@ -63,8 +63,8 @@ class PrecisionInfo:
 _REDUCED = {
     "bf16": (
         "has_bf16",
-        "AVX512_BF16 products (bfloat16 weights and inputs, float32 sums)",
-        "a CPU with AVX512_BF16",
+        "{} products (bfloat16 weights and inputs, float32 sums)",
+        "a CPU with AMX or AVX512_BF16",
     ),
     "int8": (
         "has_int8",
@@ -90,6 +90,8 @@ def _precision(setting: str, cpu: bool, kernels: Any) -> PrecisionInfo:
     has, detail, needs = _REDUCED[setting]
     if not getattr(kernels, has)():
         return PrecisionInfo(setting, "fp32", f"{setting} needs {needs}")
+    if setting == "bf16":  # AMX tiles where the CPU has them, else AVX512_BF16
+        detail = detail.format(kernels.bf16_products().upper())
     return PrecisionInfo(setting, setting, detail)
 
 

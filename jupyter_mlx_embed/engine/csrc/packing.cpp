@@ -24,7 +24,7 @@ Weights precision_weights(const std::string& precision) {
   if (precision == "bf16") {
     if (!kernels().bf16.product)
       throw std::invalid_argument("precision='bf16' needs the avx512 kernels on a CPU with "
-                                  "AVX512_BF16 (see has_bf16())");
+                                  "AMX or AVX512_BF16 (see has_bf16())");
     return Weights::kBFloat16;
   }
   if (precision == "int8") {
