@@ -3,13 +3,15 @@
 A random-weight SigLIP at the published shapes and layout (``tests/siglip_models.py``; speed
 does not depend on weight values), built once into ``--root``. Run::
 
-    python bench/bench_images.py [--model NAME] [--layers N] [--rounds N] [--quick] [--json OUT]
+    python bench/bench_images.py [--model NAME] [--layers N] [--rounds N] [--quick]
+                                 [--precision fp32|bf16|int8] [--json OUT]
 
 Two sides, each in its own long-lived, warmed-up process (``bench_models.Side``), taking turns
 within each round (the order rotates per round):
 
-- MLX: a ``jupyter_mlx_embed.Worker`` (cache off), one request per workload: pictures decoded
-  and resized on its preparing pool, batched by the worker;
+- MLX: a ``jupyter_mlx_embed.Worker`` (cache off; ``--precision``: its ``precision`` setting,
+  fp32 by default), one request per workload: pictures decoded and resized on its preparing
+  pool, batched by the worker;
 - torch: transformers as its model card runs SigLIP: ``SiglipImageProcessor`` (PIL) and
   ``SiglipModel.get_image_features`` in batches of 32 (texts: the tokenizer with
   ``padding="max_length"`` and ``get_text_features``), float32, torch's default threads.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -39,6 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from jupyter_mlx_embed.config import PRECISIONS  # noqa: E402
+from jupyter_mlx_embed.envvars import setting_variable  # noqa: E402
 from tests.siglip_models import SIGLIPS, build_siglip  # noqa: E402
 
 SIDES = ("mlx", "torch")
@@ -127,7 +132,8 @@ def _load_side(side: str, folder: Path, _: str) -> tuple[Callable[[list[Any]], n
         from jupyter_mlx_embed import EngineConfig, Worker
         from jupyter_mlx_embed.options import EmbedOptions
 
-        worker = Worker(EngineConfig(cache=False, model_roots=(str(folder.parent),)))
+        # The environment's settings (the parent's --precision), the cache off.
+        worker = Worker(EngineConfig.from_env(cache=False, model_roots=(str(folder.parent),)))
         options = EmbedOptions(model=folder.name)
 
         def run(items: list[Any]) -> np.ndarray:
@@ -144,6 +150,7 @@ def _load_side(side: str, folder: Path, _: str) -> tuple[Callable[[list[Any]], n
             "native_kernels": kernels.get("isa")
             if kernels.get("loaded")
             else kernels.get("detail"),
+            "precision": data.get("precision", {}).get("in_use"),
         }
     run([photo(0)])  # warm up both towers
     run(CAPTIONS[:2])
@@ -169,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="paired rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 rounds, a quarter of the work")
     parser.add_argument("--root", type=Path, default=bench_models.DEFAULT_ROOT, help="models")
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="the MLX side's precision"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
+    os.environ[setting_variable("precision")] = args.precision  # the MLX processes read it
+    mlx_name = NAMES["mlx"] + ("" if args.precision == "fp32" else f" {args.precision}")
     rounds = 2 if args.quick else args.rounds
     count = 16 if args.quick else 64
     folder = build_siglip(args.model, args.root, args.layers)
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"### {args.model} ({SIGLIPS[args.model].repo} shapes, {layers} layers per tower)",
         "",
-        f"| Measure | {NAMES['mlx']} | {NAMES['torch']} | MLX / transformers, paired |",
+        f"| Measure | {mlx_name} | {NAMES['torch']} | MLX / transformers, paired |",
         "|---|---:|---:|---:|",
     ]
     lines += [row(w, rate[w], ",.1f", higher=True) for w in work]

@@ -166,7 +166,8 @@ class EngineConfig(_Settings):
     precision: str = setting(
         "fp32",
         "CPU fast path: precision of the native matrix products. 'bf16' rounds weights and "
-        "inputs to bfloat16 and sums in float32 (CPUs with AVX512_BF16); 'int8' rotates "
+        "inputs to bfloat16 and sums in float32 (CPUs with AMX, on its tiles, or "
+        "AVX512_BF16); 'int8' rotates "
         "weights and inputs by a Hadamard matrix (blocks of 64), rounds them to int8 (per "
         "output feature, per token) and sums in int32 (AVX2 CPUs, and AVX-512 ones with "
         "VNNI). Each is faster than fp32 where the CPU runs it well and moves vectors a "

@@ -263,6 +263,14 @@ void tail_tile(int64_t rows, const input_t* a, int64_t lda, int64_t depth, const
 }
 
 #if JME_BF16
+// The first n (1 to 2 W) floats at src rounded to bfloat16 (to nearest, ties to even), zeros
+// after them: 2 W values.
+inline __m512bh to_bf16(const float* src, int64_t n) {
+  const __mmask16 lo = n >= W ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
+  const __mmask16 hi = n > W ? static_cast<__mmask16>((1u << (n - W)) - 1) : 0;
+  return _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + W), _mm512_maskz_loadu_ps(lo, src));
+}
+
 // Rows [0, rows) of a (row stride lda), depth [0, depth), rounded to bfloat16 (to nearest,
 // ties to even) into `pairs` (row stride kDepthBlock / 2 pairs); an odd depth's last pair
 // gets a zero.
@@ -273,10 +281,7 @@ inline void to_bf16_pairs(const float* a, int64_t lda, int64_t rows, int64_t dep
     uint16_t* dst = reinterpret_cast<uint16_t*>(pairs + r * (kDepthBlock / 2));
     for (int64_t j = 0; j < depth; j += 2 * W) {
       const int64_t n = depth - j < 2 * W ? depth - j : 2 * W;
-      const __mmask16 lo = n >= W ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
-      const __mmask16 hi = n > W ? static_cast<__mmask16>((1u << (n - W)) - 1) : 0;
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + j + W),
-                                             _mm512_maskz_loadu_ps(lo, src + j));
+      const __m512bh v = to_bf16(src + j, n);
       const int64_t keep = (n + 1) & ~int64_t{1};
       const __mmask32 mask = keep == 2 * W ? 0xffffffffu : (1u << keep) - 1;
       _mm512_mask_storeu_epi16(dst + j, mask, (__m512i)v);
@@ -482,11 +487,7 @@ void quantize_inputs(const float* a, int64_t rows, int64_t depth, int64_t first,
     const float* src = a + r * depth;
     for (int64_t j = 0; j < stride; j += 2 * W) {
       const int64_t n = depth - j < 2 * W ? depth - j : 2 * W;
-      const __mmask16 lo = n >= W ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
-      const __mmask16 hi = n > W ? static_cast<__mmask16>((1u << (n - W)) - 1) : 0;
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + j + W),
-                                             _mm512_maskz_loadu_ps(lo, src + j));
-      _mm512_storeu_si512(base + r * stride + j, (__m512i)v);
+      _mm512_storeu_si512(base + r * stride + j, (__m512i)to_bf16(src + j, n));
     }
   }
   if (last == rows)
