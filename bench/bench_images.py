@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -42,8 +41,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from jupyter_mlx_embed.config import PRECISIONS  # noqa: E402
-from jupyter_mlx_embed.envvars import setting_variable  # noqa: E402
 from tests.siglip_models import SIGLIPS, build_siglip  # noqa: E402
 
 SIDES = ("mlx", "torch")
@@ -176,13 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="paired rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 rounds, a quarter of the work")
     parser.add_argument("--root", type=Path, default=bench_models.DEFAULT_ROOT, help="models")
-    parser.add_argument(
-        "--precision", default="fp32", choices=PRECISIONS, help="the MLX side's precision"
-    )
+    bench_models.precision_argument(parser)
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
-    os.environ[setting_variable("precision")] = args.precision  # the MLX processes read it
-    mlx_name = NAMES["mlx"] + ("" if args.precision == "fp32" else f" {args.precision}")
+    mlx_name = bench_models.use_precision(args.precision)
     rounds = 2 if args.quick else args.rounds
     count = 16 if args.quick else 64
     folder = build_siglip(args.model, args.root, args.layers)

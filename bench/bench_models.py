@@ -59,6 +59,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from jupyter_mlx_embed.config import PRECISIONS  # noqa: E402
+from jupyter_mlx_embed.envvars import setting_variable  # noqa: E402
 from tests.real_models import PUBLISHED, build_model, layer_count, width  # noqa: E402
 
 SIDES = ("mlx", "mlx-bf16", "mlx-int8", "torch", "onnx", "onnx-int8")
@@ -94,6 +96,20 @@ med = statistics.median
 CHILD_ENV = bench_embed.CHILD_ENV
 # ISA flags worth naming: they decide which kernels each side can use.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon", "sve")
+
+
+def precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: the ``precision`` setting of a benchmark's single MLX side."""
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="the MLX side's precision"
+    )
+
+
+def use_precision(precision: str) -> str:
+    """Have the MLX processes started from now on run at ``precision`` (they read it from
+    the environment); returns the MLX side's name for the tables."""
+    os.environ[setting_variable("precision")] = precision
+    return NAMES["mlx"] + ("" if precision == "fp32" else f" {precision}")
 
 
 def cpu_description() -> str:

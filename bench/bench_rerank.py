@@ -3,12 +3,13 @@
 Random-weight cross-encoders at published shapes (``tests/reranker_models.py``), built once
 into ``--root`` (``~/.cache/jupyter-mlx-embed-bench``). Run::
 
-    python bench/bench_rerank.py [--models NAME ...] [--rounds N] [--quick] [--json OUT]
+    python bench/bench_rerank.py [--models NAME ...] [--rounds N] [--quick]
+                                 [--precision fp32|bf16|int8] [--json OUT]
 
 Per model, three sides score the same (query, document) pairs, each in its own long-lived,
 warmed-up process, taking turns within each round (the order rotates per round), as in
 ``bench_models.py``: MLX (a ``jupyter_mlx_embed.Worker``, cache off, one ``rerank`` request
-per query); sentence-transformers' ``CrossEncoder.predict`` (torch float32, batches of 32);
+per query; ``--precision``: its ``precision`` setting); sentence-transformers' ``CrossEncoder.predict`` (torch float32, batches of 32);
 ONNX Runtime: the ``*ForSequenceClassification`` model exported by torch's TorchScript
 exporter (eager attention), fused by ``onnxruntime.transformers.optimizer`` and cached under
 ``--root``/onnx, run as infinity, fastembed or TEI run it (pairs tokenized in one call,
@@ -167,7 +168,8 @@ def _load_scorer(side: str, folder: Path, onnx_path: str) -> tuple[Callable[...,
     from jupyter_mlx_embed import EngineConfig, Worker
     from jupyter_mlx_embed.options import EmbedOptions
 
-    worker = Worker(EngineConfig(cache=False, model_roots=(folder.parent,)))
+    # The environment's settings (the parent's --precision), the cache off.
+    worker = Worker(EngineConfig.from_env(cache=False, model_roots=(folder.parent,)))
     options = EmbedOptions(model=folder.name)
 
     def rerank(query: str, documents: list[str]) -> np.ndarray:
@@ -324,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=bench_models.DEFAULT_ROOT, help="built models' cache"
     )
+    bench_models.precision_argument(parser)
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--export", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    NAMES["mlx"] = bench_models.use_precision(args.precision)
     if args.export:  # the exporter's own process (ensure_onnx)
         print(json.dumps(_export(Path(args.export[0]), Path(args.export[1]))))
         return 0
