@@ -9,7 +9,8 @@ into ``--root`` (``~/.cache/jupyter-mlx-embed-bench``). Run::
 Per model, three sides score the same (query, document) pairs, each in its own long-lived,
 warmed-up process, taking turns within each round (the order rotates per round), as in
 ``bench_models.py``: MLX (a ``jupyter_mlx_embed.Worker``, cache off, one ``rerank`` request
-per query; ``--precision``: its ``precision`` setting); sentence-transformers' ``CrossEncoder.predict`` (torch float32, batches of 32);
+per query; ``--precision``: its ``precision`` setting); sentence-transformers'
+``CrossEncoder.predict`` (torch float32, batches of 32);
 ONNX Runtime: the ``*ForSequenceClassification`` model exported by torch's TorchScript
 exporter (eager attention), fused by ``onnxruntime.transformers.optimizer`` and cached under
 ``--root``/onnx, run as infinity, fastembed or TEI run it (pairs tokenized in one call,

@@ -51,6 +51,14 @@ def test_kernels_are_loaded_and_reported(worker: Worker) -> None:
     info = worker.info()["native_kernels"]
     assert info["loaded"], info["detail"]
     assert info["isa"] in ("avx2", "avx512")
+    # The reduced precisions this CPU runs, and on what (/proc/cpuinfo says which it has).
+    flags = Path("/proc/cpuinfo").read_text()
+    bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
+    int8 = "avx2" if info["isa"] == "avx2" else "avx512_vnni" if "avx512_vnni" in flags else None
+    assert info["precisions"] == {
+        **({"bf16": bf16} if bf16 and info["isa"] == "avx512" else {}),
+        **({"int8": int8} if int8 else {}),
+    }
 
 
 def test_linear_with_bias_and_gelu_matches_exact_gelu(worker: Worker) -> None:

@@ -35,7 +35,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -136,12 +136,15 @@ set_target_properties({module} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "{out}")
 
 @dataclass(frozen=True)
 class KernelsInfo:
-    """Whether the native kernels are in use, which instruction set, and why not if not."""
+    """Whether the native kernels are in use, which instruction set, and why not if not;
+    ``precisions``: the reduced ``precision`` settings they run, each with what runs it
+    (``bf16``: ``amx`` or ``avx512_bf16``; ``int8``: ``avx2`` or ``avx512_vnni``)."""
 
     loaded: bool
     isa: str | None
     path: str | None
     detail: str
+    precisions: dict[str, str] = field(default_factory=dict)
 
 
 _lock = threading.Lock()  # guards _loaded
@@ -458,7 +461,13 @@ def _open(path: Path, choice: str) -> ModuleType:
 def _in_use(module: ModuleType, path: Path, where: str) -> tuple[ModuleType, KernelsInfo]:
     isa = module.isa()
     logger.info("native kernels loaded (%s, %s) from %s", isa, where, path)
-    return module, KernelsInfo(True, isa, str(path), f"{isa} kernels {where}: {path}")
+    precisions = {}
+    if module.has_bf16():
+        precisions["bf16"] = module.bf16_products()
+    if module.has_int8():
+        precisions["int8"] = "avx512_vnni" if isa == "avx512" else isa
+    detail = f"{isa} kernels {where}: {path}"
+    return module, KernelsInfo(True, isa, str(path), detail, precisions)
 
 
 def _load(cache_dir: Path | None, setting: str | None) -> tuple[ModuleType | None, KernelsInfo]:
