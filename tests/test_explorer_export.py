@@ -9,14 +9,13 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import comm
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from jupyter_mlx_embed.embeddings import Embeddings
 from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
@@ -56,7 +55,7 @@ def grouped(n: int, seed: int = 0) -> tuple[Embeddings, pd.DataFrame]:
     return Embeddings(texts, vectors, "all-MiniLM-L6-v2"), table
 
 
-def open_offline(browser: Browser, path: Path) -> tuple[Any, Page, list[str], list[str]]:
+def open_offline(browser: Browser, path: Path) -> tuple[BrowserContext, Page, list[str], list[str]]:
     """An exported page opened in an offline Chromium context: the context, the page, the
     errors it reports (thrown or logged) and every URL it fetched."""
     context = browser.new_context(viewport={"width": 1200, "height": 800}, offline=True)

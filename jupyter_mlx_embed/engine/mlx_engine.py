@@ -59,15 +59,14 @@ class PrecisionInfo:
     detail: str
 
 
-#: What each reduced precision runs on the native CPU path, and what it needs there.
+#: What each reduced precision runs on the native CPU path ('{}': what runs its products, as
+#: the kernels' precisions() names it), and what it needs there.
 _REDUCED = {
     "bf16": (
-        "has_bf16",
         "{} products (bfloat16 weights and inputs, float32 sums)",
         "a CPU with AMX or AVX512_BF16",
     ),
     "int8": (
-        "has_int8",
         "int8 products (weights per output feature, inputs per token, int32 sums)",
         "AVX2, or AVX512_VNNI with the avx512 kernels",
     ),
@@ -87,12 +86,11 @@ def _precision(setting: str, cpu: bool, kernels: Any) -> PrecisionInfo:
         return PrecisionInfo(
             setting, "fp32", f"{setting} needs the native CPU kernels (not loaded)"
         )
-    has, detail, needs = _REDUCED[setting]
-    if not getattr(kernels, has)():
+    detail, needs = _REDUCED[setting]
+    runs_on = kernels.precisions().get(setting)
+    if runs_on is None:
         return PrecisionInfo(setting, "fp32", f"{setting} needs {needs}")
-    if setting == "bf16":  # AMX tiles where the CPU has them, else AVX512_BF16
-        detail = detail.format(kernels.bf16_products().upper())
-    return PrecisionInfo(setting, setting, detail)
+    return PrecisionInfo(setting, setting, detail.format(runs_on.upper()))
 
 
 class Engine:

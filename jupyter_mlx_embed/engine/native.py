@@ -461,13 +461,8 @@ def _open(path: Path, choice: str) -> ModuleType:
 def _in_use(module: ModuleType, path: Path, where: str) -> tuple[ModuleType, KernelsInfo]:
     isa = module.isa()
     logger.info("native kernels loaded (%s, %s) from %s", isa, where, path)
-    precisions = {}
-    if module.has_bf16():
-        precisions["bf16"] = module.bf16_products()
-    if module.has_int8():
-        precisions["int8"] = "avx512_vnni" if isa == "avx512" else isa
     detail = f"{isa} kernels {where}: {path}"
-    return module, KernelsInfo(True, isa, str(path), detail, precisions)
+    return module, KernelsInfo(True, isa, str(path), detail, dict(module.precisions()))
 
 
 def _load(cache_dir: Path | None, setting: str | None) -> tuple[ModuleType | None, KernelsInfo]:

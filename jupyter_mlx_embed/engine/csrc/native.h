@@ -40,7 +40,7 @@ struct Products {
   // then reads in place of the float inputs; null for the others.
   decltype(&avx2int8::quantized_size) quantized_size;
   decltype(&avx2int8::quantize_inputs) quantize;
-  const char* name;  // what runs them, as bf16_products() names it
+  const char* name;  // what runs them, as precisions() and bf16_products() name it
 };
 
 // One instruction set's copy of the vectorised kernels.

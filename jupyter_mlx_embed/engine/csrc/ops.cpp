@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
@@ -400,6 +402,18 @@ NB_MODULE(_jme_native, m) {
   m.def("has_bf16", [] { return jme_native::kernels().bf16.product != nullptr; },
         "Whether the kernels in use have bfloat16 products (AVX-512 on a CPU with AMX or "
         "AVX512_BF16): pack_linear's precision='bf16'.");
+  m.def(
+      "precisions",
+      [] {
+        const jme_native::Kernels& k = jme_native::kernels();
+        std::map<std::string, std::string> found;
+        if (k.bf16.product) found["bf16"] = k.bf16.name;
+        if (k.int8.product) found["int8"] = k.int8.name;
+        return found;
+      },
+      "The reduced precisions (pack_linear's 'bf16', 'int8') the kernels in use have, each "
+      "with what runs its products: bf16 'amx' or 'avx512_bf16', int8 'avx2' or "
+      "'avx512_vnni'.");
   m.def("bf16_products", &jme_native::bf16_products,
         "What runs the AVX-512 kernels' bfloat16 products: 'amx' or 'avx512_bf16' (AMX "
         "first, where the CPU has it), '' where the CPU has neither.");

@@ -444,10 +444,10 @@ inline void tile_steps(const uint16_t* a, int64_t lda, const uint16_t* panel, in
 
 // The sums of rows [0, 2 kTile) (Two) or [0, kTile) of `a` by one panel, into `sums` (row
 // stride kPanel floats). A depth that is no multiple of kTileDepth ends with a tile step
-// on the panel's last rows copied into `last` with zeros after them (inputs are zero there).
+// on the panel's last rows copied into `tail` with zeros after them (inputs are zero there).
 template <bool Two>
 void panel_sums(const uint16_t* a, int64_t lda, const uint16_t* panel, int64_t steps,
-                uint16_t* last, float* sums) {
+                uint16_t* tail, float* sums) {
   _tile_zero(0);
   _tile_zero(1);
   if constexpr (Two) {
@@ -458,8 +458,8 @@ void panel_sums(const uint16_t* a, int64_t lda, const uint16_t* panel, int64_t s
   tile_steps<Two>(a, lda, panel, whole);
   if (rest) {
     const uint16_t* from = panel + whole * kTile * kPanelRow;
-    for (int64_t i = 0; i < kTile * kPanelRow; ++i) last[i] = i < rest * kPanelRow ? from[i] : 0;
-    tile_steps<Two>(a + whole * kTileDepth, lda, last, 1);
+    for (int64_t i = 0; i < kTile * kPanelRow; ++i) tail[i] = i < rest * kPanelRow ? from[i] : 0;
+    tile_steps<Two>(a + whole * kTileDepth, lda, tail, 1);
   }
   constexpr int64_t ldc = kPanel * 4;
   _tile_stored(0, sums, ldc);
@@ -510,7 +510,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   const bool glu = mode & kGlu;
   const int64_t step = glu ? W : kPanel;  // outputs per panel
   float* sums = scratch;  // 2 kTile x kPanel
-  uint16_t* last_rows = reinterpret_cast<uint16_t*>(scratch + 2 * kTile * kPanel);
+  uint16_t* tail = reinterpret_cast<uint16_t*>(scratch + 2 * kTile * kPanel);
   float own_bias[kPanel];
   configure_tiles();
   for (int64_t g0 = first; g0 < last; g0 += group) {
@@ -521,9 +521,9 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
       for (int64_t p = g0; p < g1; ++p) {
         const uint16_t* panel = packed + p * steps * kPanelRow;
         if (m > kTile) {
-          panel_sums<true>(x, lda, panel, steps, last_rows, sums);
+          panel_sums<true>(x, lda, panel, steps, tail, sums);
         } else {
-          panel_sums<false>(x, lda, panel, steps, last_rows, sums);
+          panel_sums<false>(x, lda, panel, steps, tail, sums);
         }
         const int64_t width = cols - p * step < step ? cols - p * step : step;
         const float* b = panel_bias(bias, glu, p, width, own_bias);
