@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import comm
 import numpy as np
@@ -53,6 +54,13 @@ def grouped(n: int, seed: int = 0) -> tuple[Embeddings, pd.DataFrame]:
     texts = [f"{WORDS[g]} {WORDS[(g + 5) % 12]} note {i}" for i, g in enumerate(group)]
     table = pd.DataFrame({"kind": [f"kind {g % 3}" for g in group], "size": rng.random(n)})
     return Embeddings(texts, vectors, "all-MiniLM-L6-v2"), table
+
+
+def exported(page_text: str) -> dict[str, Any]:
+    """What an exported page carries for its front end (the JSON of its jme-export script)."""
+    found = re.search(r'id="jme-export"[^>]*>(.*?)</script>', page_text, re.S)
+    assert found is not None
+    return json.loads(found[1])
 
 
 def open_offline(browser: Browser, path: Path) -> tuple[BrowserContext, Page, list[str], list[str]]:
@@ -121,7 +129,7 @@ def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
     text = path.read_text()
     assert "<title>Notes &lt;/script&gt; &amp; more</title>" in text
     assert not re.search(r"(src|href)=\"https?://", text)  # nothing fetched from elsewhere
-    data = json.loads(re.search(r'id="jme-export"[^>]*>(.*?)</script>', text, re.S).group(1))
+    data = exported(text)
     assert data["state"]["interactive"] is False and len(data["texts"]) == 20_000
     assert data["fields"]["size"][0] == str(explorer._columns["size"].iloc[0])
     assert data["state"]["scores"] == "" and data["state"]["keyword"] == ""
@@ -134,6 +142,28 @@ def test_html_page_is_self_contained(explorer, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_page_exported_while_the_map_is_made_promises_no_background_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    embeddings, _ = grouped(20_000)
+    widget = SimilarityExplorer(embeddings)  # PCA at once, UMAP in the background
+    try:
+        assert "in the background" in widget.map_status
+        text = widget.to_html(tmp_path / "early.html").read_text()
+        assert not widget._done.is_set()  # exported while UMAP was still being computed
+        data = exported(text)
+        assert data["state"]["map_status"] == "PCA map of 20,000 texts."
+        assert "in the background" in widget.map_status  # the live widget still says so
+        assert widget.wait(300)  # once the map is made, a page shows it as it is
+        text = widget.to_html(tmp_path / "late.html").read_text()
+        data = exported(text)
+        assert data["state"]["map_status"] == widget.map_status
+        assert data["state"]["map_status"].startswith("UMAP map of 20,000 texts.")
+    finally:
+        widget.close()
+
+
 @requires_chromium
 def test_html_page_works_offline_in_chromium(explorer, tmp_path: Path, browser: Browser) -> None:
     path = explorer.to_html(tmp_path / "map.html")
@@ -203,9 +233,7 @@ def test_pictures_page_carries_their_thumbnails(
         widget.close()
     extra = with_thumbnails.stat().st_size - without.stat().st_size
     assert 400 * n < extra < 4_000 * n, extra  # JPEGs of a few hundred bytes to 3 KB each
-    data = json.loads(
-        re.search(r'id="jme-export"[^>]*>(.*?)</script>', without.read_text(), re.S)[1]
-    )
+    data = exported(without.read_text())
     assert "thumbnails" not in data and data["state"]["pictures"] is False
 
     context, page, errors, fetched = open_offline(browser, with_thumbnails)

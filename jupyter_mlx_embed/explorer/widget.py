@@ -537,6 +537,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
             status_level="info",
             **{name: getattr(type(self), name).default() for name in _LIVE_ONLY},
         )
+        if not self._done.is_set():  # a page does no background work: the map as it is now
+            state["map_status"] = self._map_message(self.projection, False)
         bundle = _BUNDLE.read_bytes() if _BUNDLE.is_file() else _MISSING_BUNDLE.encode()
         texts = self._embeddings.texts
         fields = {name: column_strings(self._columns[name], n) for name in self.tooltip_columns}
