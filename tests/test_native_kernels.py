@@ -127,14 +127,36 @@ def test_attention_matches_masked_softmax_per_sequence(worker: Worker, width: in
         assert error < 1e-5, isa
 
 
-@pytest.mark.parametrize("rows", [1, 7, 13, 25, 100])
+def test_packed_weights_and_results_start_at_a_cache_line(worker: Worker) -> None:
+    """MLX puts an array's data 8 bytes into its block; the kernels' own arrays start at 64
+    bytes, so that the products' vector loads of packed weights never straddle two lines."""
+
+    def check(k: Any, mx: Any) -> list[int]:
+        w, x = mx.random.normal((100, 48)), mx.random.normal((5, 48))
+        arrays = [k.pack_linear(w), k.pack_glu(w, w), k.linear(x, k.pack_linear(w), 100)]
+        arrays += [k.pack_linear(w, precision=p) for p in ("bf16", "int8") if p in k.precisions()]
+        mx.eval(arrays)
+        plain = mx.abs(w)
+        mx.eval(plain)
+        # bfloat16 has no buffer format: its bits viewed as uint16 (the same data)
+        arrays = [mx.view(a, mx.uint16) if a.dtype == mx.bfloat16 else a for a in arrays]
+        offsets = [np.asarray(memoryview(a)).ctypes.data % 64 for a in arrays]
+        return [*offsets, np.asarray(memoryview(plain)).ctypes.data % 64]
+
+    for isa, offsets in on_worker(worker, check).items():
+        assert offsets[:-1] == [0] * (len(offsets) - 1), isa
+        assert offsets[-1] != 0, "MLX's own arrays now start at a cache line: drop Aligned"
+
+
+@pytest.mark.parametrize("rows", [1, 7, 13, 25, 100, 300])
 def test_linear_matches_matmul(worker: Worker, rows: int) -> None:
-    """Packed products against MLX's matmul: columns that are no multiple of a panel, rows
-    that are no multiple of a tile, and the columns split over one to three threads."""
+    """Packed products against MLX's matmul: columns that are no multiple of a panel, an odd
+    number of panels, rows that are no multiple of a tile nor of a row block, and the columns
+    split over one to three threads."""
 
     def check(k: Any, mx: Any) -> float:
         worst = 0.0
-        for cols, depth in ((37, 5), (33, 17), (1152, 384), (384, 1536)):
+        for cols, depth in ((37, 5), (33, 17), (160, 300), (96, 3100), (1152, 384), (384, 1536)):
             w, x = mx.random.normal((cols, depth)), mx.random.normal((rows, depth))
             packed = k.pack_linear(w)
             expected = x @ w.T

@@ -36,6 +36,7 @@ enum class Weights { kFloat32, kBFloat16, kInt8 };
 struct Products {
   decltype(&avx2::product_scratch) scratch;
   decltype(&avx2::packed_product) product;
+  decltype(&avx2::tile_panels) tile_panels;
   // int8, and bfloat16 on AMX: the inputs' preparation (quantize_inputs), which the product
   // then reads in place of the float inputs; null for the others.
   decltype(&avx2int8::quantized_size) quantized_size;
@@ -134,6 +135,19 @@ class CpuOnly : public mx::Primitive {
  public:
   using mx::Primitive::Primitive;
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
+};
+
+// Input: any contiguous array; output: a copy of it whose data starts at a cache line (see
+// allocate_aligned in primitives.cpp), for packed weights, which the products read a whole
+// vector at a time.
+class Aligned : public CpuOnly {
+ public:
+  using CpuOnly::CpuOnly;
+  const char* name() const override { return "JmeAligned"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return dynamic_cast<const Aligned*>(&other) != nullptr;
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
 };
 
 // Inputs: h, then residual and bias if given, then the norm's weight and bias.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -121,6 +122,11 @@ mx::array to_panels(const mx::array& rows, int64_t count, Weights weights, mx::S
       false, s);
 }
 
+// `packed` (contiguous) copied to data that starts at a cache line (Aligned).
+mx::array aligned(const mx::array& packed, mx::Stream s) {
+  return mx::array(packed.shape(), packed.dtype(), std::make_shared<Aligned>(s), {packed});
+}
+
 // The rows of `a` and `b` (same shape, (out, ...)) interleaved by half panels, zero-padded:
 // (glu_panels(out), panel, ...), each panel / 2 rows of a then the same rows of b.
 mx::array interleave_halves(const mx::array& a, const mx::array& b, mx::Stream s) {
@@ -167,7 +173,7 @@ mx::array pack_linear(const mx::array& weight, const std::string& precision,
   mx::array padded = mx::pad(float_input(weight, "weight", s),
                              {{0, static_cast<int>(count * panel - weight.shape(0))}, {0, 0}},
                              mx::array(0), "constant", s);
-  return to_panels(padded, count, weights, s);
+  return aligned(to_panels(padded, count, weights, s), s);
 }
 
 mx::array pack_glu(const mx::array& activated, const mx::array& gate,
@@ -178,7 +184,7 @@ mx::array pack_glu(const mx::array& activated, const mx::array& gate,
   const mx::Stream s = mx::to_stream(stream);
   mx::array rows = interleave_halves(float_input(activated, "activated", s),
                                      float_input(gate, "gate", s), s);
-  return to_panels(rows, rows.shape(0) / kernels().panel_width(), weights, s);
+  return aligned(to_panels(rows, rows.shape(0) / kernels().panel_width(), weights, s), s);
 }
 
 mx::array pack_glu_bias(const mx::array& activated, const mx::array& gate,

@@ -20,7 +20,20 @@ namespace jme_native {
 
 namespace {
 
-void allocate(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
+// Gives `out` its (row-contiguous) data, starting at a cache line. MLX's CPU allocator puts
+// an array's data 8 bytes past the start of a malloc block, so that a 64-byte vector load of
+// packed weights straddled two cache lines: the products ran 1.08x faster on weights 64-byte
+// aligned (one Sapphire Rapids-class core, 1200 x 768 x 3072).
+void allocate(mx::array& out) {
+  constexpr int64_t kLine = 64;
+  mx::allocator::Data data = mx::allocator::malloc(out.nbytes() + kLine);
+  const auto start = reinterpret_cast<uintptr_t>(data.buffer().raw_ptr());
+  const int64_t offset = static_cast<int64_t>((kLine - start % kLine) % kLine);
+  const auto largest = std::max_element(out.shape().begin(), out.shape().end());
+  const bool column = out.size() <= 1 || static_cast<int64_t>(out.size()) == *largest;
+  out.set_data(std::move(data), out.size(), out.strides(), mx::array::Flags{true, true, column},
+               offset);
+}
 
 // Every array's data in order, with a null where `present` says an optional one is absent.
 std::vector<const float*> slots(const std::vector<mx::array>& inputs, size_t first,
@@ -147,12 +160,13 @@ struct ProductJob {
   int64_t rows, depth, cols;
   Weights weights;
 
-  // The panels [first, last) of the product of `inputs` (x, or x prepared), with this
-  // thread's scratch buffer (allocated once).
+  // The runs [first, last) of `run` panels (of `panels`) of the product of `inputs` (x, or x
+  // prepared), with this thread's scratch buffer (allocated once).
   struct Share {
     const ProductJob* job;
     const void* inputs;
-    static void run(const void* share, int64_t first, int64_t last) {
+    int64_t panels, run;
+    static void run_share(const void* share, int64_t first, int64_t last) {
       const auto* s = static_cast<const Share*>(share);
       const ProductJob& j = *s->job;
       const Products& products = j.k->products(j.weights);
@@ -160,7 +174,7 @@ struct ProductJob {
       const auto size = static_cast<size_t>(products.scratch());
       if (scratch.size() < size) scratch.resize(size);
       products.product(s->inputs, j.packed, j.bias, j.mode, j.out, j.rows, j.depth, j.cols,
-                       first, last, scratch.data());
+                       first * s->run, std::min(last * s->run, s->panels), scratch.data());
     }
   };
 
@@ -180,9 +194,10 @@ struct ProductJob {
   // those made first, once, their rows split over the same threads).
   void run(int64_t panels, int threads) const {
     const Products& products = k->products(weights);
+    const int64_t tile = products.tile_panels(), runs = (panels + tile - 1) / tile;
     if (!products.quantize) {
-      const Share share{this, x};
-      run_on_helpers(&Share::run, &share, panels, threads);
+      const Share share{this, x, panels, tile};
+      run_on_helpers(&Share::run_share, &share, runs, threads);
       return;
     }
     thread_local std::vector<float> quantized;
@@ -190,8 +205,8 @@ struct ProductJob {
     if (quantized.size() < size) quantized.resize(size);
     const Quantize quantize{this, quantized.data()};
     run_on_helpers(&Quantize::run, &quantize, rows, threads);
-    const Share share{this, quantized.data()};
-    run_on_helpers(&Share::run, &share, panels, threads);
+    const Share share{this, quantized.data(), panels, tile};
+    run_on_helpers(&Share::run_share, &share, runs, threads);
   }
 };
 
@@ -199,6 +214,18 @@ struct ProductJob {
 
 void CpuOnly::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   throw std::runtime_error(std::string(name()) + " has only a CPU implementation");
+}
+
+void Aligned::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const mx::array& in = inputs[0];
+  mx::array& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(in);
+  encoder.set_output_array(out);
+  encoder.dispatch([from = in.data<char>(), to = out.data<char>(), bytes = in.nbytes()]() {
+    std::copy(from, from + bytes, to);
+  });
 }
 
 void AddLayerNorm::eval_cpu(const std::vector<mx::array>& inputs,

@@ -45,11 +45,12 @@ bool supports_amx() {
 #endif
 }
 
-constexpr Products kNone{nullptr, nullptr, nullptr, nullptr, nullptr};
+constexpr Products kNone{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 const Products kAmx{avx512amx::product_scratch, avx512amx::packed_product,
-                    avx512amx::quantized_size, avx512amx::quantize_inputs, "amx"};
-const Products kAvx512Bf16{avx512bf16::product_scratch, avx512bf16::packed_product, nullptr,
-                           nullptr, "avx512_bf16"};
+                    avx512amx::tile_panels,     avx512amx::quantized_size,
+                    avx512amx::quantize_inputs, "amx"};
+const Products kAvx512Bf16{avx512bf16::product_scratch, avx512bf16::packed_product,
+                           avx512bf16::tile_panels, nullptr, nullptr, "avx512_bf16"};
 const bool kHasAmx = supports_amx(), kHasAvx512Bf16 = supports_bf16();
 
 const Kernels kAvx2{"avx2",
@@ -58,9 +59,10 @@ const Kernels kAvx2{"avx2",
                     avx2::attention_scratch,
                     avx2::attention,
                     avx2::panel_width,
-                    {avx2::product_scratch, avx2::packed_product, nullptr, nullptr, "avx2"},
+                    {avx2::product_scratch, avx2::packed_product, avx2::tile_panels, nullptr,
+                     nullptr, "avx2"},
                     kNone,
-                    {avx2int8::product_scratch, avx2int8::packed_product,
+                    {avx2int8::product_scratch, avx2int8::packed_product, avx2int8::tile_panels,
                      avx2int8::quantized_size, avx2int8::quantize_inputs, "avx2"}};
 // Not const: set_bf16_products() picks its bfloat16 products.
 Kernels kAvx512{
@@ -70,9 +72,11 @@ Kernels kAvx512{
     avx512::attention_scratch,
     avx512::attention,
     avx512::panel_width,
-    {avx512::product_scratch, avx512::packed_product, nullptr, nullptr, "avx512"},
+    {avx512::product_scratch, avx512::packed_product, avx512::tile_panels, nullptr, nullptr,
+     "avx512"},
     kHasAmx ? kAmx : kHasAvx512Bf16 ? kAvx512Bf16 : kNone,
     supports_vnni() ? Products{avx512int8::product_scratch, avx512int8::packed_product,
+                               avx512int8::tile_panels,
                                avx512int8::quantized_size, avx512int8::quantize_inputs,
                                "avx512_vnni"}
                     : kNone};

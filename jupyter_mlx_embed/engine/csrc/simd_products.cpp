@@ -42,12 +42,17 @@
 namespace jme_native {
 namespace JME_ISA {
 
-// Columns per panel (two vectors) and rows per tile. A tile keeps its rows x panel results in
-// registers: 2 * kTileRows accumulators, two panel vectors and one broadcast fit the 16 ymm
-// (AVX2) or 32 zmm (AVX-512) registers; AVX2's int8 products need four more (both forms of
-// the input, the signed weights, the 16-bit ones).
+// Columns per panel (two vectors), and the shape of a tile, whose sums stay in registers:
+// kTileRows rows by kTilePanels panels (2 * kTilePanels vectors each), plus the panels'
+// vectors and one broadcast, fit the 16 ymm (AVX2) or 32 zmm (AVX-512) registers; AVX2's int8
+// products need four more (both forms of the input, the signed weights, the 16-bit ones).
+// With AVX-512, 6 rows by two panels (four vectors per broadcast) rather than 12 rows by one:
+// 1.08-1.10x the speed on one Sapphire Rapids-class core at 1200 x 768 x 3072 and 2900 x 768
+// x 768 (paired runs). A group's odd last panel takes tiles of kLoneRows rows by one panel.
 constexpr int64_t kPanel = 2 * W;
-constexpr int kTileRows = W == 16 ? 12 : JME_INT8 ? 4 : 6;
+constexpr int kTilePanels = W == 16 ? 2 : 1;
+constexpr int kTileRows = W == 16 ? 6 : JME_INT8 ? 4 : 6;
+constexpr int kLoneRows = kTileRows * kTilePanels;
 #if JME_BF16
 typedef uint16_t weight_t;  // bfloat16 bits
 typedef uint32_t input_t;   // a pair of bfloat16 inputs (two depth rows)
@@ -66,21 +71,30 @@ constexpr int64_t kDepthStep = 1;
 #endif
 // Depth rows per panel row, and weights per panel row (128 bytes either way).
 constexpr int64_t kPanelRow = kPanel * kDepthStep;
-// How far ahead a tile prefetches its panel. With few rows the product streams the weights
-// from memory (a small model's layers outgrow the L3 cache) faster than the hardware
-// prefetcher fetches them: 12 KiB ahead took a 23-row product over six MiniLM layers from
-// 163 to 223 GFLOP/s on one Zen 5 core (none, 2, 4, 8, 12 and 16 KiB tried).
+// How far ahead the first tile of a row block prefetches its panels (the others find them in
+// L1). With few rows the product streams the weights from memory (a small model's layers
+// outgrow the L3 cache) faster than the hardware prefetcher fetches them: 12 KiB ahead took a
+// 23-row product over six MiniLM layers from 163 to 223 GFLOP/s on one Zen 5 core (none, 2,
+// 4, 8, 12 and 16 KiB tried). Every tile prefetching cost 1.04-1.07x at 1200 rows.
 constexpr int64_t kPrefetchAhead = 12288 / (kPanel * 4);  // in panel rows
-// Cache blocking for products deeper than one depth block: a panel's block of kDepthBlock
-// rows (16 KiB) stays in the L1 cache while every row tile of a row block uses it, and the
-// row block's inputs (kRowBlock rows of kDepthBlock floats: 120 KiB with AVX2) stay in L2
-// while the kPanelGroup panels of a group use them. A tile's sums between depth blocks are
-// kept in a scratch buffer (kPanelGroup x kRowBlock x kPanel floats per thread). Without
-// blocking, every panel re-read all the inputs from L3 and its own rows from L2: 46 against
-// 70 GFLOP/s (MKL's) per core at Qwen3-0.6B's and ModernBERT-base's shapes on Zen 3.
+// Cache blocking: a panel's block of kDepthBlock rows (16 KiB; a tile's two: 32 KiB, 3%
+// faster than blocks half as deep on Sapphire Rapids) stays in the L1 cache while every row
+// tile of a row block uses it, and the row block's inputs (kRowBlock rows of kDepthBlock
+// floats: 120 KiB with AVX2) stay in L2 while the kPanelGroup panels of a group use them. The
+// row block's sums by the group's panels are kept in a scratch buffer (kPanelGroup x kRowBlock
+// x kPanel floats per thread) until their results are written. Without blocking, every panel
+// re-read all the inputs from L3 and its own rows from L2: 46 against 70 GFLOP/s (MKL's) per
+// core at Qwen3-0.6B's and ModernBERT-base's shapes on Zen 3.
 constexpr int64_t kDepthBlock = 4096 * kDepthStep / kPanel;
-constexpr int64_t kRowBlock = 20 * kTileRows;
+constexpr int64_t kRowBlock = 20 * kLoneRows;
 constexpr int64_t kPanelGroup = 8;
+// With more rows than one row block, a group is as many panels (an even number, 2 to
+// kPanelGroup) as keep its weights within kGroupWeights bytes, so that they stay in L2 while
+// every row block uses them: at a depth of 3072, 8 panels (3 MiB) were read again from L3 for
+// each row block. Two panels there: 0.69 -> 0.86x torch's speed at 2900 x 3072 x 768 on two
+// Sapphire Rapids-class cores; but two panels at a depth of 768 too: 0.97 -> 0.82x at 2900 x
+// 768 x 3072, the inputs then read again for every pair.
+constexpr int64_t kGroupWeights = 768 << 10;
 #if JME_AMX
 // AMX tiles hold 16 rows of 64 bytes: a tile of inputs is 16 rows x 32 depth values, a tile of
 // weights 16 panel rows (pairs of depth rows) x the W columns of one half panel (AMX's layout
@@ -182,85 +196,80 @@ inline const float* panel_bias(const float* bias, bool glu, int64_t p, int64_t w
   return own;
 }
 
-// c[r, 0:cols] = a[r, :] . panel (+ bias, then the epilogue `mode`) for R rows of `a` (row
-// stride lda) over `depth` panel rows of kPanelRow weights; bias (or null) holds this panel's
-// kPanel values. With kGlu the panel's two halves are the activated and the gate columns of
-// `cols` (<= W) outputs. A depth block of a deeper product starts from the sums in `partial`
-// (R x kPanel) unless it is the first, and leaves its sums there unless it is the last.
-// int8 on AVX2: each row's input magnitudes follow its signed inputs at a + row * lda + lda / 2.
-template <int R>
+// Adds the products of R rows of `a` (row stride lda) by NP adjacent panels (`pstride` weights
+// apart) over `depth` panel rows of kPanelRow weights to their sums, which start from zero
+// (`first`) or from `sums`, and are left there: panel i's row r at sums + i * sstride +
+// r * kPanel. int8 on AVX2: each row's input magnitudes follow its signed inputs at
+// a + row * lda + lda / 2.
+template <int R, int NP>
 inline void product_tile(const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
-                         float* c, int64_t ldc, int64_t cols, const float* bias, int mode,
-                         const Scales& scales, float* partial, bool first, bool last) {
-  sum_t low[R], high[R];
-  for (int r = 0; r < R; ++r) {
-    low[r] = first ? sum_t{} : load_sum(partial + r * kPanel);
-    high[r] = first ? sum_t{} : load_sum(partial + r * kPanel + W);
-  }
+                         int64_t pstride, float* sums, int64_t sstride, bool first, bool fetch) {
+  sum_t acc[R][2 * NP];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 2 * NP; ++j)
+      acc[r][j] = first ? sum_t{} : load_sum(sums + (j / 2) * sstride + r * kPanel + (j % 2) * W);
 #if JME_INT8 && JME_WIDTH == 8
   const __m256i ones = _mm256_set1_epi16(1);
 #endif
   for (int64_t p = 0; p < depth; ++p) {
-    const weight_t* ahead = panel + (p + kPrefetchAhead) * kPanelRow;
-    for (int64_t line = 0; line < kPanelRow; line += 64 / sizeof(weight_t))
-      __builtin_prefetch(ahead + line);
+    for (int i = 0; i < (fetch ? NP : 0); ++i) {
+      const weight_t* ahead = panel + i * pstride + (p + kPrefetchAhead) * kPanelRow;
+      for (int64_t line = 0; line < kPanelRow; line += 64 / sizeof(weight_t))
+        __builtin_prefetch(ahead + line);
+    }
 #if JME_BF16
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * kPanelRow);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * kPanelRow + kPanel);
+    __m512bh b[2 * NP];
+    for (int j = 0; j < 2 * NP; ++j)
+      b[j] = (__m512bh)_mm512_loadu_si512(panel + (j / 2) * pstride + p * kPanelRow +
+                                          (j % 2) * kPanel);
     for (int r = 0; r < R; ++r) {
       const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
-      low[r] = _mm512_dpbf16_ps(low[r], x, b0);
-      high[r] = _mm512_dpbf16_ps(high[r], x, b1);
+      for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], x, b[j]);
     }
 #elif JME_INT8 && JME_WIDTH == 16
-    const __m512i b0 = _mm512_loadu_si512(panel + p * kPanelRow);
-    const __m512i b1 = _mm512_loadu_si512(panel + p * kPanelRow + 4 * W);
+    __m512i b[2 * NP];
+    for (int j = 0; j < 2 * NP; ++j)
+      b[j] = _mm512_loadu_si512(panel + (j / 2) * pstride + p * kPanelRow + (j % 2) * 4 * W);
     for (int r = 0; r < R; ++r) {
       const __m512i x = _mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
-      low[r] = (vi)_mm512_dpbusd_epi32((__m512i)low[r], x, b0);
-      high[r] = (vi)_mm512_dpbusd_epi32((__m512i)high[r], x, b1);
+      for (int j = 0; j < 2 * NP; ++j)
+        acc[r][j] = (vi)_mm512_dpbusd_epi32((__m512i)acc[r][j], x, b[j]);
     }
 #elif JME_INT8
-    const __m256i b0 = _mm256_loadu_si256((const __m256i*)(panel + p * kPanelRow));
-    const __m256i b1 = _mm256_loadu_si256((const __m256i*)(panel + p * kPanelRow + 4 * W));
+    __m256i b[2 * NP];
+    for (int j = 0; j < 2 * NP; ++j)
+      b[j] = _mm256_loadu_si256(
+          (const __m256i*)(panel + (j / 2) * pstride + p * kPanelRow + (j % 2) * 4 * W));
     for (int r = 0; r < R; ++r) {
       const __m256i x = _mm256_set1_epi32(static_cast<int>(a[r * lda + p]));
       const __m256i size = _mm256_set1_epi32(static_cast<int>(a[r * lda + lda / 2 + p]));
-      low[r] += (vi)_mm256_madd_epi16(_mm256_maddubs_epi16(size, _mm256_sign_epi8(b0, x)), ones);
-      high[r] += (vi)_mm256_madd_epi16(_mm256_maddubs_epi16(size, _mm256_sign_epi8(b1, x)), ones);
+      for (int j = 0; j < 2 * NP; ++j)
+        acc[r][j] += (vi)_mm256_madd_epi16(
+            _mm256_maddubs_epi16(size, _mm256_sign_epi8(b[j], x)), ones);
     }
 #else
-    const vf b0 = load(panel + p * kPanel), b1 = load(panel + p * kPanel + W);
+    vf b[2 * NP];
+    for (int j = 0; j < 2 * NP; ++j)
+      b[j] = load(panel + (j / 2) * pstride + p * kPanel + (j % 2) * W);
     for (int r = 0; r < R; ++r) {
       const vf x = splat(a[r * lda + p]);
-      low[r] += x * b0;
-      high[r] += x * b1;
+      for (int j = 0; j < 2 * NP; ++j) acc[r][j] += x * b[j];
     }
 #endif
   }
-  if (!last) {
-    for (int r = 0; r < R; ++r) {
-      store_sum(partial + r * kPanel, low[r]);
-      store_sum(partial + r * kPanel + W, high[r]);
-    }
-    return;
-  }
-  const vf bias0 = bias ? load(bias) : vf{}, bias1 = bias ? load(bias + W) : vf{};
   for (int r = 0; r < R; ++r)
-    finish_row(c + r * ldc, scaled(low[r], scales, r, 0) + bias0,
-               scaled(high[r], scales, r, 1) + bias1, cols, mode);
+    for (int j = 0; j < 2 * NP; ++j)
+      store_sum(sums + (j / 2) * sstride + r * kPanel + (j % 2) * W, acc[r][j]);
 }
 
-template <int R>
+// product_tile<rows, NP> for 0 <= rows <= R.
+template <int R, int NP>
 void tail_tile(int64_t rows, const input_t* a, int64_t lda, int64_t depth, const weight_t* panel,
-               float* c, int64_t ldc, int64_t cols, const float* bias, int mode,
-               const Scales& scales, float* partial, bool first, bool last) {
+               int64_t pstride, float* sums, int64_t sstride, bool first, bool fetch) {
   if constexpr (R > 0) {
     if (rows == R)
-      return product_tile<R>(a, lda, depth, panel, c, ldc, cols, bias, mode, scales, partial,
-                             first, last);
-    tail_tile<R - 1>(rows, a, lda, depth, panel, c, ldc, cols, bias, mode, scales, partial,
-                     first, last);
+      return product_tile<R, NP>(a, lda, depth, panel, pstride, sums, sstride, first, fetch);
+    tail_tile<R - 1, NP>(rows, a, lda, depth, panel, pstride, sums, sstride, first, fetch);
   }
 }
 
@@ -295,6 +304,10 @@ inline void to_bf16_pairs(const float* a, int64_t lda, int64_t rows, int64_t dep
 }  // namespace
 
 int64_t panel_width() { return kPanel; }
+
+// Adjacent panels that a tile takes at once: threads split a product's panels in runs of as
+// many (an odd run's last panel would take the slower one-panel tiles).
+int64_t tile_panels() { return JME_AMX ? 1 : kTilePanels; }
 
 // Floats of scratch memory packed_product() needs per thread: the sums between depth blocks,
 // and (bf16) a row block's inputs rounded to bfloat16; with AMX, a block's sums and weights.
@@ -545,7 +558,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
 // columns' float scales and one of their int32 sums times 128), and zeros past the last row.
 // Panels are independent, so threads may split them. a: rows x depth floats (int8: what
 // quantize_inputs() made of them). bias (or null) holds `cols` floats. scratch:
-// product_scratch() floats (fp32 and int8: or null when depth <= kDepthBlock).
+// product_scratch() floats.
 //
 // With kGlu, w was packed by pack_glu: panel p holds W rows of the activated half and the
 // same W rows of the gate half, for the outputs p*W...; c has `cols` of those, and bias (or
@@ -556,23 +569,42 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   const weight_t* packed = static_cast<const weight_t*>(weights);
   const int64_t steps = (depth + kDepthStep - 1) / kDepthStep;  // panel rows of weights
   const int64_t panel_rows = steps + (JME_INT8 ? 2 : 0);         // and of the scales
-  float own_bias[kPanel];
+  const int64_t pstride = panel_rows * kPanelRow;                // weights per panel
+  const int64_t sstride = kRowBlock * kPanel;                    // sums per panel
   const bool glu = mode & kGlu;
   const int64_t step = glu ? W : kPanel;  // outputs per panel
+  float own_bias[kPanelGroup][kPanel];
+  const float* biases[kPanelGroup];
+  Scales scales[kPanelGroup] = {};
 #if JME_INT8
   const float* row_scales = static_cast<const float*>(a);
   const input_t* quads = reinterpret_cast<const input_t*>(row_scales + scales_size(rows));
   const int64_t lda = quad_stride(depth);
 #endif
-  for (int64_t g0 = first; g0 < last; g0 += kPanelGroup) {
-    const int64_t g1 = g0 + kPanelGroup < last ? g0 + kPanelGroup : last;
+  const int64_t fit = kGroupWeights / (steps * kPanelRow * static_cast<int64_t>(sizeof(weight_t)));
+  const int64_t group = rows <= kRowBlock || fit >= kPanelGroup ? kPanelGroup
+                        : fit >= 4                              ? fit & ~int64_t{1}
+                                                                : 2;
+  for (int64_t g0 = first; g0 < last; g0 += group) {
+    const int64_t g1 = g0 + group < last ? g0 + group : last;
+    for (int64_t p = g0; p < g1; ++p) {
+      const int64_t width = cols - p * step < step ? cols - p * step : step;
+      biases[p - g0] = panel_bias(bias, glu, p, width, own_bias[p - g0]);
+#if JME_INT8
+      const weight_t* trailer = packed + p * pstride + steps * kPanelRow;
+      scales[p - g0].columns = reinterpret_cast<const float*>(trailer);
+      scales[p - g0].offsets = JME_WIDTH == 16
+                                   ? reinterpret_cast<const int32_t*>(trailer + kPanelRow)
+                                   : kNoOffsets;
+#endif
+    }
     for (int64_t m0 = 0; m0 < rows; m0 += kRowBlock) {
       const int64_t m1 = m0 + kRowBlock < rows ? m0 + kRowBlock : rows;
+      // The sums of every panel of the group for the row block, depth block by depth block.
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t kc = depth - k0 < kDepthBlock ? depth - k0 : kDepthBlock;
-        const bool first_block = k0 == 0, last_block = k0 + kc == depth;
 #if JME_BF16
-        uint32_t* inputs = reinterpret_cast<uint32_t*>(scratch + kPanelGroup * kRowBlock * kPanel);
+        uint32_t* inputs = reinterpret_cast<uint32_t*>(scratch + kPanelGroup * sstride);
         to_bf16_pairs(static_cast<const float*>(a) + m0 * depth + k0, depth, m1 - m0, kc, inputs);
         const int64_t lda = kDepthBlock / 2;
         auto row_inputs = [&](int64_t r) { return inputs + (r - m0) * lda; };
@@ -583,36 +615,42 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
         auto row_inputs = [&](int64_t r) { return static_cast<const float*>(a) + r * depth + k0; };
 #endif
         const int64_t kn = (kc + kDepthStep - 1) / kDepthStep;  // this block's panel rows
-        for (int64_t p = g0; p < g1; ++p) {
-          const weight_t* panel = packed + (p * panel_rows + k0 / kDepthStep) * kPanelRow;
-          const int64_t width = cols - p * step < step ? cols - p * step : step;
-          const float* b = panel_bias(bias, glu, p, width, own_bias);
-          Scales scales{nullptr, nullptr, nullptr};
-#if JME_INT8
-          const weight_t* trailer = packed + (p * panel_rows + steps) * kPanelRow;
-          scales.columns = reinterpret_cast<const float*>(trailer);
-          scales.offsets = JME_WIDTH == 16 ? reinterpret_cast<const int32_t*>(trailer + kPanelRow)
-                                           : kNoOffsets;
-#endif
-          float* out = c + p * step;
-          float* partial = scratch ? scratch + (p - g0) * kRowBlock * kPanel : nullptr;
-          int64_t r = m0;
-          for (; r + kTileRows <= m1; r += kTileRows) {
-#if JME_INT8
-            scales.rows = row_scales + r;
-#endif
-            product_tile<kTileRows>(row_inputs(r), lda, kn, panel, out + r * cols, cols,
-                                    width, b, mode, scales,
-                                    partial ? partial + (r - m0) * kPanel : nullptr,
-                                    first_block, last_block);
+        const bool first_block = k0 == 0;
+        for (int64_t p = g0; p < g1; p += kTilePanels) {
+          const weight_t* panel = packed + p * pstride + k0 / kDepthStep * kPanelRow;
+          float* sums = scratch + (p - g0) * sstride - m0 * kPanel;  // row r's at r * kPanel
+          if (p + kTilePanels <= g1) {
+            int64_t r = m0;
+            for (; r + kTileRows <= m1; r += kTileRows)
+              product_tile<kTileRows, kTilePanels>(row_inputs(r), lda, kn, panel, pstride,
+                                                   sums + r * kPanel, sstride, first_block,
+                                                   r == m0);
+            tail_tile<kTileRows - 1, kTilePanels>(m1 - r, row_inputs(r), lda, kn, panel,
+                                                  pstride, sums + r * kPanel, sstride,
+                                                  first_block, r == m0);
+          } else {
+            int64_t r = m0;
+            for (; r + kLoneRows <= m1; r += kLoneRows)
+              product_tile<kLoneRows, 1>(row_inputs(r), lda, kn, panel, pstride,
+                                         sums + r * kPanel, sstride, first_block, r == m0);
+            tail_tile<kLoneRows - 1, 1>(m1 - r, row_inputs(r), lda, kn, panel, pstride,
+                                        sums + r * kPanel, sstride, first_block, r == m0);
           }
+        }
+      }
+      // The row block's results, row by row: each row's outputs of the group in one run.
+      for (int64_t r = m0; r < m1; ++r) {
+        for (int64_t p = g0; p < g1; ++p) {
+          const float* sums = scratch + (p - g0) * sstride + (r - m0) * kPanel;
+          const float* b = biases[p - g0];
+          const vf bias0 = b ? load(b) : vf{}, bias1 = b ? load(b + W) : vf{};
+          Scales& s = scales[p - g0];
 #if JME_INT8
-          scales.rows = row_scales + r;
+          s.rows = row_scales + r;
 #endif
-          tail_tile<kTileRows - 1>(m1 - r, row_inputs(r), lda, kn, panel, out + r * cols,
-                                   cols, width, b, mode, scales,
-                                   partial ? partial + (r - m0) * kPanel : nullptr, first_block,
-                                   last_block);
+          const int64_t width = cols - p * step < step ? cols - p * step : step;
+          finish_row(c + r * cols + p * step, scaled(load_sum(sums), s, 0, 0) + bias0,
+                     scaled(load_sum(sums + W), s, 0, 1) + bias1, width, mode);
         }
       }
     }

@@ -59,6 +59,7 @@ constexpr int kNormAccumulate = 2;  // out += the result
   }
 #define JME_DECLARE_PRODUCTS()                                                               \
   int64_t panel_width();                                                                     \
+  int64_t tile_panels();                                                                     \
   int64_t product_scratch();                                                                 \
   void packed_product(const void*, const void*, const float*, int, float*, int64_t,           \
                       int64_t, int64_t, int64_t, int64_t, float*);
