@@ -88,13 +88,6 @@ constexpr int64_t kPrefetchAhead = 12288 / (kPanel * 4);  // in panel rows
 constexpr int64_t kDepthBlock = 4096 * kDepthStep / kPanel;
 constexpr int64_t kRowBlock = 20 * kLoneRows;
 constexpr int64_t kPanelGroup = 8;
-// With more rows than one row block, a group is as many panels (an even number, 2 to
-// kPanelGroup) as keep its weights within kGroupWeights bytes, so that they stay in L2 while
-// every row block uses them: at a depth of 3072, 8 panels (3 MiB) were read again from L3 for
-// each row block. Two panels there: 0.69 -> 0.86x torch's speed at 2900 x 3072 x 768 on two
-// Sapphire Rapids-class cores; but two panels at a depth of 768 too: 0.97 -> 0.82x at 2900 x
-// 768 x 3072, the inputs then read again for every pair.
-constexpr int64_t kGroupWeights = 768 << 10;
 #if JME_AMX
 // AMX tiles hold 16 rows of 64 bytes: a tile of inputs is 16 rows x 32 depth values, a tile of
 // weights 16 panel rows (pairs of depth rows) x the W columns of one half panel (AMX's layout
@@ -581,12 +574,8 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   const input_t* quads = reinterpret_cast<const input_t*>(row_scales + scales_size(rows));
   const int64_t lda = quad_stride(depth);
 #endif
-  const int64_t fit = kGroupWeights / (steps * kPanelRow * static_cast<int64_t>(sizeof(weight_t)));
-  const int64_t group = rows <= kRowBlock || fit >= kPanelGroup ? kPanelGroup
-                        : fit >= 4                              ? fit & ~int64_t{1}
-                                                                : 2;
-  for (int64_t g0 = first; g0 < last; g0 += group) {
-    const int64_t g1 = g0 + group < last ? g0 + group : last;
+  for (int64_t g0 = first; g0 < last; g0 += kPanelGroup) {
+    const int64_t g1 = g0 + kPanelGroup < last ? g0 + kPanelGroup : last;
     for (int64_t p = g0; p < g1; ++p) {
       const int64_t width = cols - p * step < step ? cols - p * step : step;
       biases[p - g0] = panel_bias(bias, glu, p, width, own_bias[p - g0]);
