@@ -137,9 +137,9 @@ class CpuOnly : public mx::Primitive {
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
 };
 
-// Input: any contiguous array; output: a copy of it whose data starts at a cache line (see
-// allocate_aligned in primitives.cpp), for packed weights, which the products read a whole
-// vector at a time.
+// Input: any contiguous array; output: a copy of it whose data starts at a cache line (as
+// every output of these primitives: allocate() in primitives.cpp), for packed weights, which
+// the products read a whole vector at a time.
 class Aligned : public CpuOnly {
  public:
   using CpuOnly::CpuOnly;

@@ -160,13 +160,13 @@ struct ProductJob {
   int64_t rows, depth, cols;
   Weights weights;
 
-  // The runs [first, last) of `run` panels (of `panels`) of the product of `inputs` (x, or x
-  // prepared), with this thread's scratch buffer (allocated once).
+  // The runs [first, last) of `width` adjacent panels (of `panels`) of the product of
+  // `inputs` (x, or x prepared), with this thread's scratch buffer (allocated once).
   struct Share {
     const ProductJob* job;
     const void* inputs;
-    int64_t panels, run;
-    static void run_share(const void* share, int64_t first, int64_t last) {
+    int64_t panels, width;
+    static void run(const void* share, int64_t first, int64_t last) {
       const auto* s = static_cast<const Share*>(share);
       const ProductJob& j = *s->job;
       const Products& products = j.k->products(j.weights);
@@ -174,7 +174,7 @@ struct ProductJob {
       const auto size = static_cast<size_t>(products.scratch());
       if (scratch.size() < size) scratch.resize(size);
       products.product(s->inputs, j.packed, j.bias, j.mode, j.out, j.rows, j.depth, j.cols,
-                       first * s->run, std::min(last * s->run, s->panels), scratch.data());
+                       first * s->width, std::min(last * s->width, s->panels), scratch.data());
     }
   };
 
@@ -197,7 +197,7 @@ struct ProductJob {
     const int64_t tile = products.tile_panels(), runs = (panels + tile - 1) / tile;
     if (!products.quantize) {
       const Share share{this, x, panels, tile};
-      run_on_helpers(&Share::run_share, &share, runs, threads);
+      run_on_helpers(&Share::run, &share, runs, threads);
       return;
     }
     thread_local std::vector<float> quantized;
@@ -206,7 +206,7 @@ struct ProductJob {
     const Quantize quantize{this, quantized.data()};
     run_on_helpers(&Quantize::run, &quantize, rows, threads);
     const Share share{this, quantized.data(), panels, tile};
-    run_on_helpers(&Share::run_share, &share, runs, threads);
+    run_on_helpers(&Share::run, &share, runs, threads);
   }
 };
 
