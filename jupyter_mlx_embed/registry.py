@@ -115,6 +115,11 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._resolved: dict[str, ModelSpec] = {}
         self._bundled_verified = False
+        #: Configured roots that are not folders (a typo, an unmounted disk): named in the
+        #: log now, and mentioned in every "does not exist" answer.
+        self._missing_roots = [r for r in config.model_roots if not r.expanduser().is_dir()]
+        for root in self._missing_roots:
+            log.warning("model root %s is not a folder: no models will be found there", root)
 
     def cached(self, name: str) -> ModelSpec | None:
         """The spec of a name already resolved, without touching the file system."""
@@ -155,7 +160,10 @@ class ModelRegistry:
                 return read_model_spec(path, name=name, source="hf-cache")
             if self._config.allow_download:
                 return read_model_spec(self._download(name), name=name, source="hub")
-        hint = "" if self._config.allow_download else " (downloads from the hub are disabled)"
+        hints = [] if self._config.allow_download else ["downloads from the hub are disabled"]
+        if self._missing_roots:  # the paths are the server's: in its log, not in answers
+            hints.append("a configured model root is not a folder, see the log")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         raise ModelNotFoundError(f"The model {elide(name)} does not exist{hint}")
 
     def _bundled(self, name: str) -> ModelSpec:

@@ -12,6 +12,7 @@ value stays).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,29 @@ _TRAIT_TYPES: dict[str, type[TraitType[Any, Any]]] = {
 }
 
 
+class _Folders(List):
+    """A list of folder paths. A class the command line names before it is known (an
+    extension's, in ``jupyter lab``) gets each flag's text as one item: a ``["a", "b"]``
+    literal there is read as the list it spells, as it is for a known class."""
+
+    def from_string(self, s: str) -> Any:
+        if s.lstrip().startswith("["):
+            try:
+                value = ast.literal_eval(s)
+            except (ValueError, SyntaxError):
+                pass
+            else:
+                if isinstance(value, list):
+                    return value  # its items are checked when it is set
+        return super().from_string(s)
+
+
 def _trait(f: dataclasses.Field[Any]) -> TraitType[Any, Any]:
     """The trait of one setting: unset (``None``) unless configured."""
     default = "unset" if f.default is None else repr(f.default)
     help = f"{f.metadata['help']} Default {default}; env {setting_variable(f.name)}."
     if f.name == "model_roots":
-        trait: TraitType[Any, Any] = List(Unicode(), help=help)
+        trait: TraitType[Any, Any] = _Folders(Unicode(), help=help)
     elif f.metadata["choices"] is not None:
         trait = Enum(list(f.metadata["choices"]), None, allow_none=True, help=help)
     else:

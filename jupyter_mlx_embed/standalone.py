@@ -221,13 +221,17 @@ class _Handler(EmbeddingsMixin, web.RequestHandler):
         prepared = self._prepared_future  # set for streamed bodies, done once prepare() is
         return prepared is not None and not prepared.done()
 
+    def flush(self, include_footers: bool = False) -> asyncio.Future[None]:
+        if not self._headers_written:  # the headers leave with the first flush
+            if self._last_response or self._body_unread:
+                # Said, so that a keep-alive client opens a new connection for its next
+                # request instead of sending it down this one.
+                self.set_header("Connection", "close")
+            if self._refused:
+                self.set_header("Retry-After", "1")
+        return super().flush(include_footers)
+
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
-        if self._last_response or self._body_unread:
-            # Said, so that a keep-alive client opens a new connection for its next request
-            # instead of sending it down this one.
-            self.set_header("Connection", "close")
-        if self._refused:
-            self.set_header("Retry-After", "1")
         flushed = super().finish(chunk)
         flushed.add_done_callback(self._flushed)
         return flushed

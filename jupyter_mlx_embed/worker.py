@@ -437,9 +437,10 @@ class Worker:
         except BaseException as exc:
             log.exception("the MLX engine failed to start")
             self._engine_error = exc
+        try:
+            self._cache = _open_cache(self.config)
         finally:
-            self._ready.set()
-        self._cache = _open_cache(self.config)
+            self._ready.set()  # info() waits for this: the engine and the cache are known
         self._preparer = Preparer(self._cache, self.config.max_request_tokens, self._prepared)
         stopping = False
         while not (stopping and not self._active and not self._parked and not self._preparing):
@@ -856,7 +857,8 @@ def _without(options: EmbedOptions | None, names: tuple[str, ...], what: str) ->
 def _no_reranker() -> InvalidRequestError:
     return InvalidRequestError(
         "This rerank request names no model and the server has no default reranker: name one "
-        "(model), or start the server with default_reranker set",
+        "(model), or set the server's default_reranker (jupyter-mlx-embed serve --reranker "
+        "NAME; in Jupyter, --MLXEmbed.default_reranker=NAME)",
         param="model",
     )
 

@@ -82,6 +82,21 @@ def test_model_root_folders(model_root: Path, tmp_path: Path) -> None:
     assert registry.resolve("org/nested-model").source == "root"
 
 
+def test_a_root_that_is_not_a_folder_is_named_in_the_log_and_hinted_at(
+    model_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    typo = tmp_path / "modles"
+    registry = ModelRegistry(EngineConfig(model_roots=(typo, model_root)))
+    assert f"model root {typo} is not a folder" in caplog.text
+    assert registry.resolve("tiny-bert-cls").source == "root"  # the other root still serves
+    with pytest.raises(ModelNotFoundError, match="a configured model root is not a folder"):
+        registry.resolve("my-model")
+    caplog.clear()
+    with pytest.raises(ModelNotFoundError) as info:
+        ModelRegistry(EngineConfig(model_roots=(model_root,))).resolve("my-model")
+    assert "model root" not in str(info.value) and caplog.text == ""
+
+
 def test_symlink_escaping_a_root_is_not_followed(tmp_path: Path, model_root: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()

@@ -21,7 +21,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 def _shown(default: object) -> str:
     if default is None:
-        return "(auto)"
+        return "(unset)"
     if default == ():
         return "(none)"
     return f"`{str(default).lower() if isinstance(default, bool) else default}`"
@@ -51,6 +51,26 @@ def test_traits_then_environment_then_defaults(monkeypatch: pytest.MonkeyPatch) 
     assert engine.token_budget == 2048 and engine.model_roots == (Path("/models"),)
     assert serving.chunk_size == 17 and serving.request_timeout == 600.0
     assert engine.max_batch_size == EngineConfig.max_batch_size
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ['--MLXEmbed.model_roots=["/m/a", "/m/b"]'],  # the list literal, as for known classes
+        ["--MLXEmbed.model_roots=/m/a", "--MLXEmbed.model_roots=/m/b"],  # a flag per item
+    ],
+)
+def test_model_roots_from_the_command_line_of_a_server_that_loads_us_later(
+    flags: list[str],
+) -> None:
+    from traitlets.config import Application
+
+    app = Application()  # knows no MLXEmbed when it parses: as jupyter lab with extensions
+    app.parse_command_line(flags)
+    assert MLXEmbed(config=app.config).engine_config().model_roots == (
+        Path("/m/a"),
+        Path("/m/b"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -284,6 +284,12 @@ def test_least_recently_used_model_is_evicted(make_worker) -> None:
     assert worker.info()["loaded_models"] == ["tiny-xlmr-mean", "tiny-qwen3-last"]
 
 
+def test_a_new_workers_info_reports_its_cache(make_worker, tmp_path) -> None:
+    # Asked before any request: info() waits for the engine, and the cache is open by then.
+    info = make_worker(cache=True, cache_dir=tmp_path).info()
+    assert info["state"] == "ready" and info["cache"]["enabled"] is True
+
+
 def test_info_reports_engine_state(make_worker) -> None:
     worker = make_worker()
     worker.submit(["cat", "dog"]).result()
