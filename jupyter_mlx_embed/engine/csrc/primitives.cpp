@@ -194,9 +194,15 @@ struct ProductJob {
   // those made first, once, their rows split over the same threads).
   void run(int64_t panels, int threads) const {
     const Products& products = k->products(weights);
-    const int64_t tile = products.tile_panels(), runs = (panels + tile - 1) / tile;
+    // One run of adjacent panels per thread, a whole number of tiles' panels: every run reads
+    // all the inputs again, so runs as long as they can be (four per thread, which the
+    // helpers otherwise take for balance, ran 5110 x 3072 x 768 at 207 against 269 GFLOP/s on
+    // two Sapphire Rapids-class cores).
+    const int64_t tile = products.tile_panels(), pieces = (panels + tile - 1) / tile;
+    const int64_t width = (pieces + threads - 1) / threads * tile;
+    const int64_t runs = (panels + width - 1) / width;
     if (!products.quantize) {
-      const Share share{this, x, panels, tile};
+      const Share share{this, x, panels, width};
       run_on_helpers(&Share::run, &share, runs, threads);
       return;
     }
@@ -205,7 +211,7 @@ struct ProductJob {
     if (quantized.size() < size) quantized.resize(size);
     const Quantize quantize{this, quantized.data()};
     run_on_helpers(&Quantize::run, &quantize, rows, threads);
-    const Share share{this, quantized.data(), panels, tile};
+    const Share share{this, quantized.data(), panels, width};
     run_on_helpers(&Share::run, &share, runs, threads);
   }
 };

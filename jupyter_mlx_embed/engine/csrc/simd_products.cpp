@@ -266,6 +266,21 @@ void tail_tile(int64_t rows, const input_t* a, int64_t lda, int64_t depth, const
   }
 }
 
+// The sums of rows [m0, m1) by NP adjacent panels, in tiles of R rows (the last one shorter):
+// row r's inputs at row_inputs(r). Only the first tile prefetches the weights; the others find
+// them in cache.
+template <int R, int NP, typename Inputs>
+inline void row_tiles(int64_t m0, int64_t m1, const Inputs& row_inputs, int64_t lda,
+                      int64_t depth, const weight_t* panel, int64_t pstride, float* sums,
+                      int64_t sstride, bool first) {
+  int64_t r = m0;
+  for (; r + R <= m1; r += R)
+    product_tile<R, NP>(row_inputs(r), lda, depth, panel, pstride, sums + r * kPanel, sstride,
+                        first, r == m0);
+  tail_tile<R - 1, NP>(m1 - r, row_inputs(r), lda, depth, panel, pstride, sums + r * kPanel,
+                       sstride, first, r == m0);
+}
+
 #if JME_BF16
 // The first n (1 to 2 W) floats at src rounded to bfloat16 (to nearest, ties to even), zeros
 // after them: 2 W values.
@@ -568,6 +583,7 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   const int64_t step = glu ? W : kPanel;  // outputs per panel
   float own_bias[kPanelGroup][kPanel];
   const float* biases[kPanelGroup];
+  int64_t widths[kPanelGroup];  // outputs per panel (the last one's may be fewer)
   Scales scales[kPanelGroup] = {};
 #if JME_INT8
   const float* row_scales = static_cast<const float*>(a);
@@ -577,8 +593,8 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
   for (int64_t g0 = first; g0 < last; g0 += kPanelGroup) {
     const int64_t g1 = g0 + kPanelGroup < last ? g0 + kPanelGroup : last;
     for (int64_t p = g0; p < g1; ++p) {
-      const int64_t width = cols - p * step < step ? cols - p * step : step;
-      biases[p - g0] = panel_bias(bias, glu, p, width, own_bias[p - g0]);
+      widths[p - g0] = cols - p * step < step ? cols - p * step : step;
+      biases[p - g0] = panel_bias(bias, glu, p, widths[p - g0], own_bias[p - g0]);
 #if JME_INT8
       const weight_t* trailer = packed + p * pstride + steps * kPanelRow;
       scales[p - g0].columns = reinterpret_cast<const float*>(trailer);
@@ -608,23 +624,12 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
         for (int64_t p = g0; p < g1; p += kTilePanels) {
           const weight_t* panel = packed + p * pstride + k0 / kDepthStep * kPanelRow;
           float* sums = scratch + (p - g0) * sstride - m0 * kPanel;  // row r's at r * kPanel
-          if (p + kTilePanels <= g1) {
-            int64_t r = m0;
-            for (; r + kTileRows <= m1; r += kTileRows)
-              product_tile<kTileRows, kTilePanels>(row_inputs(r), lda, kn, panel, pstride,
-                                                   sums + r * kPanel, sstride, first_block,
-                                                   r == m0);
-            tail_tile<kTileRows - 1, kTilePanels>(m1 - r, row_inputs(r), lda, kn, panel,
-                                                  pstride, sums + r * kPanel, sstride,
-                                                  first_block, r == m0);
-          } else {
-            int64_t r = m0;
-            for (; r + kLoneRows <= m1; r += kLoneRows)
-              product_tile<kLoneRows, 1>(row_inputs(r), lda, kn, panel, pstride,
-                                         sums + r * kPanel, sstride, first_block, r == m0);
-            tail_tile<kLoneRows - 1, 1>(m1 - r, row_inputs(r), lda, kn, panel, pstride,
-                                        sums + r * kPanel, sstride, first_block, r == m0);
-          }
+          if (p + kTilePanels <= g1)
+            row_tiles<kTileRows, kTilePanels>(m0, m1, row_inputs, lda, kn, panel, pstride, sums,
+                                              sstride, first_block);
+          else  // an odd last panel
+            row_tiles<kLoneRows, 1>(m0, m1, row_inputs, lda, kn, panel, pstride, sums, sstride,
+                                    first_block);
         }
       }
       // The row block's results, row by row: each row's outputs of the group in one run.
@@ -637,9 +642,8 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
 #if JME_INT8
           s.rows = row_scales + r;
 #endif
-          const int64_t width = cols - p * step < step ? cols - p * step : step;
           finish_row(c + r * cols + p * step, scaled(load_sum(sums), s, 0, 0) + bias0,
-                     scaled(load_sum(sums + W), s, 0, 1) + bias1, width, mode);
+                     scaled(load_sum(sums + W), s, 0, 1) + bias1, widths[p - g0], mode);
         }
       }
     }
