@@ -369,7 +369,9 @@ class Embeddings:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the texts, vectors and model name to ``path`` as a numpy ``.npz`` file.
+        """Write the texts, vectors, model name, index labels and :attr:`skipped` to ``path``
+        as a numpy ``.npz`` file (no pickles: labels are kept as JSON keeps them, others as
+        text).
 
         The path is used exactly as given (no suffix is added). The file is written next to
         the target and then renamed onto it, so a crash never leaves a half-written file and
@@ -391,6 +393,8 @@ class Embeddings:
         }
         if self.index is not None:
             meta["index"] = [_json_label(label) for label in self.index]
+        if self.skipped:
+            meta["skipped"] = [_json_label(label) for label in self.skipped]
         arrays: dict[str, np.ndarray] = {}
         if self.images is not None:
             # Paths in the metadata; thumbnails one after the other in one byte array.
@@ -443,7 +447,14 @@ class Embeddings:
             )
         if texts.ndim != 1 or texts.dtype.kind != "U" or not isinstance(meta.get("model"), str):
             raise ValueError(f"{not_ours} (malformed texts or model)")
-        return cls(texts.tolist(), vectors, meta["model"], index=meta.get("index"), images=images)
+        return cls(
+            texts.tolist(),
+            vectors,
+            meta["model"],
+            index=meta.get("index"),
+            skipped=meta.get("skipped", ()),  # absent from older files
+            images=images,
+        )
 
     def __repr__(self) -> str:
         return (

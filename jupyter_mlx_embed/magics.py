@@ -8,9 +8,13 @@ become ``UsageError`` (a one-line message, no traceback).
 from __future__ import annotations
 
 import argparse
+import difflib
+import io
+import keyword
 import os
 import re
 import shlex
+import tokenize
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,13 +26,36 @@ from .config import DEFAULT_PORT
 from .embeddings import Embeddings, embed_picture_collection
 from .errors import EmbedError
 from .options import EmbedOptions
+from .progress import progress_bar
 from .results import EmbedResult
 from .settings import MLXEmbed
 from .validation import labels_of, to_texts
 
+#: How an option starts (``-o``, ``--skip-invalid``), as against a negative number.
+_OPTION_START = re.compile(r"--?[A-Za-z]")
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes as UsageError instead of exiting."""
+    """argparse that reports mistakes as UsageError instead of exiting, and options it does
+    not know as such (with the closest one it knows), never as abbreviations of others."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=prog, add_help=False, allow_abbrev=False)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args)
+        unknown = next((word for word in extra if _OPTION_START.match(word)), None)
+        if unknown is not None:
+            option = unknown.split("=", 1)[0]
+            known = [name for action in self._actions for name in action.option_strings]
+            close = difflib.get_close_matches(option, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f" (options: {', '.join(known)})"
+            raise UsageError(f"{self.prog}: unknown option {option}{hint}")
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
@@ -38,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _line_parser() -> _Parser:
-    p = _Parser(prog="%embed", add_help=False)
+    p = _Parser("%embed")
     p.add_argument("-i", "--input", dest="var", help="an expression giving strings")
     p.add_argument("-o", "--output", dest="name", help="store the Embeddings under this name")
     p.add_argument("--skip-invalid", action="store_true", help="leave out items that are not texts")
@@ -48,7 +75,7 @@ def _line_parser() -> _Parser:
 
 
 def _images_parser() -> _Parser:
-    p = _Parser(prog="%embed_images", add_help=False)
+    p = _Parser("%embed_images")
     p.add_argument("-i", "--input", dest="var", help="a folder, a glob, or an expression")
     p.add_argument("-o", "--output", dest="name", help="store the Embeddings under this name")
     p.add_argument(
@@ -59,24 +86,66 @@ def _images_parser() -> _Parser:
     return p
 
 
-#: Options that end the ``-i`` expression (which may hold quotes, brackets and calls).
-_OPTION = re.compile(
-    r"\s(?:-o|--output|-m|--model|-d|--dimensions|-p|--prefix|--skip-invalid)(?=\s|=|$)"
-)
 _INPUT = re.compile(r"(?:^|\s)(?:-i|--input)(?:\s+|=)(?=\S)")
 
 
-def _split_line(line: str) -> list[str]:
+def _split_line(line: str, *, paths: bool = False) -> list[str]:
     """The words of a ``%embed`` line; the expression after ``-i`` is kept as written
-    (``df["text"]``, ``df.text.str.lower()``) instead of being split like shell words."""
+    (``df["text"]``, ``df.text.str.lower()``) instead of being split like shell words.
+    ``paths``: ``-i`` may be a folder or glob typed as is (see :func:`_expression_end`)."""
     found = _INPUT.search(line)
     if found is None:
-        return shlex.split(line)
+        return _words(line)
     rest = line[found.end() :]
-    end = _OPTION.search(rest)
-    expression = rest[: end.start()] if end else rest
-    after = rest[end.start() :] if end else ""
-    return [*shlex.split(line[: found.start()]), "-i", expression.strip(), *shlex.split(after)]
+    end = _expression_end(rest, paths=paths)
+    expression = [rest[:end].strip()] if end else []  # none: argparse says -i needs one
+    return [*_words(line[: found.start()]), "-i", *expression, *_words(rest[end:])]
+
+
+def _words(line: str) -> list[str]:
+    """``line`` split as a shell splits it; an unclosed quote is a ``UsageError``."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # shlex's "No closing quotation"
+        raise UsageError(f"{exc}: {line.strip()}") from None
+
+
+#: Token types that end an operand, so that a ``-`` after them is not a sign (FSTRING_END:
+#: Python 3.12 and later).
+_OPERAND_TYPES = {
+    number
+    for number, name in tokenize.tok_name.items()
+    if name in ("NAME", "NUMBER", "STRING", "FSTRING_END")
+}
+#: Keywords after which a ``-`` is a sign (``x if c else -y``).
+_OPERATOR_WORDS = set(keyword.kwlist) - {"True", "False", "None"}
+
+
+def _expression_end(text: str, *, paths: bool = False) -> int:
+    """Where the Python expression at the start of ``text`` ends: before the first option,
+    a ``-x`` or ``--word`` after a space, outside brackets and strings, where an operand has
+    just ended (so ``x --skip-invalid`` and ``x --bogus`` end before ``--``, while
+    ``df["a -- b"]`` and ``a - -b`` are whole). With ``paths``, ``/`` and ``*`` end an operand
+    too, as folders and globs typed as is do (``photos/ -o pics``, ``photos/* -o pics``)."""
+    ends = (")", "]", "}", "/", "*") if paths else (")", "]", "}")
+    depth, operand, previous_end = 0, True, 0  # an option first leaves the expression empty
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            start = token.start[1]
+            spaced = start == 0 or start > previous_end
+            if depth == 0 and operand and spaced and _OPTION_START.match(text, start):
+                return start
+            if token.type == tokenize.OP and token.string in ("(", "[", "{"):
+                depth += 1
+            elif token.type == tokenize.OP and token.string in (")", "]", "}"):
+                depth -= 1
+            operand = token.string in ends or (
+                token.type in _OPERAND_TYPES and token.string not in _OPERATOR_WORDS
+            )
+            previous_end = token.end[1]
+    except (tokenize.TokenError, SyntaxError):  # unclosed: evaluating it says what is wrong
+        pass
+    return len(text)
 
 
 #: ``x = %embed Some question?``: IPython would read the final ``?`` as a help request.
@@ -99,7 +168,7 @@ def keep_question_marks(lines: list[str]) -> list[str]:
 
 
 def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%embed", add_help=False)
+    p = _Parser("%%embed")
     p.add_argument("name", nargs="?", help="store the Embeddings under this name")
     _common(p)
     return p
@@ -187,7 +256,7 @@ class EmbedMagics(Magics):
         line of the cell and stores the ``Embeddings`` as NAME (or returns it).
         """
         if cell is not None:
-            args = _cell_parser().parse_args(shlex.split(line))
+            args = _cell_parser().parse_args(_words(line))
             if args.name is not None and not args.name.isidentifier():
                 raise UsageError(f"%%embed: {args.name!r} is not a valid variable name")
             texts = [t.strip() for t in cell.splitlines() if t.strip()]
@@ -229,19 +298,22 @@ class EmbedMagics(Magics):
             texts, skipped = to_texts(value, name=expression, skip_invalid=args.skip_invalid)
         except EmbedError as exc:
             raise UsageError(f"%embed -i: {exc.message}") from None
+        if not texts and skipped:
+            every = (
+                "the one item" if len(skipped) == 1 else f"every one of the {len(skipped)} items"
+            )
+            raise UsageError(
+                f"%embed -i: {every} of {expression} is missing, blank or not a string: "
+                "nothing to embed"
+            )
+        if not texts:
+            raise UsageError(f"%embed -i: {expression} has no texts")
         # Index labels (a Series') of the rows kept, and labels (else positions) skipped.
         labels, bad = labels_of(value), set(skipped)
         index = None if labels is None else [x for i, x in enumerate(labels) if i not in bad]
         skipped = [i if labels is None else labels[i] for i in skipped]
-        if skipped:
-            items = "item that is not a text" if len(skipped) == 1 else "items that are not texts"
-            print(f"Skipped {len(skipped)} {items} (see .skipped).")
-        if not texts:
-            raise UsageError(f"%embed -i: {expression} has no texts")
         self._sync()
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
+        with progress_bar(len(texts), desc="embedding", unit="text") as bar:
             try:
                 result = self._run(texts, args, progress=bar)
             except KeyboardInterrupt:
@@ -251,6 +323,9 @@ class EmbedMagics(Magics):
                     f"Interrupted after {bar.n} of {len(texts)} texts; nothing was stored "
                     "(vectors already computed are cached: running the cell again resumes)."
                 ) from None
+        if skipped:
+            items = "item that is not a text" if len(skipped) == 1 else "items that are not texts"
+            print(f"Skipped {len(skipped)} {items} (see .skipped).")
         embeddings = Embeddings(texts, result.vectors, result.model, index=index, skipped=skipped)
         if args.name is None:
             return embeddings
@@ -269,17 +344,15 @@ class EmbedMagics(Magics):
         ``--skip-invalid`` leaves out items that are not pictures or cannot be decoded
         (listed in ``.skipped``) instead of failing.
         """
-        args = _images_parser().parse_args(_split_line(line))
+        args = _images_parser().parse_args(_split_line(line, paths=True))
         if args.var is None:
             raise UsageError("%embed_images needs -i FOLDER, -i 'GLOB' or -i EXPRESSION")
         if args.name is not None and not args.name.isidentifier():
             raise UsageError(f"%embed_images -o: {args.name!r} is not a valid variable name")
         items, labels = self._picture_items(args.var)
         self._sync()
-        from tqdm.auto import tqdm
-
         options = EmbedOptions(args.model, args.dimensions)
-        with tqdm(total=len(items), desc="embedding", unit="picture") as bar:
+        with progress_bar(len(items), desc="embedding", unit="picture") as bar:
             try:
                 embeddings = embed_picture_collection(
                     items, options, skip_invalid=args.skip_invalid, labels=labels, progress=bar
@@ -362,11 +435,11 @@ class EmbedMagics(Magics):
         ``%embed_serve --stop`` stops it. The server runs on a thread with its own event loop,
         so later cells of this kernel can call it, and it answers while a cell runs.
         """
-        p = _Parser(prog="%embed_serve", add_help=False)
+        p = _Parser("%embed_serve")
         p.add_argument("--port", type=int, default=DEFAULT_PORT)
         p.add_argument("--token")
         p.add_argument("--stop", action="store_true")
-        args = p.parse_args(shlex.split(line))
+        args = p.parse_args(_words(line))
         if args.stop:
             if self._server is None:
                 raise UsageError("%embed_serve: no server is running in this kernel")
@@ -410,7 +483,7 @@ def _describe_model(card: dict[str, Any]) -> str:
     """One line of a loaded model's metadata (``GET /v1/models/{id}``)."""
     quantization = card.get("quantization")
     parts = [
-        f"{card.get('dimensions')} dimensions",
+        "reranker" if card.get("task") == "rerank" else f"{card.get('dimensions')} dimensions",
         f"max {card.get('max_input_tokens')} tokens",
         f"{card.get('pooling')} pooling",
         f"{quantization['bits']}-bit" if quantization else "float weights",

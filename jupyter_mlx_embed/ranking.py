@@ -128,13 +128,16 @@ class SearchResults(Sequence[Hit]):
         lines = [f"SearchResults for {self._title()} ({count(len(self), 'hit')}, {self.model})"]
         similarity, labels = self.reranked, self.labels
         if self._hits:
+            label, cells = "", [""] * len(self)
+            if labels is not None:  # padded, so that the scores line up under their header
+                names = [str(name) for name in labels]
+                width = max(map(len, ["label", *names]))
+                label, cells = f"  {'label':<{width}}", [f"  {name:<{width}}" for name in names]
             extra = f"  {'cosine':>6}" if similarity else ""
-            label = "  label" if labels is not None else ""
             lines.append(f"{'rank':>4}{label}  {'score':>6}{extra}  text")
-            for hit in self._hits:
+            for hit, cell in zip(self._hits, cells, strict=True):
                 extra = f"  {hit.similarity:>6.3f}" if similarity else ""
-                label = f"  {hit.label!s}" if labels is not None else ""
-                lines.append(f"{hit.rank:>4}{label}  {hit.score:>6.3f}{extra}  {shorten(hit.text)}")
+                lines.append(f"{hit.rank:>4}{cell}  {hit.score:>6.3f}{extra}  {shorten(hit.text)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

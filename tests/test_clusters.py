@@ -114,6 +114,12 @@ def test_a_cluster_without_words_gets_a_numbered_label() -> None:
     assert all(c.words == () for c in found.clusters)
 
 
+def test_a_small_map_without_a_dense_region_is_all_noise() -> None:
+    coords = np.random.default_rng(0).standard_normal((15, 2))
+    found = find_clusters(coords, [f"note {i}" for i in range(15)])
+    assert found.clusters == [] and (found.codes == -1).all()
+
+
 def test_one_point_has_no_cluster() -> None:
     found = find_clusters(np.zeros((1, 2)), ["alone"])
     assert found.clusters == [] and list(found.codes) == [-1]

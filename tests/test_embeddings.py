@@ -149,6 +149,18 @@ def test_hits_carry_the_labels_of_the_table_the_texts_came_from() -> None:
     assert unlabelled.labels is None and "label" not in unlabelled.to_pandas().columns
 
 
+def test_search_results_table_pads_labels_so_scores_line_up() -> None:
+    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    e = Embeddings(
+        ["first", "second", "third"], vectors, MODEL, index=["r0", "r12", "a-long-label"]
+    )
+    header, *rows = repr(e.search(np.array([1.0, 0.0]), k=3)).splitlines()[1:]
+    assert header == "rank  label          score  text"
+    assert rows[1] == "   2  r12            0.600  second"
+    end = header.index("score") + len("score")  # each score ends under its header
+    assert [row[end - 5 : end] for row in rows] == ["1.000", "0.600", "0.000"]
+
+
 def test_search_renormalises_rows_that_are_not_unit_length() -> None:
     vectors = np.array([[10, 0], [0.6, 0.8]], dtype=np.float32)
     results = Embeddings(["x", "y"], vectors, MODEL).search(np.array([1.0, 0.0]), k=2)
@@ -271,6 +283,24 @@ def test_save_keeps_the_path_exactly_as_given(emb: Embeddings, tmp_path: Path) -
     assert emb.save(str(target)) == target
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-suffix"]
     assert Embeddings.load(target).texts == TEXTS
+
+
+def test_save_and_load_keep_the_skipped_labels(tmp_path: Path) -> None:
+    """What ``%embed -i df.text --skip-invalid`` left out survives a round trip."""
+    skipped = ["row1", 3, 2.5, None]
+    saved = Embeddings(["a", "b"], np.eye(2), MODEL, index=["row0", "row2"], skipped=skipped)
+    loaded = Embeddings.load(saved.save(tmp_path / "skipped.npz"))
+    assert loaded.skipped == skipped and loaded.index == ["row0", "row2"]
+
+
+def test_load_reads_a_file_saved_without_skipped_labels(tmp_path: Path) -> None:
+    import json
+
+    meta = {"format": "jupyter-mlx-embed/embeddings", "version": 1, "model": MODEL}
+    path = tmp_path / "older.npz"
+    np.savez(path, vectors=np.eye(2), texts=np.array(["a", "b"]), meta=np.array(json.dumps(meta)))
+    loaded = Embeddings.load(path)
+    assert loaded.texts == ["a", "b"] and loaded.skipped == []
 
 
 def test_load_rejects_an_npz_that_is_not_embeddings(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "serverext": (11, "http"),  # mounts the routes; its in-process endpoint is standalone's
     "standalone": (10, "http"),
     # Notebook: results with search, then IPython magics and the explorer (explorer/).
+    "progress": (7, "notebook"),  # tqdm bars that saved notebooks show finished (IPython)
     "embeddings": (9, "notebook"),
     "magics": (10, "notebook"),
     "explorer": (0, "notebook"),  # explorer/__init__: a docstring only
@@ -107,6 +108,7 @@ LAYERS: dict[str, tuple[int, str]] = {
 #: (importer, imported) pairs allowed against the map, each with its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("magics", "standalone"): "%embed_serve runs the HTTP routes on the kernel's worker",
+    ("explorer.projection", "progress"): "project()'s UMAP bar, shown only from a user's call",
 }
 
 MLX = {"mlx", "mlx_embeddings"}

@@ -29,7 +29,7 @@ def shell() -> Iterator[InteractiveShell]:
 @pytest.fixture(autouse=True)
 def clean_namespace(shell: InteractiveShell) -> Iterator[None]:
     yield
-    for name in ("docs", "texts", "out", "numbers", "series"):
+    for name in ("docs", "texts", "out", "numbers", "series", "df", "a", "b", "Texts"):
         shell.user_ns.pop(name, None)
 
 
@@ -135,6 +135,25 @@ def test_embed_info_shows_transport_model_and_blas(shell, capsys) -> None:
     assert "all-MiniLM-L6-v2: 384 dimensions, max 256 tokens, mean pooling" in out
 
 
+def test_embed_info_says_a_loaded_reranker_is_one(shell, capsys, tmp_path) -> None:
+    from .reranker_models import build_reranker
+
+    folder = build_reranker("ms-marco-MiniLM-L6-v2", tmp_path, layers=1)
+    before = list(_settings(shell).model_roots)
+    shell.run_line_magic("config", f"MLXEmbed.model_roots = [{str(tmp_path)!r}]")
+    try:
+        shell.run_line_magic("embed", "warm")  # the worker restarts with the new root
+        jme.rerank("a query", ["a document"], model=folder.name)
+        capsys.readouterr()
+        shell.run_line_magic("embed_info", "")
+        lines = capsys.readouterr().out.splitlines()
+        card = next(line for line in lines if line.startswith(f"{folder.name}: "))
+    finally:
+        shell.run_line_magic("config", f"MLXEmbed.model_roots = {before!r}")
+    assert card.startswith(f"{folder.name}: reranker, max 512 tokens, ")
+    assert "None" not in card
+
+
 def test_config_changes_reach_the_worker(shell) -> None:
     shell.run_line_magic("config", "MLXEmbed.token_budget = 1024")
     try:
@@ -181,7 +200,9 @@ def test_an_invalid_environment_variable_is_a_usage_error(shell, monkeypatch) ->
         ("embed", "--dimensions 0 -- t", None, "positive integer"),
         ("embed", "--dimensions 999 -- t", None, "dimensions must be between 1 and 384"),
         ("embed", "--model nope -- t", None, "does not exist"),
-        ("embed", "--bogus t", None, "unrecognized arguments"),
+        ("embed", "--bogus t", None, r"^%embed: unknown option --bogus \(options: -i, "),
+        ("embed", "docs --dimension 8", "t", r"^%%embed: unknown option --dimension; did you "),
+        ("embed", '--prefix "query: t', None, "^No closing quotation: "),
         ("embed", "bad-name!", "x", "not a valid variable name"),
         ("embed", "docs", "\n  \n", "no text"),
         ("embed_serve", "--stop", None, "no server is running"),
@@ -194,6 +215,50 @@ def test_user_mistakes_are_usage_errors(shell, magic, line, cell, message) -> No
             shell.run_line_magic(magic, line)
         else:
             shell.run_cell_magic(magic, line, cell)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('-i ["a","b"] --bogus -o docs', "unknown option --bogus (options: -i, --input, -o, "),
+        ('-i ["x","y"] --dimension 5 -o docs', "unknown option --dimension; did you mean "),
+        ("-i texts -o docs --skip-invalids", "unknown option --skip-invalids; did you mean "),
+        ("-i texts -x -o docs", "unknown option -x (options: "),
+        ("-i -o docs", "argument -i/--input: expected one argument"),
+    ],
+)
+def test_an_unknown_option_after_the_input_is_named_not_evaluated(shell, line, message) -> None:
+    """The -i expression ends at the first option outside brackets and strings, known or
+    not: a mistyped one is reported as such, not as part of a failed expression."""
+    shell.user_ns["texts"] = ["one", "two"]
+    with pytest.raises(UsageError) as raised:
+        shell.run_line_magic("embed", line)
+    assert str(raised.value).startswith(f"%embed: {message}")
+    assert "\n" not in str(raised.value) and "docs" not in shell.user_ns
+
+
+def test_an_image_input_typed_as_a_folder_ends_before_the_options(shell, tmp_path) -> None:
+    with pytest.raises(UsageError, match=r"^%embed_images: unknown option --bogus"):
+        shell.run_line_magic("embed_images", f"-i {tmp_path}/ --bogus -o docs")
+    with pytest.raises(UsageError, match=r"^%embed_images -i: no picture files match "):
+        shell.run_line_magic("embed_images", f"-i {tmp_path}/* -o docs")
+
+
+def test_input_expressions_holding_dashes_stay_whole(shell) -> None:
+    """Dashes inside strings, a minus before a negated operand and a known option after the
+    expression: none of them cut the expression short."""
+    pd = pytest.importorskip("pandas")
+    shell.user_ns["df"] = pd.DataFrame({"a -- b": ["first", "second"]})
+    column = shell.run_line_magic("embed", '-i df["a -- b"] --skip-invalid')
+    assert column.texts == ["first", "second"]
+    shell.run_cell(
+        "class Texts(list):\n"
+        "    def __neg__(self): return self\n"
+        "    def __sub__(self, other): return Texts(t for t in self if t not in other)\n"
+        "a, b = Texts(['kept', 'dropped']), Texts(['dropped'])"
+    )
+    assert shell.run_line_magic("embed", "-i a - -b -o docs") is None
+    assert shell.user_ns["docs"].texts == ["kept"]
 
 
 def test_usage_error_shows_no_traceback(shell, capsys) -> None:
@@ -277,6 +342,17 @@ def test_pandas_missing_values_are_named_as_missing(shell) -> None:
     shell.user_ns["s"] = pandas.Series(["a cat", None, "a dog"], dtype="string")
     with pytest.raises(UsageError, match=r"s\[1\] is <NA>, a missing value, not a string"):
         shell.run_line_magic("embed", "-i s")
+
+
+def test_skip_invalid_with_no_text_at_all_is_one_usage_error(shell, capsys) -> None:
+    shell.user_ns["texts"] = [None, "", "   "]
+    with pytest.raises(UsageError) as raised:
+        shell.run_line_magic("embed", "-i texts --skip-invalid -o docs")
+    assert str(raised.value) == (
+        "%embed -i: every one of the 3 items of texts is missing, blank or not a string: "
+        "nothing to embed"
+    )
+    assert capsys.readouterr().out == "" and "docs" not in shell.user_ns
 
 
 def test_skip_invalid_embeds_the_rest_and_records_what_was_skipped(shell, table) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,20 @@ def test_too_few_points_for_umap_get_the_pca_map() -> None:
     vectors, _ = blobs(5)
     assert len(vectors) < UMAP_MIN_POINTS
     np.testing.assert_array_equal(project(vectors, "umap"), project(vectors, "pca"))
+
+
+def test_umap_on_too_few_points_is_noted_at_info_level(caplog: pytest.LogCaptureFixture) -> None:
+    vectors, _ = blobs(5)
+    with caplog.at_level(logging.INFO, logger=projection.__name__):
+        project(vectors, "pca")
+        assert not caplog.records
+        project(vectors, "umap")
+    [note] = caplog.records
+    assert note.levelno == logging.INFO
+    assert (
+        note.getMessage()
+        == f"20 points are too few for UMAP (it needs {UMAP_MIN_POINTS}): the map is PCA's"
+    )
 
 
 @pytest.mark.parametrize("method", ["pca", "umap"])

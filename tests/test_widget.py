@@ -34,7 +34,7 @@ from jupyter_mlx_embed.explorer.data import (
     color_by,
     label_coloring,
 )
-from jupyter_mlx_embed.explorer.projection import project
+from jupyter_mlx_embed.explorer.projection import UMAP_MIN_POINTS, project
 from jupyter_mlx_embed.explorer.snapshot import render_png
 from jupyter_mlx_embed.explorer.widget import SimilarityExplorer
 from jupyter_mlx_embed.options import EmbedOptions
@@ -409,28 +409,35 @@ def test_clusters_are_found_on_the_map(make, notes) -> None:
         assert 0 < len(cluster["members"]) <= cluster["size"]
 
 
+def umap_sized() -> Embeddings:
+    """Random points, as many as UMAP needs (fewer stay on the PCA map)."""
+    vectors = np.random.default_rng(0).standard_normal((UMAP_MIN_POINTS, 16)).astype(np.float32)
+    return Embeddings([f"note {i}" for i in range(UMAP_MIN_POINTS)], vectors, "all-MiniLM-L6-v2")
+
+
 @pytest.mark.skipif(not HAVE_UMAP, reason="umap-learn is not installed")
-def test_umap_replaces_the_pca_map_from_a_background_thread(make, notes) -> None:
-    widget = make(notes, projection="umap")
+def test_umap_replaces_the_pca_map_from_a_background_thread(make) -> None:
+    points = umap_sized()
+    widget = make(points, projection="umap")
     assert widget.wait(300)
     assert widget.projection == "umap"
-    np.testing.assert_array_equal(widget.coordinates, project(notes.vectors, "umap"))
+    np.testing.assert_array_equal(widget.coordinates, project(points.vectors, "umap"))
     assert any(state.get("projection") == "umap" for state, _ in updates(widget))
 
 
 @pytest.mark.skipif(not HAVE_UMAP, reason="umap-learn is not installed")
-def test_wait_in_a_cell_shows_the_map_before_it_returns(make, notes) -> None:
+def test_wait_in_a_cell_shows_the_map_before_it_returns(make) -> None:
     # A cell blocks the kernel's event loop, where the background work posts its results:
     # wait() (called by make) must apply them itself.
     async def cell() -> tuple[str, bool, str]:
-        widget = make(notes, projection="umap")
+        widget = make(umap_sized(), projection="umap")
         # Read before returning: once the cell ends, the loop runs what was posted anyway.
         return widget.projection, widget.cluster_codes is not None, widget.map_status
 
     projection, clustered, status = asyncio.run(cell())
     assert projection == "umap"
     assert clustered
-    assert status.startswith("UMAP map of 8 texts.")
+    assert status.startswith(f"UMAP map of {UMAP_MIN_POINTS} texts.")
 
 
 # Queries ----------------------------------------------------------------------------------

@@ -36,15 +36,22 @@ def first_map(
 
     Returns:
         ``(xy, shown, pending)``: the positions (n x 2 float32), the projection they are
-        (``"pca"`` or ``"umap"``) and whether a UMAP map is still to compute.
+        (``"pca"`` or ``"umap"``) and whether a UMAP map is still to compute (never for
+        too few points: :func:`.projection.choose_method`).
     """
-    from .projection import cached_projection, project
+    from .projection import cached_projection, choose_method, project
 
-    wants_umap = projection == "umap" or (projection == "auto" and have_umap)
-    umap = cached_projection(vectors, "umap", seed=seed) if wants_umap else None
-    if umap is not None or not len(vectors):
-        return (umap if umap is not None else np.zeros((0, 2), np.float32)), "umap", False
-    return project(vectors, "pca", seed=seed, progress=False), "pca", wants_umap
+    if not len(vectors):
+        return np.zeros((0, 2), np.float32), "pca", False
+    wanted = "umap" if projection == "umap" or (projection == "auto" and have_umap) else "pca"
+    if choose_method(wanted, len(vectors)) == "umap":
+        umap = cached_projection(vectors, "umap", seed=seed)
+        if umap is not None:
+            return umap, "umap", False
+        return project(vectors, "pca", seed=seed, progress=False), "pca", True
+    # The PCA map is final. Asked for by name, "umap" gets it from project, which says why.
+    asked = "umap" if projection == "umap" else "pca"
+    return project(vectors, asked, seed=seed, progress=False), "pca", False
 
 
 def start_map_work(

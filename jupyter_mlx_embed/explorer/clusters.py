@@ -255,6 +255,8 @@ def _cluster(points: np.ndarray, sample: np.ndarray, min_cluster_size: int) -> n
         rest[sample] = False
         _, nearest = cKDTree(points[sample]).query(points[rest], k=1, workers=-1)
         codes[rest] = found[nearest]
+    if codes.max() < 0:
+        return codes  # noise only (a small map with no dense region): nothing to renumber
     # Renumber by size: code 0 is the largest cluster.
     sizes = np.bincount(codes[codes >= 0], minlength=int(codes.max()) + 1)
     order = np.argsort(-sizes, kind="stable")

@@ -41,7 +41,7 @@ VERSION = 1
 #: Neighbours per point in UMAP's graph (its default).
 UMAP_NEIGHBORS = 15
 #: Below this many points UMAP's neighbour graph is nearly complete and shows no structure:
-#: ``"umap"`` gives the PCA map instead.
+#: ``"umap"`` gives the PCA map instead (:func:`choose_method`).
 UMAP_MIN_POINTS = 3 * UMAP_NEIGHBORS
 #: Most points UMAP is fitted on; the others are placed beside their nearest sampled points.
 UMAP_SAMPLE = 20_000
@@ -82,10 +82,12 @@ def project(
     Args:
         vectors: Array (n x d) of numbers, n >= 1, e.g. ``Embeddings.vectors``.
         method: ``"umap"`` (neighbourhoods kept: seconds to a minute, plus about 20 s the
-            first time in a process while numba compiles; fewer than
-            :data:`UMAP_MIN_POINTS` points get the PCA map; more than :data:`UMAP_SAMPLE`
-            are fitted on a sample and the rest placed) or ``"pca"`` (the first two
+            first time in a process while numba compiles; more than :data:`UMAP_SAMPLE`
+            points are fitted on a sample and the rest placed) or ``"pca"`` (the first two
             principal components: about a second for a million vectors of 384 dimensions).
+            Fewer than :data:`UMAP_MIN_POINTS` points get the PCA map even for
+            ``"umap"``, with a note logged at info level: UMAP's neighbour graph would link
+            nearly every point to every other and show no structure.
         seed: Seed of the random choices (UMAP's layout, the samples of large inputs).
         progress: Show a progress bar (tqdm); by default, only for UMAP from
             :data:`PROGRESS_MIN_POINTS` points.
@@ -124,6 +126,12 @@ def cached_projection(
     return _load(_map_file(data, method, seed), len(data))
 
 
+def choose_method(method: str, n: int) -> str:
+    """The method :func:`project` uses for ``n`` points when asked for ``method``: ``"pca"``
+    for ``"umap"`` below :data:`UMAP_MIN_POINTS` points, else ``method``."""
+    return "pca" if method == "umap" and n < UMAP_MIN_POINTS else method
+
+
 # Arguments -------------------------------------------------------------------------------
 
 
@@ -147,9 +155,14 @@ def _arguments(vectors: ArrayLike, method: str, seed: int) -> tuple[np.ndarray, 
         raise ValueError(f"vectors must hold at least one vector of one value, got {array.shape}")
     data = np.ascontiguousarray(array, dtype=np.float32)
     _check_finite(data)
-    if method == "umap" and len(data) < UMAP_MIN_POINTS:
-        method = "pca"
-    return data, method, seed
+    used = choose_method(method, len(data))
+    if used != method:
+        log.info(
+            "%d points are too few for UMAP (it needs %d): the map is PCA's",
+            len(data),
+            UMAP_MIN_POINTS,
+        )
+    return data, used, seed
 
 
 def _check_finite(data: np.ndarray) -> None:
@@ -209,12 +222,12 @@ def _pca_fit(data: np.ndarray, dims: int, seed: int) -> Any:
 
 
 def _umap_map(data: np.ndarray, seed: int, progress: bool) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     n = len(data)
     sample = sample_rows(n, UMAP_SAMPLE, seed)
     coords = np.empty((n, 2), dtype=np.float32)
-    with tqdm(total=n, unit="pt", disable=not progress, desc="UMAP") as bar:
+    with progress_bar(n, desc="UMAP", unit="pt", disable=not progress) as bar:
         bar.set_postfix_str(f"fitting {len(sample):,} points")
         coords[sample] = _umap_fit(data[sample] if len(sample) < n else data, seed)
         bar.update(len(sample))

@@ -181,7 +181,8 @@ class SimilarityExplorer(anywidget.AnyWidget):
         tooltip: Columns of ``data`` shown when hovering a point.
         projection: ``"pca"``, ``"umap"`` (needs ``umap-learn``) or ``"auto"`` (UMAP when
             installed). A UMAP map is computed in a background thread: the PCA map shows
-            at once and is replaced when UMAP is done.
+            at once and is replaced when UMAP is done. A map too small for UMAP (see
+            :func:`jupyter_mlx_embed.project`) is a PCA map, and says so.
         k: Rows in the query's top-k table and neighbours per clicked point.
         heatmap_limit: Most items in the similarity heatmap.
         query_prefix: Text put before every query when embedding it (e.g. ``"query: "``),
@@ -358,7 +359,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
         super().__init__(
             coords=np.ascontiguousarray(xy, dtype="<f4").tobytes(),
             projection=used,
-            map_status=self._map_message(used, pending),
+            map_status=self._map_message(used, pending=pending),
             color_options=options,
             size_options=numeric_columns(columns),
             tooltip_columns=tooltip,
@@ -538,7 +539,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             **{name: getattr(type(self), name).default() for name in _LIVE_ONLY},
         )
         if not self._done.is_set():  # a page does no background work: the map as it is now
-            state["map_status"] = self._map_message(self.projection, False)
+            state["map_status"] = self._map_message(self.projection)
         bundle = _BUNDLE.read_bytes() if _BUNDLE.is_file() else _MISSING_BUNDLE.encode()
         texts = self._embeddings.texts
         fields = {name: column_strings(self._columns[name], n) for name in self.tooltip_columns}
@@ -614,8 +615,12 @@ class SimilarityExplorer(anywidget.AnyWidget):
         # The labels of the whole map: the coarse regions.
         shown = (found.regions or found.clusters) if found is not None else []
         labels = [(c.label, *c.center) for c in shown]
-        caption = f"{self.map_status} (jupyter-mlx-embed similarity explorer)"
-        return Picture(self.coordinates, coloring, labels, caption)
+        # What the picture shows, not the work in progress that map_status also tells: a
+        # saved notebook's reader has no kernel to see that work finish.
+        caption = self._map_message(self.projection, found=found)
+        return Picture(
+            self.coordinates, coloring, labels, f"{caption} (jupyter-mlx-embed similarity explorer)"
+        )
 
     # The map: PCA at once, UMAP and clusters from the background thread -------------------
 
@@ -626,7 +631,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
             self.coords = np.ascontiguousarray(xy, dtype="<f4").tobytes()
             self.projection = "umap"
             self.clusters = []
-            self.map_status = self._map_message("umap", False) + " Finding clusters…"
+            self.map_status = self._map_message("umap") + " Finding clusters…"
             self._update_contours()
         self._snapshot.schedule(0)
 
@@ -646,12 +651,7 @@ class SimilarityExplorer(anywidget.AnyWidget):
                 }
                 for c in found.labels
             ]
-            self.map_status = (
-                self._map_message(self.projection, False)
-                + f" {count(len(found.clusters), 'cluster')}"
-                + (f" in {count(len(found.regions), 'region')}" if found.regions else "")
-                + " labelled."
-            )
+            self.map_status = self._map_message(self.projection, found=found)
         self._snapshot.schedule(0)
 
     def _map_failed(self, exc: BaseException) -> None:
@@ -660,9 +660,21 @@ class SimilarityExplorer(anywidget.AnyWidget):
             f"{self.projection.upper()} map; the background work failed: {describe(exc)}"
         )
 
-    def _map_message(self, used: str, pending: bool) -> str:
-        shown = f"{used.upper()} map of {count(len(self._embeddings), self._noun)}."
-        return shown + (" Computing UMAP in the background…" if pending else "")
+    def _map_message(
+        self, used: str, *, pending: bool = False, found: Clusters | None = None
+    ) -> str:
+        """What the map shows: its projection ``used``, the clusters ``found`` on it, and
+        whether a UMAP map is still to come (``pending``)."""
+        message = f"{used.upper()} map of {count(len(self._embeddings), self._noun)}."
+        if found is not None and not found.clusters:
+            message += " No clusters found."
+        elif found is not None:
+            message += (
+                f" {count(len(found.clusters), 'cluster')}"
+                + (f" in {count(len(found.regions), 'region')}" if found.regions else "")
+                + " labelled."
+            )
+        return message + (" Computing UMAP in the background…" if pending else "")
 
     @property
     def _noun(self) -> str:
@@ -1027,11 +1039,10 @@ def explore_images(
         ValueError: ``image`` is not a column, or nothing matches a folder or glob.
         EmbedError: A picture cannot be read (naming it), or the model embeds no pictures.
     """
-    from tqdm.auto import tqdm
-
     from ..embeddings import embed_picture_collection
     from ..images import as_pictures, picture_files
     from ..options import EmbedOptions
+    from ..progress import progress_bar
     from ..validation import labels_of
 
     table: dict[str, Any] | None = None
@@ -1048,7 +1059,7 @@ def explore_images(
     else:
         items, single = as_pictures(source)
         labels = None if single else labels_of(source)
-    with tqdm(total=len(items), desc="embedding", unit="picture") as bar:
+    with progress_bar(len(items), desc="embedding", unit="picture") as bar:
         # Skipped items come back by position here (labels need not be unique).
         embeddings = embed_picture_collection(
             items, EmbedOptions(model, dimensions), skip_invalid=skip_invalid, progress=bar
