@@ -53,6 +53,11 @@ constexpr int64_t kPanel = 2 * W;
 constexpr int kTilePanels = W == 16 ? 2 : 1;
 constexpr int kTileRows = W == 16 ? 6 : JME_INT8 ? 4 : 6;
 constexpr int kLoneRows = kTileRows * kTilePanels;
+// Up to this many rows (a text or two), a product streams its weights from memory once, in its
+// first tile; the others compute from the cache while nothing streams. So rows beyond one
+// tile's take the taller one-panel tiles (fewer passes): 1.12-1.15x at 8-12 rows, 1.04-1.09x
+// at 16-24 over MiniLM's six layers on one Sapphire Rapids-class core; 0.98x at 48 rows.
+constexpr int64_t kFewRows = 2 * kLoneRows;
 #if JME_BF16
 typedef uint16_t weight_t;  // bfloat16 bits
 typedef uint32_t input_t;   // a pair of bfloat16 inputs (two depth rows)
@@ -624,12 +629,15 @@ void packed_product(const void* a, const void* weights, const float* bias, int m
         for (int64_t p = g0; p < g1; p += kTilePanels) {
           const weight_t* panel = packed + p * pstride + k0 / kDepthStep * kPanelRow;
           float* sums = scratch + (p - g0) * sstride - m0 * kPanel;  // row r's at r * kPanel
-          if (p + kTilePanels <= g1)
+          const bool few = m1 - m0 > kTileRows && m1 - m0 <= kFewRows;
+          if (p + kTilePanels <= g1 && !few) {
             row_tiles<kTileRows, kTilePanels>(m0, m1, row_inputs, lda, kn, panel, pstride, sums,
                                               sstride, first_block);
-          else  // an odd last panel
-            row_tiles<kLoneRows, 1>(m0, m1, row_inputs, lda, kn, panel, pstride, sums, sstride,
-                                    first_block);
+          } else {  // an odd last panel, or few rows: a panel at a time, in taller tiles
+            for (int64_t q = p; q < p + kTilePanels && q < g1; ++q)
+              row_tiles<kLoneRows, 1>(m0, m1, row_inputs, lda, kn, panel + (q - p) * pstride,
+                                      pstride, sums + (q - p) * sstride, sstride, first_block);
+          }
         }
       }
       // The row block's results, row by row: each row's outputs of the group in one run.
