@@ -259,9 +259,7 @@ def test_map_pans_lassoes_and_recolours(lab_page: Page) -> None:
     expect(widget.locator(".jme-legend .jme-ramp")).to_be_visible(timeout=30_000)
     expect(legend).to_have_count(0)
     # Clusters are looked for in the kernel's background thread (8 points make none).
-    expect(widget.locator(".jme-map-status")).to_contain_text(
-        "No clusters found", timeout=120_000
-    )
+    expect(widget.locator(".jme-map-status")).to_contain_text("No clusters found", timeout=120_000)
     screenshot(widget, "explorer-2k-numeric.png")
 
 
