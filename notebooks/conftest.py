@@ -12,6 +12,7 @@ root holding them. Their scores mean nothing; the notebooks say so.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.reranker_models import build_reranker
     from tests.siglip_models import build_siglip
 
-    where = Path(os.environ.get("JME_REAL_MODELS_DIR") or tempfile.mkdtemp(prefix="jme-models-"))
+    given = os.environ.get("JME_REAL_MODELS_DIR")
+    where = Path(given or tempfile.mkdtemp(prefix="jme-models-"))
+    if not given:  # ours to remove: 320 MB of models per run
+        config.add_cleanup(lambda: shutil.rmtree(where, ignore_errors=True))
     reranker = build_reranker("ms-marco-MiniLM-L6-v2", where)
     pictures = build_siglip("siglip-base-patch16-224", where, layers=2)
     roots = os.environ.get("JUPYTER_MLX_EMBED_MODEL_ROOTS")

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-folder = Path(tempfile.mkdtemp(prefix="jme-pictures-"))
+folder = Path(tempfile.mkdtemp(prefix="jme-pictures-", dir=FOLDER))
 colours = ["red", "orange", "gold", "green", "teal", "blue", "purple", "black", "pink",
            "brown", "grey", "navy"]
 rng = np.random.default_rng(0)
@@ -97,9 +97,12 @@ def _wait_for_mark(page: Page, name: str, timeout_ms: int = 60_000) -> float:
     return float(page.evaluate(SINCE, name))
 
 
-def test_20k_pictures_hover_query_and_zoom(page: Page, pictures_lab: LabServer, siglip) -> None:
+def test_20k_pictures_hover_query_and_zoom(
+    page: Page, pictures_lab: LabServer, siglip, tmp_path: Path
+) -> None:
     panel = open_notebook(page, pictures_lab, "pictures.ipynb")
-    setup = f"MODEL = {siglip.name!r}\nCOUNT = {COUNT}\n"
+    # The pictures go under the test's own folder, which pytest prunes (not /tmp's root).
+    setup = f"MODEL = {siglip.name!r}\nCOUNT = {COUNT}\nFOLDER = {str(tmp_path)!r}\n"
     run_cell(panel, setup + FILES, timeout=300_000)
     _start_clock(page)
     cell = run_cell(panel, CELL, timeout=300_000)
